@@ -1,0 +1,453 @@
+//! An async SHV client: hello/login, calls with timeouts, subscriptions and signals,
+//! heartbeat, serving requests as a mounted device, and raw frame access for tunnels.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use shvproto::{RpcValue, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::codec::{Incoming, DEFAULT_MAX_FRAME};
+use crate::connection::{self, FrameReader, FrameWriter};
+use crate::frame::RpcFrame;
+use crate::login::{Credentials, LoginParams};
+use crate::message::{RpcError, RpcMessage};
+use crate::url::RpcUrl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("login failed: {0}")]
+    Login(String),
+    #[error("{0}")]
+    Rpc(#[from] RpcError),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed")]
+    Disconnected,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub url: RpcUrl,
+    pub login: LoginParams,
+    /// Timeout of `call`.
+    pub timeout: Duration,
+    /// Send `.app:ping` when nothing was sent for this long.
+    pub heartbeat: Option<Duration>,
+    pub max_frame: usize,
+}
+
+impl ClientConfig {
+    /// Credentials and device options taken from the URL; SHA1 login unless `shapass`
+    /// is absent and the caller asks otherwise.
+    pub fn from_url(url: RpcUrl) -> Self {
+        let credentials = if let Some(t) = &url.token {
+            Credentials::Token(t.clone())
+        } else if let Some(h) = &url.shapass {
+            Credentials::Sha1(h.clone())
+        } else if let Some(p) = &url.password {
+            Credentials::Plain(p.clone())
+        } else if let Ok(p) = std::env::var("SHV_PASSWORD") {
+            Credentials::Plain(p)
+        } else {
+            Credentials::None
+        };
+        let login = LoginParams {
+            user: url.user.clone(),
+            credentials,
+            use_sha1: true,
+            device_id: url.device_id.clone(),
+            mount_point: url.mount_point.clone(),
+            idle_timeout: None,
+            user_agent: Some(format!("libshv-rs/{}", env!("CARGO_PKG_VERSION"))),
+        };
+        ClientConfig {
+            url,
+            login,
+            timeout: Duration::from_secs(10),
+            heartbeat: Some(Duration::from_secs(60)),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// Serves requests that reach a client mounted as a device.
+#[async_trait::async_trait]
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Returns the result to send back, or `None` when the handler replied itself
+    /// (e.g. with a raw frame, as tunnels do).
+    async fn handle(
+        &self,
+        client: &Client,
+        request: RpcMessage,
+    ) -> Option<Result<RpcValue, RpcError>>;
+}
+
+enum Pending {
+    Once(oneshot::Sender<RpcFrame>),
+    Stream(mpsc::Sender<RpcFrame>),
+}
+
+struct Shared {
+    pending: Mutex<HashMap<i64, Pending>>,
+    next_id: AtomicI64,
+}
+
+/// A logged-in connection. Cheap to clone; the connection closes when the last clone
+/// and the background tasks are gone or the peer disconnects.
+#[derive(Clone)]
+pub struct Client {
+    out: mpsc::Sender<RpcFrame>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    closed: watch::Receiver<bool>,
+}
+
+/// Signals received by the client (all of them, unfiltered).
+pub type SignalReceiver = mpsc::Receiver<RpcMessage>;
+
+impl Client {
+    /// Connects, logs in and starts the background tasks.
+    pub async fn connect(
+        config: &ClientConfig,
+        handler: Option<Arc<dyn RequestHandler>>,
+    ) -> Result<(Client, SignalReceiver), ClientError> {
+        let transport = config.url.transport();
+        let (mut reader, mut writer) = connection::connect(transport, config.max_frame)
+            .await
+            .map_err(|e| ClientError::Connect(transport.to_string(), e))?;
+        login(&mut reader, &mut writer, &config.login, config.timeout).await?;
+        Ok(Self::start(reader, writer, config, handler))
+    }
+
+    fn start(
+        reader: FrameReader,
+        writer: FrameWriter,
+        config: &ClientConfig,
+        handler: Option<Arc<dyn RequestHandler>>,
+    ) -> (Client, SignalReceiver) {
+        let (out_tx, out_rx) = mpsc::channel(256);
+        let (sig_tx, sig_rx) = mpsc::channel(1024);
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicI64::new(10),
+        });
+        let client = Client {
+            out: out_tx,
+            shared,
+            timeout: config.timeout,
+            closed: closed_rx,
+        };
+        tokio::spawn(write_loop(writer, out_rx, config.heartbeat, client.clone()));
+        tokio::spawn(read_loop(
+            reader,
+            client.clone(),
+            sig_tx,
+            handler,
+            closed_tx,
+        ));
+        (client, sig_rx)
+    }
+
+    pub fn next_request_id(&self) -> i64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolves when the connection is gone.
+    pub async fn closed(&self) {
+        let mut c = self.closed.clone();
+        let _ = c.wait_for(|closed| *closed).await;
+    }
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Sends a frame as is.
+    pub async fn send_frame(&self, frame: RpcFrame) -> Result<(), ClientError> {
+        self.out
+            .send(frame)
+            .await
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    pub async fn send(&self, msg: RpcMessage) -> Result<(), ClientError> {
+        self.send_frame(msg.into_frame()).await
+    }
+
+    /// Routes every response with `request_id` into the returned channel until
+    /// [`Client::unregister`] (tunnels receive many responses to one request).
+    pub fn register_stream(&self, request_id: i64, capacity: usize) -> mpsc::Receiver<RpcFrame> {
+        let (tx, rx) = mpsc::channel(capacity);
+        self.shared
+            .pending
+            .lock()
+            .unwrap()
+            .insert(request_id, Pending::Stream(tx));
+        rx
+    }
+
+    pub fn unregister(&self, request_id: i64) {
+        self.shared.pending.lock().unwrap().remove(&request_id);
+    }
+
+    /// Sends a request frame and waits for its response frame.
+    pub async fn call_frame(
+        &self,
+        frame: RpcFrame,
+        timeout: Duration,
+    ) -> Result<RpcFrame, ClientError> {
+        let id = frame
+            .request_id()
+            .ok_or_else(|| ClientError::Protocol("request without id".into()))?;
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .pending
+            .lock()
+            .unwrap()
+            .insert(id, Pending::Once(tx));
+        if let Err(e) = self.send_frame(frame).await {
+            self.unregister(id);
+            return Err(e);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(f)) => Ok(f),
+            Ok(Err(_)) => Err(ClientError::Disconnected),
+            Err(_) => {
+                self.unregister(id);
+                Err(ClientError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Calls `path:method(param)` and returns the result (or the RPC error).
+    pub async fn call(
+        &self,
+        path: &str,
+        method: &str,
+        param: Option<RpcValue>,
+    ) -> Result<RpcValue, ClientError> {
+        self.call_timeout(path, method, param, self.timeout).await
+    }
+
+    pub async fn call_timeout(
+        &self,
+        path: &str,
+        method: &str,
+        param: Option<RpcValue>,
+        timeout: Duration,
+    ) -> Result<RpcValue, ClientError> {
+        let id = self.next_request_id();
+        let frame = RpcMessage::new_request(id, path, method, param).into_frame();
+        let resp = self.call_frame(frame, timeout).await?;
+        let msg =
+            RpcMessage::from_frame(&resp).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(msg.result()?)
+    }
+
+    /// Subscribes to signals matching the RI (`path:method:signal`), optionally with a TTL.
+    pub async fn subscribe(&self, ri: &str, ttl: Option<u64>) -> Result<bool, ClientError> {
+        let param = match ttl {
+            Some(t) => RpcValue::from(vec![RpcValue::from(ri), RpcValue::from(t as i64)]),
+            None => RpcValue::from(ri),
+        };
+        let r = self
+            .call(".broker/currentClient", "subscribe", Some(param))
+            .await?;
+        Ok(r.as_bool())
+    }
+
+    pub async fn unsubscribe(&self, ri: &str) -> Result<bool, ClientError> {
+        let r = self
+            .call(
+                ".broker/currentClient",
+                "unsubscribe",
+                Some(RpcValue::from(ri)),
+            )
+            .await?;
+        Ok(r.as_bool())
+    }
+
+    /// Emits a signal from this client (meaningful when mounted as a device).
+    pub async fn emit(
+        &self,
+        path: &str,
+        signal: &str,
+        source: &str,
+        param: Option<RpcValue>,
+    ) -> Result<(), ClientError> {
+        self.send(RpcMessage::new_signal(path, signal, source, param))
+            .await
+    }
+}
+
+/// hello + login on a fresh connection.
+pub async fn login(
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    params: &LoginParams,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let hello = RpcMessage::new_request(1, "", "hello", None).into_frame();
+    let resp = exchange(reader, writer, hello, timeout).await?;
+    let nonce = match resp.result() {
+        Ok(v) => match v.get("nonce").map(|n| &n.value) {
+            Some(Value::String(s)) => s.to_string(),
+            _ => String::new(),
+        },
+        Err(e) => return Err(ClientError::Login(format!("hello: {e}"))),
+    };
+    let login = RpcMessage::new_request(2, "", "login", Some(params.to_value(&nonce))).into_frame();
+    let resp = exchange(reader, writer, login, timeout).await?;
+    resp.result().map_err(|e| ClientError::Login(e.message))?;
+    Ok(())
+}
+
+async fn exchange(
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    frame: RpcFrame,
+    timeout: Duration,
+) -> Result<RpcMessage, ClientError> {
+    let id = frame.request_id();
+    writer
+        .send(frame)
+        .await
+        .map_err(|_| ClientError::Disconnected)?;
+    let wait = async {
+        loop {
+            match reader.next().await {
+                Some(Ok(Incoming::Frame(f))) if f.is_response() && f.request_id() == id => {
+                    return RpcMessage::from_frame(&f)
+                        .map_err(|e| ClientError::Protocol(e.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+                None => return Err(ClientError::Disconnected),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+async fn write_loop(
+    mut writer: FrameWriter,
+    mut rx: mpsc::Receiver<RpcFrame>,
+    heartbeat: Option<Duration>,
+    client: Client,
+) {
+    // The write loop must not keep the connection alive on its own.
+    let Client { shared, .. } = client;
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    let period = heartbeat.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+    loop {
+        let frame = match tokio::time::timeout(period, rx.recv()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                let Some(shared) = weak.upgrade() else { break };
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                RpcMessage::new_request(id, ".app", "ping", None).into_frame()
+            }
+        };
+        if writer.feed(frame).await.is_err() {
+            break;
+        }
+        // Batch what is already queued into one flush.
+        while let Ok(f) = rx.try_recv() {
+            if writer.feed(f).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+async fn read_loop(
+    mut reader: FrameReader,
+    client: Client,
+    signals: mpsc::Sender<RpcMessage>,
+    handler: Option<Arc<dyn RequestHandler>>,
+    closed: watch::Sender<bool>,
+) {
+    while let Some(item) = reader.next().await {
+        let frame = match item {
+            Ok(Incoming::Frame(f)) => f,
+            Ok(other) => {
+                tracing::warn!("ignoring bad frame from peer: {other:?}");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("read error: {e}");
+                break;
+            }
+        };
+        if frame.is_response() {
+            let id = frame.request_id().unwrap_or_default();
+            let target = {
+                let mut pending = client.shared.pending.lock().unwrap();
+                match pending.get(&id) {
+                    Some(Pending::Stream(tx)) => Some(Pending::Stream(tx.clone())),
+                    Some(Pending::Once(_)) => pending.remove(&id),
+                    None => None,
+                }
+            };
+            match target {
+                Some(Pending::Once(tx)) => {
+                    let _ = tx.send(frame);
+                }
+                Some(Pending::Stream(tx)) => {
+                    let _ = tx.send(frame).await;
+                }
+                None => tracing::debug!("response to unknown request {id} dropped"),
+            }
+        } else if frame.is_request() {
+            let msg = match RpcMessage::from_frame(&frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    let resp = RpcMessage::response_to(&frame.meta).with_error(
+                        &RpcError::invalid_param(format!("cannot decode request: {e}")),
+                    );
+                    let _ = client.send(resp).await;
+                    continue;
+                }
+            };
+            let client = client.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let meta = msg.meta.clone();
+                let result = match handler {
+                    Some(h) => h.handle(&client, msg).await,
+                    None => Some(Err(RpcError::method_not_found(
+                        "this client serves no requests",
+                    ))),
+                };
+                if let Some(r) = result {
+                    let _ = client
+                        .send(RpcMessage::response_to(&meta).with_result_or_error(r))
+                        .await;
+                }
+            });
+        } else if frame.is_signal() {
+            if let Ok(msg) = RpcMessage::from_frame(&frame) {
+                // A dropped receiver means the application does not want signals.
+                let _ = signals.send(msg).await;
+            }
+        }
+    }
+    client.shared.pending.lock().unwrap().clear();
+    let _ = closed.send(true);
+}

@@ -1,0 +1,249 @@
+//! The "Block" stream framing as a tokio codec:
+//! `[length: ChainPack UInt][format byte][payload]`, length counting format + payload.
+//!
+//! Frames above the size limit are never buffered whole: the first bytes are kept (so
+//! a request can be answered with an error), the rest is drained as it arrives, and the
+//! stream stays in sync. Reads through `FramedRead` are cancellation-safe: a partial
+//! frame stays in the codec's buffer.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::frame::{RpcFrame, FORMAT_CHAINPACK, FORMAT_RESET_SESSION};
+use crate::value::{self, DecodeError};
+
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How much of an oversized frame is kept for a look at its meta.
+const OVERSIZED_HEAD: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum Incoming {
+    Frame(RpcFrame),
+    ResetSession,
+    /// A frame larger than the limit; `head` holds its first bytes (format byte
+    /// excluded) and the rest was or will be skipped.
+    Oversized {
+        size: u64,
+        format: u8,
+        head: Bytes,
+    },
+    /// A well-delimited frame whose content is bad; the stream is still in sync.
+    Invalid(String),
+}
+
+#[derive(Debug)]
+pub struct BlockCodec {
+    max_frame: usize,
+    skipping: u64,
+}
+
+impl Default for BlockCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl BlockCodec {
+    pub fn new(max_frame: usize) -> Self {
+        BlockCodec {
+            max_frame,
+            skipping: 0,
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+impl Decoder for BlockCodec {
+    type Item = Incoming;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, std::io::Error> {
+        if self.skipping > 0 {
+            let n = (src.len() as u64).min(self.skipping);
+            src.advance(n as usize);
+            self.skipping -= n;
+            if self.skipping > 0 {
+                return Ok(None);
+            }
+        }
+        let (len, hdr) = match value::read_uint(src, 0) {
+            Ok(x) => x,
+            Err(DecodeError::Truncated) => return Ok(None),
+            Err(_) => return Err(invalid("invalid frame length")),
+        };
+        if len == 0 {
+            src.advance(hdr);
+            return Ok(Some(Incoming::Invalid("zero-length frame".into())));
+        }
+        if len > self.max_frame as u64 {
+            let keep = (OVERSIZED_HEAD as u64).min(len) as usize;
+            if src.len() < hdr + keep {
+                src.reserve(hdr + keep - src.len());
+                return Ok(None);
+            }
+            src.advance(hdr);
+            let mut head = src.split_to(keep).freeze();
+            let format = head[0];
+            head.advance(1);
+            self.skipping = len - keep as u64;
+            let n = (src.len() as u64).min(self.skipping);
+            src.advance(n as usize);
+            self.skipping -= n;
+            return Ok(Some(Incoming::Oversized {
+                size: len,
+                format,
+                head,
+            }));
+        }
+        let len = len as usize;
+        if src.len() < hdr + len {
+            src.reserve(hdr + len - src.len());
+            return Ok(None);
+        }
+        src.advance(hdr);
+        let mut payload = src.split_to(len).freeze();
+        let format = payload[0];
+        payload.advance(1);
+        Ok(Some(match format {
+            FORMAT_CHAINPACK => match RpcFrame::parse(payload) {
+                Ok(f) => Incoming::Frame(f),
+                Err(e) => Incoming::Invalid(format!("malformed message: {e}")),
+            },
+            FORMAT_RESET_SESSION if payload.is_empty() => Incoming::ResetSession,
+            other => Incoming::Invalid(format!("unsupported format byte {other}")),
+        }))
+    }
+}
+
+/// Writes the frame header for a payload of `payload_len` bytes (format byte excluded).
+pub fn write_header(dst: &mut BytesMut, payload_len: usize, format: u8) {
+    let mut hdr = Vec::with_capacity(10);
+    value::write_uint(&mut hdr, payload_len as u64 + 1);
+    hdr.push(format);
+    dst.extend_from_slice(&hdr);
+}
+
+/// Appends one framed message (header included) to `dst`.
+pub fn encode_into(frame: &RpcFrame, dst: &mut BytesMut) {
+    let payload = frame.payload();
+    write_header(dst, payload.len(), FORMAT_CHAINPACK);
+    dst.extend_from_slice(&payload);
+}
+
+impl Encoder<RpcFrame> for BlockCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, frame: RpcFrame, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        encode_into(&frame, dst);
+        Ok(())
+    }
+}
+
+/// Encodes one frame to bytes (header included), e.g. for raw test clients.
+pub fn encode_frame(frame: &RpcFrame) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    encode_into(frame, &mut b);
+    b.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shvproto::RpcValue;
+
+    fn decode_all(codec: &mut BlockCodec, data: &[u8]) -> Vec<Incoming> {
+        let mut buf = BytesMut::from(data);
+        let mut out = Vec::new();
+        while let Some(i) = codec.decode(&mut buf).unwrap() {
+            out.push(i);
+        }
+        out
+    }
+
+    #[test]
+    fn spec_example_hello_bytes() {
+        // <1:1,8:1,10:"hello">i{} as ChainPack, framed.
+        let msg = RpcValue::from_cpon(r#"<1:1,8:1,10:"hello">i{}"#)
+            .unwrap()
+            .to_chainpack();
+        let expected: Vec<u8> = [
+            &[0x11, 0x01][..],
+            &[0x8b, 0x41, 0x41, 0x48, 0x41, 0x4a, 0x86, 0x05],
+            b"hello",
+            &[0xff, 0x8a, 0xff],
+        ]
+        .concat();
+        assert_eq!(&expected[2..], &msg[..]);
+        let out = decode_all(&mut BlockCodec::default(), &expected);
+        let Incoming::Frame(f) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(f.method(), Some("hello"));
+        assert_eq!(encode_frame(f), expected);
+    }
+
+    #[test]
+    fn split_reads_and_reset() {
+        let f = crate::message::RpcMessage::new_request(7, "x", "ls", None).to_frame();
+        let mut bytes = encode_frame(&f);
+        bytes.extend_from_slice(&[0x01, 0x00]); // ResetSession
+        let mut codec = BlockCodec::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in &bytes {
+            buf.extend_from_slice(&[*b]);
+            while let Some(i) = codec.decode(&mut buf).unwrap() {
+                out.push(i);
+            }
+        }
+        assert!(matches!(&out[0], Incoming::Frame(g) if *g == f));
+        assert!(matches!(out[1], Incoming::ResetSession));
+    }
+
+    #[test]
+    fn oversized_is_drained_and_stream_stays_in_sync() {
+        let big = crate::message::RpcMessage::new_request(
+            9,
+            "",
+            "echo",
+            Some(RpcValue::from(vec![0u8; 5000])),
+        )
+        .to_frame();
+        let small = crate::message::RpcMessage::new_request(10, "", "ls", None).to_frame();
+        let mut bytes = encode_frame(&big);
+        bytes.extend(encode_frame(&small));
+        let mut codec = BlockCodec::new(1000);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(700) {
+            buf.extend_from_slice(chunk);
+            while let Some(i) = codec.decode(&mut buf).unwrap() {
+                out.push(i);
+            }
+        }
+        assert_eq!(out.len(), 2, "{out:?}");
+        let Incoming::Oversized { format, head, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(*format, 1);
+        assert_eq!(head[0], 0x8b);
+        assert!(matches!(&out[1], Incoming::Frame(g) if g.request_id() == Some(10)));
+    }
+
+    #[test]
+    fn bad_content_is_reported_not_fatal() {
+        let mut codec = BlockCodec::default();
+        // zero length, unknown format 7, truncated meta, then a good frame
+        let mut bytes = vec![0x00, 0x02, 0x07, 0x00, 0x03, 0x01, 0x8b, 0x41];
+        let good = crate::message::RpcMessage::new_request(1, "", "ls", None).to_frame();
+        bytes.extend(encode_frame(&good));
+        let out = decode_all(&mut codec, &bytes);
+        assert!(matches!(out[0], Incoming::Invalid(_)));
+        assert!(matches!(out[1], Incoming::Invalid(_)));
+        assert!(matches!(out[2], Incoming::Invalid(_)));
+        assert!(matches!(&out[3], Incoming::Frame(g) if *g == good));
+    }
+}

@@ -1,0 +1,41 @@
+//! Opening a framed connection to a URL's transport.
+
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::codec::BlockCodec;
+use crate::url::Transport;
+
+pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
+pub type FrameReader = FramedRead<BoxRead, BlockCodec>;
+pub type FrameWriter = FramedWrite<BoxWrite, BlockCodec>;
+
+/// Wraps any byte stream halves into frame reader and writer.
+pub fn framed(read: BoxRead, write: BoxWrite, max_frame: usize) -> (FrameReader, FrameWriter) {
+    (
+        FramedRead::with_capacity(read, BlockCodec::new(max_frame), 64 * 1024),
+        FramedWrite::new(write, BlockCodec::new(max_frame)),
+    )
+}
+
+pub async fn connect(
+    transport: &Transport,
+    max_frame: usize,
+) -> std::io::Result<(FrameReader, FrameWriter)> {
+    match transport {
+        Transport::Tcp { host, port } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = s.into_split();
+            Ok(framed(Box::pin(r), Box::pin(w), max_frame))
+        }
+        Transport::Unix { path } => {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            let (r, w) = s.into_split();
+            Ok(framed(Box::pin(r), Box::pin(w), max_frame))
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! A routable RPC frame: the meta decoded, the body kept as untouched bytes.
+//!
+//! Brokers route by the meta alone; the body (the IMap with param/result/error) is
+//! carried as [`Bytes`] and written out byte for byte.
+
+use bytes::Bytes;
+use shvproto::{ChainPackReader, ChainPackWriter, MetaMap, Reader, RpcValue, Value, Writer};
+
+use crate::meta::tag;
+use crate::value::{self, DecodeError, MAX_DEPTH};
+
+/// Format byte of a ChainPack RPC message in the Block framing.
+pub const FORMAT_CHAINPACK: u8 = 1;
+/// Format byte of ResetSession (with no payload).
+pub const FORMAT_RESET_SESSION: u8 = 0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcFrame {
+    pub meta: MetaMap,
+    /// The ChainPack IMap body, verbatim.
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Response,
+    Signal,
+    Invalid,
+}
+
+impl RpcFrame {
+    /// Parses a ChainPack message payload (after the format byte): the MetaMap is decoded
+    /// (depth-limited), the body is only checked to start like an IMap.
+    pub fn parse(payload: Bytes) -> Result<Self, DecodeError> {
+        if payload.first() != Some(&0x8b) {
+            return Err(DecodeError::Codec(
+                "message does not start with a MetaMap".into(),
+            ));
+        }
+        let meta_end = value::skip_container(&payload, 0, MAX_DEPTH)?;
+        let mut slice = &payload[..meta_end];
+        let meta = ChainPackReader::new(&mut slice)
+            .try_read_meta()
+            .map_err(|e| DecodeError::Codec(e.to_string()))?
+            .ok_or_else(|| DecodeError::Codec("missing MetaMap".into()))?;
+        let body = payload.slice(meta_end..);
+        match body.first() {
+            None | Some(0x8a) => {}
+            Some(_) => return Err(DecodeError::Codec("message body is not an IMap".into())),
+        }
+        Ok(RpcFrame { meta, body })
+    }
+
+    /// The ChainPack payload (MetaMap then body), without framing.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 64);
+        ChainPackWriter::new(&mut out)
+            .write_meta(&self.meta)
+            .expect("writing to a Vec cannot fail");
+        out.extend_from_slice(if self.body.is_empty() {
+            &[0x8a, 0xff]
+        } else {
+            &self.body
+        });
+        out
+    }
+
+    fn get_int(&self, t: i32) -> Option<i64> {
+        match &self.meta.get(t)?.value {
+            Value::Int(i) => Some(*i),
+            Value::UInt(u) => i64::try_from(*u).ok(),
+            _ => None,
+        }
+    }
+    fn get_str(&self, t: i32) -> Option<&str> {
+        match &self.meta.get(t)?.value {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<i64> {
+        self.get_int(tag::REQUEST_ID)
+    }
+    pub fn shv_path(&self) -> &str {
+        self.get_str(tag::SHV_PATH).unwrap_or("")
+    }
+    pub fn method(&self) -> Option<&str> {
+        self.get_str(tag::METHOD)
+    }
+    pub fn source(&self) -> &str {
+        self.get_str(tag::SOURCE).unwrap_or("get")
+    }
+    pub fn access_level(&self) -> Option<i64> {
+        self.get_int(tag::ACCESS_LEVEL)
+    }
+    pub fn user_id(&self) -> Option<&str> {
+        self.get_str(tag::USER_ID)
+    }
+    pub fn tunnel_ctl(&self) -> Option<&RpcValue> {
+        self.meta.get(tag::TUNNEL_CTL)
+    }
+    pub fn has_rev_caller_ids(&self) -> bool {
+        self.meta.get(tag::REV_CALLER_IDS).is_some()
+    }
+
+    pub fn kind(&self) -> Kind {
+        match (self.request_id().is_some(), self.method().is_some()) {
+            (true, true) => Kind::Request,
+            (true, false) => Kind::Response,
+            (false, true) => Kind::Signal,
+            (false, false) => Kind::Invalid,
+        }
+    }
+    pub fn is_request(&self) -> bool {
+        self.kind() == Kind::Request
+    }
+    pub fn is_response(&self) -> bool {
+        self.kind() == Kind::Response
+    }
+    pub fn is_signal(&self) -> bool {
+        self.kind() == Kind::Signal
+    }
+
+    pub fn set_shv_path(&mut self, path: &str) {
+        if path.is_empty() {
+            self.meta.remove(tag::SHV_PATH);
+        } else {
+            self.meta.insert(tag::SHV_PATH, RpcValue::from(path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_keeps_body_bytes() {
+        let msg = RpcValue::from_cpon(r#"<1:1,8:42,9:"a/b",10:"get">i{1:[1,2,"x"]}"#).unwrap();
+        let bytes = msg.to_chainpack();
+        let f = RpcFrame::parse(Bytes::from(bytes.clone())).unwrap();
+        assert_eq!(f.request_id(), Some(42));
+        assert_eq!(f.shv_path(), "a/b");
+        assert_eq!(f.method(), Some("get"));
+        assert!(f.is_request());
+        assert_eq!(f.payload(), bytes);
+        let body = RpcValue::from_cpon(r#"i{1:[1,2,"x"]}"#)
+            .unwrap()
+            .to_chainpack();
+        assert_eq!(&f.body[..], &body[..]);
+    }
+
+    #[test]
+    fn rejects_deep_meta_and_non_imap_body() {
+        let mut deep = vec![0x8b, 0x01];
+        deep.extend(vec![0x88; 1000]);
+        assert!(matches!(
+            RpcFrame::parse(Bytes::from(deep)),
+            Err(DecodeError::TooDeep(_))
+        ));
+        let bad = RpcValue::from_cpon("<8:1>[1]").unwrap().to_chainpack();
+        assert!(RpcFrame::parse(Bytes::from(bad)).is_err());
+        assert!(RpcFrame::parse(Bytes::from_static(&[0x88, 0xff])).is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Meta tags of an RPC message and the CallerIds / RevCallerIds stack helpers.
+
+use shvproto::{MetaMap, RpcValue, Value};
+
+pub mod tag {
+    pub const META_TYPE_ID: i32 = 1;
+    pub const REQUEST_ID: i32 = 8;
+    pub const SHV_PATH: i32 = 9;
+    pub const METHOD: i32 = 10;
+    pub const CALLER_IDS: i32 = 11;
+    pub const REV_CALLER_IDS: i32 = 13;
+    pub const ACCESS: i32 = 14;
+    pub const TUNNEL_CTL: i32 = 15;
+    pub const USER_ID: i32 = 16;
+    pub const ACCESS_LEVEL: i32 = 17;
+    pub const SOURCE: i32 = 19;
+    pub const REPEAT: i32 = 20;
+}
+
+/// Body keys of the message IMap.
+pub mod key {
+    pub const PARAM: i32 = 1;
+    pub const RESULT: i32 = 2;
+    pub const ERROR: i32 = 3;
+    pub const DELAY: i32 = 4;
+    pub const ABORT: i32 = 5;
+}
+
+/// Reads a CallerIds-style stack: Null/absent = empty, Int = one, List = top last.
+pub fn stack_from_value(v: Option<&RpcValue>) -> Vec<i64> {
+    match v.map(|v| &v.value) {
+        Some(Value::Int(i)) => vec![*i],
+        Some(Value::UInt(i)) => vec![*i as i64],
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(|x| match x.value {
+                Value::Int(i) => Some(i),
+                Value::UInt(u) => Some(u as i64),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The canonical wire form of a stack: Null for empty, Int for one, List otherwise.
+pub fn stack_to_value(ids: &[i64]) -> RpcValue {
+    match ids {
+        [] => RpcValue::null(),
+        [one] => RpcValue::from(*one),
+        many => RpcValue::from(many.iter().map(|i| RpcValue::from(*i)).collect::<Vec<_>>()),
+    }
+}
+
+/// Pushes `id` onto the stack stored under `tag`.
+pub fn push_id(meta: &mut MetaMap, tag: i32, id: i64) {
+    let mut ids = stack_from_value(meta.get(tag));
+    ids.push(id);
+    meta.insert(tag, stack_to_value(&ids));
+}
+
+/// Pops the top of the stack stored under `tag`; an emptied stack removes the tag.
+pub fn pop_id(meta: &mut MetaMap, tag: i32) -> Option<i64> {
+    let mut ids = stack_from_value(meta.get(tag));
+    let top = ids.pop();
+    if ids.is_empty() {
+        meta.remove(tag);
+    } else {
+        meta.insert(tag, stack_to_value(&ids));
+    }
+    top
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pop_shapes() {
+        let mut m = MetaMap::new();
+        push_id(&mut m, tag::CALLER_IDS, 5);
+        assert_eq!(m.get(tag::CALLER_IDS), Some(&RpcValue::from(5i64)));
+        push_id(&mut m, tag::CALLER_IDS, 7);
+        assert_eq!(m.get(tag::CALLER_IDS).unwrap().to_cpon(), "[5,7]");
+        push_id(&mut m, tag::CALLER_IDS, 9);
+        assert_eq!(m.get(tag::CALLER_IDS).unwrap().to_cpon(), "[5,7,9]");
+        assert_eq!(pop_id(&mut m, tag::CALLER_IDS), Some(9));
+        assert_eq!(pop_id(&mut m, tag::CALLER_IDS), Some(7));
+        assert_eq!(m.get(tag::CALLER_IDS), Some(&RpcValue::from(5i64)));
+        assert_eq!(pop_id(&mut m, tag::CALLER_IDS), Some(5));
+        assert!(m.get(tag::CALLER_IDS).is_none());
+        assert_eq!(pop_id(&mut m, tag::CALLER_IDS), None);
+    }
+
+    #[test]
+    fn lenient_input_shapes() {
+        let empty = RpcValue::from_cpon("[]").unwrap();
+        assert!(stack_from_value(Some(&empty)).is_empty());
+        let one = RpcValue::from_cpon("[3]").unwrap();
+        assert_eq!(stack_from_value(Some(&one)), vec![3]);
+        assert!(stack_from_value(Some(&RpcValue::null())).is_empty());
+        let mut m = MetaMap::new();
+        m.insert(tag::REV_CALLER_IDS, RpcValue::null());
+        push_id(&mut m, tag::REV_CALLER_IDS, 4);
+        assert_eq!(m.get(tag::REV_CALLER_IDS), Some(&RpcValue::from(4i64)));
+    }
+}

@@ -1,0 +1,189 @@
+//! SHV RPC URLs: `tcp://USER@HOST:PORT?password=P`, `unix:/path`, and options.
+
+use std::fmt;
+
+pub const DEFAULT_PORT: u16 = 3755;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Tcp { host: String, port: u16 },
+    Unix { path: String },
+}
+
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct RpcUrl {
+    pub transport: Option<Transport>,
+    pub user: String,
+    pub password: Option<String>,
+    /// SHA1 of the password, hex.
+    pub shapass: Option<String>,
+    pub token: Option<String>,
+    pub device_id: Option<String>,
+    pub mount_point: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("invalid URL '{0}': {1}")]
+    Invalid(String, String),
+    #[error("unsupported URL scheme '{0}' (supported: tcp, unix)")]
+    Scheme(String),
+}
+
+impl RpcUrl {
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let bad = |m: &str| UrlError::Invalid(s.to_string(), m.to_string());
+        let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        let transport = match u.scheme() {
+            "tcp" => Transport::Tcp {
+                host: match u.host_str() {
+                    None | Some("") => "localhost".to_string(),
+                    Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                },
+                port: u.port().unwrap_or(DEFAULT_PORT),
+            },
+            "unix" | "localsocket" => {
+                let path = url_decode(u.path());
+                if path.is_empty() {
+                    return Err(bad("a unix URL needs a socket path"));
+                }
+                Transport::Unix { path }
+            }
+            other => return Err(UrlError::Scheme(other.to_string())),
+        };
+        let mut url = RpcUrl {
+            transport: Some(transport),
+            user: url_decode(u.username()),
+            ..Default::default()
+        };
+        if let Some(p) = u.password() {
+            url.password = Some(url_decode(p));
+        }
+        for (k, v) in u.query_pairs() {
+            let v = v.into_owned();
+            match k.as_ref() {
+                "password" => url.password = Some(v),
+                "shapass" => url.shapass = Some(v),
+                "token" => url.token = Some(v),
+                "user" => url.user = v,
+                "devid" => url.device_id = Some(v),
+                "devmount" => url.mount_point = Some(v),
+                other => return Err(bad(&format!("unknown option '{other}'"))),
+            }
+        }
+        Ok(url)
+    }
+
+    pub fn transport(&self) -> &Transport {
+        self.transport
+            .as_ref()
+            .expect("parsed URLs always have a transport")
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            Transport::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Transport::Unix { path } => write!(f, "unix:{path}"),
+        }
+    }
+}
+
+/// Never prints secrets: shows transport and user only.
+impl fmt::Debug for RpcUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+impl fmt::Display for RpcUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.transport {
+            Some(t) if !self.user.is_empty() => {
+                let s = t.to_string();
+                let (scheme, rest) = s.split_once("://").unwrap_or(("", &s));
+                if scheme.is_empty() {
+                    write!(f, "{s} (user {})", self.user)
+                } else {
+                    write!(f, "{scheme}://{}@{rest}", self.user)
+                }
+            }
+            Some(t) => write!(f, "{t}"),
+            None => write!(f, "<no transport>"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_with_options() {
+        let u =
+            RpcUrl::parse("tcp://admin@127.0.0.1:4000?password=se%20cret&devid=d1&devmount=test/a")
+                .unwrap();
+        assert_eq!(
+            u.transport(),
+            &Transport::Tcp {
+                host: "127.0.0.1".into(),
+                port: 4000
+            }
+        );
+        assert_eq!(u.user, "admin");
+        assert_eq!(u.password.as_deref(), Some("se cret"));
+        assert_eq!(u.device_id.as_deref(), Some("d1"));
+        assert_eq!(u.mount_point.as_deref(), Some("test/a"));
+        assert!(!format!("{u:?}").contains("cret"));
+    }
+
+    #[test]
+    fn defaults_and_unix() {
+        let u = RpcUrl::parse("tcp://user@")
+            .unwrap_or_else(|_| RpcUrl::parse("tcp://user@localhost").unwrap());
+        assert_eq!(
+            u.transport(),
+            &Transport::Tcp {
+                host: "localhost".into(),
+                port: 3755
+            }
+        );
+        let u = RpcUrl::parse("unix:/run/shv.sock?user=x&shapass=abc").unwrap();
+        assert_eq!(
+            u.transport(),
+            &Transport::Unix {
+                path: "/run/shv.sock".into()
+            }
+        );
+        assert_eq!(u.user, "x");
+        assert_eq!(u.shapass.as_deref(), Some("abc"));
+        let u = RpcUrl::parse("tcp://[::1]:5000").unwrap();
+        assert_eq!(
+            u.transport(),
+            &Transport::Tcp {
+                host: "::1".into(),
+                port: 5000
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            RpcUrl::parse("http://x"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(RpcUrl::parse("tcp://x?bogus=1").is_err());
+        assert!(RpcUrl::parse("nonsense").is_err());
+    }
+}
