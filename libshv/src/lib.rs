@@ -1,6 +1,7 @@
 //! Silicon Heaven RPC (SHV 3) for Rust: values, frames, framing, URLs, login, an async
 //! client and the tunnel helpers shared by the broker and the remote-shell tools.
 
+pub mod access;
 pub mod client;
 pub mod codec;
 pub mod connection;
@@ -8,6 +9,7 @@ pub mod frame;
 pub mod login;
 pub mod message;
 pub mod meta;
+pub mod ri;
 pub mod url;
 pub mod value;
 

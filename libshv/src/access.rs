@@ -1,0 +1,70 @@
+//! Access levels (0..63) and their grant strings.
+
+/// Well-known access levels.
+pub mod level {
+    pub const BROWSE: i64 = 1;
+    pub const READ: i64 = 8;
+    pub const WRITE: i64 = 16;
+    pub const COMMAND: i64 = 24;
+    pub const CONFIG: i64 = 32;
+    pub const SERVICE: i64 = 40;
+    pub const SUPER_SERVICE: i64 = 48;
+    pub const DEVELOPER: i64 = 56;
+    pub const ADMIN: i64 = 63;
+}
+
+const NAMES: [(&str, i64); 9] = [
+    ("bws", level::BROWSE),
+    ("rd", level::READ),
+    ("wr", level::WRITE),
+    ("cmd", level::COMMAND),
+    ("cfg", level::CONFIG),
+    ("srv", level::SERVICE),
+    ("ssrv", level::SUPER_SERVICE),
+    ("dev", level::DEVELOPER),
+    ("su", level::ADMIN),
+];
+
+/// Parses `rd`, `wr`, …, or a number 0..63.
+pub fn parse_level(s: &str) -> Option<i64> {
+    let s = s.trim();
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, l)| *l)
+        .or_else(|| s.parse::<i64>().ok().filter(|l| (0..=63).contains(l)))
+}
+
+/// The highest named level not above `level` (`rd` for 10), or the number itself.
+pub fn level_name(level: i64) -> String {
+    NAMES
+        .iter()
+        .find(|(_, l)| *l == level)
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_else(|| level.to_string())
+}
+
+/// The level expressed by an Access grant string such as `rd,foo` (first known token).
+pub fn level_from_access(access: &str) -> Option<i64> {
+    access.split(',').filter_map(parse_level_name_only).max()
+}
+
+fn parse_level_name_only(s: &str) -> Option<i64> {
+    NAMES.iter().find(|(n, _)| *n == s.trim()).map(|(_, l)| *l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_numbers() {
+        assert_eq!(parse_level("rd"), Some(8));
+        assert_eq!(parse_level("su"), Some(63));
+        assert_eq!(parse_level("20"), Some(20));
+        assert_eq!(parse_level("64"), None);
+        assert_eq!(level_name(16), "wr");
+        assert_eq!(level_from_access("wr,xyz"), Some(16));
+        assert_eq!(level_from_access("xyz"), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! Resource identifiers (RI): `PATH:METHOD` or `PATH:METHOD:SIGNAL` patterns.
+//!
+//! Paths are globbed per segment (`*` and `?` never cross `/`, `[abc]` classes);
+//! `**` matches any number of segments, so `a/**` also matches `a` itself.
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ri {
+    pub path: String,
+    pub method: String,
+    pub signal: Option<String>,
+}
+
+impl Ri {
+    /// Parses an RI. A bare path is `path:*` (SHV 3 treats it as any method).
+    pub fn parse(s: &str) -> Self {
+        let mut parts = s.splitn(3, ':');
+        let path = parts.next().unwrap_or("").to_string();
+        let method = parts
+            .next()
+            .filter(|m| !m.is_empty())
+            .unwrap_or("*")
+            .to_string();
+        let signal = parts.next().map(|s| {
+            if s.is_empty() {
+                "*".to_string()
+            } else {
+                s.to_string()
+            }
+        });
+        Ri {
+            path,
+            method,
+            signal,
+        }
+    }
+
+    /// Does a method call `path:method` match this (method-only) pattern?
+    pub fn matches_method(&self, path: &str, method: &str) -> bool {
+        path_match(&self.path, path) && glob(&self.method, method)
+    }
+
+    /// Does a signal `path` (from `source`) named `signal` match?
+    /// For subscription RIs the middle part is the source method.
+    pub fn matches_signal(&self, path: &str, source: &str, signal: &str) -> bool {
+        path_match(&self.path, path)
+            && glob(&self.method, source)
+            && glob(self.signal.as_deref().unwrap_or("*"), signal)
+    }
+}
+
+impl std::fmt::Display for Ri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.signal {
+            Some(s) => write!(f, "{}:{}:{}", self.path, self.method, s),
+            None => write!(f, "{}:{}", self.path, self.method),
+        }
+    }
+}
+
+/// Matches a path against a pattern, segment by segment.
+pub fn path_match(pattern: &str, path: &str) -> bool {
+    let pat: Vec<&str> = split(pattern);
+    let segs: Vec<&str> = split(path);
+    segments_match(&pat, &segs)
+}
+
+fn split(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('/').collect()
+    }
+}
+
+// Iterative matcher with backtracking on the last `**` (like glob's `*` over segments).
+fn segments_match(pat: &[&str], segs: &[&str]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while s < segs.len() {
+        if p < pat.len() && pat[p] == "**" {
+            star = Some((p, s));
+            p += 1;
+        } else if p < pat.len() && glob(pat[p], segs[s]) {
+            p += 1;
+            s += 1;
+        } else if let Some((sp, ss)) = star {
+            p = sp + 1;
+            s = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    while p < pat.len() && pat[p] == "**" {
+        p += 1;
+    }
+    p == pat.len()
+}
+
+/// fnmatch-style glob for one segment: `*`, `?`, `[abc]`, `[!a-z]`.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+            continue;
+        }
+        if pi < p.len() {
+            if let Some((matched, next)) = match_one(&p, pi, t[ti]) {
+                if matched {
+                    pi = next;
+                    ti += 1;
+                    continue;
+                }
+            }
+        }
+        match star {
+            Some((sp, st)) => {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Matches one pattern element at `pi` against `c`: (matched, index after the element).
+fn match_one(p: &[char], pi: usize, c: char) -> Option<(bool, usize)> {
+    match p[pi] {
+        '?' => Some((true, pi + 1)),
+        '[' => {
+            let mut i = pi + 1;
+            let negate = i < p.len() && (p[i] == '!' || p[i] == '^');
+            if negate {
+                i += 1;
+            }
+            let mut found = false;
+            let start = i;
+            while i < p.len() && (p[i] != ']' || i == start) {
+                if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+                    found |= p[i] <= c && c <= p[i + 2];
+                    i += 3;
+                } else {
+                    found |= p[i] == c;
+                    i += 1;
+                }
+            }
+            if i >= p.len() {
+                // No closing bracket: a literal '['.
+                return Some((c == '[', pi + 1));
+            }
+            Some((found != negate, i + 1))
+        }
+        other => Some((other == c, pi + 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_does_not_cross_slash() {
+        assert!(path_match("a/*", "a/b"));
+        assert!(!path_match("a/*", "a/b/c"));
+        assert!(!path_match("*", "a/b"));
+        assert!(path_match("a/*/c", "a/xyz/c"));
+    }
+
+    #[test]
+    fn double_star() {
+        assert!(path_match("a/**", "a"));
+        assert!(path_match("a/**", "a/b/c"));
+        assert!(!path_match("a/**", "ab"));
+        assert!(path_match("**", ""));
+        assert!(path_match("**", "x/y"));
+        assert!(path_match("a/**/z", "a/z"));
+        assert!(path_match("a/**/z", "a/b/c/z"));
+        assert!(!path_match("a/**/z", "a/b/c/y"));
+        assert!(path_match("", ""));
+        assert!(!path_match("", "a"));
+    }
+
+    #[test]
+    fn segment_globs() {
+        assert!(glob("te?t", "test"));
+        assert!(glob("*status*", "devstatusx"));
+        assert!(glob("[ab]x", "bx"));
+        assert!(!glob("[!ab]x", "bx"));
+        assert!(glob("[a-c]1", "b1"));
+        assert!(!glob("get", "getx"));
+    }
+
+    #[test]
+    fn ri_forms() {
+        let ri = Ri::parse("test/**:get:chng");
+        assert!(ri.matches_signal("test/dev/x", "get", "chng"));
+        assert!(!ri.matches_signal("test/dev/x", "get", "other"));
+        assert!(!ri.matches_signal("other", "get", "chng"));
+        let any = Ri::parse("**:*:*");
+        assert!(any.matches_signal("a/b", "get", "chng"));
+        let m = Ri::parse("a/b:set");
+        assert!(m.matches_method("a/b", "set"));
+        assert!(!m.matches_method("a/b", "get"));
+        assert_eq!(Ri::parse("x:*:*").to_string(), "x:*:*");
+    }
+}
