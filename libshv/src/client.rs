@@ -23,7 +23,7 @@ pub enum ClientError {
     Connect(String, std::io::Error),
     #[error("login failed: {0}")]
     Login(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Rpc(#[from] RpcError),
     #[error("no response within {0:?}")]
     Timeout(Duration),

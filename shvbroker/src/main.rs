@@ -1,1 +1,75 @@
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use shvbroker::config::Config;
+use tokio_util::sync::CancellationToken;
+
+/// SHV 3 RPC broker: clients and devices connect to it, it routes calls, responses and
+/// signals between them, and hosts remote-shell tunnels.
+///
+/// Without -c it runs a built-in config that is safe to try on a laptop: loopback only,
+/// users admin/admin, device/device (may mount under test/**) and viewer/viewer.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// YAML config file (see --print-config for the format and the defaults)
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Listen on this URL instead of the config's (repeatable): tcp://HOST:PORT, unix:PATH.
+    /// Port 0 picks a free port; the chosen one is logged as "listening on …".
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Broker name (shown by .broker:name and appended to UserId)
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the effective config as YAML and exit
+    #[arg(long)]
+    print_config: bool,
+    /// Log filter, e.g. info, debug, shvbroker=trace (default: info, or RUST_LOG)
+    #[arg(short, long)]
+    verbose: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = args
+        .verbose
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).context("invalid log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if let Some(n) = &args.name {
+        config.name = n.clone();
+    }
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return Ok(());
+    }
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        s.cancel();
+    });
+    shvbroker::server::run(config, shutdown).await
+}

@@ -1,0 +1,306 @@
+//! The broker's own API on its virtual tree: `ls`/`dir` everywhere, `.app`, `.broker`,
+//! `.broker/currentClient`, `.broker/client`, `.broker/tunnels`.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use libshv::access::level::{self, BROWSE, SUPER_SERVICE};
+use libshv::access::level_name;
+use libshv::message::RpcError;
+use libshv::ri::Ri;
+use libshv::RpcValue;
+use shvproto::{IMap, Map, Value};
+
+use crate::peer::PeerId;
+use crate::state::Broker;
+
+/// Method flags of `dir` entries.
+const GETTER: i64 = 2;
+const NOT_IDEMPOTENT: i64 = 16;
+
+struct Method {
+    name: &'static str,
+    flags: i64,
+    param: &'static str,
+    result: &'static str,
+    access: i64,
+    signals: &'static [(&'static str, &'static str)],
+}
+
+const fn m(
+    name: &'static str,
+    flags: i64,
+    param: &'static str,
+    result: &'static str,
+    access: i64,
+) -> Method {
+    Method {
+        name,
+        flags,
+        param,
+        result,
+        access,
+        signals: &[],
+    }
+}
+
+const COMMON: &[Method] = &[
+    m("dir", 0, "idir", "odir", BROWSE),
+    Method {
+        name: "ls",
+        flags: 0,
+        param: "ils",
+        result: "ols",
+        access: BROWSE,
+        signals: &[("lsmod", "olsmod")],
+    },
+];
+const APP: &[Method] = &[
+    m("shvVersionMajor", GETTER, "n", "i", BROWSE),
+    m("shvVersionMinor", GETTER, "n", "i", BROWSE),
+    m("name", GETTER, "n", "s", BROWSE),
+    m("version", GETTER, "n", "s", BROWSE),
+    m("ping", 0, "n", "n", BROWSE),
+    m("date", 0, "n", "t", BROWSE),
+];
+const BROKER: &[Method] = &[
+    m("name", GETTER, "n", "s", BROWSE),
+    m("clientInfo", 0, "i", "!clientInfo|n", SUPER_SERVICE),
+    m("mountedClientInfo", 0, "s", "!clientInfo|n", SUPER_SERVICE),
+    m("clients", 0, "n", "[i]", SUPER_SERVICE),
+    m("mounts", 0, "n", "[s]", SUPER_SERVICE),
+    m("disconnectClient", NOT_IDEMPOTENT, "i", "n", SUPER_SERVICE),
+];
+const CURRENT_CLIENT: &[Method] = &[
+    m("info", GETTER, "n", "!clientInfo", BROWSE),
+    m("subscribe", 0, "s|[s:RPCRI,i:TTL]", "b", BROWSE),
+    m("unsubscribe", 0, "s", "b", BROWSE),
+    m("subscriptions", 0, "n", "{i|n}", BROWSE),
+];
+const TUNNELS: &[Method] = &[
+    m("list", 0, "n", "[{}]", SUPER_SERVICE),
+    m("close", NOT_IDEMPOTENT, "i", "b", level::ADMIN),
+];
+
+fn methods_of(path: &str) -> &'static [Method] {
+    match path {
+        ".app" => APP,
+        ".broker" => BROKER,
+        ".broker/currentClient" => CURRENT_CLIENT,
+        ".broker/tunnels" => TUNNELS,
+        _ => &[],
+    }
+}
+
+fn dir_entry(m: &Method) -> RpcValue {
+    let mut e = IMap::new();
+    e.insert(1, RpcValue::from(m.name));
+    e.insert(2, RpcValue::from(m.flags));
+    e.insert(3, RpcValue::from(m.param));
+    e.insert(4, RpcValue::from(m.result));
+    e.insert(5, RpcValue::from(m.access));
+    let mut sigs = Map::new();
+    for (n, t) in m.signals {
+        sigs.insert(n.to_string(), RpcValue::from(*t));
+    }
+    e.insert(6, RpcValue::from(sigs));
+    RpcValue::from(e)
+}
+
+/// Answers a request for a path no mount serves.
+pub fn call(
+    broker: &mut Broker,
+    from: PeerId,
+    path: &str,
+    method: &str,
+    level: i64,
+    param: Option<RpcValue>,
+) -> Result<RpcValue, RpcError> {
+    let Some(children) = broker.virtual_children(path) else {
+        return Err(RpcError::method_not_found(format!(
+            "no such path: '{path}'"
+        )));
+    };
+    let all = COMMON.iter().chain(methods_of(path));
+    let Some(desc) = all.clone().find(|m| m.name == method) else {
+        return Err(RpcError::method_not_found(format!(
+            "no method '{method}' on '{path}'"
+        )));
+    };
+    if level < desc.access {
+        return Err(RpcError::method_not_found(format!(
+            "access denied: {path}:{method} needs '{}', you have '{}'",
+            level_name(desc.access),
+            level_name(level)
+        )));
+    }
+    let param = param.unwrap_or_else(RpcValue::null);
+    match (path, method) {
+        (_, "ls") => Ok(match &param.value {
+            Value::String(s) => RpcValue::from(children.iter().any(|c| c == s.as_str())),
+            _ => RpcValue::from(children.into_iter().map(RpcValue::from).collect::<Vec<_>>()),
+        }),
+        (_, "dir") => Ok(match &param.value {
+            Value::String(s) => RpcValue::from(all.clone().any(|m| m.name == s.as_str())),
+            _ => RpcValue::from(all.map(dir_entry).collect::<Vec<_>>()),
+        }),
+        (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
+        (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),
+        (".app", "name") => Ok(RpcValue::from("shvbroker")),
+        (".app", "version") => Ok(RpcValue::from(env!("CARGO_PKG_VERSION"))),
+        (".app", "ping") => Ok(RpcValue::null()),
+        (".app", "date") => Ok(RpcValue::from(shvproto::DateTime::now())),
+        (".broker", "name") => Ok(RpcValue::from(broker.config.name.as_str())),
+        (".broker", "clientInfo") => {
+            let id = int_param(&param)?;
+            Ok(client_info(broker, id).unwrap_or_else(RpcValue::null))
+        }
+        (".broker", "mountedClientInfo") => {
+            let p = str_param(&param)?;
+            let id = broker.route(p).map(|(id, _)| id);
+            Ok(id
+                .and_then(|id| client_info(broker, id))
+                .unwrap_or_else(RpcValue::null))
+        }
+        (".broker", "clients") => {
+            let mut ids: Vec<i64> = broker.peers.keys().copied().collect();
+            ids.sort();
+            Ok(RpcValue::from(
+                ids.into_iter().map(RpcValue::from).collect::<Vec<_>>(),
+            ))
+        }
+        (".broker", "mounts") => {
+            let mut ms: Vec<&String> = broker.mounts.keys().collect();
+            ms.sort();
+            Ok(RpcValue::from(
+                ms.into_iter()
+                    .map(|s| RpcValue::from(s.as_str()))
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        (".broker", "disconnectClient") => {
+            let id = int_param(&param)?;
+            if !broker.peers.contains_key(&id) {
+                return Err(RpcError::invalid_param(format!("no client {id}")));
+            }
+            broker.disconnect(id, "disconnectClient");
+            Ok(RpcValue::null())
+        }
+        (".broker/currentClient", "info") => {
+            Ok(client_info(broker, from).unwrap_or_else(RpcValue::null))
+        }
+        (".broker/currentClient", "subscribe") => subscribe(broker, from, &param),
+        (".broker/currentClient", "unsubscribe") => {
+            let ri = Ri::parse(str_param(&param)?).to_string();
+            let peer = broker
+                .peers
+                .get_mut(&from)
+                .expect("the caller is logged in");
+            Ok(RpcValue::from(peer.subscriptions.remove(&ri).is_some()))
+        }
+        (".broker/currentClient", "subscriptions") => {
+            let peer = &broker.peers[&from];
+            Ok(subscriptions_value(peer))
+        }
+        (".broker/tunnels", "list") => Ok(broker.tunnel_list()),
+        (".broker/tunnels", "close") => {
+            let id = int_param(&param)?;
+            Ok(RpcValue::from(broker.close_tunnel(id as u64)))
+        }
+        _ => Err(RpcError::method_not_found(format!(
+            "no method '{method}' on '{path}'"
+        ))),
+    }
+}
+
+fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcValue, RpcError> {
+    let (ri, ttl) = match &param.value {
+        Value::String(s) => (s.to_string(), None),
+        Value::List(l) if !l.is_empty() => {
+            let ri = match &l[0].value {
+                Value::String(s) => s.to_string(),
+                _ => return Err(RpcError::invalid_param("subscribe: RI must be a String")),
+            };
+            let ttl = match l.get(1).map(|v| &v.value) {
+                None | Some(Value::Null) => None,
+                Some(Value::Int(i)) if *i >= 0 => Some(*i as u64),
+                Some(Value::UInt(u)) => Some(*u),
+                _ => {
+                    return Err(RpcError::invalid_param(
+                        "subscribe: TTL must be a non-negative Int",
+                    ))
+                }
+            };
+            (ri, ttl)
+        }
+        _ => {
+            return Err(RpcError::invalid_param(
+                "subscribe: expected RI or [RI, TTL]",
+            ))
+        }
+    };
+    let ri = Ri::parse(&ri);
+    let key = ri.to_string();
+    let expiry = ttl.map(|t| Instant::now() + Duration::from_secs(t));
+    let peer = broker
+        .peers
+        .get_mut(&from)
+        .expect("the caller is logged in");
+    let new = peer.subscriptions.insert(key, (ri, expiry)).is_none();
+    Ok(RpcValue::from(new))
+}
+
+fn subscriptions_value(peer: &crate::state::Peer) -> RpcValue {
+    let now = Instant::now();
+    let mut m = Map::new();
+    for (k, (_, exp)) in &peer.subscriptions {
+        let v = match exp {
+            Some(e) => RpcValue::from(e.saturating_duration_since(now).as_secs() as i64),
+            None => RpcValue::null(),
+        };
+        m.insert(k.clone(), v);
+    }
+    RpcValue::from(m)
+}
+
+fn client_info(broker: &Broker, id: PeerId) -> Option<RpcValue> {
+    let p = broker.peers.get(&id)?;
+    let mut m = Map::new();
+    m.insert("clientId".into(), RpcValue::from(id));
+    m.insert("userName".into(), RpcValue::from(p.user.as_str()));
+    m.insert(
+        "mountPoint".into(),
+        p.mount
+            .as_deref()
+            .map(RpcValue::from)
+            .unwrap_or_else(RpcValue::null),
+    );
+    if let Some(d) = &p.device_id {
+        m.insert("deviceId".into(), RpcValue::from(d.as_str()));
+    }
+    if let Some(ua) = &p.user_agent {
+        m.insert("userAgent".into(), RpcValue::from(ua.as_str()));
+    }
+    m.insert("address".into(), RpcValue::from(p.addr.as_str()));
+    m.insert("subscriptions".into(), subscriptions_value(p));
+    let secs = SystemTime::now()
+        .duration_since(p.connected_at)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    m.insert("connectedSeconds".into(), RpcValue::from(secs as i64));
+    Some(RpcValue::from(m))
+}
+
+fn int_param(p: &RpcValue) -> Result<i64, RpcError> {
+    match p.value {
+        Value::Int(i) => Ok(i),
+        Value::UInt(u) => Ok(u as i64),
+        _ => Err(RpcError::invalid_param("expected an Int parameter")),
+    }
+}
+
+fn str_param(p: &RpcValue) -> Result<&str, RpcError> {
+    match &p.value {
+        Value::String(s) => Ok(s.as_str()),
+        _ => Err(RpcError::invalid_param("expected a String parameter")),
+    }
+}

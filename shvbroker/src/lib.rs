@@ -1,0 +1,15 @@
+//! shvbroker: an SHV 3 RPC broker.
+//!
+//! - [`server`] binds listeners and spawns a [`peer`] task per connection;
+//! - [`peer`] does the login phase and forwards frames to the broker task;
+//! - [`state`] is the broker task, sole owner of all broker state (routing, mounts,
+//!   subscriptions), with [`api`] for the broker's own methods and [`tunnel`] for tunnels;
+//! - [`config`] and [`access`] describe users, roles and limits.
+
+pub mod access;
+pub mod api;
+pub mod config;
+pub mod peer;
+pub mod server;
+pub mod state;
+pub mod tunnel;

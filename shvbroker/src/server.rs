@@ -1,0 +1,132 @@
+//! Listeners: accept TCP and Unix connections and start a peer task for each; start the
+//! broker task; shut everything down on request.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use libshv::url::{RpcUrl, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::peer::{self, PeerContext};
+use crate::state::Broker;
+
+/// Capacity of the channel from all peers to the broker task.
+const EVENT_QUEUE: usize = 1024;
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+/// Binds every `listen` URL, then serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let mut listeners = Vec::new();
+    let mut tcp_address = None;
+    for url in &config.listen {
+        let parsed = RpcUrl::parse(url).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
+        match parsed.transport() {
+            Transport::Tcp { host, port } => {
+                let l = tokio::net::TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                let local = l.local_addr()?;
+                tracing::info!("listening on tcp://{local}");
+                tcp_address.get_or_insert((local.ip().to_string(), local.port()));
+                listeners.push(Listener::Tcp(l));
+            }
+            Transport::Unix { path } => {
+                let p = std::path::PathBuf::from(path);
+                // A socket left by a broker that died; refuse to steal a live one.
+                if p.exists() && std::os::unix::net::UnixStream::connect(&p).is_err() {
+                    let _ = std::fs::remove_file(&p);
+                }
+                let l = tokio::net::UnixListener::bind(&p)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                tracing::info!("listening on unix:{path}");
+                listeners.push(Listener::Unix(l, p));
+            }
+        }
+    }
+    if listeners.is_empty() {
+        anyhow::bail!("no listen address configured");
+    }
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let broker = Broker::new(config.clone(), tcp_address);
+    let broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
+    let ctx = Arc::new(PeerContext {
+        config: config.clone(),
+        events: events_tx,
+        shutdown: shutdown.clone(),
+    });
+    let next_id = Arc::new(AtomicI64::new(1));
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let ctx = ctx.clone();
+        let next_id = next_id.clone();
+        let shutdown = shutdown.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            accept_loop(l, ctx, next_id, shutdown).await
+        }));
+    }
+    drop(ctx);
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    let _ = broker_task.await;
+    Ok(())
+}
+
+async fn accept_loop(
+    l: Listener,
+    ctx: Arc<PeerContext>,
+    next_id: Arc<AtomicI64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = accept(&l) => a,
+        };
+        match accepted {
+            Ok((r, w, addr)) => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(peer::run(id, r, w, addr, ctx.clone()));
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if let Listener::Unix(_, path) = &l {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn accept(
+    l: &Listener,
+) -> std::io::Result<(
+    libshv::connection::BoxRead,
+    libshv::connection::BoxWrite,
+    String,
+)> {
+    match l {
+        Listener::Tcp(l) => {
+            let (s, addr) = l.accept().await?;
+            s.set_nodelay(true)?;
+            let (r, w) = s.into_split();
+            Ok((Box::pin(r), Box::pin(w), addr.to_string()))
+        }
+        Listener::Unix(l, path) => {
+            let (s, _) = l.accept().await?;
+            let (r, w) = s.into_split();
+            Ok((Box::pin(r), Box::pin(w), format!("unix:{}", path.display())))
+        }
+    }
+}

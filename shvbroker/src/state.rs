@@ -1,0 +1,477 @@
+//! The broker task: the one owner of broker state. Connections send it [`Event`]s; it
+//! routes requests by shvPath, responses by CallerIds, and signals to subscribers, and
+//! answers the broker's own API. It never awaits on a peer: each peer has a bounded
+//! queue, and a peer whose queue is full is disconnected rather than buffered for.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use libshv::access::{level, level_name};
+use libshv::message::{code, RpcError, RpcMessage};
+use libshv::meta::{self, tag};
+use libshv::ri::Ri;
+use libshv::{RpcFrame, RpcValue};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Grants;
+use crate::config::{check_mount_path, Config};
+use crate::peer::{Event, LoginInfo, PeerId, Registration};
+use crate::tunnel::Tunnels;
+
+pub struct Peer {
+    pub id: PeerId,
+    pub user: String,
+    pub grants: Grants,
+    pub mount: Option<String>,
+    pub device_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub addr: String,
+    pub tx: mpsc::Sender<RpcFrame>,
+    pub cancel: CancellationToken,
+    /// RI text → (parsed RI, expiry).
+    pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
+    /// Set for a tunnel end logged in with a secret.
+    pub tunnel: Option<u64>,
+    pub connected_at: SystemTime,
+}
+
+pub struct Broker {
+    pub config: Arc<Config>,
+    pub peers: HashMap<PeerId, Peer>,
+    /// Mount point → peer.
+    pub mounts: HashMap<String, PeerId>,
+    /// Requests forwarded and not yet answered: (responder, caller, request id).
+    pub pending: HashMap<(PeerId, PeerId, i64), Instant>,
+    pub tunnels: Tunnels,
+    /// Responses dropped because nothing authorized them.
+    pub dropped_responses: u64,
+    /// The address (host, port) of our first TCP listener, for tunnels.
+    pub tcp_address: Option<(String, u16)>,
+    pub started: SystemTime,
+}
+
+/// Pending entries older than this are forgotten (their caller will have timed out).
+const PENDING_TTL: Duration = Duration::from_secs(600);
+
+impl Broker {
+    pub fn new(config: Arc<Config>, tcp_address: Option<(String, u16)>) -> Self {
+        let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
+        Broker {
+            config,
+            peers: HashMap::new(),
+            mounts: HashMap::new(),
+            pending: HashMap::new(),
+            tunnels: Tunnels::new(secret_ttl),
+            dropped_responses: 0,
+            tcp_address,
+            started: SystemTime::now(),
+        }
+    }
+
+    /// Runs until `shutdown`; then disconnects every peer.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                _ = tick.tick() => self.housekeeping(),
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        for p in self.peers.values() {
+            p.cancel.cancel();
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Register(reg, reply) => self.register(reg, reply),
+            Event::Frame(id, frame) => self.on_frame(id, frame),
+            Event::Gone(id) => self.remove_peer(id),
+        }
+    }
+
+    fn register(&mut self, reg: Registration, reply: oneshot::Sender<Result<(), RpcError>>) {
+        let Registration {
+            id,
+            login,
+            tx,
+            cancel,
+            addr,
+        } = reg;
+        let mut peer = Peer {
+            id,
+            user: String::new(),
+            grants: Grants::none(),
+            mount: None,
+            device_id: None,
+            user_agent: None,
+            addr,
+            tx,
+            cancel,
+            subscriptions: HashMap::new(),
+            tunnel: None,
+            connected_at: SystemTime::now(),
+        };
+        match login {
+            LoginInfo::Tunnel { secret } => match self.tunnels.claim_secret(&secret, id) {
+                Some(tid) => {
+                    peer.tunnel = Some(tid);
+                    peer.user = format!("tunnel#{tid}");
+                }
+                None => {
+                    tracing::info!(
+                        peer = id,
+                        "tunnel login refused: unknown, used or expired secret"
+                    );
+                    let _ = reply.send(Err(RpcError::new(
+                        code::METHOD_CALL_EXCEPTION,
+                        "invalid login: tunnel secret not valid",
+                    )));
+                    return;
+                }
+            },
+            LoginInfo::User {
+                user,
+                grants,
+                device_id,
+                mount_point,
+                user_agent,
+            } => {
+                let mount = match self.resolve_mount_request(
+                    &grants,
+                    device_id.as_deref(),
+                    mount_point.as_deref(),
+                ) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::info!(peer = id, %user, "mount refused: {}", e.message);
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                peer.user = user;
+                peer.grants = grants;
+                peer.device_id = device_id;
+                peer.user_agent = user_agent;
+                peer.mount = mount;
+            }
+        }
+        tracing::info!(peer = id, user = %peer.user, addr = %peer.addr, mount = ?peer.mount, "logged in");
+        let mount = peer.mount.clone();
+        self.peers.insert(id, peer);
+        if let Some(m) = mount {
+            self.mounts.insert(m.clone(), id);
+            self.emit_lsmod(&m, true);
+        }
+        let _ = reply.send(Ok(()));
+    }
+
+    /// Where a logging-in device is to be mounted, checked against the config, the
+    /// role's allowed mount points and the existing mounts (no nesting, no shadowing).
+    fn resolve_mount_request(
+        &self,
+        grants: &Grants,
+        device_id: Option<&str>,
+        mount_point: Option<&str>,
+    ) -> Result<Option<String>, RpcError> {
+        let from_config = device_id.and_then(|d| self.config.mounts.get(d).cloned());
+        let path = match (from_config, mount_point) {
+            (Some(p), _) => p,
+            (None, Some(mp)) => {
+                let mp = mp.trim_matches('/').to_string();
+                if !grants.may_mount(&mp) {
+                    return Err(RpcError::new(
+                        code::METHOD_CALL_EXCEPTION,
+                        format!("mount point '{mp}' not allowed for this user"),
+                    ));
+                }
+                mp
+            }
+            (None, None) => return Ok(None),
+        };
+        check_mount_path(&path).map_err(|e| RpcError::new(code::METHOD_CALL_EXCEPTION, e))?;
+        for existing in self.mounts.keys() {
+            if *existing == path || is_under(existing, &path) || is_under(&path, existing) {
+                return Err(RpcError::new(
+                    code::METHOD_CALL_EXCEPTION,
+                    format!("mount point '{path}' collides with the mount '{existing}'"),
+                ));
+            }
+        }
+        Ok(Some(path))
+    }
+
+    pub fn remove_peer(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        peer.cancel.cancel();
+        tracing::info!(peer = id, user = %peer.user, "gone");
+        self.pending.retain(|(r, c, _), _| *r != id && *c != id);
+        if let Some(m) = &peer.mount {
+            self.mounts.remove(m);
+            self.emit_lsmod(m, false);
+        }
+        self.tunnels_peer_gone(id);
+    }
+
+    pub fn disconnect(&mut self, id: PeerId, why: &str) {
+        if let Some(p) = self.peers.get(&id) {
+            tracing::warn!(peer = id, user = %p.user, addr = %p.addr, "disconnecting: {why}");
+        }
+        self.remove_peer(id);
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        for p in self.peers.values_mut() {
+            p.subscriptions
+                .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+        }
+        self.pending
+            .retain(|_, t| now.duration_since(*t) < PENDING_TTL);
+        self.tunnels_housekeeping(now);
+    }
+
+    /// Queues a frame to a peer; a full queue disconnects the peer (it does not read).
+    pub fn send_to(&mut self, id: PeerId, frame: RpcFrame) -> bool {
+        let Some(p) = self.peers.get(&id) else {
+            return false;
+        };
+        match p.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.disconnect(id, "send queue full (client does not read)");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn respond(
+        &mut self,
+        to: PeerId,
+        request_meta: &shvproto::MetaMap,
+        result: Result<RpcValue, RpcError>,
+    ) {
+        // The request came straight from `to`: its CallerIds (if any) go back as they came.
+        let msg = RpcMessage::response_to(request_meta).with_result_or_error(result);
+        self.send_to(to, msg.into_frame());
+    }
+
+    fn on_frame(&mut self, from: PeerId, mut frame: RpcFrame) {
+        if !self.peers.contains_key(&from) {
+            return;
+        }
+        // Tunnel rule 1: a frame that carries RevCallerIds (even Null) gets the sender pushed.
+        if frame.has_rev_caller_ids() {
+            meta::push_id(&mut frame.meta, tag::REV_CALLER_IDS, from);
+        }
+        match frame.kind() {
+            libshv::frame::Kind::Request => self.on_request(from, frame),
+            libshv::frame::Kind::Response => self.on_response(from, frame),
+            libshv::frame::Kind::Signal => self.on_signal(from, frame),
+            libshv::frame::Kind::Invalid => {
+                tracing::debug!(
+                    peer = from,
+                    "frame that is neither request, response nor signal dropped"
+                );
+            }
+        }
+    }
+
+    fn on_request(&mut self, from: PeerId, mut frame: RpcFrame) {
+        let path = frame.shv_path().to_string();
+        let method = frame.method().unwrap_or("").to_string();
+        let peer = &self.peers[&from];
+        if peer.tunnel.is_some() {
+            let r = if path == ".app" && method == "ping" {
+                Ok(RpcValue::null())
+            } else {
+                Err(RpcError::method_not_found(
+                    "a tunnel connection may only ping",
+                ))
+            };
+            self.respond(from, &frame.meta, r);
+            return;
+        }
+        let Some(granted) = peer.grants.level(&path, &method) else {
+            let e =
+                RpcError::method_not_found(format!("access denied: no grant for {path}:{method}"));
+            self.respond(from, &frame.meta, Err(e));
+            return;
+        };
+        let level = frame.access_level().map_or(granted, |l| l.min(granted));
+        if let Some((target, rest)) = self.route(&path) {
+            frame.set_shv_path(&rest);
+            frame.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
+            frame
+                .meta
+                .insert(tag::ACCESS, RpcValue::from(level_name(level)));
+            let me = format!("{}:{}", peer.user, self.config.name);
+            let user_id = match frame.user_id() {
+                Some(u) if !u.is_empty() => format!("{u};{me}"),
+                _ => me,
+            };
+            frame.meta.insert(tag::USER_ID, RpcValue::from(user_id));
+            meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
+            if let Some(rid) = frame.request_id() {
+                self.pending.insert((target, from, rid), Instant::now());
+                if method == "launchRexec" {
+                    self.note_launch(from, rid, &rest, &frame);
+                }
+            }
+            self.send_to(target, frame);
+            return;
+        }
+        let meta = frame.meta.clone();
+        let param = match RpcMessage::from_frame(&frame) {
+            Ok(m) => m.param().cloned(),
+            Err(e) => {
+                self.respond(
+                    from,
+                    &meta,
+                    Err(RpcError::invalid_param(format!(
+                        "cannot decode request: {e}"
+                    ))),
+                );
+                return;
+            }
+        };
+        let r = crate::api::call(self, from, &path, &method, level, param);
+        self.respond(from, &meta, r);
+    }
+
+    /// The peer serving `path` and the path relative to it: the longest mount prefix,
+    /// or `.broker/client/<id>/…`.
+    pub fn route(&self, path: &str) -> Option<(PeerId, String)> {
+        if let Some(rest) = path.strip_prefix(".broker/client/") {
+            let (id, rest) = rest.split_once('/').unwrap_or((rest, ""));
+            let id: PeerId = id.parse().ok()?;
+            return self.peers.contains_key(&id).then(|| (id, rest.to_string()));
+        }
+        let mut prefix = path;
+        loop {
+            if let Some(id) = self.mounts.get(prefix) {
+                let rest = path[prefix.len()..].trim_start_matches('/');
+                return Some((*id, rest.to_string()));
+            }
+            prefix = &prefix[..prefix.rfind('/')?];
+        }
+    }
+
+    fn on_response(&mut self, from: PeerId, mut frame: RpcFrame) {
+        if self.tunnel_response(from, &mut frame) {
+            return;
+        }
+        let Some(target) = meta::pop_id(&mut frame.meta, tag::CALLER_IDS) else {
+            tracing::debug!(peer = from, "response without CallerIds dropped");
+            self.dropped_responses += 1;
+            return;
+        };
+        let rid = frame.request_id().unwrap_or_default();
+        let authorized = self.pending.remove(&(from, target, rid)).is_some()
+            || self.tunnel_authorizes(from, target, &frame);
+        if !authorized {
+            tracing::debug!(peer = from, target, rid, "unsolicited response dropped");
+            self.dropped_responses += 1;
+            return;
+        }
+        self.send_to(target, frame);
+    }
+
+    fn on_signal(&mut self, from: PeerId, mut frame: RpcFrame) {
+        let Some(mount) = self.peers.get(&from).and_then(|p| p.mount.clone()) else {
+            tracing::trace!(peer = from, "signal from an unmounted client dropped");
+            return;
+        };
+        let path = join_path(&mount, frame.shv_path());
+        frame.set_shv_path(&path);
+        frame.meta.remove(tag::CALLER_IDS);
+        self.deliver_signal(&frame);
+    }
+
+    /// Sends a signal to every subscriber whose RI matches and whose access level on
+    /// the signal's path:source is at least the signal's level (default Read).
+    pub fn deliver_signal(&mut self, frame: &RpcFrame) {
+        let path = frame.shv_path();
+        let source = frame.source();
+        let name = frame.method().unwrap_or("");
+        let needed = frame.access_level().unwrap_or(level::READ);
+        let now = Instant::now();
+        let targets: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.subscriptions.values().any(|(ri, exp)| {
+                    exp.is_none_or(|e| e > now) && ri.matches_signal(path, source, name)
+                }) && p.grants.level(path, source).unwrap_or(0) >= needed
+            })
+            .map(|p| p.id)
+            .collect();
+        for id in targets {
+            self.send_to(id, frame.clone());
+        }
+    }
+
+    /// `lsmod` on the mount point's parent: `{name: mounted}`.
+    fn emit_lsmod(&mut self, mount: &str, mounted: bool) {
+        let (parent, name) = mount.rsplit_once('/').unwrap_or(("", mount));
+        let mut m = shvproto::Map::new();
+        m.insert(name.to_string(), RpcValue::from(mounted));
+        let mut msg = RpcMessage::new_signal(parent, "lsmod", "ls", Some(m.into()));
+        msg.meta
+            .insert(tag::ACCESS_LEVEL, RpcValue::from(level::BROWSE));
+        self.deliver_signal(&msg.into_frame());
+    }
+
+    /// Child names of a virtual (broker-served) node; None if no such node.
+    pub fn virtual_children(&self, path: &str) -> Option<Vec<String>> {
+        let mut out = BTreeSet::new();
+        let mut exists = path.is_empty();
+        for m in self.mounts.keys() {
+            let rest = if path.is_empty() {
+                Some(m.as_str())
+            } else {
+                m.strip_prefix(path).and_then(|r| r.strip_prefix('/'))
+            };
+            if let Some(rest) = rest {
+                exists = true;
+                out.insert(rest.split('/').next().unwrap_or(rest).to_string());
+            }
+        }
+        let builtin: &[&str] = match path {
+            "" => &[".app", ".broker"],
+            ".app" | ".broker/currentClient" | ".broker/tunnels" => &[],
+            ".broker" => &["currentClient", "client", "tunnels"],
+            ".broker/client" => {
+                out.extend(self.peers.keys().map(|k| k.to_string()));
+                &[]
+            }
+            _ if exists => &[],
+            _ => return None,
+        };
+        let mut list: Vec<String> = builtin.iter().map(|s| s.to_string()).collect();
+        list.extend(out);
+        Some(list)
+    }
+}
+
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    path.len() > prefix.len() && path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'/'
+}
+
+pub fn join_path(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}

@@ -1,0 +1,486 @@
+//! The broker's side of tunnels (spec/tunnel.md): the FindTunnel branch, one-time
+//! secrets, the tunnel table that authorizes tunnel data, and CloseTunnel on failures.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use libshv::message::RpcMessage;
+use libshv::meta::{self, tag};
+use libshv::{RpcFrame, RpcValue};
+use rand::RngCore;
+use shvproto::{IMap, Map, MetaMap, Value};
+
+use crate::peer::{constant_time_eq, PeerId};
+use crate::state::Broker;
+
+/// TunnelCtl states.
+pub mod state {
+    pub const FIND_REQUEST: i64 = 1;
+    pub const FIND_RESPONSE: i64 = 2;
+    pub const CREATE_REQUEST: i64 = 3;
+    pub const CREATE_RESPONSE: i64 = 4;
+    pub const CLOSE: i64 = 5;
+}
+
+/// TunnelCtl keys.
+mod key {
+    pub const STATE: i32 = 1;
+    pub const HOST: i32 = 2;
+    pub const PORT: i32 = 3;
+    pub const SECRET: i32 = 4;
+    pub const REQUEST_ID: i32 = 5;
+    pub const CALLER_IDS: i32 = 6;
+}
+
+pub struct Tunnel {
+    pub id: u64,
+    secret: String,
+    secret_expires: Instant,
+    /// The connection towards rsh and the request id R of its launchRexec.
+    pub rsh_peer: PeerId,
+    pub request_id: i64,
+    /// CallerIds below `rsh_peer` (for rsh behind further brokers).
+    pub rsh_rest: Vec<i64>,
+    pub rexec_peer: Option<PeerId>,
+    /// The id W rexec chose for its side.
+    pub rexec_request_id: Option<i64>,
+    pub agent_path: String,
+    pub user: String,
+    pub command: String,
+    pub opened_at: SystemTime,
+    pub last_activity: SystemTime,
+    pub bytes_to_rsh: u64,
+    pub bytes_to_rexec: u64,
+}
+
+/// Who asked for a launchRexec, noted when the request is forwarded (for audit).
+pub struct Launch {
+    pub user: String,
+    pub agent_path: String,
+    pub command: String,
+}
+
+pub struct Tunnels {
+    pub open: HashMap<u64, Tunnel>,
+    launches: HashMap<(PeerId, i64), Launch>,
+    next_id: u64,
+    secret_ttl: Duration,
+}
+
+impl Tunnels {
+    pub fn new(secret_ttl: Duration) -> Self {
+        Tunnels {
+            open: HashMap::new(),
+            launches: HashMap::new(),
+            next_id: 1,
+            secret_ttl,
+        }
+    }
+
+    /// Accepts a tunnel secret once, before it expires; binds `peer` as the tunnel's rexec.
+    pub fn claim_secret(&mut self, secret: &str, peer: PeerId) -> Option<u64> {
+        let now = Instant::now();
+        let t = self.open.values_mut().find(|t| {
+            t.rexec_peer.is_none() && !t.secret.is_empty() && constant_time_eq(&t.secret, secret)
+        })?;
+        // Single use: forget the secret whether or not it is still valid.
+        t.secret.clear();
+        if t.secret_expires < now {
+            return None;
+        }
+        t.rexec_peer = Some(peer);
+        Some(t.id)
+    }
+}
+
+fn tctl_of(frame: &RpcFrame) -> Option<IMap> {
+    match &frame.tunnel_ctl()?.value {
+        Value::IMap(m) => Some((**m).clone()),
+        _ => None,
+    }
+}
+
+fn tctl_state(frame: &RpcFrame) -> Option<i64> {
+    frame.tunnel_ctl()?.get(key::STATE).map(|v| v.as_int())
+}
+
+fn tctl_value(m: IMap) -> RpcValue {
+    let mut meta = MetaMap::new();
+    meta.insert(tag::META_TYPE_ID, RpcValue::from(3));
+    RpcValue::new(Value::IMap(Box::new(m)), Some(meta))
+}
+
+fn new_secret() -> String {
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn close_frame(request_id: i64, cids: &[i64], error: &str) -> RpcFrame {
+    let mut m = IMap::new();
+    m.insert(key::STATE, RpcValue::from(state::CLOSE));
+    let mut status = Map::new();
+    status.insert("error".into(), RpcValue::from(error));
+    let mut msg = RpcMessage {
+        meta: MetaMap::new(),
+        body: IMap::new(),
+    }
+    .with_result(status.into());
+    msg.meta.insert(tag::META_TYPE_ID, RpcValue::from(1));
+    msg.meta.insert(tag::REQUEST_ID, RpcValue::from(request_id));
+    if !cids.is_empty() {
+        msg.meta.insert(tag::CALLER_IDS, meta::stack_to_value(cids));
+    }
+    msg.meta.insert(tag::TUNNEL_CTL, tctl_value(m));
+    msg.into_frame()
+}
+
+impl Broker {
+    /// Notes who launches what, for the tunnel table and the audit log.
+    pub fn note_launch(&mut self, from: PeerId, rid: i64, agent_path: &str, frame: &RpcFrame) {
+        let command = RpcMessage::from_frame(frame)
+            .ok()
+            .and_then(|m| m.param().cloned())
+            .map(|p| describe_command(&p))
+            .unwrap_or_default();
+        let user = frame.user_id().unwrap_or("").to_string();
+        let agent_path = self
+            .peers
+            .get(&from)
+            .map(|_| agent_path.to_string())
+            .unwrap_or_default();
+        self.tunnels.launches.insert(
+            (from, rid),
+            Launch {
+                user,
+                agent_path,
+                command,
+            },
+        );
+    }
+
+    /// Handles the tunnel-specific responses. Returns true if the frame was consumed.
+    pub fn tunnel_response(&mut self, from: PeerId, frame: &mut RpcFrame) -> bool {
+        match tctl_state(frame) {
+            Some(state::FIND_REQUEST) => {
+                self.find_tunnel(from, frame);
+                true
+            }
+            Some(state::CREATE_REQUEST) => {
+                // rexec announces its request id W; the frame itself is forwarded as data.
+                if let Some(tid) = self.peers.get(&from).and_then(|p| p.tunnel) {
+                    let w = frame
+                        .tunnel_ctl()
+                        .and_then(|t| t.get(key::REQUEST_ID))
+                        .map(|v| v.as_int());
+                    if let Some(t) = self.tunnels.open.get_mut(&tid) {
+                        if t.rexec_request_id.is_none() {
+                            t.rexec_request_id = w;
+                        }
+                    }
+                }
+                false
+            }
+            Some(state::CLOSE) => {
+                let mut probe = frame.clone();
+                let target = meta::pop_id(&mut probe.meta, tag::CALLER_IDS);
+                let tid = target.and_then(|t| self.tunnel_of(from, t, &probe));
+                if let Some(tid) = tid {
+                    self.send_to(target.unwrap_or_default(), probe);
+                    if let Some(t) = self.tunnels.open.remove(&tid) {
+                        let status = RpcMessage::from_frame(frame)
+                            .ok()
+                            .and_then(|m| m.result().ok())
+                            .map(|r| r.to_cpon())
+                            .unwrap_or_default();
+                        audit_close(&t, &status);
+                    }
+                } else {
+                    self.dropped_responses += 1;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// FindTunnelRequest from the agent (tunnel.md step 2-3).
+    fn find_tunnel(&mut self, agent: PeerId, frame: &mut RpcFrame) {
+        let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
+        let rid = frame.request_id().unwrap_or_default();
+        let Some(&rsh_peer) = cids.last() else { return };
+        if self.pending.remove(&(agent, rsh_peer, rid)).is_none() {
+            tracing::debug!(
+                peer = agent,
+                "FindTunnelRequest for no pending request dropped"
+            );
+            self.dropped_responses += 1;
+            return;
+        }
+        let mut tctl = tctl_of(frame).unwrap_or_default();
+        let has_host = tctl
+            .get(&key::SECRET)
+            .is_some_and(|s| !s.as_str().is_empty());
+        let public = self.config.tunnel.public_address.clone();
+        let last_broker = cids.len() == 1;
+        // The nearest broker to rsh with a public address hosts the tunnel; rsh's own
+        // broker does if nobody else on the way could.
+        if public.is_some() || (last_broker && !has_host) {
+            let (host, port) = match public.as_deref().and_then(|a| a.rsplit_once(':')) {
+                Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
+                None => self
+                    .tcp_address
+                    .clone()
+                    .unwrap_or_else(|| ("127.0.0.1".into(), 0)),
+            };
+            let secret = new_secret();
+            let id = self.tunnels.next_id;
+            self.tunnels.next_id += 1;
+            let launch = self.tunnels.launches.remove(&(rsh_peer, rid));
+            let now = SystemTime::now();
+            let t = Tunnel {
+                id,
+                secret: secret.clone(),
+                secret_expires: Instant::now() + self.tunnels.secret_ttl,
+                rsh_peer,
+                request_id: rid,
+                rsh_rest: cids[..cids.len() - 1].to_vec(),
+                rexec_peer: None,
+                rexec_request_id: None,
+                agent_path: launch
+                    .as_ref()
+                    .map(|l| l.agent_path.clone())
+                    .unwrap_or_default(),
+                user: launch.as_ref().map(|l| l.user.clone()).unwrap_or_default(),
+                command: launch.map(|l| l.command).unwrap_or_default(),
+                opened_at: now,
+                last_activity: now,
+                bytes_to_rsh: 0,
+                bytes_to_rexec: 0,
+            };
+            tracing::info!(target: "audit", tunnel = id, user = %t.user, agent = %t.agent_path, command = %t.command, "tunnel requested");
+            self.tunnels.open.insert(id, t);
+            tctl.insert(key::HOST, RpcValue::from(host));
+            tctl.insert(key::PORT, RpcValue::from(port as i64));
+            tctl.insert(key::SECRET, RpcValue::from(secret));
+            tctl.insert(key::CALLER_IDS, meta::stack_to_value(&cids));
+        }
+        if last_broker {
+            // Back to the agent along the gathered RevCallerIds.
+            let mut rcid = meta::stack_from_value(frame.meta.get(tag::REV_CALLER_IDS));
+            let Some(agent_conn) = rcid.pop() else { return };
+            tctl.insert(key::STATE, RpcValue::from(state::FIND_RESPONSE));
+            let mut meta = MetaMap::new();
+            meta.insert(tag::META_TYPE_ID, RpcValue::from(1));
+            meta.insert(tag::REQUEST_ID, RpcValue::from(rid));
+            if !rcid.is_empty() {
+                meta.insert(tag::CALLER_IDS, meta::stack_to_value(&rcid));
+            }
+            meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
+            self.send_to(
+                agent_conn,
+                RpcFrame {
+                    meta,
+                    body: bytes::Bytes::from_static(&[0x8a, 0xff]),
+                },
+            );
+        } else {
+            // Further up the tree: forward as a response, keeping what we filled in.
+            frame.meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
+            meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
+            self.send_to(rsh_peer, frame.clone());
+        }
+    }
+
+    /// The tunnel that lets `from` send `frame` (already popped) to `target`.
+    fn tunnel_of(&self, from: PeerId, target: PeerId, frame: &RpcFrame) -> Option<u64> {
+        let rid = frame.request_id()?;
+        self.tunnels
+            .open
+            .values()
+            .find(|t| {
+                let Some(rexec) = t.rexec_peer else {
+                    return false;
+                };
+                (from == rexec && target == t.rsh_peer && rid == t.request_id)
+                    || (from == t.rsh_peer && target == rexec && Some(rid) == t.rexec_request_id)
+            })
+            .map(|t| t.id)
+    }
+
+    /// Authorizes tunnel data and accounts for it.
+    pub fn tunnel_authorizes(&mut self, from: PeerId, target: PeerId, frame: &RpcFrame) -> bool {
+        let Some(tid) = self.tunnel_of(from, target, frame) else {
+            return false;
+        };
+        if let Some(t) = self.tunnels.open.get_mut(&tid) {
+            let n = frame.body.len() as u64;
+            if target == t.rsh_peer {
+                t.bytes_to_rsh += n;
+            } else {
+                t.bytes_to_rexec += n;
+            }
+            t.last_activity = SystemTime::now();
+        }
+        true
+    }
+
+    /// A tunnel never hangs half-open: when one end goes, the other gets CloseTunnel.
+    pub fn tunnels_peer_gone(&mut self, id: PeerId) {
+        self.tunnels.launches.retain(|(p, _), _| *p != id);
+        let gone: Vec<u64> = self
+            .tunnels
+            .open
+            .values()
+            .filter(|t| t.rsh_peer == id || t.rexec_peer == Some(id))
+            .map(|t| t.id)
+            .collect();
+        for tid in gone {
+            let Some(t) = self.tunnels.open.remove(&tid) else {
+                continue;
+            };
+            if t.rsh_peer == id {
+                if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
+                    self.send_to(
+                        rexec,
+                        close_frame(w, &[], "the operator's end of the tunnel disconnected"),
+                    );
+                }
+                audit_close(&t, "rsh disconnected");
+            } else {
+                let f = close_frame(
+                    t.request_id,
+                    &t.rsh_rest,
+                    "the device's end of the tunnel disconnected",
+                );
+                self.send_to(t.rsh_peer, f);
+                audit_close(&t, "rexec disconnected");
+            }
+        }
+    }
+
+    /// Tunnels whose rexec never came are closed with an error to rsh.
+    pub fn tunnels_housekeeping(&mut self, now: Instant) {
+        let stale: Vec<u64> = self
+            .tunnels
+            .open
+            .values()
+            .filter(|t| t.rexec_peer.is_none() && t.secret_expires < now)
+            .map(|t| t.id)
+            .collect();
+        for tid in stale {
+            if let Some(t) = self.tunnels.open.remove(&tid) {
+                let f = close_frame(
+                    t.request_id,
+                    &t.rsh_rest,
+                    "the device's end did not connect to the tunnel in time",
+                );
+                self.send_to(t.rsh_peer, f);
+                audit_close(&t, "rexec never connected");
+            }
+        }
+    }
+
+    /// Closes a tunnel on an admin's request.
+    pub fn close_tunnel(&mut self, tid: u64) -> bool {
+        let Some(t) = self.tunnels.open.remove(&tid) else {
+            return false;
+        };
+        if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
+            self.send_to(
+                rexec,
+                close_frame(w, &[], "tunnel closed by an administrator"),
+            );
+        }
+        self.send_to(
+            t.rsh_peer,
+            close_frame(
+                t.request_id,
+                &t.rsh_rest,
+                "tunnel closed by an administrator",
+            ),
+        );
+        if let Some(rexec) = t.rexec_peer {
+            self.disconnect(rexec, "tunnel closed");
+        }
+        audit_close(&t, "closed by an administrator");
+        true
+    }
+
+    /// `.broker/tunnels:list`
+    pub fn tunnel_list(&self) -> RpcValue {
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        };
+        let mut list: Vec<&Tunnel> = self.tunnels.open.values().collect();
+        list.sort_by_key(|t| t.id);
+        let v: Vec<RpcValue> = list
+            .into_iter()
+            .map(|t| {
+                let mut m = Map::new();
+                m.insert("id".into(), RpcValue::from(t.id as i64));
+                m.insert("agentPath".into(), RpcValue::from(t.agent_path.as_str()));
+                m.insert("user".into(), RpcValue::from(t.user.as_str()));
+                m.insert("command".into(), RpcValue::from(t.command.as_str()));
+                m.insert("connected".into(), RpcValue::from(t.rexec_peer.is_some()));
+                m.insert("openedAt".into(), RpcValue::from(ms(t.opened_at)));
+                m.insert("lastActivity".into(), RpcValue::from(ms(t.last_activity)));
+                m.insert("bytesToRsh".into(), RpcValue::from(t.bytes_to_rsh as i64));
+                m.insert(
+                    "bytesToRexec".into(),
+                    RpcValue::from(t.bytes_to_rexec as i64),
+                );
+                RpcValue::from(m)
+            })
+            .collect();
+        v.into()
+    }
+}
+
+fn audit_close(t: &Tunnel, status: &str) {
+    tracing::info!(
+        target: "audit",
+        tunnel = t.id,
+        user = %t.user,
+        agent = %t.agent_path,
+        command = %t.command,
+        bytes_to_rsh = t.bytes_to_rsh,
+        bytes_to_rexec = t.bytes_to_rexec,
+        status,
+        "tunnel closed"
+    );
+}
+
+/// A short text of the launched command for logs (never data, never secrets).
+fn describe_command(param: &RpcValue) -> String {
+    let method = param
+        .get("method")
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let params = param.get("params");
+    let cmd = params.and_then(|p| {
+        if p.is_map() {
+            p.get("cmd")
+        } else if p.is_list() {
+            p.get(0)
+        } else {
+            Some(p)
+        }
+    });
+    let cmd = match cmd.map(|c| &c.value) {
+        Some(Value::String(s)) => s.to_string(),
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|x| x.as_str().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    if cmd.is_empty() {
+        method
+    } else {
+        format!("{method}: {cmd}")
+    }
+}
