@@ -10,6 +10,7 @@ pub mod login;
 pub mod message;
 pub mod meta;
 pub mod ri;
+pub mod tunnel;
 pub mod url;
 pub mod value;
 

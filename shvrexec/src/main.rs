@@ -1,11 +1,38 @@
+use std::io::BufRead;
+
 use clap::Parser;
 
-/// shvrexec: not implemented yet (remote shell issue).
+/// shvrexec: the device-side end of an SHV remote shell (tunnel.md).
+///
+/// Started by shvagent for each `launchRexec` request, not meant to be run by hand. It
+/// reads ONE line of CPON on stdin:
+/// `{"findTunnelResponse": <1:3>i{1:2, 2:host, 3:port, 4:secret, 5:R, 6:cids},
+///   "onConnectedCall": {"method": "runPtyCmd"|"runCmd", "params": {...}}}`,
+/// connects to host:port, logs in with the one-time tunnel secret, opens the tunnel to
+/// shvrsh and runs the command in a PTY or with pipes until it ends (or rsh detaches).
+/// The secret travels only on stdin, never on the command line or in logs.
+/// Logs go to stderr; filter with RUST_LOG (default `info`).
 #[derive(Parser)]
 #[command(version)]
 struct Args {}
 
 fn main() -> anyhow::Result<()> {
     let _ = Args::parse();
-    anyhow::bail!("shvrexec is not implemented yet")
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let launch = shvrexec::Launch::parse(&line)?;
+    // The line held the secret; do not keep it around longer than needed.
+    drop(line);
+    let rt = tokio::runtime::Runtime::new()?;
+    let status = rt.block_on(shvrexec::run(launch))?;
+    tracing::debug!("exiting after {status:?}");
+    // Blocking PTY reader threads may still sit in read(); do not wait for them.
+    std::process::exit(0)
 }

@@ -1,0 +1,386 @@
+//! Running the command in a PTY or with pipes and relaying it over the tunnel.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use libshv::tunnel::{
+    channel, CloseStatus, LaunchParams, TunnelEvent, TunnelReceiver, TunnelSender,
+};
+use libshv::RpcValue;
+use nix::pty::{openpty, Winsize};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// After the command exits, output still buffered in the PTY/pipes is forwarded; a
+/// background job holding them open must not keep the tunnel alive forever, so stop
+/// once they stay silent this long.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
+/// Size of one data frame's payload.
+const CHUNK: usize = 16 * 1024;
+
+/// The Ctrl-D byte: "EOF" for a terminal in canonical mode, what ssh sends too.
+const VEOF_BYTE: u8 = 4;
+
+/// Where bytes from rsh's channel 0 go.
+enum Input {
+    /// Blocking writer thread on the PTY master (the child may not read for a while).
+    Pty(std::sync::mpsc::Sender<Vec<u8>>),
+    /// The child's stdin pipe, written by a task; `None` after EOF.
+    Pipe(Option<mpsc::UnboundedSender<Vec<u8>>>),
+}
+
+struct Running {
+    child: Child,
+    pgid: Pid,
+    master: Option<OwnedFd>,
+    input: Input,
+    /// (channel, bytes) from the output readers; closed when all readers hit EOF.
+    output: mpsc::Receiver<(i64, Vec<u8>)>,
+}
+
+fn login_shell() -> (String, String) {
+    let shell = std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.shell.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "/bin/sh".into());
+    let base = shell.rsplit('/').next().unwrap_or("sh").to_string();
+    // A leading '-' in argv[0] makes shells behave as login shells.
+    (shell, format!("-{base}"))
+}
+
+fn build_command(call: &LaunchParams) -> Command {
+    let mut cmd = if call.cmd.is_empty() {
+        let (shell, argv0) = login_shell();
+        let mut c = Command::new(shell);
+        c.arg0(argv0);
+        if call.cwd.is_none() {
+            if let Ok(home) = std::env::var("HOME") {
+                c.current_dir(home);
+            }
+        }
+        c
+    } else {
+        let mut c = Command::new(&call.cmd[0]);
+        c.args(&call.cmd[1..]);
+        c
+    };
+    if let Some(cwd) = &call.cwd {
+        cmd.current_dir(cwd);
+    }
+    if call.pty && !call.env.iter().any(|(k, _)| k == "TERM") {
+        cmd.env("TERM", "xterm");
+    }
+    for (k, v) in &call.env {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(false);
+    cmd
+}
+
+fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
+    let ws = Winsize {
+        ws_row: call.rows,
+        ws_col: call.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(Some(&ws), None).map_err(std::io::Error::from)?;
+    let mut cmd = build_command(call);
+    cmd.stdin(Stdio::from(pty.slave.try_clone()?))
+        .stdout(Stdio::from(pty.slave.try_clone()?))
+        .stderr(Stdio::from(pty.slave.try_clone()?));
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, ioctl).
+    unsafe {
+        cmd.pre_exec(|| {
+            // A new session whose controlling terminal is the PTY, so that job control,
+            // ^C and SIGHUP on close work as on a real login.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // Our copies of the slave must go, or reading the master never sees EOF (EIO).
+    drop(cmd);
+    drop(pty.slave);
+    let pgid = Pid::from_raw(child.id().unwrap_or(0) as i32);
+    let master = pty.master;
+
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let mut reader = std::fs::File::from(master.try_clone()?);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match reader.read(&mut buf) {
+                // EIO: every slave fd is closed (the session ended).
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out_tx
+                        .blocking_send((channel::STDOUT, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut writer = std::fs::File::from(master.try_clone()?);
+    std::thread::spawn(move || {
+        while let Ok(data) = in_rx.recv() {
+            if writer.write_all(&data).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Running {
+        child,
+        pgid,
+        master: Some(master),
+        input: Input::Pty(in_tx),
+        output: out_rx,
+    })
+}
+
+fn spawn_pipes(call: &LaunchParams) -> std::io::Result<Running> {
+    let mut cmd = build_command(call);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Own session and process group: signals and the final SIGHUP reach the
+            // whole job, and it never reads the agent's terminal.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pgid = Pid::from_raw(child.id().unwrap_or(0) as i32);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    for (ch, stream) in [
+        (
+            channel::STDOUT,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+        (
+            channel::STDERR,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+    ] {
+        let Some(mut stream) = stream else { continue };
+        let tx = out_tx.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((ch, buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(out_tx);
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(data) = in_rx.recv().await {
+                if stdin.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            // Sender dropped = EOF from rsh: closing the pipe tells the command.
+        });
+    }
+    Ok(Running {
+        child,
+        pgid,
+        master: None,
+        input: Input::Pipe(Some(in_tx)),
+        output: out_rx,
+    })
+}
+
+fn status_of(st: ExitStatus) -> CloseStatus {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => CloseStatus::ExitCode(c),
+        (None, Some(s)) => CloseStatus::Signal(s),
+        _ => CloseStatus::Error("unknown exit status".into()),
+    }
+}
+
+impl Running {
+    fn hangup(&self) {
+        if self.pgid.as_raw() > 0 {
+            let _ = killpg(self.pgid, Signal::SIGHUP);
+        }
+    }
+
+    fn control(&mut self, v: &RpcValue) {
+        if let Some(r) = v.get("resize") {
+            let l = r.as_list();
+            if let (Some(c), Some(rw), Some(m)) = (l.first(), l.get(1), &self.master) {
+                let ws = libc::winsize {
+                    ws_col: c.as_int().clamp(1, u16::MAX as i64) as u16,
+                    ws_row: rw.as_int().clamp(1, u16::MAX as i64) as u16,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: valid fd and a pointer to a live winsize.
+                if let Err(e) = unsafe { tiocswinsz(m.as_raw_fd(), &ws) } {
+                    tracing::debug!("resize failed: {e}");
+                }
+            }
+        }
+        if v.get("eof").is_some_and(|e| e.as_bool()) {
+            match &mut self.input {
+                Input::Pty(tx) => {
+                    let _ = tx.send(vec![VEOF_BYTE]);
+                }
+                Input::Pipe(tx) => *tx = None,
+            }
+        }
+        if let Some(s) = v.get("signal") {
+            match Signal::try_from(s.as_int() as i32) {
+                Ok(sig) => {
+                    // In a PTY the job in the foreground is the one the user means.
+                    let pg = self
+                        .master
+                        .as_ref()
+                        .and_then(|m| nix::unistd::tcgetpgrp(m).ok())
+                        .unwrap_or(self.pgid);
+                    let _ = killpg(pg, sig);
+                }
+                Err(_) => tracing::debug!("ignoring unknown signal {}", s.to_cpon()),
+            }
+        }
+    }
+
+    fn input(&mut self, data: Vec<u8>) {
+        match &self.input {
+            Input::Pty(tx) => {
+                let _ = tx.send(data);
+            }
+            Input::Pipe(Some(tx)) => {
+                let _ = tx.send(data);
+            }
+            Input::Pipe(None) => {}
+        }
+    }
+}
+
+/// Runs the command and relays it. Returns the status to send in CloseTunnel, or
+/// `None` when rsh closed the tunnel (or the link dropped): then the command got
+/// SIGHUP and nobody is left to tell.
+pub async fn run(
+    call: &LaunchParams,
+    sender: TunnelSender,
+    mut receiver: TunnelReceiver,
+) -> Option<CloseStatus> {
+    let spawned = if call.pty {
+        spawn_pty(call)
+    } else {
+        spawn_pipes(call)
+    };
+    let mut r = match spawned {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if call.cmd.is_empty() {
+                "the login shell".to_string()
+            } else {
+                format!("'{}'", call.cmd[0])
+            };
+            return Some(CloseStatus::Error(format!("cannot run {what}: {e}")));
+        }
+    };
+    let mut exited: Option<ExitStatus> = None;
+    let mut outputs_open = true;
+    let drain = tokio::time::sleep(Duration::from_secs(3600 * 24 * 365));
+    tokio::pin!(drain);
+    loop {
+        if exited.is_some() && !outputs_open {
+            break;
+        }
+        tokio::select! {
+            ev = receiver.recv() => match ev {
+                Some(TunnelEvent::Data { channel: channel::STDIN, data }) => r.input(data),
+                Some(TunnelEvent::Data { channel, .. }) => {
+                    tracing::debug!("ignoring data on channel {channel} from rsh");
+                }
+                Some(TunnelEvent::Control(v)) => r.control(&v),
+                Some(TunnelEvent::Closed(_)) | None => {
+                    let st = match ev {
+                        Some(TunnelEvent::Closed(st)) => st,
+                        _ => CloseStatus::Detached,
+                    };
+                    tracing::info!("tunnel closed by the far side ({st:?}), hanging up");
+                    r.hangup();
+                    if exited.is_none() {
+                        // Give the job a moment to die so it is reaped, not orphaned.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), r.child.wait()).await;
+                    }
+                    return None;
+                }
+            },
+            out = r.output.recv(), if outputs_open => match out {
+                Some((ch, data)) => {
+                    if exited.is_some() {
+                        drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
+                    }
+                    if sender.send_data(ch, &data).await.is_err() {
+                        r.hangup();
+                        return None;
+                    }
+                }
+                None => outputs_open = false,
+            },
+            st = r.child.wait(), if exited.is_none() => {
+                let st = match st {
+                    Ok(st) => st,
+                    Err(e) => return Some(CloseStatus::Error(format!("wait failed: {e}"))),
+                };
+                exited = Some(st);
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
+            },
+            _ = &mut drain, if exited.is_some() && outputs_open => {
+                tracing::debug!("output still open {DRAIN_IDLE:?} after exit; closing");
+                outputs_open = false;
+            }
+        }
+    }
+    let status = status_of(exited.expect("loop ends only after exit"));
+    // Whatever was left behind (background jobs holding the PTY) is hung up, like sshd.
+    r.hangup();
+    Some(status)
+}
