@@ -48,6 +48,34 @@ impl Ri {
     }
 }
 
+impl Ri {
+    /// The RI as seen from inside a mount point: what a sub-broker mounted at `mount`
+    /// must be subscribed to so that every signal this RI matches there reaches us.
+    /// None if the RI cannot match anything under `mount`.
+    pub fn relative_to(&self, mount: &str) -> Option<Ri> {
+        let pat = split(&self.path);
+        let mnt = split(mount);
+        let (mut p, mut m) = (0, 0);
+        while m < mnt.len() {
+            match pat.get(p) {
+                None => return None,
+                // `**` may swallow the rest of the mount point: keep it.
+                Some(&"**") => break,
+                Some(seg) if glob(seg, mnt[m]) => {
+                    p += 1;
+                    m += 1;
+                }
+                Some(_) => return None,
+            }
+        }
+        Some(Ri {
+            path: pat[p..].join("/"),
+            method: self.method.clone(),
+            signal: self.signal.clone(),
+        })
+    }
+}
+
 impl std::fmt::Display for Ri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.signal {
@@ -198,6 +226,20 @@ mod tests {
         assert!(!glob("[!ab]x", "bx"));
         assert!(glob("[a-c]1", "b1"));
         assert!(!glob("get", "getx"));
+    }
+
+    #[test]
+    fn relative_to_mount() {
+        let rel = |ri: &str, m: &str| Ri::parse(ri).relative_to(m).map(|r| r.to_string());
+        assert_eq!(
+            rel("site/dev/**:*:chng", "site").as_deref(),
+            Some("dev/**:*:chng")
+        );
+        assert_eq!(rel("**:*:*", "site/a").as_deref(), Some("**:*:*"));
+        assert_eq!(rel("*/dev:get:*", "site").as_deref(), Some("dev:get:*"));
+        assert_eq!(rel("other/**:*:*", "site"), None);
+        assert_eq!(rel("site:*:*", "site/a"), None);
+        assert_eq!(rel("site/**:*:*", "site").as_deref(), Some("**:*:*"));
     }
 
     #[test]

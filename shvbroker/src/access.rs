@@ -32,6 +32,15 @@ impl Grants {
         g
     }
 
+    /// Everything: for a parent broker, whose requests carry the level it granted
+    /// (which we only ever lower).
+    pub fn all() -> Grants {
+        Grants {
+            rules: vec![(Ri::parse("**:*"), libshv::access::level::ADMIN)],
+            mount_points: Vec::new(),
+        }
+    }
+
     /// A tunnel end: only what its tunnel needs (handled separately), nothing here.
     pub fn none() -> Grants {
         Grants::default()

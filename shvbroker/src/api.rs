@@ -69,6 +69,7 @@ const BROKER: &[Method] = &[
     m("clients", 0, "n", "[i]", SUPER_SERVICE),
     m("mounts", 0, "n", "[s]", SUPER_SERVICE),
     m("disconnectClient", NOT_IDEMPOTENT, "i", "n", SUPER_SERVICE),
+    m("parents", 0, "n", "[{}]", SUPER_SERVICE),
 ];
 const CURRENT_CLIENT: &[Method] = &[
     m("info", GETTER, "n", "!clientInfo", BROWSE),
@@ -185,10 +186,15 @@ pub fn call(
             broker.disconnect(id, "disconnectClient");
             Ok(RpcValue::null())
         }
+        (".broker", "parents") => Ok(broker.parents_value()),
         (".broker/currentClient", "info") => {
             Ok(client_info(broker, from).unwrap_or_else(RpcValue::null))
         }
-        (".broker/currentClient", "subscribe") => subscribe(broker, from, &param),
+        (".broker/currentClient", "subscribe") => {
+            let r = subscribe(broker, from, &param);
+            broker.sync_forwarded_subscriptions();
+            r
+        }
         (".broker/currentClient", "unsubscribe") => {
             let ri = Ri::parse(str_param(&param)?).to_string();
             let peer = broker

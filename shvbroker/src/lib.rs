@@ -9,7 +9,9 @@
 pub mod access;
 pub mod api;
 pub mod config;
+pub mod link;
 pub mod peer;
 pub mod server;
 pub mod state;
+pub mod subs;
 pub mod tunnel;

@@ -25,6 +25,8 @@ pub enum Event {
     Register(Registration, oneshot::Sender<Result<(), RpcError>>),
     Frame(PeerId, RpcFrame),
     Gone(PeerId),
+    /// A parent link (by index in `connections`) changed state.
+    Link(usize, crate::link::LinkStatus),
 }
 
 pub struct Registration {
@@ -45,11 +47,14 @@ pub enum LoginInfo {
     },
     /// A tunnel end (shvrexec) logging in with a one-time secret.
     Tunnel { secret: String },
+    /// Our link to a parent broker (we logged in there as a device).
+    Parent { link: usize, url: String },
 }
 
 /// What every connection task shares.
 pub struct PeerContext {
     pub config: Arc<Config>,
+    pub next_id: std::sync::atomic::AtomicI64,
     pub events: mpsc::Sender<Event>,
     pub shutdown: CancellationToken,
 }
@@ -85,12 +90,12 @@ pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: 
     tracing::debug!(peer = id, "disconnected");
 }
 
-struct Conn {
-    id: PeerId,
-    tx: mpsc::Sender<RpcFrame>,
-    cancel: CancellationToken,
-    addr: String,
-    ctx: Arc<PeerContext>,
+pub(crate) struct Conn {
+    pub(crate) id: PeerId,
+    pub(crate) tx: mpsc::Sender<RpcFrame>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) addr: String,
+    pub(crate) ctx: Arc<PeerContext>,
 }
 
 enum Read {
@@ -305,7 +310,7 @@ impl Conn {
     }
 
     /// Logged in: frames go to the broker task. Returns true on ResetSession.
-    async fn serve(&self, reader: &mut FrameReader, idle: Option<Duration>) -> bool {
+    pub(crate) async fn serve(&self, reader: &mut FrameReader, idle: Option<Duration>) -> bool {
         loop {
             match self.next(reader, idle).await {
                 Read::Frame(f) => {
@@ -394,7 +399,7 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
         .ok()?
 }
 
-async fn write_loop(
+pub(crate) async fn write_loop(
     mut writer: FrameWriter,
     mut rx: mpsc::Receiver<RpcFrame>,
     cancel: CancellationToken,

@@ -58,18 +58,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
     let ctx = Arc::new(PeerContext {
         config: config.clone(),
+        next_id: AtomicI64::new(1),
         events: events_tx,
         shutdown: shutdown.clone(),
     });
-    let next_id = Arc::new(AtomicI64::new(1));
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let ctx = ctx.clone();
-        let next_id = next_id.clone();
         let shutdown = shutdown.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            accept_loop(l, ctx, next_id, shutdown).await
-        }));
+        accept_tasks.push(tokio::spawn(accept_loop(l, ctx, shutdown)));
+    }
+    for (i, c) in config.connections.iter().enumerate() {
+        accept_tasks.push(tokio::spawn(crate::link::run(i, c.clone(), ctx.clone())));
     }
     drop(ctx);
     shutdown.cancelled().await;
@@ -81,12 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-async fn accept_loop(
-    l: Listener,
-    ctx: Arc<PeerContext>,
-    next_id: Arc<AtomicI64>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(l: Listener, ctx: Arc<PeerContext>, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -94,7 +89,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((r, w, addr)) => {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(peer::run(id, r, w, addr, ctx.clone()));
             }
             Err(e) => {

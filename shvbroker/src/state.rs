@@ -34,7 +34,29 @@ pub struct Peer {
     pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
     /// Set for a tunnel end logged in with a secret.
     pub tunnel: Option<u64>,
+    /// Set for our link to a parent broker (index in `connections`).
+    pub parent_link: Option<usize>,
+    /// Whether a mounted peer is itself a broker (asked with `ls(".broker")`).
+    pub is_broker: Option<bool>,
     pub connected_at: SystemTime,
+}
+
+/// Requests the broker itself sent to a peer, by (peer, request id).
+pub enum OwnRequest {
+    /// `ls(".broker")` on a freshly mounted peer.
+    IsBroker,
+    /// Subscription forwarding and the like: the answer needs no action.
+    Quiet,
+}
+
+/// Parent link state for `.broker:parents`.
+#[derive(Default, Clone)]
+pub struct LinkState {
+    pub url: String,
+    pub peer: Option<PeerId>,
+    pub since: Option<SystemTime>,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
 }
 
 pub struct Broker {
@@ -50,6 +72,11 @@ pub struct Broker {
     /// The address (host, port) of our first TCP listener, for tunnels.
     pub tcp_address: Option<(String, u16)>,
     pub started: SystemTime,
+    pub links: Vec<LinkState>,
+    pub own_requests: HashMap<(PeerId, i64), OwnRequest>,
+    /// Subscriptions forwarded to each sub-broker: RI → when last (re)sent.
+    pub forwarded: HashMap<PeerId, HashMap<String, Instant>>,
+    pub(crate) next_rid: i64,
 }
 
 /// Pending entries older than this are forgotten (their caller will have timed out).
@@ -59,14 +86,27 @@ impl Broker {
     pub fn new(config: Arc<Config>, tcp_address: Option<(String, u16)>) -> Self {
         let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
-            config,
             peers: HashMap::new(),
             mounts: HashMap::new(),
             pending: HashMap::new(),
             tunnels: Tunnels::new(secret_ttl),
             dropped_responses: 0,
+            links: config
+                .connections
+                .iter()
+                .map(|c| LinkState {
+                    url: libshv::RpcUrl::parse(&c.url)
+                        .map(|u| u.to_string())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                })
+                .collect(),
+            config,
             tcp_address,
             started: SystemTime::now(),
+            own_requests: HashMap::new(),
+            forwarded: HashMap::new(),
+            next_rid: 0,
         }
     }
 
@@ -94,6 +134,7 @@ impl Broker {
             Event::Register(reg, reply) => self.register(reg, reply),
             Event::Frame(id, frame) => self.on_frame(id, frame),
             Event::Gone(id) => self.remove_peer(id),
+            Event::Link(index, status) => self.link_status(index, status),
         }
     }
 
@@ -117,9 +158,16 @@ impl Broker {
             cancel,
             subscriptions: HashMap::new(),
             tunnel: None,
+            parent_link: None,
+            is_broker: None,
             connected_at: SystemTime::now(),
         };
         match login {
+            LoginInfo::Parent { link, url } => {
+                peer.parent_link = Some(link);
+                peer.user = format!("parent:{url}");
+                peer.grants = Grants::all();
+            }
             LoginInfo::Tunnel { secret } => match self.tunnels.claim_secret(&secret, id) {
                 Some(tid) => {
                     peer.tunnel = Some(tid);
@@ -166,11 +214,14 @@ impl Broker {
         tracing::info!(peer = id, user = %peer.user, addr = %peer.addr, mount = ?peer.mount, "logged in");
         let mount = peer.mount.clone();
         self.peers.insert(id, peer);
+        let _ = reply.send(Ok(()));
         if let Some(m) = mount {
             self.mounts.insert(m.clone(), id);
             self.emit_lsmod(&m, true);
+            // Is it a broker? Then subscriptions reaching into it must be forwarded.
+            let mut ls = RpcMessage::new_request(0, "", "ls", Some(RpcValue::from(".broker")));
+            self.send_own_request(id, &mut ls, OwnRequest::IsBroker);
         }
-        let _ = reply.send(Ok(()));
     }
 
     /// Where a logging-in device is to be mounted, checked against the config, the
@@ -215,6 +266,8 @@ impl Broker {
         peer.cancel.cancel();
         tracing::info!(peer = id, user = %peer.user, "gone");
         self.pending.retain(|(r, c, _), _| *r != id && *c != id);
+        self.own_requests.retain(|(p, _), _| *p != id);
+        self.forwarded.remove(&id);
         if let Some(m) = &peer.mount {
             self.mounts.remove(m);
             self.emit_lsmod(m, false);
@@ -238,6 +291,7 @@ impl Broker {
         self.pending
             .retain(|_, t| now.duration_since(*t) < PENDING_TTL);
         self.tunnels_housekeeping(now);
+        self.sync_forwarded_subscriptions();
     }
 
     /// Queues a frame to a peer; a full queue disconnects the peer (it does not read).
@@ -308,7 +362,16 @@ impl Broker {
             self.respond(from, &frame.meta, Err(e));
             return;
         };
-        let level = frame.access_level().map_or(granted, |l| l.min(granted));
+        let level = match (frame.access_level(), peer.parent_link) {
+            (Some(l), _) => l.min(granted),
+            // A parent that states no level gets what its Access string says, or Browse.
+            (None, Some(_)) => frame
+                .meta
+                .get(tag::ACCESS)
+                .and_then(|a| libshv::access::level_from_access(a.as_str()))
+                .unwrap_or(level::BROWSE),
+            (None, None) => granted,
+        };
         if let Some((target, rest)) = self.route(&path) {
             frame.set_shv_path(&rest);
             frame.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
@@ -372,8 +435,22 @@ impl Broker {
             return;
         }
         let Some(target) = meta::pop_id(&mut frame.meta, tag::CALLER_IDS) else {
-            tracing::debug!(peer = from, "response without CallerIds dropped");
-            self.dropped_responses += 1;
+            // Without CallerIds the response is for the broker itself.
+            let rid = frame.request_id().unwrap_or_default();
+            match self.own_requests.remove(&(from, rid)) {
+                Some(own) => self.own_response(from, own, &frame),
+                None if self
+                    .peers
+                    .get(&from)
+                    .is_some_and(|p| p.parent_link.is_some()) =>
+                {
+                    // Answers to our heartbeat pings.
+                }
+                None => {
+                    tracing::debug!(peer = from, "response without CallerIds dropped");
+                    self.dropped_responses += 1;
+                }
+            }
             return;
         };
         let rid = frame.request_id().unwrap_or_default();

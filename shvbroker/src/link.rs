@@ -1,0 +1,147 @@
+//! A link to a parent broker: we connect out, log in as a device, and from then on the
+//! parent is just another peer whose requests are routed into our tree (CallerIds
+//! intact) and to whom responses and subscribed signals flow back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libshv::client::{login, ClientConfig};
+use libshv::connection;
+use libshv::message::RpcMessage;
+use libshv::RpcUrl;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Connection;
+use crate::peer::{write_loop, Conn, Event, LoginInfo, PeerContext, Registration};
+
+/// Link state changes reported to the broker task (shown by `.broker:parents`).
+#[derive(Debug, Clone)]
+pub enum LinkStatus {
+    Connected { peer: i64 },
+    Disconnected { error: String },
+}
+
+pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
+    let url = match RpcUrl::parse(&conf.url) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!("connection {index}: {e}");
+            return;
+        }
+    };
+    let shown = url.to_string();
+    let mut backoff = Duration::from_secs(1);
+    let max_backoff = Duration::from_secs(conf.reconnect_max.max(1));
+    loop {
+        let result = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = session(index, &conf, &url, &ctx) => r,
+        };
+        let error = match result {
+            Ok(()) => {
+                backoff = Duration::from_secs(1);
+                "connection closed".to_string()
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(parent = %shown, "parent link down: {error}; retrying in {backoff:?}");
+        let _ = ctx
+            .events
+            .send(Event::Link(index, LinkStatus::Disconnected { error }))
+            .await;
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// One connected period of the link. Ok when it was up and then closed.
+async fn session(
+    index: usize,
+    conf: &Connection,
+    url: &RpcUrl,
+    ctx: &Arc<PeerContext>,
+) -> Result<(), String> {
+    let mut cc = ClientConfig::from_url(url.clone());
+    if conf.mount_point.is_some() {
+        cc.login.mount_point = conf.mount_point.clone();
+    }
+    if conf.device_id.is_some() {
+        cc.login.device_id = conf.device_id.clone();
+    }
+    // The parent may drop us after three missed heartbeats, not sooner.
+    cc.login.idle_timeout = Some(conf.heartbeat.max(1) * 3);
+    cc.login.user_agent = Some(format!("shvbroker/{}", env!("CARGO_PKG_VERSION")));
+    let (mut reader, mut writer) =
+        connection::connect(url.transport(), ctx.config.limits.max_frame_size)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+    login(&mut reader, &mut writer, &cc.login, cc.timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(ctx.config.limits.client_queue);
+    let cancel = ctx.shutdown.child_token();
+    let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let reg = Registration {
+        id,
+        login: LoginInfo::Parent {
+            link: index,
+            url: url.to_string(),
+        },
+        tx: tx.clone(),
+        cancel: cancel.clone(),
+        addr: url.transport().to_string(),
+    };
+    ctx.events
+        .send(Event::Register(reg, reply_tx))
+        .await
+        .map_err(|_| "broker stopped".to_string())?;
+    reply_rx
+        .await
+        .map_err(|_| "broker stopped".to_string())?
+        .map_err(|e| e.message)?;
+    tracing::info!(parent = %url, peer = id, "parent link up");
+    let _ = ctx
+        .events
+        .send(Event::Link(index, LinkStatus::Connected { peer: id }))
+        .await;
+
+    let heartbeat = Duration::from_secs(conf.heartbeat.max(1));
+    let hb_tx = tx.clone();
+    let hb_cancel = cancel.clone();
+    let hb = tokio::spawn(async move {
+        let mut rid = 1_000_000_000i64;
+        loop {
+            tokio::select! {
+                _ = hb_cancel.cancelled() => return,
+                _ = tokio::time::sleep(heartbeat) => {}
+            }
+            rid += 1;
+            let ping = RpcMessage::new_request(rid, ".app", "ping", None).into_frame();
+            if hb_tx.send(ping).await.is_err() {
+                return;
+            }
+        }
+    });
+    let conn = Conn {
+        id,
+        tx,
+        cancel: cancel.clone(),
+        addr: url.transport().to_string(),
+        ctx: ctx.clone(),
+    };
+    // The parent's silence for three heartbeats means the link is dead.
+    let _ = conn.serve(&mut reader, Some(heartbeat * 3)).await;
+    let _ = ctx.events.send(Event::Gone(id)).await;
+    cancel.cancel();
+    drop(conn);
+    hb.abort();
+    let _ = writer_task.await;
+    Ok(())
+}
