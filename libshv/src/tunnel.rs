@@ -576,7 +576,15 @@ impl TunnelEnd {
                             _ => TunnelError::Failed("closed before it was opened".into()),
                         });
                     }
-                    // FindTunnel frames are the brokers' business; ignore them here.
+                    // Our broker must answer the agent's FindTunnelRequest itself; if it
+                    // reaches us, the broker does not do tunnels and nothing will follow.
+                    Some(Ok(ctl)) if ctl.state == TunnelState::FindTunnelRequest => {
+                        return Err(TunnelError::Failed(
+                            "the broker does not support tunnels (FindTunnelRequest was \
+                             forwarded to the client)"
+                                .into(),
+                        ));
+                    }
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => return Err(e.into()),
                     None => {

@@ -1,1 +1,594 @@
-//! shvagent
+//! shvagent: an SHV device that gives operators a remote shell (tunnel.md steps 1-4)
+//! and runs one-shot commands (`runCmd`).
+//!
+//! The agent itself never carries shell data: for `launchRexec` it asks the broker to
+//! find a tunnel (a response with `13:null` and TunnelCtl FindTunnelRequest), waits for
+//! the FindTunnelResponse, and hands it to a freshly spawned `shvrexec` on stdin.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libshv::access::level;
+use libshv::client::{Client, ClientConfig, RequestHandler};
+use libshv::message::{code, RpcError, RpcMessage};
+use libshv::meta::{self, tag};
+use libshv::shvproto::{IMap, Map, Value};
+use libshv::tunnel::{self, LaunchParams, TunnelCtl, TunnelState};
+use libshv::RpcValue;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+/// Access level needed for `launchRexec` and `runCmd`. A shell is full control of the
+/// device's account, but operators are commonly given `cmd` on their devices, and the
+/// broker's access rules are where finer policy belongs.
+pub const COMMAND_ACCESS: i64 = level::COMMAND;
+
+/// How long the broker has to answer our FindTunnelRequest.
+pub const FIND_TUNNEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Client(#[from] libshv::ClientError),
+}
+
+/// Where to find shvrexec: next to our own binary, else by name on `$PATH`.
+pub fn default_rexec_path() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join("shvrexec");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from("shvrexec")
+}
+
+/// Resolves a bare program name against `$PATH`, as exec would.
+fn resolve_program(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    })
+}
+
+struct Waiter {
+    token: u64,
+    cids: Vec<i64>,
+    tx: oneshot::Sender<TunnelCtl>,
+}
+
+struct Pending {
+    client: Client,
+    waiters: Vec<Waiter>,
+}
+
+/// Waits for FindTunnelResponses. They come as responses with rsh's request id R,
+/// which is only unique per rsh: two operators may both use R=10 at the same time.
+/// So one stream per R feeds every waiter with that R, matching the tctl's CallerIds
+/// (the path to rsh) against the cid the launch request arrived with, else first come.
+#[derive(Default)]
+struct FindTunnel {
+    pending: Mutex<HashMap<i64, Pending>>,
+    next_token: AtomicU64,
+}
+
+impl FindTunnel {
+    fn add(
+        self: &Arc<Self>,
+        client: &Client,
+        rid: i64,
+        cids: Vec<i64>,
+    ) -> (u64, oneshot::Receiver<TunnelCtl>) {
+        let (tx, rx) = oneshot::channel();
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending.lock().unwrap();
+        let entry = pending.entry(rid).or_insert_with(|| {
+            let mut stream = client.register_stream(rid, 16);
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                while let Some(frame) = stream.recv().await {
+                    match TunnelCtl::from_frame(&frame) {
+                        Some(Ok(ctl)) if ctl.state == TunnelState::FindTunnelResponse => {
+                            me.deliver(rid, ctl)
+                        }
+                        Some(Ok(ctl)) => {
+                            tracing::debug!("ignoring tunnel frame {:?} for {rid}", ctl.state)
+                        }
+                        Some(Err(e)) => tracing::warn!("bad TunnelCtl for {rid}: {e}"),
+                        None => tracing::debug!("ignoring non-tunnel response {rid}"),
+                    }
+                }
+            });
+            Pending {
+                client: client.clone(),
+                waiters: Vec::new(),
+            }
+        });
+        entry.waiters.push(Waiter { token, cids, tx });
+        (token, rx)
+    }
+
+    fn deliver(&self, rid: i64, ctl: TunnelCtl) {
+        let mut pending = self.pending.lock().unwrap();
+        let Some(entry) = pending.get_mut(&rid) else {
+            return;
+        };
+        let idx = entry
+            .waiters
+            .iter()
+            .position(|w| w.cids == ctl.caller_ids)
+            .unwrap_or(0);
+        if idx < entry.waiters.len() {
+            let w = entry.waiters.remove(idx);
+            let _ = w.tx.send(ctl);
+        }
+        if entry.waiters.is_empty() {
+            entry.client.unregister(rid);
+            pending.remove(&rid);
+        }
+    }
+
+    fn remove(&self, rid: i64, token: u64) {
+        let mut pending = self.pending.lock().unwrap();
+        if let Some(entry) = pending.get_mut(&rid) {
+            entry.waiters.retain(|w| w.token != token);
+            if entry.waiters.is_empty() {
+                entry.client.unregister(rid);
+                pending.remove(&rid);
+            }
+        }
+    }
+}
+
+/// The agent's request handler.
+pub struct Agent {
+    rexec: PathBuf,
+    find: Arc<FindTunnel>,
+}
+
+fn method_desc(name: &str, flags: i64, param: &str, result: &str, access: i64) -> RpcValue {
+    let mut m = IMap::new();
+    m.insert(1, RpcValue::from(name));
+    m.insert(2, RpcValue::from(flags));
+    if !param.is_empty() {
+        m.insert(3, RpcValue::from(param));
+    }
+    if !result.is_empty() {
+        m.insert(4, RpcValue::from(result));
+    }
+    m.insert(5, RpcValue::from(access));
+    RpcValue::from(m)
+}
+
+/// dir flags (SHV 3)
+const GETTER: i64 = 1 << 1;
+const NOT_IDEMPOTENT: i64 = 1 << 4;
+
+fn node_methods(path: &str) -> Option<Vec<RpcValue>> {
+    let mut v = vec![
+        method_desc("dir", 0, "idir", "odir", level::BROWSE),
+        method_desc("ls", 0, "ils", "ols", level::BROWSE),
+    ];
+    match path {
+        "" => {
+            v.push(method_desc(
+                "launchRexec",
+                NOT_IDEMPOTENT,
+                "{method:s,params:{cmd:[s],cols:i,rows:i,env:{s},cwd:s}}",
+                "",
+                COMMAND_ACCESS,
+            ));
+            v.push(method_desc(
+                "runCmd",
+                NOT_IDEMPOTENT,
+                "s|[s]|{cmd:s|[s],cwd:s,env:{s}}",
+                "[i,s|b,s|b]",
+                COMMAND_ACCESS,
+            ));
+        }
+        ".app" => {
+            v.push(method_desc(
+                "shvVersionMajor",
+                GETTER,
+                "",
+                "i",
+                level::BROWSE,
+            ));
+            v.push(method_desc(
+                "shvVersionMinor",
+                GETTER,
+                "",
+                "i",
+                level::BROWSE,
+            ));
+            v.push(method_desc("name", GETTER, "", "s", level::BROWSE));
+            v.push(method_desc("version", GETTER, "", "s", level::BROWSE));
+            v.push(method_desc("ping", 0, "", "n", level::BROWSE));
+        }
+        _ => return None,
+    }
+    Some(v)
+}
+
+fn node_children(path: &str) -> Option<Vec<&'static str>> {
+    match path {
+        "" => Some(vec![".app"]),
+        ".app" => Some(vec![]),
+        _ => None,
+    }
+}
+
+fn dir(path: &str, param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
+    let methods = node_methods(path).ok_or_else(|| no_such_path(path))?;
+    match param.map(|p| &p.value) {
+        Some(Value::String(name)) => {
+            Ok(RpcValue::from(methods.iter().any(|m| {
+                m.get(1).map(|n| n.as_str()) == Some(name.as_str())
+            })))
+        }
+        _ => Ok(RpcValue::from(methods)),
+    }
+}
+
+fn ls(path: &str, param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
+    let children = node_children(path).ok_or_else(|| no_such_path(path))?;
+    match param.map(|p| &p.value) {
+        Some(Value::String(name)) => Ok(RpcValue::from(children.contains(&name.as_str()))),
+        _ => Ok(RpcValue::from(
+            children.into_iter().map(RpcValue::from).collect::<Vec<_>>(),
+        )),
+    }
+}
+
+fn no_such_path(path: &str) -> RpcError {
+    RpcError::method_not_found(format!("no such path: '{path}'"))
+}
+
+/// The access level the broker granted this request; a request from a broker that
+/// does not set one (SHV 2) is trusted, as the broker already checked it.
+fn granted_level(meta: &libshv::shvproto::MetaMap) -> i64 {
+    match meta.get(tag::ACCESS_LEVEL).map(|v| &v.value) {
+        Some(Value::Int(i)) => *i,
+        Some(Value::UInt(u)) => *u as i64,
+        _ => match meta.get(tag::ACCESS).map(|v| &v.value) {
+            Some(Value::String(s)) => libshv::access::level_from_access(s).unwrap_or(level::ADMIN),
+            _ => level::ADMIN,
+        },
+    }
+}
+
+/// Output bytes as a String when they are UTF-8 (readable in Cpon), else a Blob.
+fn text_or_blob(bytes: Vec<u8>) -> RpcValue {
+    match String::from_utf8(bytes) {
+        Ok(s) => RpcValue::from(s),
+        Err(e) => RpcValue::from(e.into_bytes()),
+    }
+}
+
+/// `runCmd`: runs `cmd` (String for `sh -c`, List, or Map `{cmd, cwd, env}`) to the end
+/// and returns `[exitCode, stdout, stderr]` (exitCode 128+N when killed by signal N).
+pub async fn run_cmd(param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
+    let mut m = Map::new();
+    m.insert("method".into(), RpcValue::from(tunnel::METHOD_RUN_CMD));
+    m.insert(
+        "params".into(),
+        param.cloned().unwrap_or_else(RpcValue::null),
+    );
+    let p = LaunchParams::from_value(&RpcValue::from(m))?;
+    if p.cmd.is_empty() {
+        return Err(RpcError::invalid_param("runCmd needs a command"));
+    }
+    let mut cmd = tokio::process::Command::new(&p.cmd[0]);
+    cmd.args(&p.cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A caller that gives up (agent disconnect) must not leave the job running.
+        .kill_on_drop(true);
+    if let Some(cwd) = &p.cwd {
+        cmd.current_dir(cwd);
+    }
+    for (k, v) in &p.env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.map_err(|e| {
+        RpcError::new(
+            code::METHOD_CALL_EXCEPTION,
+            format!("cannot run '{}': {e}", p.cmd[0]),
+        )
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    let status = out
+        .status
+        .code()
+        .or_else(|| out.status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    Ok(RpcValue::from(vec![
+        RpcValue::from(i64::from(status)),
+        text_or_blob(out.stdout),
+        text_or_blob(out.stderr),
+    ]))
+}
+
+impl Agent {
+    pub fn new(rexec: PathBuf) -> Self {
+        Agent {
+            rexec,
+            find: Arc::new(FindTunnel::default()),
+        }
+    }
+
+    /// tunnel.md steps 1-4. Errors found before we answered with FindTunnelRequest go
+    /// back as an ordinary RPC error; later ones as CloseTunnel `{"error"}` along the
+    /// same CallerIds, which the broker forwards to rsh.
+    async fn launch_rexec(
+        &self,
+        client: &Client,
+        req: &RpcMessage,
+    ) -> Option<Result<RpcValue, RpcError>> {
+        let param = req.param().cloned().unwrap_or_else(RpcValue::null);
+        let launch = match LaunchParams::from_value(&param) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some(rexec) = resolve_program(&self.rexec) else {
+            return Some(Err(RpcError::new(
+                code::METHOD_CALL_EXCEPTION,
+                format!("cannot find shvrexec at '{}'", self.rexec.display()),
+            )));
+        };
+        let rid = req
+            .meta
+            .get(tag::REQUEST_ID)
+            .map(|v| v.as_int())
+            .unwrap_or_default();
+        let cids = meta::stack_from_value(req.meta.get(tag::CALLER_IDS));
+        let (token, rx) = self.find.add(client, rid, cids);
+        if let Err(e) = client
+            .send_frame(tunnel::find_tunnel_request(&req.meta))
+            .await
+        {
+            self.find.remove(rid, token);
+            tracing::warn!("cannot answer launchRexec {rid}: {e}");
+            return None;
+        }
+        let started = Instant::now();
+        let mut ftr = match tokio::time::timeout(FIND_TUNNEL_TIMEOUT, rx).await {
+            Ok(Ok(ftr)) => ftr,
+            _ => {
+                self.find.remove(rid, token);
+                tracing::warn!(
+                    "launchRexec {rid}: no FindTunnelResponse within {FIND_TUNNEL_TIMEOUT:?}"
+                );
+                let _ = client
+                    .send_frame(tunnel::close_with_error(
+                        &req.meta,
+                        "the broker did not answer FindTunnelRequest",
+                    ))
+                    .await;
+                return None;
+            }
+        };
+        ftr.request_id = Some(rid);
+        tracing::info!(
+            "launchRexec {rid}: {} {:?}, tunnel via {:?}:{:?} (found in {:?})",
+            launch.method(),
+            launch.cmd,
+            ftr.host,
+            ftr.port,
+            started.elapsed()
+        );
+        if let Err(e) = spawn_rexec(&rexec, &ftr, &param).await {
+            tracing::warn!("launchRexec {rid}: {e}");
+            let _ = client
+                .send_frame(tunnel::close_with_error(&req.meta, &e))
+                .await;
+        }
+        None
+    }
+}
+
+/// Starts shvrexec and writes the launch line to its stdin: the secret never appears
+/// on a command line (visible in `ps`) or in a log.
+async fn spawn_rexec(rexec: &Path, ftr: &TunnelCtl, call: &RpcValue) -> Result<(), String> {
+    let mut child = tokio::process::Command::new(rexec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        // Its own process group: a ^C meant for the agent must not end live sessions.
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| format!("cannot start '{}': {e}", rexec.display()))?;
+    let line = shvrexec_line(ftr, call);
+    let mut stdin = child.stdin.take().expect("stdin was piped");
+    stdin
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| format!("cannot hand the tunnel to shvrexec: {e}"))?;
+    drop(stdin);
+    let pid = child.id();
+    // Reap it when it ends, so no zombies pile up in a long-running agent.
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(st) => tracing::debug!("shvrexec {pid:?} ended: {st}"),
+            Err(e) => tracing::warn!("shvrexec {pid:?}: {e}"),
+        }
+    });
+    Ok(())
+}
+
+/// The stdin line for shvrexec (tunnel.md step 4).
+pub fn shvrexec_line(ftr: &TunnelCtl, call: &RpcValue) -> String {
+    let mut m = Map::new();
+    m.insert("findTunnelResponse".into(), ftr.to_value());
+    m.insert("onConnectedCall".into(), call.clone());
+    let mut s = RpcValue::from(m).to_cpon();
+    s.push('\n');
+    s
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Agent {
+    async fn handle(&self, client: &Client, req: RpcMessage) -> Option<Result<RpcValue, RpcError>> {
+        let path = req
+            .meta
+            .get(tag::SHV_PATH)
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let method = req
+            .meta
+            .get(tag::METHOD)
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let Some(methods) = node_methods(&path) else {
+            return Some(Err(no_such_path(&path)));
+        };
+        let Some(desc) = methods
+            .iter()
+            .find(|m| m.get(1).map(|n| n.as_str()) == Some(method.as_str()))
+        else {
+            return Some(Err(RpcError::method_not_found(format!(
+                "no method '{method}' on '{path}'"
+            ))));
+        };
+        let need = desc.get(5).map(|l| l.as_int()).unwrap_or(level::BROWSE);
+        if granted_level(&req.meta) < need {
+            // SHV 3 answers "no access" with MethodNotFound as well.
+            return Some(Err(RpcError::method_not_found(format!(
+                "access denied to {path}:{method}"
+            ))));
+        }
+        let p = req.param();
+        Some(match (path.as_str(), method.as_str()) {
+            (_, "dir") => dir(&path, p),
+            (_, "ls") => ls(&path, p),
+            ("", "launchRexec") => return self.launch_rexec(client, &req).await,
+            ("", "runCmd") => run_cmd(p).await,
+            (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
+            (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),
+            (".app", "name") => Ok(RpcValue::from("shvagent")),
+            (".app", "version") => Ok(RpcValue::from(env!("CARGO_PKG_VERSION"))),
+            (".app", "ping") => Ok(RpcValue::null()),
+            _ => Err(RpcError::method_not_found(format!(
+                "no method '{method}' on '{path}'"
+            ))),
+        })
+    }
+}
+
+/// Reconnect back-off: 1 s doubling up to this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs the agent forever: connect, serve until the link drops, back off, reconnect.
+/// Returns only on a login failure at the first attempt (a wrong password does not
+/// fix itself); later failures are retried.
+pub async fn run(config: ClientConfig, rexec: PathBuf) -> Result<(), AgentError> {
+    let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec));
+    let mut backoff = Duration::from_secs(1);
+    let mut ever_connected = false;
+    loop {
+        match Client::connect(&config, Some(handler.clone())).await {
+            Ok((client, _signals)) => {
+                ever_connected = true;
+                tracing::info!(
+                    "connected to {} as {:?}",
+                    config.url.transport(),
+                    config
+                        .login
+                        .mount_point
+                        .as_ref()
+                        .or(config.login.device_id.as_ref())
+                );
+                let since = Instant::now();
+                client.closed().await;
+                tracing::warn!("connection to {} lost", config.url.transport());
+                // A link that held for a while starts the back-off afresh.
+                if since.elapsed() > MAX_BACKOFF {
+                    backoff = Duration::from_secs(1);
+                }
+            }
+            Err(e @ libshv::ClientError::Login(_)) if !ever_connected => return Err(e.into()),
+            Err(e) => tracing::warn!("{e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_and_ls() {
+        let d = dir("", None).unwrap();
+        let names: Vec<_> = d
+            .as_list()
+            .iter()
+            .map(|m| m.get(1).unwrap().as_str().to_string())
+            .collect();
+        assert_eq!(names, ["dir", "ls", "launchRexec", "runCmd"]);
+        assert!(dir(".app", Some(&RpcValue::from("ping")))
+            .unwrap()
+            .as_bool());
+        assert!(!dir(".app", Some(&RpcValue::from("nope")))
+            .unwrap()
+            .as_bool());
+        assert_eq!(ls("", None).unwrap().to_cpon(), r#"[".app"]"#);
+        assert!(ls("", Some(&RpcValue::from(".app"))).unwrap().as_bool());
+        assert!(ls("x/y", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn run_cmd_result_shape() {
+        let p = RpcValue::from_cpon(r#"["sh","-c","echo out; echo err >&2; exit 3"]"#).unwrap();
+        let r = run_cmd(Some(&p)).await.unwrap();
+        assert_eq!(r.to_cpon(), r#"[3,"out\n","err\n"]"#);
+        let r = run_cmd(Some(&RpcValue::from("kill -9 $$"))).await.unwrap();
+        assert_eq!(r.as_list()[0].as_int(), 137);
+        let e = run_cmd(Some(&RpcValue::from_cpon(r#"["/nonexistent/x"]"#).unwrap()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, code::METHOD_CALL_EXCEPTION);
+        assert!(run_cmd(None).await.is_err());
+    }
+
+    #[test]
+    fn access_level_from_meta() {
+        let mut m = libshv::shvproto::MetaMap::new();
+        assert_eq!(granted_level(&m), level::ADMIN);
+        m.insert(tag::ACCESS, RpcValue::from("rd"));
+        assert_eq!(granted_level(&m), level::READ);
+        m.insert(tag::ACCESS_LEVEL, RpcValue::from(24));
+        assert_eq!(granted_level(&m), 24);
+    }
+
+    #[test]
+    fn rexec_line_is_one_line() {
+        let ftr = TunnelCtl {
+            state: TunnelState::FindTunnelResponse,
+            host: Some("localhost".into()),
+            port: Some(3755),
+            secret: Some("x\ny".into()),
+            request_id: Some(5),
+            caller_ids: vec![1],
+        };
+        let line = shvrexec_line(
+            &ftr,
+            &RpcValue::from_cpon(r#"{"method":"runCmd"}"#).unwrap(),
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.starts_with(r#"{"findTunnelResponse":<1:3>i{1:2,"#));
+    }
+}

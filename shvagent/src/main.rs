@@ -1,11 +1,85 @@
-use clap::Parser;
+use std::path::PathBuf;
 
-/// shvagent: not implemented yet (remote shell issue).
+use anyhow::Context;
+use clap::Parser;
+use libshv::{ClientConfig, RpcUrl};
+
+/// shvagent: an SHV device that offers remote shells (for shvrsh) and one-shot commands.
+///
+/// Connects out to the broker, logs in as a device and serves `ls`, `dir`, `.app`,
+/// `launchRexec` (opens a tunnel and starts shvrexec for it) and `runCmd` (runs a
+/// command, returns `[exitCode, stdout, stderr]`). Reconnects with exponential back-off
+/// (1 s up to 60 s) when the link drops. Logs go to stderr; filter with RUST_LOG.
 #[derive(Parser)]
 #[command(version)]
-struct Args {}
+struct Args {
+    /// Broker URL, e.g. 'tcp://device@127.0.0.1:3755?password=device'. The password may
+    /// instead come from SHV_PASSWORD or --password-file. URL options `devmount` and
+    /// `devid` work like --mount and --device-id.
+    url: String,
+    /// Mount point to request from the broker (e.g. test/agent); the user's role must
+    /// allow it
+    #[arg(long, conflicts_with = "device_id")]
+    mount: Option<String>,
+    /// Device id; the broker mounts the agent where its config maps this id
+    #[arg(long)]
+    device_id: Option<String>,
+    /// The shvrexec binary to start for each remote shell (default: the one next to
+    /// shvagent, then `shvrexec` on $PATH)
+    #[arg(long)]
+    rexec: Option<PathBuf>,
+    /// Read the password from this file (first line) instead of the URL
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Log in with PLAIN (password sent as is) instead of SHA1
+    #[arg(long)]
+    plain: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _ = Args::parse();
-    anyhow::bail!("shvagent is not implemented yet")
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let url = RpcUrl::parse(&args.url)?;
+    let mut config = ClientConfig::from_url(url);
+    if let Some(f) = &args.password_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        config.login.credentials =
+            libshv::login::Credentials::Plain(text.lines().next().unwrap_or("").to_string());
+    }
+    config.login.use_sha1 = !args.plain;
+    if let Some(m) = args.mount {
+        config.login.mount_point = Some(m);
+        config.login.device_id = None;
+    }
+    if let Some(d) = args.device_id {
+        config.login.device_id = Some(d);
+        config.login.mount_point = None;
+    }
+    if config.login.mount_point.is_none() && config.login.device_id.is_none() {
+        anyhow::bail!("give --mount PATH or --device-id ID (or devmount/devid in the URL)");
+    }
+    let rexec = args.rexec.unwrap_or_else(shvagent::default_rexec_path);
+    tokio::select! {
+        r = shvagent::run(config, rexec) => r.context("shvagent")?,
+        _ = shutdown() => tracing::info!("terminated"),
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

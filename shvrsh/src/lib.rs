@@ -1,1 +1,347 @@
-//! shvrsh
+//! shvrsh: a remote shell over SHV tunnels, used like ssh (tunnel.md, tools.md).
+
+pub mod term;
+
+use std::io::Write;
+use std::time::Duration;
+
+use libshv::message::code;
+use libshv::tunnel::{
+    CloseStatus, LaunchParams, TunnelEnd, TunnelError, TunnelEvent, TunnelSender,
+};
+use libshv::{Client, ClientConfig, ClientError, RpcValue};
+use tokio::sync::mpsc;
+
+/// Exit status for connection and tunnel failures, like ssh.
+pub const EXIT_FAILURE: i32 = 255;
+
+/// A failure before or outside the remote command: one line for stderr, exit 255.
+#[derive(Debug, thiserror::Error)]
+pub enum RshError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("login failed: {0}")]
+    Login(String),
+    #[error("path not found: {0}")]
+    PathNotFound(String),
+    #[error("{0} is not an shvagent (it has no launchRexec method)")]
+    NotAnAgent(String),
+    #[error("access denied: {0}:launchRexec")]
+    AccessDenied(String),
+    #[error("tunnel failed: {0}")]
+    Tunnel(String),
+    #[error("connection to the broker lost")]
+    Disconnected,
+}
+
+pub struct Options {
+    pub config: ClientConfig,
+    pub agent_path: String,
+    pub launch: LaunchParams,
+    /// Put the local terminal in raw mode (interactive PTY session on a tty).
+    pub raw: bool,
+    /// Recognise `~.` after a newline as "detach".
+    pub escape: bool,
+    /// How long launchRexec may take until the tunnel is open.
+    pub open_timeout: Duration,
+}
+
+fn connect_error(url: &ClientConfig, e: ClientError) -> RshError {
+    match e {
+        ClientError::Connect(t, e) => RshError::Connect(t, e.to_string()),
+        ClientError::Login(m) => RshError::Login(m),
+        other => RshError::Connect(url.url.transport().to_string(), other.to_string()),
+    }
+}
+
+/// Tells "no such path" from "no access" after a MethodNotFound: the broker answers
+/// both the same way, but `dir` on the path (Browse level) tells them apart.
+async fn diagnose(client: &Client, path: &str, e: libshv::RpcError) -> RshError {
+    if e.code != code::METHOD_NOT_FOUND {
+        return RshError::Tunnel(e.message);
+    }
+    match client
+        .call(path, "dir", Some(RpcValue::from("launchRexec")))
+        .await
+    {
+        Ok(v) if v.as_bool() => RshError::AccessDenied(path.to_string()),
+        Ok(_) => RshError::NotAnAgent(path.to_string()),
+        Err(_) => RshError::PathNotFound(path.to_string()),
+    }
+}
+
+/// Connects and opens the tunnel.
+pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
+    let (client, _signals) = Client::connect(&opts.config, None)
+        .await
+        .map_err(|e| connect_error(&opts.config, e))?;
+    match TunnelEnd::launch(&client, &opts.agent_path, &opts.launch, opts.open_timeout).await {
+        Ok(end) => Ok((client, end)),
+        Err(TunnelError::Rpc(e)) => Err(diagnose(&client, &opts.agent_path, e).await),
+        Err(TunnelError::Client(ClientError::Disconnected)) => Err(RshError::Disconnected),
+        Err(TunnelError::Failed(m)) => Err(RshError::Tunnel(m)),
+        Err(e) => Err(RshError::Tunnel(e.to_string())),
+    }
+}
+
+/// Local stdin, read by a thread from the very start so that keystrokes typed while
+/// the tunnel opens are buffered (they are sent once it is open). `None` = EOF.
+pub fn spawn_stdin_reader() -> mpsc::UnboundedReceiver<Option<Vec<u8>>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => {
+                    let _ = tx.send(None);
+                    break;
+                }
+                Ok(n) => {
+                    if tx.send(Some(buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    let _ = tx.send(None);
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// `~.` after a newline detaches (ssh's escape); `~~` sends one `~`.
+#[derive(Debug)]
+pub struct EscapeFilter {
+    at_line_start: bool,
+    pending_tilde: bool,
+}
+
+impl Default for EscapeFilter {
+    fn default() -> Self {
+        // The start of the session counts as after a newline, as in ssh.
+        EscapeFilter {
+            at_line_start: true,
+            pending_tilde: false,
+        }
+    }
+}
+
+impl EscapeFilter {
+    /// Returns the bytes to send and whether the user asked to detach.
+    pub fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len() + 1);
+        for &b in input {
+            if self.pending_tilde {
+                self.pending_tilde = false;
+                match b {
+                    b'.' => return (out, true),
+                    b'~' => {
+                        out.push(b'~');
+                        self.at_line_start = false;
+                        continue;
+                    }
+                    _ => out.push(b'~'),
+                }
+            } else if self.at_line_start && b == b'~' {
+                self.pending_tilde = true;
+                continue;
+            }
+            out.push(b);
+            self.at_line_start = b == b'\r' || b == b'\n';
+        }
+        (out, false)
+    }
+}
+
+fn resize_control(cols: u16, rows: u16) -> RpcValue {
+    let mut m = libshv::shvproto::Map::new();
+    m.insert(
+        "resize".into(),
+        RpcValue::from(vec![
+            RpcValue::from(i64::from(cols)),
+            RpcValue::from(i64::from(rows)),
+        ]),
+    );
+    RpcValue::from(m)
+}
+
+fn control(key: &str, v: RpcValue) -> RpcValue {
+    let mut m = libshv::shvproto::Map::new();
+    m.insert(key.into(), v);
+    RpcValue::from(m)
+}
+
+/// Sends CloseTunnel (the user detached) and makes sure it left before we exit.
+async fn detach(client: &Client, sender: &TunnelSender) {
+    let _ = sender.close(&CloseStatus::Detached).await;
+    // The ping's answer comes after the broker read our CloseTunnel.
+    let _ = client
+        .call_timeout(".app", "ping", None, Duration::from_secs(2))
+        .await;
+}
+
+/// Relays an open tunnel until it closes; returns the process exit status. Writes the
+/// one-line reason to stderr itself for failures (after restoring the terminal).
+pub async fn relay(
+    client: Client,
+    end: TunnelEnd,
+    mut stdin: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    escape: bool,
+    pty: bool,
+) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (sender, mut receiver) = end.split();
+    let mut winch = signal(SignalKind::window_change()).ok();
+    let mut sigint = signal(SignalKind::interrupt()).ok();
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut sighup = signal(SignalKind::hangup()).ok();
+    let mut filter = EscapeFilter::default();
+    let mut stdin_open = true;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    async fn recv_sig(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    loop {
+        tokio::select! {
+            ev = receiver.recv() => match ev {
+                Some(TunnelEvent::Data { channel, data }) => {
+                    // Output is written synchronously: a slow terminal back-pressures
+                    // the tunnel instead of growing a buffer.
+                    let w: &mut dyn Write = if channel == libshv::tunnel::channel::STDERR {
+                        &mut err
+                    } else {
+                        &mut out
+                    };
+                    let _ = w.write_all(&data).and_then(|_| w.flush());
+                }
+                Some(TunnelEvent::Control(_)) => {}
+                None => break,
+                Some(TunnelEvent::Closed(st)) => {
+                    let _ = out.flush();
+                    return match st {
+                        CloseStatus::Error(msg) => {
+                            term::restore();
+                            eprintln!("shvrsh: {}", RshError::Tunnel(msg));
+                            EXIT_FAILURE
+                        }
+                        CloseStatus::Detached => {
+                            term::restore();
+                            eprintln!("shvrsh: the remote side closed the tunnel");
+                            EXIT_FAILURE
+                        }
+                        st => st.exit_code(),
+                    };
+                }
+            },
+            chunk = stdin.recv(), if stdin_open => match chunk {
+                Some(Some(data)) => {
+                    let (data, detach_now) = if escape { filter.feed(&data) } else { (data, false) };
+                    if !data.is_empty() && sender.send_data(libshv::tunnel::channel::STDIN, &data).await.is_err() {
+                        break;
+                    }
+                    if detach_now {
+                        detach(&client, &sender).await;
+                        term::restore();
+                        eprintln!("shvrsh: detached");
+                        return EXIT_FAILURE;
+                    }
+                }
+                Some(None) | None => {
+                    stdin_open = false;
+                    let _ = sender.send_control(control("eof", RpcValue::from(true))).await;
+                }
+            },
+            _ = recv_sig(&mut winch), if pty => {
+                if let Some((c, r)) = term::window_size() {
+                    let _ = sender.send_control(resize_control(c, r)).await;
+                }
+            }
+            // Without a remote PTY, ^C reaches us as SIGINT: pass it on, like a shell
+            // would to its foreground job.
+            _ = recv_sig(&mut sigint) => {
+                let _ = sender.send_control(control("signal", RpcValue::from(2))).await;
+            }
+            _ = recv_sig(&mut sigterm) => {
+                detach(&client, &sender).await;
+                term::restore();
+                eprintln!("shvrsh: terminated");
+                return EXIT_FAILURE;
+            }
+            _ = recv_sig(&mut sighup) => {
+                detach(&client, &sender).await;
+                term::restore();
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    term::restore();
+    eprintln!("shvrsh: {}", RshError::Disconnected);
+    EXIT_FAILURE
+}
+
+/// The whole session: connect, open, relay. Returns the exit status.
+pub async fn run(opts: Options) -> i32 {
+    let stdin = spawn_stdin_reader();
+    let (client, end) = match open(&opts).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("shvrsh: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    if opts.raw {
+        if let Err(e) = term::set_raw() {
+            eprintln!("shvrsh: cannot set the terminal to raw mode: {e}");
+        }
+    }
+    let code = relay(client, end, stdin, opts.escape, opts.launch.pty).await;
+    term::restore();
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_detach_after_newline() {
+        let mut f = EscapeFilter::default();
+        assert_eq!(f.feed(b"ls\r"), (b"ls\r".to_vec(), false));
+        assert_eq!(f.feed(b"~"), (vec![], false));
+        assert_eq!(f.feed(b"."), (vec![], true));
+        let mut f = EscapeFilter::default();
+        assert_eq!(f.feed(b"~."), (vec![], true));
+    }
+
+    #[test]
+    fn escape_passthrough() {
+        let mut f = EscapeFilter::default();
+        // Not after a newline: plain bytes.
+        assert_eq!(f.feed(b"a~."), (b"a~.".to_vec(), false));
+        assert_eq!(f.feed(b"\n~~"), (b"\n~".to_vec(), false));
+        assert_eq!(f.feed(b"."), (b".".to_vec(), false));
+        assert_eq!(f.feed(b"\r~x"), (b"\r~x".to_vec(), false));
+        // The tilde after ~~ is not at line start any more.
+        assert_eq!(f.feed(b"\n~~~."), (b"\n~~.".to_vec(), false));
+    }
+
+    #[test]
+    fn controls() {
+        assert_eq!(resize_control(100, 40).to_cpon(), r#"{"resize":[100,40]}"#);
+        assert_eq!(
+            control("eof", RpcValue::from(true)).to_cpon(),
+            r#"{"eof":true}"#
+        );
+    }
+}

@@ -1,11 +1,116 @@
-use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// shvrsh: not implemented yet (remote shell issue).
+use anyhow::Context;
+use clap::Parser;
+use libshv::tunnel::LaunchParams;
+use libshv::{ClientConfig, RpcUrl};
+use shvrsh::{term, Options, EXIT_FAILURE};
+
+/// shvrsh: a remote shell on an SHV device running shvagent, used like ssh.
+///
+/// Without CMD: an interactive login shell in a remote PTY, the local terminal in raw
+/// mode (restored on exit). With CMD: runs it with stdin/stdout/stderr kept apart (a
+/// PTY only with -t); local stdin EOF is passed on.
+/// Exit status: the remote command's, 128+N if it died of signal N, 255 for a
+/// connection or tunnel failure (reason on stderr).
+/// Typing `~.` at the start of a line detaches (`~~` sends a `~`).
 #[derive(Parser)]
 #[command(version)]
-struct Args {}
+struct Args {
+    /// Force a remote PTY, also when CMD is given (for full-screen programs)
+    #[arg(short = 't', conflicts_with = "no_pty")]
+    pty: bool,
+    /// Never allocate a remote PTY, also for an interactive shell
+    #[arg(short = 'T')]
+    no_pty: bool,
+    /// Broker URL, e.g. 'tcp://admin@127.0.0.1:3755?password=admin'. The password may
+    /// instead come from SHV_PASSWORD or --password-file.
+    url: String,
+    /// SHV path of the shvagent, e.g. test/agent
+    agent_path: String,
+    /// Command and arguments to run (after `--`); none = interactive login shell
+    #[arg(last = true)]
+    cmd: Vec<String>,
+    /// Read the password from this file (first line) instead of the URL
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Log in with PLAIN (password sent as is) instead of SHA1
+    #[arg(long)]
+    plain: bool,
+    /// Seconds to wait for the tunnel to open
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Disable the `~.` escape
+    #[arg(long)]
+    no_escape: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _ = Args::parse();
-    anyhow::bail!("shvrsh is not implemented yet")
+fn options(args: Args) -> anyhow::Result<Options> {
+    let url = RpcUrl::parse(&args.url)?;
+    let mut config = ClientConfig::from_url(url);
+    if let Some(f) = &args.password_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        config.login.credentials =
+            libshv::login::Credentials::Plain(text.lines().next().unwrap_or("").to_string());
+    }
+    config.login.use_sha1 = !args.plain;
+    let tty = term::stdin_is_tty();
+    let pty = if args.cmd.is_empty() {
+        !args.no_pty
+    } else {
+        args.pty
+    };
+    let (cols, rows) = term::window_size().unwrap_or((80, 24));
+    let mut env = Vec::new();
+    if pty {
+        let t = std::env::var("TERM")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "xterm-256color".into());
+        env.push(("TERM".to_string(), t));
+    }
+    Ok(Options {
+        config,
+        agent_path: args.agent_path.trim_matches('/').to_string(),
+        launch: LaunchParams {
+            pty,
+            cmd: args.cmd,
+            cols,
+            rows,
+            env,
+            cwd: None,
+        },
+        raw: pty && tty,
+        escape: tty && !args.no_escape,
+        open_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    // Logs only when asked for (RUST_LOG): stderr belongs to the remote command.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let code = match options(args) {
+        Ok(opts) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(shvrsh::run(opts)),
+            Err(e) => {
+                eprintln!("shvrsh: {e}");
+                EXIT_FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("shvrsh: {e:#}");
+            EXIT_FAILURE
+        }
+    };
+    term::restore();
+    // The stdin reader thread may sit in read(); exit without waiting for it.
+    std::process::exit(code)
 }
