@@ -1,1 +1,991 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: the real binaries (built by
+//! `cargo build --workspace`) driven over 127.0.0.1.
+//!
+//! - [`Broker::start`] spawns `shvbroker` on an ephemeral port and keeps its stderr.
+//! - [`Broker::connect`] and friends log our libshv [`Client`] in.
+//! - [`DeviceHandle`] runs a client in its own runtime so a test can cut its connection.
+//! - [`TestDevice`] is a small device tree served through a [`RequestHandler`].
+//! - [`RawConn`] speaks raw bytes / frames for the bad-input tests.
+//! - [`python`] and [`PyProc`] run the pyshv interop scripts in `tests/py/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use libshv::client::SignalReceiver;
+use libshv::codec::{BlockCodec, Incoming};
+use libshv::login::Credentials;
+use libshv::message::code;
+use libshv::shvproto::{IMap, Map, Value};
+use libshv::{
+    Client, ClientConfig, RequestHandler, RpcError, RpcFrame, RpcMessage, RpcUrl, RpcValue,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+/// Generous upper bound for anything that should happen "soon"; only there to turn a
+/// hang into a failure.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The repository root (parent of this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `$CARGO_TARGET_DIR` or `<repo>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                repo_root().join(d)
+            }
+        }
+        None => repo_root().join("target"),
+    }
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join("debug").join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// The venv python with pyshv; panics (never skips) when it is missing.
+pub fn python() -> PathBuf {
+    let p = repo_root().join(".venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} is missing: the pyshv interop tests need it. Run `.ci/run`, or \
+         `python3 -m venv .venv && .venv/bin/pip install pyshv==0.13.0` in the repo root",
+        p.display()
+    );
+    p
+}
+
+/// A python script of `tests/py/`.
+pub fn py_script(name: &str) -> PathBuf {
+    repo_root().join("tests/py").join(name)
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh private temp dir (removed by [`TempDir`]'s Drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "shv-tests-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parses the port out of a `listening on tcp://127.0.0.1:PORT` log line.
+pub fn parse_listen_port(line: &str) -> Option<u16> {
+    let line = strip_ansi(line);
+    let i = line.find("listening on tcp://")?;
+    let rest = &line[i + "listening on tcp://".len()..];
+    let token = rest.split_whitespace().next()?;
+    let (_, port) = token.rsplit_once(':')?;
+    let digits: String = port.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// A running `shvbroker` on 127.0.0.1 with an ephemeral port; killed on Drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    stderr: Arc<Mutex<String>>,
+    dir: TempDir,
+}
+
+impl Broker {
+    /// Starts the broker with the built-in default config (`None`) or the given YAML.
+    /// The YAML should not listen anywhere itself: the harness adds
+    /// `--listen tcp://127.0.0.1:0`.
+    pub fn start(config_yaml: Option<&str>) -> Broker {
+        Self::start_with_args(config_yaml, &[])
+    }
+
+    pub fn start_with_args(config_yaml: Option<&str>, extra: &[&str]) -> Broker {
+        let dir = TempDir::new("broker");
+        let mut cmd = Command::new(bin("shvbroker"));
+        cmd.arg("--listen").arg("tcp://127.0.0.1:0");
+        // Debug logs are kept in memory and shown when a test fails.
+        let filter = std::env::var("SHV_TEST_LOG").unwrap_or_else(|_| "debug".into());
+        cmd.arg("-v").arg(filter);
+        if let Some(yaml) = config_yaml {
+            let cfg = dir.path().join("broker.yaml");
+            std::fs::write(&cfg, yaml).expect("write config");
+            cmd.arg("-c").arg(&cfg);
+        }
+        cmd.args(extra)
+            // Keeps a default config's unix socket private to this broker.
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn shvbroker");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std_mpsc::channel::<u16>();
+        let mut pipe = std::io::BufReader::new(child.stderr.take().unwrap());
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match pipe.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                buf.lock().unwrap().push_str(&strip_ansi(&line));
+                if !sent {
+                    if let Some(p) = parse_listen_port(&line) {
+                        sent = tx.send(p).is_ok();
+                    }
+                }
+            }
+        });
+        let port = match rx.recv_timeout(TIMEOUT) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "shvbroker did not log 'listening on tcp://127.0.0.1:PORT' (exit: {status:?}); \
+                     stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        Broker {
+            child,
+            port,
+            stderr,
+            dir,
+        }
+    }
+
+    /// Everything the broker wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The broker's private temp dir (its config lives there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Panics (with the broker's stderr) if the broker process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("shvbroker exited ({status}); stderr:\n{}", self.stderr());
+        }
+    }
+
+    /// `tcp://USER@127.0.0.1:PORT?password=PASSWORD`
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("tcp://{user}@127.0.0.1:{}?password={password}", self.port)
+    }
+
+    /// A libshv client config with SHA1 login and no heartbeat.
+    pub fn config(&self, user: &str, password: &str) -> ClientConfig {
+        let mut c = ClientConfig::from_url(RpcUrl::parse(&self.url(user, password)).unwrap());
+        c.login.credentials = Credentials::Plain(password.to_string());
+        c.login.use_sha1 = true;
+        c.timeout = TIMEOUT;
+        c.heartbeat = None;
+        c
+    }
+
+    pub async fn try_connect(
+        &self,
+        config: &ClientConfig,
+        handler: Option<Arc<dyn RequestHandler>>,
+    ) -> Result<(Client, SignalReceiver), libshv::ClientError> {
+        tokio::time::timeout(TIMEOUT, Client::connect(config, handler))
+            .await
+            .unwrap_or(Err(libshv::ClientError::Timeout(TIMEOUT)))
+    }
+
+    /// Logs a plain client in (panics on failure).
+    pub async fn connect(&self, user: &str, password: &str) -> (Client, SignalReceiver) {
+        self.try_connect(&self.config(user, password), None)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "login as {user} failed: {e}\nbroker stderr:\n{}",
+                    self.stderr()
+                )
+            })
+    }
+
+    /// A device client mounted by mount point, served by `handler`, in its own runtime.
+    pub fn mount_device(
+        &self,
+        user: &str,
+        password: &str,
+        mount_point: &str,
+        handler: Arc<dyn RequestHandler>,
+    ) -> DeviceHandle {
+        let mut c = self.config(user, password);
+        c.login.mount_point = Some(mount_point.to_string());
+        DeviceHandle::connect(c, Some(handler)).unwrap_or_else(|e| {
+            panic!(
+                "device login at {mount_point} failed: {e}\nbroker stderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// A device client mounted by device id (config `mounts`), in its own runtime.
+    pub fn mount_device_id(
+        &self,
+        user: &str,
+        password: &str,
+        device_id: &str,
+        handler: Arc<dyn RequestHandler>,
+    ) -> DeviceHandle {
+        let mut c = self.config(user, password);
+        c.login.device_id = Some(device_id.to_string());
+        DeviceHandle::connect(c, Some(handler)).unwrap_or_else(|e| {
+            panic!(
+                "device login with id {device_id} failed: {e}\nbroker stderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// A raw TCP connection to the broker.
+    pub async fn raw(&self) -> RawConn {
+        RawConn::connect(self.port).await
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- shvbroker stderr ----\n{}---- end ----", self.stderr());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client living in its own tokio runtime (on its own thread), so that the test can
+/// cut its connection: [`DeviceHandle::disconnect`] (or Drop) drops that runtime, which
+/// closes the socket. (Dropping a libshv `Client` alone does not close the connection.)
+pub struct DeviceHandle {
+    pub client: Client,
+    signals: Option<SignalReceiver>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeviceHandle {
+    pub fn connect(
+        config: ClientConfig,
+        handler: Option<Arc<dyn RequestHandler>>,
+    ) -> Result<DeviceHandle, libshv::ClientError> {
+        let (tx, rx) = std_mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let r = tokio::time::timeout(TIMEOUT, Client::connect(&config, handler))
+                    .await
+                    .unwrap_or(Err(libshv::ClientError::Timeout(TIMEOUT)));
+                let ok = r.is_ok();
+                let _ = tx.send(r);
+                if ok {
+                    let _ = stop_rx.await;
+                }
+            });
+            // Dropping `rt` cancels the client's tasks and closes its socket.
+        });
+        let (client, signals) = rx.recv().expect("device thread died")?;
+        Ok(DeviceHandle {
+            client,
+            signals: Some(signals),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The signals this client receives (can be taken once).
+    pub fn take_signals(&mut self) -> SignalReceiver {
+        self.signals.take().expect("signals already taken")
+    }
+
+    /// Closes the connection and waits until its runtime is gone.
+    pub fn disconnect(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+/// `.app:ping` and `ls` on the root must both work: the client is being served.
+pub async fn assert_served(client: &Client) {
+    client
+        .call(".app", "ping", None)
+        .await
+        .expect("ping of a healthy client must succeed");
+    let ls = client.call("", "ls", None).await.expect("ls of root");
+    let names = string_list(&ls);
+    assert!(
+        names.iter().any(|n| n == ".app"),
+        "ls of root lacks .app: {}",
+        ls.to_cpon()
+    );
+}
+
+/// A List of Strings as a Vec (panics with the Cpon otherwise).
+pub fn string_list(v: &RpcValue) -> Vec<String> {
+    match &v.value {
+        Value::List(l) => l
+            .iter()
+            .map(|x| match &x.value {
+                Value::String(s) => s.to_string(),
+                _ => panic!("not a list of strings: {}", v.to_cpon()),
+            })
+            .collect(),
+        _ => panic!("not a list: {}", v.to_cpon()),
+    }
+}
+
+/// The method names of a `dir` result (list of IMap `{1: name, …}`).
+pub fn dir_names(v: &RpcValue) -> Vec<String> {
+    match &v.value {
+        Value::List(l) => l
+            .iter()
+            .map(|x| match &x.value {
+                Value::IMap(m) => m
+                    .get(&1)
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_else(|| panic!("dir entry without name: {}", x.to_cpon())),
+                _ => panic!("dir entry is not an IMap: {}", x.to_cpon()),
+            })
+            .collect(),
+        _ => panic!("dir result is not a list: {}", v.to_cpon()),
+    }
+}
+
+/// The error code of a failed call, or a panic describing what came instead.
+pub fn rpc_error_code(r: Result<RpcValue, libshv::ClientError>) -> i64 {
+    match r {
+        Err(libshv::ClientError::Rpc(e)) => e.code,
+        Err(e) => panic!("expected an RPC error, got {e}"),
+        Ok(v) => panic!("expected an RPC error, got result {}", v.to_cpon()),
+    }
+}
+
+/// Waits for the next signal (panics on timeout or closed channel).
+pub async fn next_signal(rx: &mut SignalReceiver) -> RpcMessage {
+    match tokio::time::timeout(TIMEOUT, rx.recv()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => panic!("signal channel closed"),
+        Err(_) => panic!("no signal within {TIMEOUT:?}"),
+    }
+}
+
+/// Path, signal name, source and param of a signal.
+pub fn signal_parts(m: &RpcMessage) -> (String, String, String, RpcValue) {
+    let f = m.to_frame();
+    (
+        f.shv_path().to_string(),
+        f.method().unwrap_or("").to_string(),
+        f.source().to_string(),
+        m.param().cloned().unwrap_or_else(RpcValue::null),
+    )
+}
+
+fn meta_value(m: &RpcMessage, tag: i32) -> RpcValue {
+    m.meta.get(tag).cloned().unwrap_or_else(RpcValue::null)
+}
+
+fn dir_entry(name: &str, flags: i64, access: i64, signals: &[&str]) -> RpcValue {
+    let mut m = IMap::new();
+    m.insert(1, RpcValue::from(name));
+    m.insert(2, RpcValue::from(flags));
+    m.insert(5, RpcValue::from(access));
+    if !signals.is_empty() {
+        let mut s = Map::new();
+        for n in signals {
+            s.insert(n.to_string(), RpcValue::null());
+        }
+        m.insert(6, RpcValue::from(s));
+    }
+    RpcValue::from(m)
+}
+
+/// A little device tree for the tests, relative to its mount point:
+/// - root: `ls`, `dir`, `echo(x) → x`, `accessLevel` (the request's AccessLevel meta),
+///   `userId` (UserId meta), `callerIds` (CallerIds meta)
+/// - `number`: `get` (rd) → the value (42 at start), `set(x)` (wr) stores it and emits
+///   `chng` with the new value
+/// - `.app`: `name` → "testdevice", `shvVersionMajor` → 3, `shvVersionMinor` → 0, `ping`
+///
+/// Methods above the request's access level answer MethodNotFound (2).
+pub struct TestDevice {
+    pub number: Mutex<i64>,
+}
+
+impl Default for TestDevice {
+    fn default() -> Self {
+        TestDevice {
+            number: Mutex::new(42),
+        }
+    }
+}
+
+impl TestDevice {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for TestDevice {
+    async fn handle(
+        &self,
+        client: &Client,
+        request: RpcMessage,
+    ) -> Option<Result<RpcValue, RpcError>> {
+        let frame = request.to_frame();
+        let path = frame.shv_path().to_string();
+        let method = frame.method().unwrap_or("").to_string();
+        let access = frame.access_level().unwrap_or(0);
+        let param = request.param().cloned().unwrap_or_else(RpcValue::null);
+        let not_found = || {
+            Some(Err(RpcError::method_not_found(format!(
+                "no method {path}:{method} (access {access})"
+            ))))
+        };
+        let children: &[&str] = match path.as_str() {
+            "" => &[".app", "number"],
+            "number" | ".app" => &[],
+            _ => return not_found(),
+        };
+        match method.as_str() {
+            "ls" => {
+                return Some(Ok(match &param.value {
+                    Value::String(s) => RpcValue::from(children.contains(&s.as_str())),
+                    _ => RpcValue::from(
+                        children
+                            .iter()
+                            .map(|c| RpcValue::from(*c))
+                            .collect::<Vec<_>>(),
+                    ),
+                }))
+            }
+            "dir" => {
+                let mut entries = vec![dir_entry("dir", 0, 1, &[]), dir_entry("ls", 0, 1, &[])];
+                match path.as_str() {
+                    "" => {
+                        entries.push(dir_entry("echo", 0, 1, &[]));
+                        entries.push(dir_entry("accessLevel", 0, 1, &[]));
+                        entries.push(dir_entry("userId", 0, 1, &[]));
+                        entries.push(dir_entry("callerIds", 0, 1, &[]));
+                    }
+                    "number" => {
+                        entries.push(dir_entry("get", 2, 8, &["chng"]));
+                        entries.push(dir_entry("set", 4, 16, &[]));
+                    }
+                    _ => {
+                        for n in ["name", "shvVersionMajor", "shvVersionMinor", "ping"] {
+                            entries.push(dir_entry(n, 0, 1, &[]));
+                        }
+                    }
+                }
+                return Some(Ok(match &param.value {
+                    Value::String(s) => RpcValue::from(
+                        dir_names(&RpcValue::from(entries))
+                            .iter()
+                            .any(|n| n == s.as_str()),
+                    ),
+                    _ => RpcValue::from(entries),
+                }));
+            }
+            _ => {}
+        }
+        let need = |level: i64| access >= level;
+        match (path.as_str(), method.as_str()) {
+            ("", "echo") if need(1) => Some(Ok(param)),
+            ("", "accessLevel") if need(1) => Some(Ok(meta_value(&request, 17))),
+            ("", "userId") if need(1) => Some(Ok(meta_value(&request, 16))),
+            ("", "callerIds") if need(1) => Some(Ok(meta_value(&request, 11))),
+            ("number", "get") if need(8) => Some(Ok(RpcValue::from(*self.number.lock().unwrap()))),
+            ("number", "set") if need(16) => {
+                let v = match param.value {
+                    Value::Int(i) => i,
+                    Value::UInt(u) => u as i64,
+                    _ => return Some(Err(RpcError::invalid_param("set needs an Int"))),
+                };
+                *self.number.lock().unwrap() = v;
+                let _ = client
+                    .emit("number", "chng", "get", Some(RpcValue::from(v)))
+                    .await;
+                Some(Ok(RpcValue::from(true)))
+            }
+            (".app", "name") => Some(Ok(RpcValue::from("testdevice"))),
+            (".app", "shvVersionMajor") => Some(Ok(RpcValue::from(3))),
+            (".app", "shvVersionMinor") => Some(Ok(RpcValue::from(0))),
+            (".app", "ping") => Some(Ok(RpcValue::null())),
+            _ => not_found(),
+        }
+    }
+}
+
+/// What a raw connection saw next.
+#[derive(Debug)]
+pub enum RawEvent {
+    Frame(RpcFrame),
+    /// Something the codec reported that is not a good frame.
+    Other(String),
+    Closed,
+    Timeout,
+}
+
+/// A raw TCP client speaking Block frames (or any bytes) to the broker.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: BlockCodec,
+    next_id: i64,
+}
+
+impl RawConn {
+    pub async fn connect(port: u16) -> RawConn {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .expect("connect timeout")
+            .expect("connect to the broker");
+        stream.set_nodelay(true).unwrap();
+        RawConn {
+            stream,
+            buf: BytesMut::new(),
+            codec: BlockCodec::new(usize::MAX),
+            next_id: 100,
+        }
+    }
+
+    pub fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Writes bytes as they are.
+    pub async fn send_bytes(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(data).await?;
+        self.stream.flush().await
+    }
+
+    pub async fn send(&mut self, msg: &RpcMessage) -> std::io::Result<()> {
+        let bytes = libshv::codec::encode_frame(&msg.to_frame());
+        self.send_bytes(&bytes).await
+    }
+
+    /// Closes our write side (the broker sees EOF).
+    pub async fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// The next event within `timeout`.
+    pub async fn recv_within(&mut self, timeout: Duration) -> RawEvent {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(Incoming::Frame(f))) => return RawEvent::Frame(f),
+                Ok(Some(other)) => return RawEvent::Other(format!("{other:?}")),
+                Ok(None) => {}
+                Err(e) => return RawEvent::Other(format!("undecodable stream: {e}")),
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return RawEvent::Timeout,
+                Ok(Ok(0)) | Ok(Err(_)) => return RawEvent::Closed,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> RawEvent {
+        self.recv_within(TIMEOUT).await
+    }
+
+    /// Waits for the response with `id`, skipping signals and other responses.
+    /// Panics on disconnect or timeout.
+    pub async fn response(&mut self, id: i64) -> RpcMessage {
+        loop {
+            match self.recv().await {
+                RawEvent::Frame(f) if f.is_response() && f.request_id() == Some(id) => {
+                    return RpcMessage::from_frame(&f).expect("decodable response")
+                }
+                RawEvent::Frame(_) => continue,
+                other => panic!("waiting for the response to request {id}: got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&mut self, path: &str, method: &str, param: Option<RpcValue>) -> RpcMessage {
+        let id = self.next_id();
+        self.send(&RpcMessage::new_request(id, path, method, param))
+            .await
+            .expect("send request");
+        self.response(id).await
+    }
+
+    /// hello + login; returns the login result.
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        sha1: bool,
+    ) -> Result<RpcValue, RpcError> {
+        let hello = self.call("", "hello", None).await.result()?;
+        let nonce = hello
+            .get("nonce")
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        let params = libshv::login::LoginParams {
+            user: user.to_string(),
+            credentials: Credentials::Plain(password.to_string()),
+            use_sha1: sha1,
+            ..Default::default()
+        };
+        self.call("", "login", Some(params.to_value(&nonce)))
+            .await
+            .result()
+    }
+
+    /// Reads (and discards frames) until the broker closes the connection. Returns
+    /// the frames seen before the close, or panics if it stays open for `TIMEOUT`.
+    pub async fn expect_closed(&mut self) -> Vec<RpcFrame> {
+        let mut frames = Vec::new();
+        loop {
+            match self.recv().await {
+                RawEvent::Closed => return frames,
+                RawEvent::Frame(f) => frames.push(f),
+                // The stream may be garbage from our side's point of view too; keep
+                // reading raw bytes until EOF.
+                RawEvent::Other(_) => {
+                    self.buf.clear();
+                    self.codec = BlockCodec::new(usize::MAX);
+                }
+                RawEvent::Timeout => panic!("the broker kept the connection open for {TIMEOUT:?}"),
+            }
+        }
+    }
+}
+
+/// A ChainPack RPC request frame (header included) whose param is `depth` nested lists.
+pub fn deep_param_request(id: i64, path: &str, method: &str, depth: usize) -> Vec<u8> {
+    let head = RpcMessage::new_request(id, path, method, None).to_frame();
+    // The payload of a param-less request is MetaMap + empty IMap (0x8a 0xff).
+    let mut payload = head.payload();
+    assert_eq!(payload.split_off(payload.len() - 2), [0x8a, 0xff]);
+    payload.extend_from_slice(&[0x8a, 0x01]); // IMap, key 1 (param)
+    payload.extend(std::iter::repeat_n(0x88u8, depth));
+    payload.extend(std::iter::repeat_n(0xffu8, depth));
+    payload.push(0xff); // end of IMap
+    frame_bytes(1, &payload)
+}
+
+/// Block framing around a raw payload with the given format byte.
+pub fn frame_bytes(format: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    libshv::codec::write_header(&mut out, payload.len(), format);
+    out.extend_from_slice(payload);
+    out.to_vec()
+}
+
+/// A running python script (kill on drop) whose stdout is read line by line.
+pub struct PyProc {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stderr: Arc<Mutex<String>>,
+    pub seen: Vec<String>,
+}
+
+impl PyProc {
+    /// Runs `tests/py/<script> args…` with the venv python.
+    pub fn spawn(script: &str, args: &[&str]) -> PyProc {
+        let mut child = tokio::process::Command::new(python())
+            .arg(py_script(script))
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn python");
+        let stdout = child.stdout.take().unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let buf = stderr.clone();
+        tokio::spawn(async move {
+            let mut line = String::new();
+            while let Ok(n) = err.read_line(&mut line).await {
+                if n == 0 {
+                    break;
+                }
+                buf.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        PyProc {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The next stdout line; panics (with the script's stderr) on EOF or timeout.
+    pub async fn line(&mut self) -> String {
+        match tokio::time::timeout(TIMEOUT, self.lines.next_line()).await {
+            Ok(Ok(Some(l))) => {
+                self.seen.push(l.clone());
+                l
+            }
+            Ok(_) => {
+                // Give the stderr reader a moment to collect the traceback.
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!(
+                    "python script ended early; stdout so far: {:?}\nstderr:\n{}",
+                    self.seen,
+                    self.stderr()
+                )
+            }
+            Err(_) => panic!(
+                "python script printed nothing for {TIMEOUT:?}; stdout so far: {:?}\nstderr:\n{}",
+                self.seen,
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Reads lines until one equals `want` (panics otherwise).
+    pub async fn expect_line(&mut self, want: &str) {
+        loop {
+            if self.line().await == want {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the script to exit and returns its exit code.
+    pub async fn wait(&mut self) -> i32 {
+        match tokio::time::timeout(TIMEOUT, self.child.wait()).await {
+            Ok(Ok(s)) => s.code().unwrap_or(-1),
+            Ok(Err(e)) => panic!("waiting for python: {e}"),
+            Err(_) => panic!("python script did not exit within {TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Output of a finished `shvcall` run.
+#[derive(Debug)]
+pub struct CmdOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a workspace binary to completion (with a timeout).
+pub async fn run_bin(name: &str, args: &[&str]) -> CmdOutput {
+    let child = tokio::process::Command::new(bin(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} {args:?} did not finish within {TIMEOUT:?}"))
+        .expect("wait for child");
+    CmdOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `shvcall URL PATH METHOD [PARAM]`
+pub async fn shvcall(url: &str, path: &str, method: &str, param: Option<&str>) -> CmdOutput {
+    let mut args = vec![url, path, method];
+    if let Some(p) = param {
+        args.push(p);
+    }
+    run_bin("shvcall", &args).await
+}
+
+/// Polls `f` until it returns `Some`, at most [`TIMEOUT`]; `what` names the wait.
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what} after {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The error of a response message (panics on a result).
+pub fn expect_error(msg: &RpcMessage) -> RpcError {
+    match msg.result() {
+        Err(e) => e,
+        Ok(v) => panic!("expected an error response, got {}", v.to_cpon()),
+    }
+}
+
+/// Error code constants re-exported for the tests.
+pub use code::{LOGIN_REQUIRED, METHOD_NOT_FOUND};
+
+/// A YAML config with the three default users plus device-id mounts and limits.
+/// `extra` is appended verbatim (top-level keys).
+pub fn config_yaml(mounts: &[(&str, &str)], extra: &str) -> String {
+    let mut y = String::from(
+        "name: testbroker\n\
+         users:\n\
+         \x20 admin: {password: admin, roles: [admin]}\n\
+         \x20 device: {password: device, roles: [device]}\n\
+         \x20 viewer: {password: viewer, roles: [viewer]}\n\
+         roles:\n\
+         \x20 admin:\n\
+         \x20   access: [{ri: '**:*', grant: su}]\n\
+         \x20   mount_points: ['**']\n\
+         \x20 device:\n\
+         \x20   access: [{ri: '**:*', grant: rd}]\n\
+         \x20   mount_points: ['test/**']\n\
+         \x20 viewer:\n\
+         \x20   access: [{ri: '**:*', grant: rd}]\n\
+         \x20   mount_points: []\n",
+    );
+    if !mounts.is_empty() {
+        y.push_str("mounts:\n");
+        for (id, path) in mounts {
+            y.push_str(&format!("  {id}: {path}\n"));
+        }
+    }
+    y.push_str(extra);
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_lines() {
+        assert_eq!(
+            parse_listen_port(
+                "2024-01-01T00:00:00Z  INFO shvbroker: listening on tcp://127.0.0.1:41234"
+            ),
+            Some(41234)
+        );
+        assert_eq!(
+            parse_listen_port("\x1b[32m INFO\x1b[0m listening on tcp://127.0.0.1:5 (x)"),
+            Some(5)
+        );
+        assert_eq!(parse_listen_port("listening on unix:/tmp/x.sock"), None);
+    }
+
+    #[test]
+    fn deep_request_is_well_framed() {
+        let b = deep_param_request(1, "", "ls", 10);
+        let mut codec = BlockCodec::default();
+        let mut buf = BytesMut::from(&b[..]);
+        match codec.decode(&mut buf).unwrap() {
+            Some(Incoming::Frame(f)) => assert_eq!(f.request_id(), Some(1)),
+            other => panic!("{other:?}"),
+        }
+        assert!(buf.is_empty());
+    }
+}
