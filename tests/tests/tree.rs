@@ -73,7 +73,7 @@ async fn three_levels_call_signal_and_replay_after_restart() {
     let v = top.call("site/edge/test/dev/number", "get", None).await.unwrap();
     assert_eq!(v, RpcValue::from(42));
     let uid = top.call("site/edge/test/dev", "userId", None).await.unwrap();
-    assert_eq!(uid.as_str(), "admin:shvbroker;admin:site;admin:edge", "UserId chain");
+    assert_eq!(uid.as_str(), "admin:shvbroker;site;edge", "UserId chain");
 
     // A signal from the device reaches a top-level subscriber.
     assert!(top.subscribe("site/edge/test/**:get:chng", None).await.unwrap());

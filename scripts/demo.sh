@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The main job, end to end on this machine: build everything, start shvbroker on its
+# built-in default config (loopback only), mount an shvagent, and poke both with shvcall.
+#
+#   scripts/demo.sh            # broker on tcp://127.0.0.1:3755 (the default config)
+#   SHV_DEMO_PORT=0 scripts/demo.sh   # any free port instead
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --workspace
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+
+RUN_DIR="$(mktemp -d)"
+BROKER_PID=""
+AGENT_PID=""
+cleanup() {
+    [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null || true
+    [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$RUN_DIR"
+}
+trap cleanup EXIT
+
+# The default config listens on tcp://127.0.0.1:3755 and unix:$XDG_RUNTIME_DIR/shvbroker.sock;
+# a private runtime dir keeps the socket away from any other broker.
+LISTEN=()
+if [ -n "${SHV_DEMO_PORT:-}" ]; then
+    LISTEN=(--listen "tcp://127.0.0.1:${SHV_DEMO_PORT}" --listen "unix:${RUN_DIR}/shvbroker.sock")
+fi
+XDG_RUNTIME_DIR="$RUN_DIR" "$BIN/shvbroker" "${LISTEN[@]}" 2>"$RUN_DIR/broker.log" &
+BROKER_PID=$!
+
+PORT=""
+for _ in $(seq 1 300); do
+    PORT="$(sed -n 's/.*listening on tcp:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$RUN_DIR/broker.log" | head -n1)"
+    [ -n "$PORT" ] && break
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        echo "demo: shvbroker exited:" >&2
+        cat "$RUN_DIR/broker.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+[ -n "$PORT" ] || { echo "demo: shvbroker did not start" >&2; cat "$RUN_DIR/broker.log" >&2; exit 1; }
+echo "== shvbroker is listening on tcp://127.0.0.1:$PORT and unix:$RUN_DIR/shvbroker.sock"
+
+ADMIN="tcp://admin@127.0.0.1:$PORT?password=admin"
+call() {
+    echo "\$ shvcall '$1' '$2' '$3' ${4:+'$4'}"
+    "$BIN/shvcall" "$@"
+}
+
+call "$ADMIN" "" ls
+call "$ADMIN" .app name
+call "$ADMIN" .app shvVersionMajor
+call "$ADMIN" .broker/currentClient info
+call "unix:$RUN_DIR/shvbroker.sock?user=viewer&password=viewer" .app ping
+
+# A device: shvagent mounted at test/agent, then a command run through it.
+"$BIN/shvagent" "tcp://device@127.0.0.1:$PORT?password=device" --mount test/agent \
+    2>"$RUN_DIR/agent.log" &
+AGENT_PID=$!
+for _ in $(seq 1 300); do
+    if "$BIN/shvcall" "$ADMIN" test ls 2>/dev/null | grep -q '"agent"'; then break; fi
+    sleep 0.1
+done
+call "$ADMIN" test ls
+call "$ADMIN" test/agent ls
+call "$ADMIN" test/agent runCmd '"echo hello from the agent; uname -s"'
+
+echo "== demo OK"
