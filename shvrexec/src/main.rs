@@ -20,6 +20,8 @@ fn main() -> anyhow::Result<()> {
     let _ = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // No colour codes in log files (shvrexec logs into the agent's stderr).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
