@@ -466,7 +466,12 @@ impl RequestHandler for Agent {
         if granted_level(&req.meta) < need {
             // SHV 3 answers "no access" with MethodNotFound as well.
             return Some(Err(RpcError::method_not_found(format!(
-                "access denied to {}", if path.is_empty() { method.clone() } else { format!("{path}:{method}") }
+                "access denied to {}",
+                if path.is_empty() {
+                    method.clone()
+                } else {
+                    format!("{path}:{method}")
+                }
             ))));
         }
         let p = req.param();
