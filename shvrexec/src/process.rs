@@ -384,3 +384,103 @@ pub async fn run(
     r.hangup();
     Some(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pty: bool, cmd: &[&str]) -> LaunchParams {
+        LaunchParams {
+            pty,
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            cols: 90,
+            rows: 33,
+            env: vec![("TERM".into(), "vt100".into())],
+            cwd: None,
+        }
+    }
+
+    /// Collects (stdout, stderr) until every output is closed, then the exit status.
+    async fn finish(mut r: Running) -> (String, String, CloseStatus) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some((ch, data)) = tokio::time::timeout(Duration::from_secs(10), r.output.recv())
+            .await
+            .expect("output timed out")
+        {
+            if ch == channel::STDERR {
+                err.extend(data)
+            } else {
+                out.extend(data)
+            }
+        }
+        let st = r.child.wait().await.unwrap();
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            status_of(st),
+        )
+    }
+
+    #[tokio::test]
+    async fn pty_is_a_controlling_terminal_with_size_and_term() {
+        let r = spawn_pty(&params(
+            true,
+            &[
+                "sh",
+                "-c",
+                "tty; stty size; echo $TERM; ps -o tty= -p $$ >/dev/null; exit 4",
+            ],
+        ))
+        .unwrap();
+        let (out, _, st) = finish(r).await;
+        assert!(out.contains("/dev/pts/"), "{out}");
+        assert!(out.contains("33 90"), "{out}");
+        assert!(out.contains("vt100"), "{out}");
+        assert_eq!(st, CloseStatus::ExitCode(4));
+    }
+
+    #[tokio::test]
+    async fn pty_resize_and_eof() {
+        let mut r = spawn_pty(&params(
+            true,
+            &["sh", "-c", "read x; stty size; cat; echo done"],
+        ))
+        .unwrap();
+        r.control(&RpcValue::from_cpon(r#"{"resize":[120,40]}"#).unwrap());
+        r.input(b"go\n".to_vec());
+        r.control(&RpcValue::from_cpon(r#"{"eof":true}"#).unwrap());
+        let (out, _, st) = finish(r).await;
+        assert!(out.contains("40 120"), "{out}");
+        assert!(out.contains("done"), "{out}");
+        assert_eq!(st, CloseStatus::ExitCode(0));
+    }
+
+    #[tokio::test]
+    async fn pipes_keep_streams_apart_and_forward_eof() {
+        let mut r = spawn_pipes(&params(false, &["sh", "-c", "cat; echo e >&2; exit 5"])).unwrap();
+        r.input(b"abc".to_vec());
+        r.control(&RpcValue::from_cpon(r#"{"eof":true}"#).unwrap());
+        let (out, err, st) = finish(r).await;
+        assert_eq!((out.as_str(), err.as_str()), ("abc", "e\n"));
+        assert_eq!(st, CloseStatus::ExitCode(5));
+    }
+
+    #[tokio::test]
+    async fn signal_reaches_the_process_group() {
+        let mut r = spawn_pipes(&params(false, &["sleep", "100"])).unwrap();
+        r.control(&RpcValue::from_cpon(r#"{"signal":15}"#).unwrap());
+        let (_, _, st) = finish(r).await;
+        assert_eq!(st, CloseStatus::Signal(15));
+        let r = spawn_pipes(&params(false, &["sleep", "100"])).unwrap();
+        r.hangup();
+        let (_, _, st) = finish(r).await;
+        assert_eq!(st, CloseStatus::Signal(1));
+    }
+
+    #[test]
+    fn missing_program_is_an_error() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _g = rt.enter();
+        assert!(spawn_pipes(&params(false, &["/no/such/program"])).is_err());
+    }
+}
