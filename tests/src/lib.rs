@@ -164,8 +164,10 @@ impl Broker {
         let mut cmd = Command::new(bin("shvbroker"));
         cmd.arg("--listen").arg("tcp://127.0.0.1:0");
         // Debug logs are kept in memory and shown when a test fails.
-        let filter = std::env::var("SHV_TEST_LOG").unwrap_or_else(|_| "debug".into());
-        cmd.arg("-v").arg(filter);
+        if !extra.contains(&"-v") {
+            let filter = std::env::var("SHV_TEST_LOG").unwrap_or_else(|_| "debug".into());
+            cmd.arg("-v").arg(filter);
+        }
         if let Some(yaml) = config_yaml {
             let cfg = dir.path().join("broker.yaml");
             std::fs::write(&cfg, yaml).expect("write config");
@@ -236,6 +238,29 @@ impl Broker {
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
             panic!("shvbroker exited ({status}); stderr:\n{}", self.stderr());
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (at most [`TIMEOUT`]) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(r, 0, "kill -TERM");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shvbroker did not exit within {TIMEOUT:?} of SIGTERM; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -780,8 +805,14 @@ pub struct PyProc {
 impl PyProc {
     /// Runs `tests/py/<script> args…` with the venv python.
     pub fn spawn(script: &str, args: &[&str]) -> PyProc {
-        let mut child = tokio::process::Command::new(python())
-            .arg(py_script(script))
+        let mut all = vec![py_script(script).into_os_string()];
+        all.extend(args.iter().map(std::ffi::OsString::from));
+        Self::spawn_program(&python(), &all)
+    }
+
+    /// Runs any program with stdout read line by line (e.g. `shvcall --subscribe`).
+    pub fn spawn_program(program: &Path, args: &[std::ffi::OsString]) -> PyProc {
+        let mut child = tokio::process::Command::new(program)
             .args(args)
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
@@ -789,7 +820,7 @@ impl PyProc {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn python");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let stdout = child.stdout.take().unwrap();
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -816,6 +847,10 @@ impl PyProc {
         self.stderr.lock().unwrap().clone()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The next stdout line; panics (with the script's stderr) on EOF or timeout.
     pub async fn line(&mut self) -> String {
         match tokio::time::timeout(TIMEOUT, self.lines.next_line()).await {
@@ -828,13 +863,13 @@ impl PyProc {
                 let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 panic!(
-                    "python script ended early; stdout so far: {:?}\nstderr:\n{}",
+                    "process ended early; stdout so far: {:?}\nstderr:\n{}",
                     self.seen,
                     self.stderr()
                 )
             }
             Err(_) => panic!(
-                "python script printed nothing for {TIMEOUT:?}; stdout so far: {:?}\nstderr:\n{}",
+                "process printed nothing for {TIMEOUT:?}; stdout so far: {:?}\nstderr:\n{}",
                 self.seen,
                 self.stderr()
             ),
@@ -854,8 +889,8 @@ impl PyProc {
     pub async fn wait(&mut self) -> i32 {
         match tokio::time::timeout(TIMEOUT, self.child.wait()).await {
             Ok(Ok(s)) => s.code().unwrap_or(-1),
-            Ok(Err(e)) => panic!("waiting for python: {e}"),
-            Err(_) => panic!("python script did not exit within {TIMEOUT:?}"),
+            Ok(Err(e)) => panic!("waiting for the process: {e}"),
+            Err(_) => panic!("process did not exit within {TIMEOUT:?}"),
         }
     }
 }
@@ -870,8 +905,15 @@ pub struct CmdOutput {
 
 /// Runs a workspace binary to completion (with a timeout).
 pub async fn run_bin(name: &str, args: &[&str]) -> CmdOutput {
+    run_bin_env(name, args, &[]).await
+}
+
+/// [`run_bin`] with extra environment variables.
+pub async fn run_bin_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
     let child = tokio::process::Command::new(bin(name))
         .args(args)
+        .env_remove("SHV_PASSWORD")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
