@@ -1,0 +1,425 @@
+//! shvbench: load generator and side-by-side benchmarks for SHV 3 brokers.
+//!
+//! - [`scenarios`]: `rpc` (N callers → a mounted device), `fanout` (1 device → M
+//!   subscribers), `idle` (K logged-in clients, broker RSS per client);
+//! - [`relay`]: the raw frame relay used as the "physical limit" baseline;
+//! - [`brokers`]: starting ours, the crates.io Rust shvbroker and pyshv with
+//!   equivalent generated configs;
+//! - [`compare`]: rounds over all of them and the Markdown table;
+//! - [`smoke`]: each scenario for about a second, to keep the tool working in CI.
+
+pub mod brokers;
+pub mod compare;
+pub mod proto;
+pub mod relay;
+pub mod scenarios;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use libshv::RpcUrl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("login to {0} failed: {1}")]
+    Login(String, String),
+    #[error("I/O: {0}")]
+    Io(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("RPC: {0}")]
+    Rpc(String),
+    #[error("timeout: {0}")]
+    Timeout(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Load generator and side-by-side benchmarks for SHV 3 brokers.
+///
+/// Scenarios: `rpc` (N clients calling a method on a device that shvbench mounts on the
+/// broker), `fanout` (one device emitting signals to M subscribers), `idle` (K idle
+/// logged-in clients, broker RSS per client), `relay` (the rpc load through a raw
+/// frame relay: the physical limit of this machine). `compare` starts each broker
+/// itself and prints a Markdown table; `smoke` runs everything for ~1 s.
+///
+/// Callers log in with the URL's user (e.g. tcp://admin@127.0.0.1:3755?password=admin);
+/// the device logs in with --device-url (default: same host, device/device) and
+/// mounts itself at --mount.
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct Cli {
+    /// Log filter for shvbench's own logs (tracing), e.g. info, debug (default: warn, or RUST_LOG)
+    #[arg(short, long, global = true)]
+    pub verbose: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// N clients each calling `MOUNT:get` on the benchmark device, one call in flight
+    /// per client; reports calls/s and p50/p99 latency per N.
+    Rpc {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Client counts to run, one after another
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Seconds of measurement per client count
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
+    /// One device emitting `chng` signals (param: emit timestamp) to M subscribers of
+    /// `MOUNT/**:*:chng`; reports delivered signals/s and p50/p99 delivery latency.
+    Fanout {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Subscriber counts to run, one after another
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        subscribers: Vec<usize>,
+        /// Seconds of emission per subscriber count
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Flow control: signals in flight per subscriber (on average) before the
+        /// emitter waits; keeps brokers from being measured by their buffering
+        #[arg(long, default_value_t = 32)]
+        window: u64,
+    },
+    /// K clients log in and stay idle; reports login rate and, with --broker-pid, the
+    /// broker's RSS growth per client (VmRSS from /proc/PID/status).
+    Idle {
+        /// Broker URL with credentials, e.g. tcp://admin@127.0.0.1:3755?password=admin
+        url: String,
+        /// Client counts to run, one after another (the open-files soft limit is raised
+        /// to the hard limit; counts above it fail)
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        clients: Vec<usize>,
+        /// PID of the broker process, to read its RSS
+        #[arg(long)]
+        broker_pid: Option<u32>,
+    },
+    /// The rpc load through shvbench's built-in raw frame relay (no broker): the
+    /// physical limit of one extra loopback hop on this machine.
+    Relay {
+        /// Client counts to run, one after another
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Seconds of measurement per client count
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
+    /// Every scenario for about a second against one broker (rpc with 2 clients, fanout
+    /// with 2 subscribers, idle with 10 clients, relay with 2 clients); exits non-zero
+    /// unless calls and signals went through. Meant for CI: no timing is judged.
+    Smoke {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// PID of the broker process, to also exercise the RSS reading
+        #[arg(long)]
+        broker_pid: Option<u32>,
+    },
+    /// Starts each broker itself on 127.0.0.1 (fresh port, generated config), runs every
+    /// scenario against each over several rounds (order rotated per round) and prints a
+    /// Markdown table of medians and ours/peer ratios. Missing brokers are skipped
+    /// with a note.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TargetArgs {
+    /// Broker URL for the callers/subscribers, with credentials,
+    /// e.g. tcp://admin@127.0.0.1:3755?password=admin
+    pub url: String,
+    /// URL the benchmark device logs in with (default: the same host and port with
+    /// user device, password device)
+    #[arg(long)]
+    pub device_url: Option<String>,
+    /// Mount point of the benchmark device (the device user must be allowed to mount there)
+    #[arg(long, default_value = "test/bench")]
+    pub mount: String,
+}
+
+impl TargetArgs {
+    fn urls(&self) -> anyhow::Result<(RpcUrl, RpcUrl)> {
+        let url = RpcUrl::parse(&self.url)?;
+        let device = match &self.device_url {
+            Some(d) => RpcUrl::parse(d)?,
+            None => RpcUrl {
+                transport: url.transport.clone(),
+                user: "device".into(),
+                password: Some("device".into()),
+                ..Default::default()
+            },
+        };
+        Ok((url, device))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Rounds over all brokers; the table shows medians over rounds
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds of measurement per scenario variant
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+    /// Tiny run (1 round, 1 s, small sizes) to check that everything works
+    #[arg(long)]
+    pub quick: bool,
+    /// Brokers to compare, in this order: ours, upstream (crates.io Rust shvbroker), pyshv
+    #[arg(long, value_delimiter = ',', default_value = "ours,upstream,pyshv")]
+    pub brokers: Vec<brokers::BrokerKind>,
+    /// Leave out the raw relay baseline
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Our shvbroker binary (default: shvbroker next to this executable)
+    #[arg(long)]
+    pub ours: Option<PathBuf>,
+    /// The crates.io Rust shvbroker binary
+    #[arg(long, default_value = "/work/upstream/bin/shvbroker")]
+    pub upstream: PathBuf,
+    /// pyshv's broker (pyshvbroker from PyPI pyshv)
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/pyshvbroker"))]
+    pub pyshv: PathBuf,
+    /// rpc client counts
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub rpc_clients: Vec<usize>,
+    /// fanout subscriber counts
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    pub subscribers: Vec<usize>,
+    /// idle client counts
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub idle_clients: Vec<usize>,
+    /// fanout flow-control window (signals in flight per subscriber)
+    #[arg(long, default_value_t = 32)]
+    pub window: u64,
+    /// Mount point of the benchmark device
+    #[arg(long, default_value = "test/bench")]
+    pub mount: String,
+    /// Directory for generated broker configs and broker logs
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("shvbench"))]
+    pub workdir: PathBuf,
+    /// Also write the Markdown report to this file
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Raises the open-files soft limit to the hard limit (children inherit it, so the
+/// brokers `compare` starts can hold as many sockets as the idle scenario opens).
+pub fn raise_nofile_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.05))
+}
+
+#[derive(Debug, Clone)]
+pub struct SmokeReport {
+    pub rpc: scenarios::RpcResult,
+    pub relay: scenarios::RpcResult,
+    pub fanout: scenarios::FanoutResult,
+    pub idle: scenarios::IdleResult,
+}
+
+/// Each scenario for ~1 s against one broker (and the relay).
+pub async fn smoke(
+    url: &RpcUrl,
+    device: &RpcUrl,
+    mount: &str,
+    broker_pid: Option<u32>,
+) -> Result<SmokeReport, BenchError> {
+    let second = Duration::from_secs(1);
+    let target = scenarios::Target::broker(url.clone(), device.clone(), mount);
+    let rpc = scenarios::rpc(&target, 2, second).await?;
+    let fanout = scenarios::fanout(url, device, mount, 2, second, 8).await?;
+    let idle = scenarios::idle(url, 10, broker_pid).await?;
+    let r = relay::start().await?;
+    let relay_target = scenarios::Target::Relay {
+        client: compare::tcp(r.client_addr),
+        device: compare::tcp(r.device_addr),
+    };
+    let relay = scenarios::rpc(&relay_target, 2, second).await?;
+    Ok(SmokeReport {
+        rpc,
+        relay,
+        fanout,
+        idle,
+    })
+}
+
+fn print_rpc(r: &scenarios::RpcResult) {
+    println!(
+        "rpc clients={:<4} calls={:<8} errors={:<4} calls/s={:>10.0} p50={:>7.0}µs p99={:>7.0}µs",
+        r.clients, r.calls, r.errors, r.calls_per_s, r.p50_us, r.p99_us
+    );
+}
+
+fn print_fanout(r: &scenarios::FanoutResult) {
+    println!(
+        "fanout subscribers={:<5} emitted={:<7} delivered={}/{} signals/s={:>10.0} p50={:>7.0}µs p99={:>7.0}µs",
+        r.subscribers, r.emitted, r.delivered, r.expected, r.delivered_per_s, r.p50_us, r.p99_us
+    );
+}
+
+fn print_idle(r: &scenarios::IdleResult) {
+    println!(
+        "idle clients={:<6} connected={:<6} logins/s={:>8.0} rss_before={:?}KiB rss_after={:?}KiB per_client={}",
+        r.clients,
+        r.connected,
+        r.connected as f64 / r.login_secs.max(1e-9),
+        r.rss_before_kib,
+        r.rss_after_kib,
+        r.kib_per_client
+            .map(|k| format!("{k:.1}KiB"))
+            .unwrap_or_else(|| "n/a".into())
+    );
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let nofile = raise_nofile_limit();
+    tracing::debug!("open-files limit: {nofile}");
+    match cli.command {
+        Command::Rpc {
+            target,
+            clients,
+            duration,
+        } => {
+            let (url, device) = target.urls()?;
+            let t = scenarios::Target::broker(url, device, &target.mount);
+            for n in clients {
+                print_rpc(&scenarios::rpc(&t, n, secs(duration)).await?);
+            }
+        }
+        Command::Fanout {
+            target,
+            subscribers,
+            duration,
+            window,
+        } => {
+            let (url, device) = target.urls()?;
+            for m in subscribers {
+                print_fanout(
+                    &scenarios::fanout(&url, &device, &target.mount, m, secs(duration), window)
+                        .await?,
+                );
+            }
+        }
+        Command::Idle {
+            url,
+            clients,
+            broker_pid,
+        } => {
+            let url = RpcUrl::parse(&url)?;
+            for k in clients {
+                if k as u64 + 64 > nofile {
+                    anyhow::bail!("{k} clients need more open files than the limit {nofile}");
+                }
+                print_idle(&scenarios::idle(&url, k, broker_pid).await?);
+            }
+        }
+        Command::Relay { clients, duration } => {
+            for n in clients {
+                let r = relay::start().await?;
+                let t = scenarios::Target::Relay {
+                    client: compare::tcp(r.client_addr),
+                    device: compare::tcp(r.device_addr),
+                };
+                print_rpc(&scenarios::rpc(&t, n, secs(duration)).await?);
+            }
+        }
+        Command::Smoke { target, broker_pid } => {
+            let (url, device) = target.urls()?;
+            let r = smoke(&url, &device, &target.mount, broker_pid).await?;
+            print_rpc(&r.rpc);
+            print_fanout(&r.fanout);
+            print_idle(&r.idle);
+            print!("relay: ");
+            print_rpc(&r.relay);
+            if r.rpc.calls == 0 || r.relay.calls == 0 || r.fanout.delivered == 0 {
+                anyhow::bail!("smoke: no calls or no signals went through");
+            }
+        }
+        Command::Compare(a) => {
+            let ours = match a.ours {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("shvbroker"))
+                    .unwrap_or_else(|| PathBuf::from("shvbroker")),
+            };
+            let mut opts = compare::CompareOpts {
+                rounds: a.rounds.max(1),
+                duration: secs(a.duration),
+                rpc_clients: a.rpc_clients,
+                subscribers: a.subscribers,
+                idle_clients: a.idle_clients,
+                window: a.window,
+                brokers: a.brokers,
+                relay: !a.no_relay,
+                bins: brokers::BrokerBins {
+                    ours,
+                    upstream: a.upstream,
+                    pyshv: a.pyshv,
+                },
+                mount: a.mount,
+                workdir: a.workdir,
+            };
+            if a.quick {
+                opts.rounds = 1;
+                opts.duration = Duration::from_secs(1);
+                opts.rpc_clients = vec![1, 4];
+                opts.subscribers = vec![1, 10];
+                opts.idle_clients = vec![100];
+            }
+            let too_many: Vec<usize> = opts
+                .idle_clients
+                .iter()
+                .copied()
+                .filter(|k| *k as u64 + 256 > nofile)
+                .collect();
+            if !too_many.is_empty() {
+                anyhow::bail!("idle counts {too_many:?} exceed the open-files limit {nofile}");
+            }
+            let report = compare::compare(&opts).await?;
+            let mut md = String::new();
+            md.push_str("Versions:\n\n");
+            for (c, v) in &report.versions {
+                md.push_str(&format!("- {}: {v}\n", c.label()));
+            }
+            md.push('\n');
+            md.push_str(&format!(
+                "{} round(s), {:?} per scenario variant, medians over rounds; ratios are ours / peer (above 1 is better for rates, below 1 for latency and memory).\n\n",
+                opts.rounds, opts.duration
+            ));
+            md.push_str(&report.to_markdown());
+            if !report.notes.is_empty() {
+                md.push_str("\nNotes:\n\n");
+                for n in &report.notes {
+                    md.push_str(&format!("- {n}\n"));
+                }
+            }
+            println!("{md}");
+            if let Some(path) = a.output {
+                std::fs::write(&path, &md)?;
+            }
+        }
+    }
+    Ok(())
+}
