@@ -29,8 +29,9 @@ struct Args {
     url: String,
     /// SHV path of the shvagent, e.g. test/agent
     agent_path: String,
-    /// Command and arguments to run (after `--`); none = interactive login shell
-    #[arg(last = true)]
+    /// Command and arguments to run (best after `--`, so that its options are not taken
+    /// for shvrsh's); none = interactive login shell
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
     /// Read the password from this file (first line) instead of the URL
     #[arg(long)]
