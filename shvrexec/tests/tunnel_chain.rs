@@ -29,8 +29,10 @@ async fn connect(url: &str) -> Client {
 /// Starts a broker and an agent mounted at test/agent; returns the admin URL.
 async fn setup(stop: &CancellationToken) -> String {
     let port = free_port();
-    let mut config = shvbroker::config::Config::default();
-    config.listen = vec![format!("tcp://127.0.0.1:{port}")];
+    let config = shvbroker::config::Config {
+        listen: vec![format!("tcp://127.0.0.1:{port}")],
+        ..Default::default()
+    };
     tokio::spawn(shvbroker::server::run(config, stop.clone()));
     let agent_url = format!("tcp://device@127.0.0.1:{port}?password=device&devmount=test/agent");
     let admin = format!("tcp://admin@127.0.0.1:{port}?password=admin");
