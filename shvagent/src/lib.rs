@@ -293,6 +293,7 @@ pub async fn run_cmd(param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env_remove("SHV_PASSWORD")
         // A caller that gives up (agent disconnect) must not leave the job running.
         .kill_on_drop(true);
     if let Some(cwd) = &p.cwd {
@@ -405,6 +406,8 @@ async fn spawn_rexec(rexec: &Path, ftr: &TunnelCtl, call: &RpcValue) -> Result<(
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
+        // The agent's own broker password must not leak into remote shells.
+        .env_remove("SHV_PASSWORD")
         // Its own process group: a ^C meant for the agent must not end live sessions.
         .process_group(0)
         .kill_on_drop(false)

@@ -86,8 +86,10 @@ pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
 
 /// Local stdin, read by a thread from the very start so that keystrokes typed while
 /// the tunnel opens are buffered (they are sent once it is open). `None` = EOF.
-pub fn spawn_stdin_reader() -> mpsc::UnboundedReceiver<Option<Vec<u8>>> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// Bounded, so that piping a large file in does not fill memory faster than the tunnel
+/// drains it: the reader thread then waits and the kernel holds the rest.
+pub fn spawn_stdin_reader() -> mpsc::Receiver<Option<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(64);
     std::thread::spawn(move || {
         use std::io::Read;
         let mut stdin = std::io::stdin().lock();
@@ -95,17 +97,17 @@ pub fn spawn_stdin_reader() -> mpsc::UnboundedReceiver<Option<Vec<u8>>> {
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) => {
-                    let _ = tx.send(None);
+                    let _ = tx.blocking_send(None);
                     break;
                 }
                 Ok(n) => {
-                    if tx.send(Some(buf[..n].to_vec())).is_err() {
+                    if tx.blocking_send(Some(buf[..n].to_vec())).is_err() {
                         break;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    let _ = tx.send(None);
+                    let _ = tx.blocking_send(None);
                     break;
                 }
             }
@@ -190,7 +192,7 @@ async fn detach(client: &Client, sender: &TunnelSender) {
 pub async fn relay(
     client: Client,
     end: TunnelEnd,
-    mut stdin: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    mut stdin: mpsc::Receiver<Option<Vec<u8>>>,
     escape: bool,
     pty: bool,
 ) -> i32 {
