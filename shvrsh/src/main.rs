@@ -10,7 +10,7 @@ use shvrsh::{term, Options, EXIT_FAILURE};
 /// shvrsh: a remote shell on an SHV device running shvagent, used like ssh.
 ///
 /// Without CMD: an interactive login shell in a remote PTY, the local terminal in raw
-/// mode (restored on exit). With CMD: runs it with stdin/stdout/stderr kept apart (a
+/// mode (restored on exit); no PTY when stdin is not a terminal (unless -t). With CMD: runs it with stdin/stdout/stderr kept apart (a
 /// PTY only with -t); local stdin EOF is passed on.
 /// Exit status: the remote command's, 128+N if it died of signal N, 255 for a
 /// connection or tunnel failure (reason on stderr).
@@ -58,11 +58,8 @@ fn options(args: Args) -> anyhow::Result<Options> {
     }
     config.login.use_sha1 = !args.plain;
     let tty = term::stdin_is_tty();
-    let pty = if args.cmd.is_empty() {
-        !args.no_pty
-    } else {
-        args.pty
-    };
+    // As ssh: a PTY for an interactive shell on a terminal, or when forced with -t.
+    let pty = args.pty || (args.cmd.is_empty() && tty && !args.no_pty);
     let (cols, rows) = term::window_size().unwrap_or((80, 24));
     let mut env = Vec::new();
     if pty {
