@@ -149,12 +149,22 @@ impl Client {
         tokio::spawn(write_loop(writer, out_rx, config.heartbeat, client.clone()));
         tokio::spawn(read_loop(
             reader,
-            client.clone(),
+            client.downgrade(),
             sig_tx,
             handler,
             closed_tx,
         ));
         (client, sig_rx)
+    }
+
+    /// A handle that does not keep the connection open.
+    fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            out: self.out.downgrade(),
+            shared: self.shared.clone(),
+            timeout: self.timeout,
+            closed: self.closed.clone(),
+        }
     }
 
     pub fn next_request_id(&self) -> i64 {
@@ -376,9 +386,29 @@ async fn write_loop(
     let _ = writer.close().await;
 }
 
+/// What the read loop holds: the connection closes (the writer ends, which shuts the
+/// socket) once the application has dropped every [`Client`].
+struct WeakClient {
+    out: mpsc::WeakSender<RpcFrame>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    closed: watch::Receiver<bool>,
+}
+
+impl WeakClient {
+    fn upgrade(&self) -> Option<Client> {
+        Some(Client {
+            out: self.out.upgrade()?,
+            shared: self.shared.clone(),
+            timeout: self.timeout,
+            closed: self.closed.clone(),
+        })
+    }
+}
+
 async fn read_loop(
     mut reader: FrameReader,
-    client: Client,
+    client: WeakClient,
     signals: mpsc::Sender<RpcMessage>,
     handler: Option<Arc<dyn RequestHandler>>,
     closed: watch::Sender<bool>,
@@ -421,11 +451,15 @@ async fn read_loop(
                     let resp = RpcMessage::response_to(&frame.meta).with_error(
                         &RpcError::invalid_param(format!("cannot decode request: {e}")),
                     );
-                    let _ = client.send(resp).await;
+                    if let Some(c) = client.upgrade() {
+                        let _ = c.send(resp).await;
+                    }
                     continue;
                 }
             };
-            let client = client.clone();
+            let Some(client) = client.upgrade() else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let meta = msg.meta.clone();

@@ -97,6 +97,7 @@ async fn session(
         tx: tx.clone(),
         cancel: cancel.clone(),
         addr: url.transport().to_string(),
+        login_request: None,
     };
     ctx.events
         .send(Event::Register(reg, reply_tx))

@@ -35,6 +35,9 @@ pub struct Registration {
     pub tx: mpsc::Sender<RpcFrame>,
     pub cancel: CancellationToken,
     pub addr: String,
+    /// The meta of the `login` request: the broker task answers it, so that the login
+    /// response reaches the peer before anything the broker sends it after mounting.
+    pub login_request: Option<shvproto::MetaMap>,
 }
 
 pub enum LoginInfo {
@@ -213,11 +216,11 @@ impl Conn {
                         .unwrap_or(Err("missing login parameter"));
                     let outcome = match parsed {
                         Err(why) => Err(RpcError::invalid_param(format!("invalid login: {why}"))),
-                        Ok(req) => self.try_login(&config, &nonce, req).await,
+                        Ok(req) => self.try_login(&config, &nonce, req, &frame).await,
                     };
                     match outcome {
                         Ok(idle) => {
-                            self.respond(&frame, Ok(RpcValue::null())).await;
+                            // Answered by the broker task on registration.
                             return Some(idle);
                         }
                         Err(err) => {
@@ -249,6 +252,7 @@ impl Conn {
         config: &Config,
         nonce: &str,
         req: LoginRequest,
+        request: &RpcFrame,
     ) -> Result<Option<Duration>, RpcError> {
         let idle = match req.idle_timeout {
             Some(0) => None,
@@ -297,6 +301,7 @@ impl Conn {
             tx: self.tx.clone(),
             cancel: self.cancel.clone(),
             addr: self.addr.clone(),
+            login_request: Some(request.meta.clone()),
         };
         self.ctx
             .events

@@ -145,6 +145,7 @@ impl Broker {
             tx,
             cancel,
             addr,
+            login_request,
         } = reg;
         let mut peer = Peer {
             id,
@@ -214,6 +215,10 @@ impl Broker {
         tracing::info!(peer = id, user = %peer.user, addr = %peer.addr, mount = ?peer.mount, "logged in");
         let mount = peer.mount.clone();
         self.peers.insert(id, peer);
+        if let Some(meta) = login_request {
+            let ok = RpcMessage::response_to(&meta).with_result(RpcValue::null());
+            self.send_to(id, ok.into_frame());
+        }
         let _ = reply.send(Ok(()));
         if let Some(m) = mount {
             self.mounts.insert(m.clone(), id);
@@ -263,7 +268,7 @@ impl Broker {
         let Some(peer) = self.peers.remove(&id) else {
             return;
         };
-        peer.cancel.cancel();
+        // Not cancelled here: after ResetSession the connection lives on.
         tracing::info!(peer = id, user = %peer.user, "gone");
         self.pending.retain(|(r, c, _), _| *r != id && *c != id);
         self.own_requests.retain(|(p, _), _| *p != id);
@@ -278,6 +283,7 @@ impl Broker {
     pub fn disconnect(&mut self, id: PeerId, why: &str) {
         if let Some(p) = self.peers.get(&id) {
             tracing::warn!(peer = id, user = %p.user, addr = %p.addr, "disconnecting: {why}");
+            p.cancel.cancel();
         }
         self.remove_peer(id);
     }
@@ -378,7 +384,12 @@ impl Broker {
             frame
                 .meta
                 .insert(tag::ACCESS, RpcValue::from(level_name(level)));
-            let me = format!("{}:{}", peer.user, self.config.name);
+            // As pyshv does: `user:broker` for our own users, just `broker` for requests
+            // from a parent (whose user is already in the chain).
+            let me = match peer.parent_link {
+                Some(_) => self.config.name.clone(),
+                None => format!("{}:{}", peer.user, self.config.name),
+            };
             let user_id = match frame.user_id() {
                 Some(u) if !u.is_empty() => format!("{u};{me}"),
                 _ => me,

@@ -53,7 +53,7 @@ async fn wait_for_child(client: &Client, path: &str, child: &str) {
 
 struct Tree {
     top: Broker,
-    site: Broker,
+    site: Option<Broker>,
     _edge: Broker,
     site_port: u16,
 }
@@ -69,7 +69,7 @@ fn start_tree() -> Tree {
     let edge = Broker::start(Some(&child_config("edge", site_port, "edge")));
     Tree {
         top,
-        site,
+        site: Some(site),
         _edge: edge,
         site_port,
     }
@@ -149,12 +149,10 @@ async fn three_levels_call_signal_and_replay_after_restart() {
         .subscribe("site/edge/test/**:get:chng", None)
         .await
         .unwrap());
-    drop(std::mem::replace(
-        &mut tree.site,
-        Broker::start_with_args(
-            Some(&child_config("site", tree.top.port, "site")),
-            &["--listen", &format!("tcp://127.0.0.1:{}", tree.site_port)],
-        ),
+    drop(tree.site.take());
+    tree.site = Some(Broker::start_with_args(
+        Some(&child_config("site", tree.top.port, "site")),
+        &["--listen", &format!("tcp://127.0.0.1:{}", tree.site_port)],
     ));
     wait_for_child(&top, "site/edge/test", "dev").await;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
