@@ -389,7 +389,7 @@ impl Agent {
             ftr.port,
             started.elapsed()
         );
-        if let Err(e) = spawn_rexec(&rexec, &ftr, &param).await {
+        if let Err(e) = spawn_rexec(&rexec, &ftr, &param, client.clone(), req.meta.clone()).await {
             tracing::warn!("launchRexec {rid}: {e}");
             let _ = client
                 .send_frame(tunnel::close_with_error(&req.meta, &e))
@@ -400,12 +400,20 @@ impl Agent {
 }
 
 /// Starts shvrexec and writes the launch line to its stdin: the secret never appears
-/// on a command line (visible in `ps`) or in a log.
-async fn spawn_rexec(rexec: &Path, ftr: &TunnelCtl, call: &RpcValue) -> Result<(), String> {
+/// on a command line (visible in `ps`) or in a log. shvrexec's stderr is relayed into
+/// our log; if it fails, its last line goes to rsh as CloseTunnel `{"error"}`, so the
+/// operator sees why (cannot connect, secret refused, …) instead of a timeout.
+async fn spawn_rexec(
+    rexec: &Path,
+    ftr: &TunnelCtl,
+    call: &RpcValue,
+    client: Client,
+    request_meta: libshv::shvproto::MetaMap,
+) -> Result<(), String> {
     let mut child = tokio::process::Command::new(rexec)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         // The agent's own broker password must not leak into remote shells.
         .env_remove("SHV_PASSWORD")
         // Its own process group: a ^C meant for the agent must not end live sessions.
@@ -415,16 +423,39 @@ async fn spawn_rexec(rexec: &Path, ftr: &TunnelCtl, call: &RpcValue) -> Result<(
         .map_err(|e| format!("cannot start '{}': {e}", rexec.display()))?;
     let line = shvrexec_line(ftr, call);
     let mut stdin = child.stdin.take().expect("stdin was piped");
-    stdin
-        .write_all(line.as_bytes())
-        .await
-        .map_err(|e| format!("cannot hand the tunnel to shvrexec: {e}"))?;
-    drop(stdin);
+    let stderr = child.stderr.take().expect("stderr was piped");
     let pid = child.id();
+    let relay = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut last = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            eprintln!("{l}");
+            last = l;
+        }
+        last
+    });
+    // EPIPE here means shvrexec died at once; the reaper below reports it.
+    if let Err(e) = stdin.write_all(line.as_bytes()).await {
+        tracing::debug!("writing to shvrexec {pid:?}: {e}");
+    }
+    drop(stdin);
     // Reap it when it ends, so no zombies pile up in a long-running agent.
     tokio::spawn(async move {
-        match child.wait().await {
-            Ok(st) => tracing::debug!("shvrexec {pid:?} ended: {st}"),
+        let st = child.wait().await;
+        let last = relay.await.unwrap_or_default();
+        match st {
+            Ok(st) if st.success() => tracing::debug!("shvrexec {pid:?} ended: {st}"),
+            Ok(st) => {
+                tracing::warn!("shvrexec {pid:?} failed: {st}");
+                let reason = last
+                    .strip_prefix("shvrexec: ")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("shvrexec failed ({st})"));
+                let _ = client
+                    .send_frame(tunnel::close_with_error(&request_meta, &reason))
+                    .await;
+            }
             Err(e) => tracing::warn!("shvrexec {pid:?}: {e}"),
         }
     });

@@ -16,7 +16,7 @@ use clap::Parser;
 #[command(version)]
 struct Args {}
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let _ = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -27,6 +27,19 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            // One last line that shvagent passes on to shvrsh as the reason.
+            eprintln!("shvrexec: {e:#}");
+            1
+        }
+    };
+    // Blocking PTY reader threads may still sit in read(); do not wait for them.
+    std::process::exit(code)
+}
+
+fn run() -> anyhow::Result<()> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let launch = shvrexec::Launch::parse(&line)?;
@@ -35,6 +48,5 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let status = rt.block_on(shvrexec::run(launch))?;
     tracing::debug!("exiting after {status:?}");
-    // Blocking PTY reader threads may still sit in read(); do not wait for them.
-    std::process::exit(0)
+    Ok(())
 }
