@@ -153,8 +153,8 @@ pub struct Broker {
 
 impl Broker {
     /// Starts the broker with the built-in default config (`None`) or the given YAML.
-    /// The YAML should not listen anywhere itself: the harness adds
-    /// `--listen tcp://127.0.0.1:0`.
+    /// The YAML's own `listen` is replaced: the harness adds `--listen tcp://127.0.0.1:0`
+    /// (unless `extra` of [`Broker::start_with_args`] has a `--listen tcp://…` itself).
     pub fn start(config_yaml: Option<&str>) -> Broker {
         Self::start_with_args(config_yaml, &[])
     }
@@ -162,7 +162,13 @@ impl Broker {
     pub fn start_with_args(config_yaml: Option<&str>, extra: &[&str]) -> Broker {
         let dir = TempDir::new("broker");
         let mut cmd = Command::new(bin("shvbroker"));
-        cmd.arg("--listen").arg("tcp://127.0.0.1:0");
+        // An ephemeral TCP port unless the caller listens on a TCP URL of its own.
+        let own_tcp = extra
+            .windows(2)
+            .any(|w| w[0] == "--listen" && w[1].starts_with("tcp://"));
+        if !own_tcp {
+            cmd.arg("--listen").arg("tcp://127.0.0.1:0");
+        }
         // Debug logs are kept in memory and shown when a test fails.
         if !extra.contains(&"-v") {
             let filter = std::env::var("SHV_TEST_LOG").unwrap_or_else(|_| "debug".into());
@@ -514,7 +520,8 @@ fn dir_entry(name: &str, flags: i64, access: i64, signals: &[&str]) -> RpcValue 
 
 /// A little device tree for the tests, relative to its mount point:
 /// - root: `ls`, `dir`, `echo(x) → x`, `accessLevel` (the request's AccessLevel meta),
-///   `userId` (UserId meta), `callerIds` (CallerIds meta)
+///   `userId` (UserId meta), `callerIds` (CallerIds meta), `slow` (2.5 s, counts its
+///   starts in `slow_calls`)
 /// - `number`: `get` (rd) → the value (42 at start), `set(x)` (wr) stores it and emits
 ///   `chng` with the new value
 /// - `.app`: `name` → "testdevice", `shvVersionMajor` → 3, `shvVersionMinor` → 0, `ping`
@@ -522,13 +529,25 @@ fn dir_entry(name: &str, flags: i64, access: i64, signals: &[&str]) -> RpcValue 
 /// Methods above the request's access level answer MethodNotFound (2).
 pub struct TestDevice {
     pub number: Mutex<i64>,
+    /// How many times `slow` was started.
+    pub slow_calls: AtomicU64,
 }
 
 impl Default for TestDevice {
     fn default() -> Self {
         TestDevice {
             number: Mutex::new(42),
+            slow_calls: AtomicU64::new(0),
         }
+    }
+}
+
+impl TestDevice {
+    pub fn with_number(number: i64) -> Arc<Self> {
+        Arc::new(TestDevice {
+            number: Mutex::new(number),
+            ..Default::default()
+        })
     }
 }
 
@@ -608,6 +627,11 @@ impl RequestHandler for TestDevice {
             ("", "accessLevel") if need(1) => Some(Ok(meta_value(&request, 17))),
             ("", "userId") if need(1) => Some(Ok(meta_value(&request, 16))),
             ("", "callerIds") if need(1) => Some(Ok(meta_value(&request, 11))),
+            ("", "slow") if need(1) => {
+                let n = self.slow_calls.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                Some(Ok(RpcValue::from(n as i64)))
+            }
             ("number", "get") if need(8) => Some(Ok(RpcValue::from(*self.number.lock().unwrap()))),
             ("number", "set") if need(16) => {
                 let v = match param.value {

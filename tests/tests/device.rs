@@ -1,17 +1,9 @@
 //! Devices mounted on the broker (by mount point and by device id), called through it
 //! by our client and by the `shvcall` binary; access levels; `.broker` client API.
 
-use std::sync::{Arc, Mutex};
-
 use libshv::shvproto::Value;
 use libshv::RpcValue;
 use tests::*;
-
-fn device_with(number: i64) -> Arc<TestDevice> {
-    Arc::new(TestDevice {
-        number: Mutex::new(number),
-    })
-}
 
 #[tokio::test]
 async fn device_by_mount_point_is_called_through_broker() {
@@ -74,7 +66,7 @@ async fn device_by_mount_point_is_called_through_broker() {
 #[tokio::test]
 async fn device_by_device_id_from_config_mounts() {
     let broker = Broker::start(Some(&config_yaml(&[("dev-abc", "test/byid")], "")));
-    let _dev = broker.mount_device_id("device", "device", "dev-abc", device_with(5));
+    let _dev = broker.mount_device_id("device", "device", "dev-abc", TestDevice::with_number(5));
     let (c, _) = broker.connect("viewer", "viewer").await;
     assert_eq!(
         c.call("test/byid/number", "get", None)
@@ -331,15 +323,15 @@ async fn device_cannot_mount_outside_its_role() {
 #[tokio::test]
 async fn mount_points_may_not_nest_or_shadow() {
     let broker = Broker::start(None);
-    let _a = broker.mount_device("admin", "admin", "test/dev1", device_with(1));
+    let _a = broker.mount_device("admin", "admin", "test/dev1", TestDevice::with_number(1));
     // Nested under an existing mount: must not become reachable.
     let mut c = broker.config("admin", "admin");
     c.login.mount_point = Some("test/dev1/sub".into());
-    let nested = DeviceHandle::connect(c, Some(device_with(99)));
+    let nested = DeviceHandle::connect(c, Some(TestDevice::with_number(99)));
     // Shadowing .broker: must not become reachable either.
     let mut c = broker.config("admin", "admin");
     c.login.mount_point = Some(".broker/x".into());
-    let shadow = DeviceHandle::connect(c, Some(device_with(98)));
+    let shadow = DeviceHandle::connect(c, Some(TestDevice::with_number(98)));
 
     let (admin, _) = broker.connect("admin", "admin").await;
     assert_eq!(

@@ -244,3 +244,23 @@ async fn pyshv_subscriber_gets_signal_from_our_device() {
     assert_eq!(py.line().await, "DONE");
     assert_eq!(py.wait().await, 0, "{}", py.stderr());
 }
+
+#[tokio::test]
+async fn pyshv_slow_call_runs_once_on_our_device() {
+    // pyshv re-sends a request with Abort=false ("still running?") every second without
+    // a response; that query must not start the method a second time.
+    let broker = Broker::start(None);
+    let dev = TestDevice::new();
+    let _d = broker.mount_device("device", "device", "test/dev1", dev.clone());
+    let mut py = PyProc::spawn(
+        "py_call.py",
+        &[&broker.url("admin", "admin"), "test/dev1", "slow"],
+    );
+    assert_eq!(py.line().await, "RESULT 1", "stderr:\n{}", py.stderr());
+    assert_eq!(py.line().await, "DONE");
+    assert_eq!(
+        dev.slow_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the abort query (body key 5 = false) was executed as a new call"
+    );
+}
