@@ -399,7 +399,7 @@ impl Broker {
             if let Some(rid) = frame.request_id() {
                 self.pending.insert((target, from, rid), Instant::now());
                 if method == "launchRexec" {
-                    self.note_launch(from, rid, &rest, &frame);
+                    self.note_launch(from, rid, &path, &frame);
                 }
             }
             self.send_to(target, frame);

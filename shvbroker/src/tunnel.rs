@@ -1,5 +1,12 @@
 //! The broker's side of tunnels (spec/tunnel.md): the FindTunnel branch, one-time
 //! secrets, the tunnel table that authorizes tunnel data, and CloseTunnel on failures.
+//!
+//! Every broker on the way from the tunnel's host to rsh keeps an entry: the host a
+//! *hosted* one (rexec connects to it with the secret), the brokers above it a *transit*
+//! one (their rexec side is the link the FindTunnelRequest came up by). An entry
+//! authorizes exactly two flows: rexec side → rsh side with id R, and rsh side → rexec
+//! side with id W. Brokers between the agent and the host only let the one
+//! FindTunnelResponse back down.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,15 +41,21 @@ mod key {
 
 pub struct Tunnel {
     pub id: u64,
+    /// Hosted here: rexec logs in to this broker with the secret.
+    pub hosted: bool,
+    /// The one-time secret (hosted only; cleared once presented).
     secret: String,
-    secret_expires: Instant,
-    /// The connection towards rsh and the request id R of its launchRexec.
+    /// Until when rexec may come (hosted) or CreateTunnelRequest pass (transit).
+    deadline: Instant,
+    /// The connection towards rsh, the CallerIds below it, and rsh's request id R.
     pub rsh_peer: PeerId,
-    pub request_id: i64,
-    /// CallerIds below `rsh_peer` (for rsh behind further brokers).
     pub rsh_rest: Vec<i64>,
+    pub request_id: i64,
+    /// The connection the FindTunnelRequest came by (the agent, or a sub-broker).
+    pub agent_side: PeerId,
+    /// The connection towards rexec, the CallerIds below it, and rexec's request id W.
     pub rexec_peer: Option<PeerId>,
-    /// The id W rexec chose for its side.
+    pub rexec_rest: Vec<i64>,
     pub rexec_request_id: Option<i64>,
     pub agent_path: String,
     pub user: String,
@@ -63,6 +76,9 @@ pub struct Launch {
 pub struct Tunnels {
     pub open: HashMap<u64, Tunnel>,
     launches: HashMap<(PeerId, i64), Launch>,
+    /// FindTunnelRequests forwarded up: (upstream peer, downstream peer, R), so that
+    /// exactly their FindTunnelResponse may come back down.
+    find_pending: HashMap<(PeerId, PeerId, i64), Instant>,
     next_id: u64,
     secret_ttl: Duration,
 }
@@ -72,6 +88,7 @@ impl Tunnels {
         Tunnels {
             open: HashMap::new(),
             launches: HashMap::new(),
+            find_pending: HashMap::new(),
             next_id: 1,
             secret_ttl,
         }
@@ -81,11 +98,14 @@ impl Tunnels {
     pub fn claim_secret(&mut self, secret: &str, peer: PeerId) -> Option<u64> {
         let now = Instant::now();
         let t = self.open.values_mut().find(|t| {
-            t.rexec_peer.is_none() && !t.secret.is_empty() && constant_time_eq(&t.secret, secret)
+            t.hosted
+                && t.rexec_peer.is_none()
+                && !t.secret.is_empty()
+                && constant_time_eq(&t.secret, secret)
         })?;
         // Single use: forget the secret whether or not it is still valid.
         t.secret.clear();
-        if t.secret_expires < now {
+        if t.deadline < now {
             return None;
         }
         t.rexec_peer = Some(peer);
@@ -144,19 +164,12 @@ impl Broker {
             .map(|p| describe_command(&p))
             .unwrap_or_default();
         let user = frame.user_id().unwrap_or("").to_string();
-        let agent_path = self
-            .peers
-            .get(&from)
-            .map(|_| agent_path.to_string())
-            .unwrap_or_default();
-        self.tunnels.launches.insert(
-            (from, rid),
-            Launch {
-                user,
-                agent_path,
-                command,
-            },
-        );
+        let launch = Launch {
+            user,
+            agent_path: agent_path.to_string(),
+            command,
+        };
+        self.tunnels.launches.insert((from, rid), launch);
     }
 
     /// Handles the tunnel-specific responses. Returns true if the frame was consumed.
@@ -166,52 +179,112 @@ impl Broker {
                 self.find_tunnel(from, frame);
                 true
             }
+            Some(state::FIND_RESPONSE) => {
+                let rid = frame.request_id().unwrap_or_default();
+                let target = meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
+                match target
+                    .filter(|t| self.tunnels.find_pending.remove(&(from, *t, rid)).is_some())
+                {
+                    Some(t) => {
+                        self.send_to(t, frame.clone());
+                    }
+                    None => {
+                        tracing::debug!(
+                            peer = from,
+                            rid,
+                            "FindTunnelResponse nobody asked for dropped"
+                        );
+                        self.dropped_responses += 1;
+                    }
+                }
+                true
+            }
             Some(state::CREATE_REQUEST) => {
-                // rexec announces its request id W; the frame itself is forwarded as data.
-                if let Some(tid) = self.peers.get(&from).and_then(|p| p.tunnel) {
-                    let w = frame
-                        .tunnel_ctl()
-                        .and_then(|t| t.get(key::REQUEST_ID))
-                        .map(|v| v.as_int());
-                    if let Some(t) = self.tunnels.open.get_mut(&tid) {
-                        if t.rexec_request_id.is_none() {
-                            t.rexec_request_id = w;
-                        }
+                // rexec announces its request id W and, with RevCallerIds, its path.
+                let rid = frame.request_id().unwrap_or_default();
+                let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
+                let mut rcid = meta::stack_from_value(frame.meta.get(tag::REV_CALLER_IDS));
+                rcid.pop(); // that is `from` itself
+                let w = frame
+                    .tunnel_ctl()
+                    .and_then(|t| t.get(key::REQUEST_ID))
+                    .map(|v| v.as_int());
+                if let Some(t) = self.tunnels.open.values_mut().find(|t| {
+                    t.rexec_peer == Some(from)
+                        && t.request_id == rid
+                        && cids.last() == Some(&t.rsh_peer)
+                        && t.rexec_request_id.is_none()
+                }) {
+                    t.rexec_request_id = w;
+                    t.rexec_rest = rcid;
+                    if t.hosted {
+                        tracing::info!(target: "audit", tunnel = t.id, user = %t.user, agent = %t.agent_path, command = %t.command, "tunnel open");
                     }
                 }
                 false
             }
             Some(state::CLOSE) => {
-                let mut probe = frame.clone();
-                let target = meta::pop_id(&mut probe.meta, tag::CALLER_IDS);
-                let tid = target.and_then(|t| self.tunnel_of(from, t, &probe));
-                if let Some(tid) = tid {
-                    self.send_to(target.unwrap_or_default(), probe);
-                    if let Some(t) = self.tunnels.open.remove(&tid) {
-                        let status = RpcMessage::from_frame(frame)
-                            .ok()
-                            .and_then(|m| m.result().ok())
-                            .map(|r| r.to_cpon())
-                            .unwrap_or_default();
-                        audit_close(&t, &status);
-                    }
-                } else {
-                    self.dropped_responses += 1;
-                }
+                self.close_from_end(from, frame);
                 true
             }
             _ => false,
         }
     }
 
-    /// FindTunnelRequest from the agent (tunnel.md step 2-3).
-    fn find_tunnel(&mut self, agent: PeerId, frame: &mut RpcFrame) {
+    /// CloseTunnel sent by an end (rexec when the command ended, rsh on detach, or the
+    /// agent when it could not start rexec): forwarded, and the entry removed.
+    fn close_from_end(&mut self, from: PeerId, frame: &RpcFrame) {
+        let mut out = frame.clone();
+        let rid = frame.request_id().unwrap_or_default();
+        let Some(target) = meta::pop_id(&mut out.meta, tag::CALLER_IDS) else {
+            self.dropped_responses += 1;
+            return;
+        };
+        let tid = self.tunnel_of(from, target, &out).or_else(|| {
+            // The agent gives up before rexec ever connected.
+            self.tunnels
+                .open
+                .values()
+                .find(|t| {
+                    t.agent_side == from
+                        && t.rsh_peer == target
+                        && t.request_id == rid
+                        && t.rexec_request_id.is_none()
+                })
+                .map(|t| t.id)
+        });
+        let pending = tid.is_none() && self.pending.remove(&(from, target, rid)).is_some();
+        if tid.is_none() && !pending {
+            tracing::debug!(
+                peer = from,
+                target,
+                rid,
+                "CloseTunnel for no tunnel dropped"
+            );
+            self.dropped_responses += 1;
+            return;
+        }
+        self.send_to(target, out);
+        if let Some(t) = tid.and_then(|tid| self.tunnels.open.remove(&tid)) {
+            let status = RpcMessage::from_frame(frame)
+                .ok()
+                .and_then(|m| m.result().ok())
+                .map(|r| r.to_cpon())
+                .unwrap_or_default();
+            audit_close(&t, &status);
+        }
+    }
+
+    /// FindTunnelRequest from the agent's side (tunnel.md steps 2-3, Multi-broker).
+    fn find_tunnel(&mut self, from: PeerId, frame: &mut RpcFrame) {
         let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
         let rid = frame.request_id().unwrap_or_default();
-        let Some(&rsh_peer) = cids.last() else { return };
-        if self.pending.remove(&(agent, rsh_peer, rid)).is_none() {
+        let Some(&rsh_peer) = cids.last() else {
+            return;
+        };
+        if self.pending.remove(&(from, rsh_peer, rid)).is_none() {
             tracing::debug!(
-                peer = agent,
+                peer = from,
                 "FindTunnelRequest for no pending request dropped"
             );
             self.dropped_responses += 1;
@@ -224,28 +297,30 @@ impl Broker {
         let public = self.config.tunnel.public_address.clone();
         let last_broker = cids.len() == 1;
         // The nearest broker to rsh with a public address hosts the tunnel; rsh's own
-        // broker does if nobody else on the way could.
-        if public.is_some() || (last_broker && !has_host) {
-            let (host, port) = match public.as_deref().and_then(|a| a.rsplit_once(':')) {
-                Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
-                None => self
-                    .tcp_address
-                    .clone()
-                    .unwrap_or_else(|| ("127.0.0.1".into(), 0)),
-            };
-            let secret = new_secret();
+        // broker does if nobody on the way could.
+        let host_here = public.is_some() || (last_broker && !has_host);
+        if host_here || has_host {
+            let launch = self.tunnels.launches.remove(&(rsh_peer, rid));
             let id = self.tunnels.next_id;
             self.tunnels.next_id += 1;
-            let launch = self.tunnels.launches.remove(&(rsh_peer, rid));
             let now = SystemTime::now();
+            let secret = if host_here {
+                new_secret()
+            } else {
+                String::new()
+            };
             let t = Tunnel {
                 id,
+                hosted: host_here,
                 secret: secret.clone(),
-                secret_expires: Instant::now() + self.tunnels.secret_ttl,
+                deadline: Instant::now() + self.tunnels.secret_ttl,
                 rsh_peer,
-                request_id: rid,
                 rsh_rest: cids[..cids.len() - 1].to_vec(),
-                rexec_peer: None,
+                request_id: rid,
+                agent_side: from,
+                // In transit, rexec's traffic comes up the link the request came by.
+                rexec_peer: if host_here { None } else { Some(from) },
+                rexec_rest: Vec::new(),
                 rexec_request_id: None,
                 agent_path: launch
                     .as_ref()
@@ -258,17 +333,28 @@ impl Broker {
                 bytes_to_rsh: 0,
                 bytes_to_rexec: 0,
             };
-            tracing::info!(target: "audit", tunnel = id, user = %t.user, agent = %t.agent_path, command = %t.command, "tunnel requested");
+            if host_here {
+                tracing::info!(target: "audit", tunnel = id, user = %t.user, agent = %t.agent_path, command = %t.command, "tunnel requested");
+                let (host, port) = match public.as_deref().and_then(|a| a.rsplit_once(':')) {
+                    Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
+                    None => self
+                        .tcp_address
+                        .clone()
+                        .unwrap_or_else(|| ("127.0.0.1".into(), 0)),
+                };
+                tctl.insert(key::HOST, RpcValue::from(host));
+                tctl.insert(key::PORT, RpcValue::from(port as i64));
+                tctl.insert(key::SECRET, RpcValue::from(secret));
+                tctl.insert(key::CALLER_IDS, meta::stack_to_value(&cids));
+            }
             self.tunnels.open.insert(id, t);
-            tctl.insert(key::HOST, RpcValue::from(host));
-            tctl.insert(key::PORT, RpcValue::from(port as i64));
-            tctl.insert(key::SECRET, RpcValue::from(secret));
-            tctl.insert(key::CALLER_IDS, meta::stack_to_value(&cids));
         }
         if last_broker {
             // Back to the agent along the gathered RevCallerIds.
             let mut rcid = meta::stack_from_value(frame.meta.get(tag::REV_CALLER_IDS));
-            let Some(agent_conn) = rcid.pop() else { return };
+            let Some(agent_conn) = rcid.pop() else {
+                return;
+            };
             tctl.insert(key::STATE, RpcValue::from(state::FIND_RESPONSE));
             let mut meta = MetaMap::new();
             meta.insert(tag::META_TYPE_ID, RpcValue::from(1));
@@ -277,15 +363,14 @@ impl Broker {
                 meta.insert(tag::CALLER_IDS, meta::stack_to_value(&rcid));
             }
             meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
-            self.send_to(
-                agent_conn,
-                RpcFrame {
-                    meta,
-                    body: bytes::Bytes::from_static(&[0x8a, 0xff]),
-                },
-            );
+            let body = bytes::Bytes::from_static(&[0x8a, 0xff]);
+            self.send_to(agent_conn, RpcFrame { meta, body });
         } else {
-            // Further up the tree: forward as a response, keeping what we filled in.
+            // Further up the tree, keeping what we filled in; remember to let the
+            // FindTunnelResponse back down.
+            self.tunnels
+                .find_pending
+                .insert((rsh_peer, from, rid), Instant::now());
             frame.meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
             meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
             self.send_to(rsh_peer, frame.clone());
@@ -325,9 +410,12 @@ impl Broker {
         true
     }
 
-    /// A tunnel never hangs half-open: when one end goes, the other gets CloseTunnel.
+    /// A tunnel never hangs half-open: when one side goes, the other gets CloseTunnel.
     pub fn tunnels_peer_gone(&mut self, id: PeerId) {
         self.tunnels.launches.retain(|(p, _), _| *p != id);
+        self.tunnels
+            .find_pending
+            .retain(|(up, down, _), _| *up != id && *down != id);
         let gone: Vec<u64> = self
             .tunnels
             .open
@@ -341,12 +429,14 @@ impl Broker {
             };
             if t.rsh_peer == id {
                 if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
-                    self.send_to(
-                        rexec,
-                        close_frame(w, &[], "the operator's end of the tunnel disconnected"),
+                    let f = close_frame(
+                        w,
+                        &t.rexec_rest,
+                        "the operator's end of the tunnel disconnected",
                     );
+                    self.send_to(rexec, f);
                 }
-                audit_close(&t, "rsh disconnected");
+                audit_close(&t, "rsh side disconnected");
             } else {
                 let f = close_frame(
                     t.request_id,
@@ -354,22 +444,26 @@ impl Broker {
                     "the device's end of the tunnel disconnected",
                 );
                 self.send_to(t.rsh_peer, f);
-                audit_close(&t, "rexec disconnected");
+                audit_close(&t, "rexec side disconnected");
             }
         }
     }
 
-    /// Tunnels whose rexec never came are closed with an error to rsh.
+    /// Hosted tunnels whose rexec never came are closed with an error to rsh; transit
+    /// entries no CreateTunnelRequest passed through (another broker hosts) are dropped.
     pub fn tunnels_housekeeping(&mut self, now: Instant) {
         let stale: Vec<u64> = self
             .tunnels
             .open
             .values()
-            .filter(|t| t.rexec_peer.is_none() && t.secret_expires < now)
+            .filter(|t| t.rexec_request_id.is_none() && t.deadline < now)
             .map(|t| t.id)
             .collect();
         for tid in stale {
-            if let Some(t) = self.tunnels.open.remove(&tid) {
+            let Some(t) = self.tunnels.open.remove(&tid) else {
+                continue;
+            };
+            if t.hosted {
                 let f = close_frame(
                     t.request_id,
                     &t.rsh_rest,
@@ -379,6 +473,10 @@ impl Broker {
                 audit_close(&t, "rexec never connected");
             }
         }
+        let ttl = self.tunnels.secret_ttl * 6;
+        self.tunnels
+            .find_pending
+            .retain(|_, t| now.duration_since(*t) < ttl);
     }
 
     /// Closes a tunnel on an admin's request.
@@ -386,21 +484,12 @@ impl Broker {
         let Some(t) = self.tunnels.open.remove(&tid) else {
             return false;
         };
+        let why = "tunnel closed by an administrator";
         if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
-            self.send_to(
-                rexec,
-                close_frame(w, &[], "tunnel closed by an administrator"),
-            );
+            self.send_to(rexec, close_frame(w, &t.rexec_rest, why));
         }
-        self.send_to(
-            t.rsh_peer,
-            close_frame(
-                t.request_id,
-                &t.rsh_rest,
-                "tunnel closed by an administrator",
-            ),
-        );
-        if let Some(rexec) = t.rexec_peer {
+        self.send_to(t.rsh_peer, close_frame(t.request_id, &t.rsh_rest, why));
+        if let (true, Some(rexec)) = (t.hosted, t.rexec_peer) {
             self.disconnect(rexec, "tunnel closed");
         }
         audit_close(&t, "closed by an administrator");
@@ -421,10 +510,14 @@ impl Broker {
             .map(|t| {
                 let mut m = Map::new();
                 m.insert("id".into(), RpcValue::from(t.id as i64));
+                m.insert("hosted".into(), RpcValue::from(t.hosted));
                 m.insert("agentPath".into(), RpcValue::from(t.agent_path.as_str()));
                 m.insert("user".into(), RpcValue::from(t.user.as_str()));
                 m.insert("command".into(), RpcValue::from(t.command.as_str()));
-                m.insert("connected".into(), RpcValue::from(t.rexec_peer.is_some()));
+                m.insert(
+                    "connected".into(),
+                    RpcValue::from(t.rexec_request_id.is_some()),
+                );
                 m.insert("openedAt".into(), RpcValue::from(ms(t.opened_at)));
                 m.insert("lastActivity".into(), RpcValue::from(ms(t.last_activity)));
                 m.insert("bytesToRsh".into(), RpcValue::from(t.bytes_to_rsh as i64));

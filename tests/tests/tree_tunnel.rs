@@ -1,0 +1,142 @@
+//! A remote shell across two broker levels: shvrsh on the top broker, the agent under
+//! the edge broker. The tunnel is hosted by the nearest broker to the operator that has
+//! `tunnel.public_address` (the site broker here), else by the operator's own broker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use libshv::Client;
+use tests::{bin, string_list, Broker, TIMEOUT};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn child_config(name: &str, parent_port: u16, mount: &str, public_address: Option<&str>) -> String {
+    let tunnel = public_address
+        .map(|a| format!("tunnel:\n  public_address: \"{a}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"name: {name}
+users:
+  admin: {{password: admin, roles: [admin]}}
+  device: {{password: device, roles: [device]}}
+roles:
+  admin: {{access: [{{ri: "**:*", grant: su}}], mount_points: ["**"]}}
+  device: {{access: [{{ri: "**:*", grant: rd}}], mount_points: ["test/**"]}}
+connections:
+  - url: "tcp://admin@127.0.0.1:{parent_port}?password=admin"
+    mount_point: "{mount}"
+    heartbeat: 2
+{tunnel}"#
+    )
+}
+
+struct Agent(Child);
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_child(client: &Client, path: &str, child: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(v) = client.call(path, "ls", None).await {
+            if string_list(&v).iter().any(|c| c == child) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path}/{child} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the tree, a command through it, and returns (top stderr, site stderr).
+async fn run_across_tree(site_public: bool) -> (String, String) {
+    let top = Broker::start(None);
+    let site_port = free_port();
+    let site_addr = format!("127.0.0.1:{site_port}");
+    let public = site_public.then_some(site_addr.as_str());
+    let site = Broker::start_with_args(
+        Some(&child_config("site", top.port, "site", public)),
+        &["--listen", &format!("tcp://{site_addr}")],
+    );
+    let edge = Broker::start(Some(&child_config("edge", site_port, "edge", None)));
+    let _agent = Agent(
+        Command::new(bin("shvagent"))
+            .arg(edge.url("device", "device"))
+            .args(["--mount", "test/agent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn shvagent"),
+    );
+    let (client, _) = top.connect("admin", "admin").await;
+    wait_for_child(&client, "site/edge/test", "agent").await;
+
+    let rsh = tokio::process::Command::new(bin("shvrsh"))
+        .arg(top.url("admin", "admin"))
+        .arg("site/edge/test/agent")
+        .args(["--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(TIMEOUT, rsh)
+        .await
+        .expect("shvrsh hung")
+        .expect("run shvrsh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out\n",
+        "stderr: {}\ntop: {}\nsite: {}",
+        String::from_utf8_lossy(&out.stderr),
+        top.stderr(),
+        site.stderr()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+    (top.stderr(), site.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_across_two_levels_hosted_by_operators_broker() {
+    let (top, site) = run_across_tree(false).await;
+    assert!(
+        top.contains("tunnel requested"),
+        "top broker should host:\n{top}"
+    );
+    assert!(
+        !site.contains("tunnel requested"),
+        "site broker should not host:\n{site}"
+    );
+    assert!(
+        top.contains("user=tunnel#"),
+        "rexec should log in to the top broker:\n{top}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_hosted_by_site_broker_with_public_address() {
+    let (top, site) = run_across_tree(true).await;
+    assert!(
+        site.contains("tunnel requested"),
+        "site broker should host:\n{site}"
+    );
+    assert!(
+        site.contains("user=tunnel#"),
+        "rexec should log in to the site broker:\n{site}"
+    );
+    assert!(
+        !top.contains("user=tunnel#"),
+        "rexec should not log in to the top broker:\n{top}"
+    );
+}
