@@ -98,6 +98,9 @@ enum Pending {
 struct Shared {
     pending: Mutex<HashMap<i64, Pending>>,
     next_id: AtomicI64,
+    /// Requests being served, by (request id, CallerIds as Cpon): SHV 3 callers re-send
+    /// a long request with Abort=false to ask if it still runs, or Abort=true to cancel.
+    serving: Mutex<HashMap<(i64, String), tokio::task::AbortHandle>>,
 }
 
 /// A logged-in connection. Cheap to clone; the connection closes when the last clone
@@ -138,6 +141,7 @@ impl Client {
         let (closed_tx, closed_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
+            serving: Mutex::new(HashMap::new()),
             next_id: AtomicI64::new(10),
         });
         let client = Client {
@@ -460,8 +464,40 @@ async fn read_loop(
             let Some(client) = client.upgrade() else {
                 continue;
             };
+            let key = (
+                frame.request_id().unwrap_or_default(),
+                frame
+                    .meta
+                    .get(crate::meta::tag::CALLER_IDS)
+                    .map(|c| c.to_cpon())
+                    .unwrap_or_default(),
+            );
+            if let Some(abort) = msg.body.get(&crate::meta::key::ABORT) {
+                // Not a new call: a question about (or the cancel of) a running one.
+                let running = client.shared.serving.lock().unwrap().remove(&key);
+                match running {
+                    Some(task) if abort.as_bool() => {
+                        task.abort();
+                        let err =
+                            RpcError::new(crate::message::code::REQUEST_INVALID, "request aborted");
+                        let _ = client
+                            .send(RpcMessage::response_to(&frame.meta).with_error(&err))
+                            .await;
+                    }
+                    Some(task) => {
+                        client.shared.serving.lock().unwrap().insert(key, task);
+                    }
+                    None => {}
+                }
+                continue;
+            }
             let handler = handler.clone();
-            tokio::spawn(async move {
+            let task_client = client.clone();
+            let task_key = key.clone();
+            // Held across the spawn so that the task's own removal comes after this insert.
+            let mut serving = client.shared.serving.lock().unwrap();
+            let task = tokio::spawn(async move {
+                let client = task_client;
                 let meta = msg.meta.clone();
                 let result = match handler {
                     Some(h) => h.handle(&client, msg).await,
@@ -469,12 +505,14 @@ async fn read_loop(
                         "this client serves no requests",
                     ))),
                 };
+                client.shared.serving.lock().unwrap().remove(&task_key);
                 if let Some(r) = result {
                     let _ = client
                         .send(RpcMessage::response_to(&meta).with_result_or_error(r))
                         .await;
                 }
             });
+            serving.insert(key, task.abort_handle());
         } else if frame.is_signal() {
             if let Ok(msg) = RpcMessage::from_frame(&frame) {
                 // A dropped receiver means the application does not want signals.
