@@ -44,6 +44,17 @@ pub fn level_name(level: i64) -> String {
         .unwrap_or_else(|| level.to_string())
 }
 
+/// The highest named level not above `level`: peers such as pyshv accept only the
+/// named levels on the wire, and rounding down never grants more.
+pub fn named_floor(level: i64) -> i64 {
+    NAMES
+        .iter()
+        .map(|(_, l)| *l)
+        .filter(|l| *l <= level)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The level expressed by an Access grant string such as `rd,foo` (first known token).
 pub fn level_from_access(access: &str) -> Option<i64> {
     access.split(',').filter_map(parse_level_name_only).max()
@@ -66,5 +77,8 @@ mod tests {
         assert_eq!(level_name(16), "wr");
         assert_eq!(level_from_access("wr,xyz"), Some(16));
         assert_eq!(level_from_access("xyz"), None);
+        assert_eq!(named_floor(10), 8);
+        assert_eq!(named_floor(63), 63);
+        assert_eq!(named_floor(0), 0);
     }
 }

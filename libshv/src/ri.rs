@@ -8,6 +8,8 @@ pub struct Ri {
     pub path: String,
     pub method: String,
     pub signal: Option<String>,
+    /// `path` split at `/`, once: matching runs for every request and every signal.
+    segments: Vec<String>,
 }
 
 impl Ri {
@@ -27,24 +29,49 @@ impl Ri {
                 s.to_string()
             }
         });
+        Ri::new(path, method, signal)
+    }
+
+    pub fn new(path: String, method: String, signal: Option<String>) -> Self {
+        let segments = split(&path).into_iter().map(str::to_string).collect();
         Ri {
             path,
             method,
             signal,
+            segments,
         }
     }
 
     /// Does a method call `path:method` match this (method-only) pattern?
     pub fn matches_method(&self, path: &str, method: &str) -> bool {
-        path_match(&self.path, path) && glob(&self.method, method)
+        glob(&self.method, method) && self.matches_path(path)
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
+        // Paths are short; keep their segments on the stack.
+        let mut buf = [""; 32];
+        let mut n = 0;
+        for seg in path.split('/') {
+            if n == buf.len() {
+                return path_match(&self.path, path);
+            }
+            buf[n] = seg;
+            n += 1;
+        }
+        let segs = if path.is_empty() {
+            &buf[..0]
+        } else {
+            &buf[..n]
+        };
+        segments_match(&self.segments, segs)
     }
 
     /// Does a signal `path` (from `source`) named `signal` match?
     /// For subscription RIs the middle part is the source method.
     pub fn matches_signal(&self, path: &str, source: &str, signal: &str) -> bool {
-        path_match(&self.path, path)
+        glob(self.signal.as_deref().unwrap_or("*"), signal)
             && glob(&self.method, source)
-            && glob(self.signal.as_deref().unwrap_or("*"), signal)
+            && self.matches_path(path)
     }
 }
 
@@ -68,11 +95,11 @@ impl Ri {
                 Some(_) => return None,
             }
         }
-        Some(Ri {
-            path: pat[p..].join("/"),
-            method: self.method.clone(),
-            signal: self.signal.clone(),
-        })
+        Some(Ri::new(
+            pat[p..].join("/"),
+            self.method.clone(),
+            self.signal.clone(),
+        ))
     }
 }
 
@@ -101,14 +128,14 @@ fn split(s: &str) -> Vec<&str> {
 }
 
 // Iterative matcher with backtracking on the last `**` (like glob's `*` over segments).
-fn segments_match(pat: &[&str], segs: &[&str]) -> bool {
+fn segments_match<P: AsRef<str>>(pat: &[P], segs: &[&str]) -> bool {
     let (mut p, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < segs.len() {
-        if p < pat.len() && pat[p] == "**" {
+        if p < pat.len() && pat[p].as_ref() == "**" {
             star = Some((p, s));
             p += 1;
-        } else if p < pat.len() && glob(pat[p], segs[s]) {
+        } else if p < pat.len() && glob(pat[p].as_ref(), segs[s]) {
             p += 1;
             s += 1;
         } else if let Some((sp, ss)) = star {
@@ -119,7 +146,7 @@ fn segments_match(pat: &[&str], segs: &[&str]) -> bool {
             return false;
         }
     }
-    while p < pat.len() && pat[p] == "**" {
+    while p < pat.len() && pat[p].as_ref() == "**" {
         p += 1;
     }
     p == pat.len()
@@ -127,6 +154,13 @@ fn segments_match(pat: &[&str], segs: &[&str]) -> bool {
 
 /// fnmatch-style glob for one segment: `*`, `?`, `[abc]`, `[!a-z]`.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    // Fast paths for the common shapes: no allocation on the routing hot path.
+    if pattern == "*" {
+        return true;
+    }
+    if !pattern.contains(['*', '?', '[']) {
+        return pattern == text;
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);

@@ -13,7 +13,7 @@ use libshv::RpcUrl;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Connection;
-use crate::peer::{write_loop, Conn, Event, LoginInfo, PeerContext, Registration};
+use crate::peer::{write_loop, Conn, Event, LoginInfo, OutCodec, PeerContext, Registration};
 
 /// Link state changes reported to the broker task (shown by `.broker:parents`).
 #[derive(Debug, Clone)]
@@ -86,6 +86,8 @@ async fn session(
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(ctx.config.limits.client_queue);
     let cancel = ctx.shutdown.child_token();
+    // Login is done: from now on the link writes what the broker queues.
+    let writer = tokio_util::codec::FramedWrite::new(writer.into_inner(), OutCodec);
     let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
     let (reply_tx, reply_rx) = oneshot::channel();
     let reg = Registration {
@@ -125,7 +127,7 @@ async fn session(
             }
             rid += 1;
             let ping = RpcMessage::new_request(rid, ".app", "ping", None).into_frame();
-            if hb_tx.send(ping).await.is_err() {
+            if hb_tx.send(ping.into()).await.is_err() {
                 return;
             }
         }

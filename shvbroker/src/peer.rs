@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use libshv::codec::BlockCodec;
 use libshv::codec::Incoming;
-use libshv::connection::{framed, BoxRead, BoxWrite, FrameReader, FrameWriter};
+use libshv::connection::{BoxRead, BoxWrite, FrameReader};
 use libshv::login::{sha1_hex, sha1_login};
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::{RpcFrame, RpcValue};
 use rand::Rng;
 use shvproto::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
@@ -32,7 +34,7 @@ pub enum Event {
 pub struct Registration {
     pub id: PeerId,
     pub login: LoginInfo,
-    pub tx: mpsc::Sender<RpcFrame>,
+    pub tx: mpsc::Sender<Outgoing>,
     pub cancel: CancellationToken,
     pub addr: String,
     /// The meta of the `login` request: the broker task answers it, so that the login
@@ -64,7 +66,9 @@ pub struct PeerContext {
 
 pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerContext>) {
     let limits = &ctx.config.limits;
-    let (mut reader, writer) = framed(read, write, limits.max_frame_size);
+    let mut reader =
+        FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
+    let writer = FramedWrite::new(write, OutCodec);
     let (tx, rx) = mpsc::channel(limits.client_queue);
     let cancel = ctx.shutdown.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
@@ -95,7 +99,7 @@ pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: 
 
 pub(crate) struct Conn {
     pub(crate) id: PeerId,
-    pub(crate) tx: mpsc::Sender<RpcFrame>,
+    pub(crate) tx: mpsc::Sender<Outgoing>,
     pub(crate) cancel: CancellationToken,
     pub(crate) addr: String,
     pub(crate) ctx: Arc<PeerContext>,
@@ -111,7 +115,7 @@ enum Read {
 impl Conn {
     async fn respond(&self, request: &RpcFrame, result: Result<RpcValue, RpcError>) {
         let msg = RpcMessage::response_to(&request.meta).with_result_or_error(result);
-        let _ = self.tx.send(msg.into_frame()).await;
+        let _ = self.tx.send(msg.into_frame().into()).await;
     }
 
     /// Reads the next frame, answering what needs no broker state (oversized requests).
@@ -404,9 +408,39 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
         .ok()?
 }
 
+/// What the broker queues to a peer: a frame to serialize in the peer's writer task, or
+/// bytes already framed (a signal encoded once for all its subscribers).
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(RpcFrame),
+    Encoded(bytes::Bytes),
+}
+
+impl From<RpcFrame> for Outgoing {
+    fn from(f: RpcFrame) -> Self {
+        Outgoing::Frame(f)
+    }
+}
+
+pub(crate) struct OutCodec;
+
+impl Encoder<Outgoing> for OutCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Outgoing, dst: &mut bytes::BytesMut) -> Result<(), Self::Error> {
+        match item {
+            Outgoing::Frame(f) => libshv::codec::encode_into(&f, dst),
+            Outgoing::Encoded(b) => dst.extend_from_slice(&b),
+        }
+        Ok(())
+    }
+}
+
+pub(crate) type PeerWriter = FramedWrite<BoxWrite, OutCodec>;
+
 pub(crate) async fn write_loop(
-    mut writer: FrameWriter,
-    mut rx: mpsc::Receiver<RpcFrame>,
+    mut writer: PeerWriter,
+    mut rx: mpsc::Receiver<Outgoing>,
     cancel: CancellationToken,
 ) {
     {

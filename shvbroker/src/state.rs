@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
 use crate::config::{check_mount_path, Config};
-use crate::peer::{Event, LoginInfo, PeerId, Registration};
+use crate::peer::{Event, LoginInfo, Outgoing, PeerId, Registration};
 use crate::tunnel::Tunnels;
 
 pub struct Peer {
@@ -28,7 +28,7 @@ pub struct Peer {
     pub device_id: Option<String>,
     pub user_agent: Option<String>,
     pub addr: String,
-    pub tx: mpsc::Sender<RpcFrame>,
+    pub tx: mpsc::Sender<Outgoing>,
     pub cancel: CancellationToken,
     /// RI text → (parsed RI, expiry).
     pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
@@ -301,7 +301,8 @@ impl Broker {
     }
 
     /// Queues a frame to a peer; a full queue disconnects the peer (it does not read).
-    pub fn send_to(&mut self, id: PeerId, frame: RpcFrame) -> bool {
+    pub fn send_to(&mut self, id: PeerId, frame: impl Into<Outgoing>) -> bool {
+        let frame = frame.into();
         let Some(p) = self.peers.get(&id) else {
             return false;
         };
@@ -380,6 +381,7 @@ impl Broker {
         };
         if let Some((target, rest)) = self.route(&path) {
             frame.set_shv_path(&rest);
+            let level = libshv::access::named_floor(level);
             frame.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
             frame
                 .meta
@@ -504,8 +506,13 @@ impl Broker {
             })
             .map(|p| p.id)
             .collect();
+        if targets.is_empty() {
+            return;
+        }
+        // Serialized once, shared by every subscriber's queue.
+        let encoded = bytes::Bytes::from(libshv::codec::encode_frame(frame));
         for id in targets {
-            self.send_to(id, frame.clone());
+            self.send_to(id, Outgoing::Encoded(encoded.clone()));
         }
     }
 
