@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: build everything, start shvbroker on its
-# built-in default config (loopback only), mount an shvagent, and poke both with shvcall.
+# built-in default config (loopback only), mount an shvagent, poke both with shvcall, run
+# a command over a remote-shell tunnel with shvrsh, then (on a terminal) open an
+# interactive remote shell: type `exit` (or `~.` after Enter) to end the demo.
 #
 #   scripts/demo.sh            # broker on tcp://127.0.0.1:3755 (the default config)
 #   SHV_DEMO_PORT=0 scripts/demo.sh   # any free port instead
@@ -68,4 +70,23 @@ call "$ADMIN" test ls
 call "$ADMIN" test/agent ls
 call "$ADMIN" test/agent runCmd '"echo hello from the agent; uname -s"'
 
+# The remote shell: a tunnel from shvrsh through the broker to shvrexec on the device.
+echo "\$ shvrsh '$ADMIN' test/agent -- sh -c 'echo hello from a remote shell; echo to stderr >&2; exit 3'"
+set +e
+"$BIN/shvrsh" "$ADMIN" test/agent -- sh -c 'echo hello from a remote shell; echo to stderr >&2; exit 3'
+echo "(exit status $?)"
+set -e
+echo "\$ head -c 1048576 /dev/urandom | shvrsh ... -- sha256sum   (compare with the local sum)"
+head -c 1048576 /dev/urandom >"$RUN_DIR/blob"
+"$BIN/shvrsh" "$ADMIN" test/agent -- sha256sum <"$RUN_DIR/blob"
+sha256sum <"$RUN_DIR/blob"
+call "$ADMIN" .broker/tunnels list
+
+if [ -t 0 ] && [ -t 1 ]; then
+    echo "== interactive remote shell on test/agent (exit or ~. to leave)"
+    echo "\$ shvrsh '$ADMIN' test/agent"
+    "$BIN/shvrsh" "$ADMIN" test/agent || true
+else
+    echo "== (no terminal: skipping the interactive shell; run: $BIN/shvrsh '$ADMIN' test/agent)"
+fi
 echo "== demo OK"
