@@ -154,7 +154,10 @@ pub async fn start(
     std::fs::create_dir_all(workdir).map_err(|e| BenchError::Io(e.to_string()))?;
     let port = free_port()?;
     let listen = format!("tcp://127.0.0.1:{port}");
-    let log = workdir.join(format!("{}.log", kind.label()));
+    // One log per start, so a broker that died in an early round leaves its reason.
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = workdir.join(format!("{}-{n:03}.log", kind.label()));
     let mut cmd = Command::new(bin);
     match kind {
         BrokerKind::Ours => {
@@ -165,7 +168,8 @@ pub async fn start(
             let cfg = workdir.join("upstream.yaml");
             let text = upstream_config(bin, &listen).await?;
             std::fs::write(&cfg, text).map_err(|e| BenchError::Io(e.to_string()))?;
-            cmd.arg("-c").arg(&cfg).args(["-v", "W"]);
+            // `=W`: an empty module name sets the default level (shvproto parse_log_verbosity).
+            cmd.arg("-c").arg(&cfg).args(["-v", "=W"]);
         }
         BrokerKind::Pyshv => {
             let cfg = workdir.join("pyshv.toml");
@@ -304,4 +308,27 @@ mountPoints = ["test/**"]
 access.rd = ["**:*"]
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_config_gets_listener_and_device_user() {
+        let default = "name: foo\nlisten:\n- url: tcp://localhost:3755\nuse_access_db: false\nconnections:\n- name: x\n  enabled: false\naccess:\n  users:\n    admin:\n      password: !Plain admin\n      roles:\n      - su\n";
+        let out = upstream_config_from_default(default, "tcp://127.0.0.1:4000").unwrap();
+        assert!(out.contains("url: tcp://127.0.0.1:4000"), "{out}");
+        assert!(out.contains("connections: []"), "{out}");
+        assert!(out.contains("device:"), "{out}");
+        assert!(out.contains("password: !Plain device"), "{out}");
+        assert!(out.contains("password: !Plain admin"), "{out}");
+    }
+
+    #[test]
+    fn pyshv_config_lists_both_users() {
+        let c = pyshv_config("tcp://127.0.0.1:4001");
+        assert!(c.contains("listen = [\"tcp://127.0.0.1:4001\"]"));
+        assert!(c.contains("[user.device]") && c.contains("[user.admin]"));
+    }
 }

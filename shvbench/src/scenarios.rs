@@ -1,7 +1,7 @@
 //! The load scenarios: `rpc`, `fanout` and `idle`. Every loop is bounded by a deadline
 //! and every wait by a timeout, so a stuck broker makes a scenario fail, not hang.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -208,6 +208,9 @@ pub struct FanoutResult {
 /// Flow control shared by the emitter and the subscribers.
 struct FanoutShared {
     delivered: AtomicU64,
+    /// When the latest signal arrived ([`stats::now_nanos`]): the rate is computed up to
+    /// it, so a drain wait for signals a broker lost does not dilute the rate.
+    last_delivery: AtomicI64,
     emitter_waiting: AtomicBool,
     progress: Notify,
 }
@@ -249,6 +252,7 @@ pub async fn fanout(
         .await;
     let shared = Arc::new(FanoutShared {
         delivered: AtomicU64::new(0),
+        last_delivery: AtomicI64::new(0),
         emitter_waiting: AtomicBool::new(false),
         progress: Notify::new(),
     });
@@ -283,6 +287,7 @@ pub async fn fanout(
                     samples.push_nanos(now - ts);
                 }
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.last_delivery.store(now, Ordering::Relaxed);
                 if shared.emitter_waiting.load(Ordering::Relaxed) {
                     shared.progress.notify_one();
                 }
@@ -292,6 +297,7 @@ pub async fn fanout(
     }
     let m = subscribers as u64;
     let start = Instant::now();
+    let start_nanos = stats::now_nanos();
     let deadline = start + duration;
     let mut emitted = 0u64;
     while Instant::now() < deadline {
@@ -317,7 +323,12 @@ pub async fn fanout(
     {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = start.elapsed();
+    let last = shared.last_delivery.load(Ordering::Relaxed);
+    let elapsed = if last > start_nanos {
+        Duration::from_nanos((last - start_nanos) as u64)
+    } else {
+        start.elapsed()
+    };
     stop.cancel();
     let mut all = Samples::default();
     for t in tasks {
