@@ -302,6 +302,40 @@ impl Client {
     }
 }
 
+/// Keeps a device (or any client) connected: connect, serve until the link drops, back
+/// off (1 s, doubling up to `max_backoff`; reset after a link that held that long),
+/// reconnect. `on_connect` runs after every successful login (e.g. to re-subscribe).
+/// Returns only when the very first login is refused: a wrong password does not fix
+/// itself, while a broker that is down or restarting does.
+pub async fn serve_reconnecting(
+    config: &ClientConfig,
+    handler: Option<Arc<dyn RequestHandler>>,
+    max_backoff: Duration,
+    mut on_connect: impl FnMut(&Client),
+) -> ClientError {
+    let mut backoff = Duration::from_secs(1);
+    let mut ever_connected = false;
+    loop {
+        match Client::connect(config, handler.clone()).await {
+            Ok((client, _signals)) => {
+                ever_connected = true;
+                tracing::info!("connected to {}", config.url.transport());
+                on_connect(&client);
+                let since = tokio::time::Instant::now();
+                client.closed().await;
+                tracing::warn!("connection to {} lost", config.url.transport());
+                if since.elapsed() > max_backoff {
+                    backoff = Duration::from_secs(1);
+                }
+            }
+            Err(e @ ClientError::Login(_)) if !ever_connected => return e,
+            Err(e) => tracing::warn!("{e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
 /// hello + login on a fresh connection.
 pub async fn login(
     reader: &mut FrameReader,

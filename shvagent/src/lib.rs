@@ -534,35 +534,16 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// fix itself); later failures are retried.
 pub async fn run(config: ClientConfig, rexec: PathBuf) -> Result<(), AgentError> {
     let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec));
-    let mut backoff = Duration::from_secs(1);
-    let mut ever_connected = false;
-    loop {
-        match Client::connect(&config, Some(handler.clone())).await {
-            Ok((client, _signals)) => {
-                ever_connected = true;
-                tracing::info!(
-                    "connected to {} as {:?}",
-                    config.url.transport(),
-                    config
-                        .login
-                        .mount_point
-                        .as_ref()
-                        .or(config.login.device_id.as_ref())
-                );
-                let since = Instant::now();
-                client.closed().await;
-                tracing::warn!("connection to {} lost", config.url.transport());
-                // A link that held for a while starts the back-off afresh.
-                if since.elapsed() > MAX_BACKOFF {
-                    backoff = Duration::from_secs(1);
-                }
-            }
-            Err(e @ libshv::ClientError::Login(_)) if !ever_connected => return Err(e.into()),
-            Err(e) => tracing::warn!("{e}; retrying in {backoff:?}"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    let mount = config
+        .login
+        .mount_point
+        .clone()
+        .or(config.login.device_id.clone());
+    let err = libshv::client::serve_reconnecting(&config, Some(handler), MAX_BACKOFF, |_| {
+        tracing::info!("serving as {mount:?}");
+    })
+    .await;
+    Err(err.into())
 }
 
 #[cfg(test)]
