@@ -20,24 +20,7 @@ use shvproto::{IMap, Map, MetaMap, Value};
 use crate::peer::{constant_time_eq, PeerId};
 use crate::state::Broker;
 
-/// TunnelCtl states.
-pub mod state {
-    pub const FIND_REQUEST: i64 = 1;
-    pub const FIND_RESPONSE: i64 = 2;
-    pub const CREATE_REQUEST: i64 = 3;
-    pub const CREATE_RESPONSE: i64 = 4;
-    pub const CLOSE: i64 = 5;
-}
-
-/// TunnelCtl keys.
-mod key {
-    pub const STATE: i32 = 1;
-    pub const HOST: i32 = 2;
-    pub const PORT: i32 = 3;
-    pub const SECRET: i32 = 4;
-    pub const REQUEST_ID: i32 = 5;
-    pub const CALLER_IDS: i32 = 6;
-}
+use libshv::tunnel::{tctl_key as key, TunnelState, TUNNEL_CTL_META_TYPE};
 
 pub struct Tunnel {
     pub id: u64,
@@ -120,13 +103,14 @@ fn tctl_of(frame: &RpcFrame) -> Option<IMap> {
     }
 }
 
-fn tctl_state(frame: &RpcFrame) -> Option<i64> {
-    frame.tunnel_ctl()?.get(key::STATE).map(|v| v.as_int())
+fn tctl_state(frame: &RpcFrame) -> Option<TunnelState> {
+    let state = frame.tunnel_ctl()?.get(key::STATE)?.as_int();
+    TunnelState::try_from(state).ok()
 }
 
 fn tctl_value(m: IMap) -> RpcValue {
     let mut meta = MetaMap::new();
-    meta.insert(tag::META_TYPE_ID, RpcValue::from(3));
+    meta.insert(tag::META_TYPE_ID, RpcValue::from(TUNNEL_CTL_META_TYPE));
     RpcValue::new(Value::IMap(Box::new(m)), Some(meta))
 }
 
@@ -138,7 +122,7 @@ fn new_secret() -> String {
 
 fn close_frame(request_id: i64, cids: &[i64], error: &str) -> RpcFrame {
     let mut m = IMap::new();
-    m.insert(key::STATE, RpcValue::from(state::CLOSE));
+    m.insert(key::STATE, RpcValue::from(TunnelState::CloseTunnel as i64));
     let mut status = Map::new();
     status.insert("error".into(), RpcValue::from(error));
     let mut msg = RpcMessage {
@@ -175,11 +159,11 @@ impl Broker {
     /// Handles the tunnel-specific responses. Returns true if the frame was consumed.
     pub fn tunnel_response(&mut self, from: PeerId, frame: &mut RpcFrame) -> bool {
         match tctl_state(frame) {
-            Some(state::FIND_REQUEST) => {
+            Some(TunnelState::FindTunnelRequest) => {
                 self.find_tunnel(from, frame);
                 true
             }
-            Some(state::FIND_RESPONSE) => {
+            Some(TunnelState::FindTunnelResponse) => {
                 let rid = frame.request_id().unwrap_or_default();
                 let target = meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
                 match target
@@ -199,7 +183,7 @@ impl Broker {
                 }
                 true
             }
-            Some(state::CREATE_REQUEST) => {
+            Some(TunnelState::CreateTunnelRequest) => {
                 // rexec announces its request id W and, with RevCallerIds, its path.
                 let rid = frame.request_id().unwrap_or_default();
                 let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
@@ -223,7 +207,7 @@ impl Broker {
                 }
                 false
             }
-            Some(state::CLOSE) => {
+            Some(TunnelState::CloseTunnel) => {
                 self.close_from_end(from, frame);
                 true
             }
@@ -355,7 +339,7 @@ impl Broker {
             let Some(agent_conn) = rcid.pop() else {
                 return;
             };
-            tctl.insert(key::STATE, RpcValue::from(state::FIND_RESPONSE));
+            tctl.insert(key::STATE, RpcValue::from(TunnelState::FindTunnelResponse as i64));
             let mut meta = MetaMap::new();
             meta.insert(tag::META_TYPE_ID, RpcValue::from(1));
             meta.insert(tag::REQUEST_ID, RpcValue::from(rid));

@@ -1024,6 +1024,24 @@ pub fn config_yaml(mounts: &[(&str, &str)], extra: &str) -> String {
     y
 }
 
+/// A TCP port that was free a moment ago (for brokers that must come back on the same
+/// port after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `ls` of `path` until `child` shows up (e.g. a mount arriving through a tree).
+pub async fn wait_for_child(client: &Client, path: &str, child: &str) {
+    wait_for(&format!("{path}/{child}"), || async {
+        let v = client.call(path, "ls", None).await.ok()?;
+        string_list(&v).iter().any(|c| c == child).then_some(())
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,16 +4,11 @@
 
 use std::time::Duration;
 
-use libshv::{Client, RpcValue};
-use tests::{next_signal, rpc_error_code, signal_parts, string_list, Broker, TestDevice, TIMEOUT};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use libshv::RpcValue;
+use tests::{
+    free_port, next_signal, rpc_error_code, signal_parts, wait_for_child, Broker, TestDevice,
+    TIMEOUT,
+};
 
 /// A broker config that links to a parent at `parent_port`, mounted there at `mount`.
 fn child_config(name: &str, parent_port: u16, mount: &str) -> String {
@@ -32,23 +27,6 @@ connections:
     reconnect_max: 1
 "#
     )
-}
-
-/// Polls `ls` of `path` until `child` shows up.
-async fn wait_for_child(client: &Client, path: &str, child: &str) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Ok(v) = client.call(path, "ls", None).await {
-            if string_list(&v).iter().any(|c| c == child) {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path}/{child} never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Tree {

@@ -5,15 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use libshv::{Client, RpcValue};
-use tests::{python, signal_parts, string_list, Broker, TempDir, TestDevice, TIMEOUT};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tests::{
+    free_port, python, signal_parts, wait_for_child, Broker, TempDir, TestDevice, TIMEOUT,
+};
 
 /// A pyshvbroker process with a TOML config; killed on Drop.
 struct PyBroker {
@@ -100,22 +94,6 @@ async fn connect(url: &str) -> (Client, libshv::client::SignalReceiver) {
         .await
         .expect("connect timeout")
         .expect("login")
-}
-
-async fn wait_for_child(client: &Client, path: &str, child: &str) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Ok(v) = client.call(path, "ls", None).await {
-            if string_list(&v).iter().any(|c| c == child) {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path}/{child} never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Sets the device's number until the subscriber sees the `chng` signal at `path`.

@@ -3,18 +3,8 @@
 //! `tunnel.public_address` (the site broker here), else by the operator's own broker.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use libshv::Client;
-use tests::{bin, string_list, Broker, TIMEOUT};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tests::{bin, free_port, wait_for_child, Broker, TIMEOUT};
 
 fn child_config(name: &str, parent_port: u16, mount: &str, public_address: Option<&str>) -> String {
     let tunnel = public_address
@@ -41,22 +31,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn wait_for_child(client: &Client, path: &str, child: &str) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Ok(v) = client.call(path, "ls", None).await {
-            if string_list(&v).iter().any(|c| c == child) {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path}/{child} never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
