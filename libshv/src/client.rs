@@ -317,7 +317,8 @@ pub async fn serve_reconnecting(
     let mut ever_connected = false;
     loop {
         match Client::connect(config, handler.clone()).await {
-            Ok((client, _signals)) => {
+            // Signals are dropped unread: a kept, undrained receiver would stall reads.
+            Ok((client, _)) => {
                 ever_connected = true;
                 tracing::info!("connected to {}", config.url.transport());
                 on_connect(&client);
