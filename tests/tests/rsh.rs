@@ -618,3 +618,112 @@ async fn path_without_agent_fails_clearly() {
         "shvrsh waited for its open timeout instead of failing on the error"
     );
 }
+
+// ---- beyond the list: more exit paths ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_death_by_signal_is_128_plus_n() {
+    let broker = Broker::start(None);
+    let _agent = Agent::start(&broker, AGENT).await;
+    let out = run_bin(
+        "shvrsh",
+        &[
+            &broker.url("admin", "admin"),
+            AGENT,
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 128 + 15, "exit code; stderr {:?}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_remote_program_fails_with_its_name() {
+    let broker = Broker::start(None);
+    let _agent = Agent::start(&broker, AGENT).await;
+    let out = run_bin(
+        "shvrsh",
+        &[
+            &broker.url("admin", "admin"),
+            AGENT,
+            "--",
+            "/no/such/program",
+        ],
+    )
+    .await;
+    assert_ne!(out.code, 0, "exit code; stderr {:?}", out.stderr);
+    assert!(
+        out.stderr.contains("/no/such/program"),
+        "stderr should name the program: {:?}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_shvrsh_interrupts_the_remote_command() {
+    let broker = Broker::start(None);
+    let _agent = Agent::start(&broker, AGENT).await;
+    let mut rsh = spawn_rsh(
+        &broker.url("admin", "admin"),
+        AGENT,
+        &["sh", "-c", "echo ready; exec sleep 100"],
+    );
+    let _stdin = rsh.stdin.take().unwrap();
+    let stdout = collect(rsh.stdout.take().unwrap());
+    let stderr = collect(rsh.stderr.take().unwrap());
+    wait_output(&stdout, "ready\n", "remote sh").await;
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(rsh.id().unwrap() as i32, libc::SIGINT) },
+        0
+    );
+    let code = wait_exit(&mut rsh, "shvrsh after SIGINT").await;
+    assert_eq!(code, 128 + 2, "exit code; stderr {:?}", text(&stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_closing_the_tunnel_ends_both_sides() {
+    let broker = Broker::start(None);
+    let agent = Agent::start(&broker, AGENT).await;
+    let (admin, _) = broker.connect("admin", "admin").await;
+    let mut rsh = spawn_rsh(&broker.url("admin", "admin"), AGENT, &["cat"]);
+    let _stdin = rsh.stdin.take().unwrap();
+    let _stdout = collect(rsh.stdout.take().unwrap());
+    let stderr = collect(rsh.stderr.take().unwrap());
+    let t = wait_connected_tunnel(&admin, AGENT).await;
+    assert_eq!(
+        t.user.split(':').next(),
+        Some("admin"),
+        "tunnel user: {t:?}"
+    );
+    let closed = admin
+        .call(".broker/tunnels", "close", Some(RpcValue::from(t.id)))
+        .await
+        .expect(".broker/tunnels:close");
+    assert!(
+        closed.as_bool(),
+        "close({}) answered {}",
+        t.id,
+        closed.to_cpon()
+    );
+    let code = wait_exit(&mut rsh, "shvrsh after tunnels:close").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(code, 255, "exit code; stderr {:?}", text(&stderr));
+    assert!(
+        text(&stderr).contains("administrator"),
+        "the reason should reach the operator: {:?}",
+        text(&stderr)
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while !agent.rexec_pids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "shvrexec still running after its tunnel was closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tunnels(&admin).await, vec![], "tunnel still listed");
+}

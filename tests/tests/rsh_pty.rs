@@ -145,6 +145,20 @@ impl PtyRsh {
         }
     }
 
+    /// Waits until shvrsh put the terminal in raw mode (it does once the tunnel is open).
+    fn wait_raw(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.termios().local_flags.contains(LocalFlags::ICANON) {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "shvrsh never put the terminal in raw mode; output:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_exit(&mut self) -> i32 {
         let deadline = Instant::now() + TIMEOUT;
         loop {
@@ -195,16 +209,7 @@ async fn interactive_shell_size_resize_exit_and_terminal_restored() {
 
         // shvrsh switches the terminal to raw mode once the tunnel is open; typing
         // before that would be echoed twice (locally and by the remote PTY).
-        let deadline = Instant::now() + TIMEOUT;
-        while rsh.termios().local_flags.contains(LocalFlags::ICANON) {
-            rsh.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "shvrsh never put the terminal in raw mode; output:\n{}",
-                rsh.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        rsh.wait_raw();
         let raw = rsh.termios();
         assert!(
             !raw.local_flags.contains(LocalFlags::ECHO),
@@ -245,4 +250,79 @@ async fn interactive_shell_size_resize_exit_and_terminal_restored() {
     })
     .await
     .unwrap();
+}
+
+/// Runs `f` on a shvrsh session in a 24x80 PTY, off the async workers.
+async fn with_pty_session(f: impl FnOnce(PtyRsh, &Broker) + Send + 'static) {
+    let broker = Arc::new(Broker::start(None));
+    let _agent = Agent::start(&broker, AGENT).await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || {
+        let rsh = PtyRsh::spawn(&b.url("admin", "admin"), 24, 80);
+        f(rsh, &b)
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_restores_the_terminal() {
+    with_pty_session(|mut rsh, _| {
+        let before = rsh.termios();
+        rsh.wait_raw();
+        rsh.expect_size(24, 80);
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(
+            unsafe { libc::kill(rsh.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        assert_eq!(rsh.wait_exit(), 255, "output:\n{}", rsh.text());
+        assert_eq!(
+            mode(&rsh.termios()),
+            mode(&before),
+            "terminal mode not restored after SIGTERM"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tilde_dot_detaches_and_restores_the_terminal() {
+    with_pty_session(|mut rsh, _| {
+        let before = rsh.termios();
+        rsh.wait_raw();
+        rsh.expect_size(24, 80);
+        // After the Enter of the last line, as ssh wants it.
+        rsh.type_keys("~.");
+        assert_eq!(rsh.wait_exit(), 255, "output:\n{}", rsh.text());
+        assert!(
+            rsh.text().contains("detached"),
+            "no word about detaching:\n{}",
+            rsh.text()
+        );
+        assert_eq!(
+            mode(&rsh.termios()),
+            mode(&before),
+            "terminal mode not restored after ~."
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_typed_before_the_tunnel_opens_are_not_lost() {
+    with_pty_session(|mut rsh, _| {
+        // Typed at once, while shvrsh still connects (the terminal is still cooked and
+        // echoes locally; the arithmetic makes only the remote answer match).
+        rsh.type_keys("echo EARLY$((6*7))\r");
+        rsh.wait_raw();
+        assert!(
+            rsh.expect_within("EARLY42", TIMEOUT),
+            "the early keystrokes were lost; output:\n{}",
+            rsh.text()
+        );
+        rsh.type_keys("exit 0\r");
+        assert_eq!(rsh.wait_exit(), 0, "output:\n{}", rsh.text());
+    })
+    .await;
 }
