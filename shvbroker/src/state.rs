@@ -331,6 +331,7 @@ impl Broker {
         if !self.peers.contains_key(&from) {
             return;
         }
+        tracing::trace!(peer = from, meta = %frame.meta, body_len = frame.body.len(), "frame");
         // Tunnel rule 1: a frame that carries RevCallerIds (even Null) gets the sender pushed.
         if frame.has_rev_caller_ids() {
             meta::push_id(&mut frame.meta, tag::REV_CALLER_IDS, from);

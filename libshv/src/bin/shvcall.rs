@@ -73,7 +73,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     Some(msg) => {
                         let f = msg.to_frame();
                         let param = msg.param().map(|p| p.to_cpon()).unwrap_or_else(|| "null".into());
-                        println!("{}:{}:{} {}", f.shv_path(), f.source(), f.method().unwrap_or(""), param);
+                        let line = format!("{}:{}:{} {}", f.shv_path(), f.source(), f.method().unwrap_or(""), param);
+                        // A closed pipe (e.g. `| head`) ends the subscription quietly.
+                        if print_line(&line).is_err() {
+                            return Ok(());
+                        }
                     }
                     None => anyhow::bail!("connection closed"),
                 },
@@ -91,6 +95,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let result = client.call(path, method, param).await?;
-    println!("{}", result.to_cpon());
+    let _ = print_line(&result.to_cpon());
     Ok(())
+}
+
+fn print_line(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
 }
