@@ -120,17 +120,40 @@ impl Decoder for BlockCodec {
 
 /// Writes the frame header for a payload of `payload_len` bytes (format byte excluded).
 pub fn write_header(dst: &mut BytesMut, payload_len: usize, format: u8) {
-    let mut hdr = Vec::with_capacity(10);
-    value::write_uint(&mut hdr, payload_len as u64 + 1);
-    hdr.push(format);
-    dst.extend_from_slice(&hdr);
+    let (hdr, n) = value::uint_bytes(payload_len as u64 + 1);
+    dst.extend_from_slice(&hdr[..n]);
+    dst.extend_from_slice(&[format]);
 }
 
 /// Appends one framed message (header included) to `dst`.
+///
+/// The meta is serialized straight into `dst` behind a gap as large as the largest
+/// header; once its length is known the header is written and the (small) meta moved
+/// down, and the body is appended: no temporary buffers on the hot path.
 pub fn encode_into(frame: &RpcFrame, dst: &mut BytesMut) {
-    let payload = frame.payload();
-    write_header(dst, payload.len(), FORMAT_CHAINPACK);
-    dst.extend_from_slice(&payload);
+    use bytes::BufMut;
+    use shvproto::Writer;
+    const GAP: usize = 10; // a 9-byte length + the format byte
+    let start = dst.len();
+    dst.resize(start + GAP, 0);
+    {
+        let mut w = (&mut *dst).writer();
+        shvproto::ChainPackWriter::new(&mut w)
+            .write_meta(&frame.meta)
+            .expect("writing to memory cannot fail");
+    }
+    let meta_len = dst.len() - start - GAP;
+    let body: &[u8] = if frame.body.is_empty() {
+        &[0x8a, 0xff]
+    } else {
+        &frame.body
+    };
+    let (len, n) = value::uint_bytes((meta_len + body.len() + 1) as u64);
+    dst[start..start + n].copy_from_slice(&len[..n]);
+    dst[start + n] = FORMAT_CHAINPACK;
+    dst.copy_within(start + GAP..start + GAP + meta_len, start + n + 1);
+    dst.truncate(start + n + 1 + meta_len);
+    dst.extend_from_slice(body);
 }
 
 impl Encoder<RpcFrame> for BlockCodec {

@@ -68,27 +68,40 @@ pub fn read_uint(data: &[u8], pos: usize) -> Result<(u64, usize), DecodeError> {
 
 /// Encodes `num` as a ChainPack variable-length unsigned number.
 pub fn write_uint(out: &mut Vec<u8>, num: u64) {
+    let (buf, n) = uint_bytes(num);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// The ChainPack encoding of `num` in a stack buffer: (bytes, length).
+pub fn uint_bytes(num: u64) -> ([u8; 9], usize) {
+    let mut b = [0u8; 9];
     let bits = 64 - num.leading_zeros() as usize;
-    if bits <= 7 {
-        out.push(num as u8);
+    let n = if bits <= 7 {
+        b[0] = num as u8;
+        1
     } else if bits <= 14 {
-        out.extend_from_slice(&[0x80 | (num >> 8) as u8, num as u8]);
+        b[..2].copy_from_slice(&[0x80 | (num >> 8) as u8, num as u8]);
+        2
     } else if bits <= 21 {
-        out.extend_from_slice(&[0xc0 | (num >> 16) as u8, (num >> 8) as u8, num as u8]);
+        b[..3].copy_from_slice(&[0xc0 | (num >> 16) as u8, (num >> 8) as u8, num as u8]);
+        3
     } else if bits <= 28 {
-        out.extend_from_slice(&[
+        b[..4].copy_from_slice(&[
             0xe0 | (num >> 24) as u8,
             (num >> 16) as u8,
             (num >> 8) as u8,
             num as u8,
         ]);
+        4
     } else {
         let nbytes = bits.div_ceil(8);
-        out.push(0xf0 | (nbytes - 4) as u8);
-        for i in (0..nbytes).rev() {
-            out.push((num >> (8 * i)) as u8);
+        b[0] = 0xf0 | (nbytes - 4) as u8;
+        for i in 0..nbytes {
+            b[1 + i] = (num >> (8 * (nbytes - 1 - i))) as u8;
         }
-    }
+        nbytes + 1
+    };
+    (b, n)
 }
 
 /// Skips one scalar or the opening byte of a container; returns (next pos, depth change).

@@ -34,6 +34,8 @@ pub struct Peer {
     pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
     /// Set for a tunnel end logged in with a secret.
     pub tunnel: Option<u64>,
+    /// What this broker appends to UserId for the peer's requests.
+    pub user_id: String,
     /// Set for our link to a parent broker (index in `connections`).
     pub parent_link: Option<usize>,
     /// Whether a mounted peer is itself a broker (asked with `ls(".broker")`).
@@ -159,6 +161,7 @@ impl Broker {
             cancel,
             subscriptions: HashMap::new(),
             tunnel: None,
+            user_id: String::new(),
             parent_link: None,
             is_broker: None,
             connected_at: SystemTime::now(),
@@ -212,6 +215,12 @@ impl Broker {
                 peer.mount = mount;
             }
         }
+        // As pyshv does: `user:broker` for our own users, just `broker` for requests
+        // from a parent (whose user is already in the chain).
+        peer.user_id = match peer.parent_link {
+            Some(_) => self.config.name.clone(),
+            None => format!("{}:{}", peer.user, self.config.name),
+        };
         tracing::info!(peer = id, user = %peer.user, addr = %peer.addr, mount = ?peer.mount, "logged in");
         let mount = peer.mount.clone();
         self.peers.insert(id, peer);
@@ -387,15 +396,9 @@ impl Broker {
             frame
                 .meta
                 .insert(tag::ACCESS, RpcValue::from(level_name(level)));
-            // As pyshv does: `user:broker` for our own users, just `broker` for requests
-            // from a parent (whose user is already in the chain).
-            let me = match peer.parent_link {
-                Some(_) => self.config.name.clone(),
-                None => format!("{}:{}", peer.user, self.config.name),
-            };
             let user_id = match frame.user_id() {
-                Some(u) if !u.is_empty() => format!("{u};{me}"),
-                _ => me,
+                Some(u) if !u.is_empty() => format!("{u};{}", peer.user_id),
+                _ => peer.user_id.clone(),
             };
             frame.meta.insert(tag::USER_ID, RpcValue::from(user_id));
             meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
