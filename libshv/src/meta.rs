@@ -30,12 +30,14 @@ pub mod key {
 pub fn stack_from_value(v: Option<&RpcValue>) -> Vec<i64> {
     match v.map(|v| &v.value) {
         Some(Value::Int(i)) => vec![*i],
-        Some(Value::UInt(i)) => vec![*i as i64],
+        // Connection ids are i64; a UInt above i64::MAX is no id (a cast would make it
+        // i64::MIN, which shvproto's ChainPack writer cannot encode: it panics on it).
+        Some(Value::UInt(i)) => i64::try_from(*i).into_iter().collect(),
         Some(Value::List(l)) => l
             .iter()
             .filter_map(|x| match x.value {
                 Value::Int(i) => Some(i),
-                Value::UInt(u) => Some(u as i64),
+                Value::UInt(u) => i64::try_from(u).ok(),
                 _ => None,
             })
             .collect(),
@@ -90,6 +92,29 @@ mod tests {
         assert_eq!(pop_id(&mut m, tag::CALLER_IDS), Some(5));
         assert!(m.get(tag::CALLER_IDS).is_none());
         assert_eq!(pop_id(&mut m, tag::CALLER_IDS), None);
+    }
+
+    /// Regression: `11:2^63u` (or 13) from a client became i64::MIN on push, and the
+    /// broker's writer panicked encoding it (debug builds): in the broker task for a
+    /// signal with RevCallerIds, which stopped all routing.
+    #[test]
+    fn uint_above_i64_is_no_caller_id() {
+        let big = RpcValue::from(1u64 << 63);
+        assert!(stack_from_value(Some(&big)).is_empty());
+        let list = RpcValue::from(vec![RpcValue::from(u64::MAX), RpcValue::from(7u64)]);
+        assert_eq!(stack_from_value(Some(&list)), vec![7]);
+        let mut m = MetaMap::new();
+        m.insert(tag::REV_CALLER_IDS, big);
+        push_id(&mut m, tag::REV_CALLER_IDS, 4);
+        assert_eq!(m.get(tag::REV_CALLER_IDS), Some(&RpcValue::from(4i64)));
+        // Why it matters: shvproto cannot encode i64::MIN (abs() overflows).
+        if cfg!(debug_assertions) {
+            let r = std::panic::catch_unwind(|| RpcValue::from(i64::MIN).to_chainpack());
+            assert!(
+                r.is_err(),
+                "shvproto encodes i64::MIN now; the guard may go"
+            );
+        }
     }
 
     #[test]

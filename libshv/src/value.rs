@@ -195,24 +195,69 @@ pub fn from_chainpack(data: &[u8]) -> Result<RpcValue, DecodeError> {
     RpcValue::from_chainpack(data).map_err(|e| DecodeError::Codec(e.to_string()))
 }
 
-/// Checks the bracket depth of Cpon text without recursion (strings are skipped).
+/// Checks the bracket depth of Cpon text without recursion.
+///
+/// The scan must see the text exactly as `shvproto`'s Cpon reader does, or brackets it
+/// takes for nesting can hide from the count: strings (`"…"`, `b"…"`, `d"…"`, with
+/// backslash escapes) and comments (`/* … */`, `// …\n`) are skipped. Comments matter:
+/// a `"` inside `/*"*/` once made this scan treat all the following `[[[…` as string
+/// content, and the reader then recursed until the stack overflowed (found while
+/// writing the `cpon_parse` fuzz target; kept in `fuzz/regressions/cpon_parse/`). The block comment is ended the
+/// way the reader ends it: after a `*` the next byte is consumed whatever it is, so
+/// `**/` does not close a comment.
 pub fn check_cpon_depth(text: &str, max_depth: usize) -> Result<(), DecodeError> {
+    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut esc = false;
-    for (i, c) in text.bytes().enumerate() {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if c == b'\\' {
-                esc = true;
-            } else if c == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let c = bytes[i];
+        i += 1;
         match c {
-            b'"' => in_str = true,
+            b'"' => {
+                // A string or blob/datetime body: up to the next unescaped quote.
+                loop {
+                    match bytes.get(i) {
+                        None => return Err(DecodeError::Truncated),
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'/' => match bytes.get(i) {
+                Some(b'*') => {
+                    i += 1;
+                    loop {
+                        let b = *bytes.get(i).ok_or(DecodeError::Truncated)?;
+                        i += 1;
+                        if b == b'*' {
+                            let b = *bytes.get(i).ok_or(DecodeError::Truncated)?;
+                            i += 1;
+                            if b == b'/' {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(b'/') => {
+                    i += 1;
+                    match bytes[i..].iter().position(|b| *b == b'\n') {
+                        Some(n) => i += n + 1,
+                        // The reader fails at the end of input inside a line comment.
+                        None => return Err(DecodeError::Truncated),
+                    }
+                }
+                // The reader rejects any other `/`; nothing after it is read.
+                _ => {
+                    return Err(DecodeError::Codec(format!(
+                        "malformed comment at {}",
+                        i - 1
+                    )))
+                }
+            },
             b'[' | b'{' | b'<' => {
                 depth += 1;
                 if depth > max_depth {
@@ -220,7 +265,7 @@ pub fn check_cpon_depth(text: &str, max_depth: usize) -> Result<(), DecodeError>
                 }
             }
             b']' | b'}' | b'>' => {
-                depth = depth.checked_sub(1).ok_or(DecodeError::Unbalanced(i))?;
+                depth = depth.checked_sub(1).ok_or(DecodeError::Unbalanced(i - 1))?;
             }
             _ => {}
         }
@@ -273,6 +318,21 @@ mod tests {
         assert_eq!(from_chainpack(&data), Err(DecodeError::TooDeep(MAX_DEPTH)));
         let text = "[".repeat(100_000);
         assert_eq!(from_cpon(&text), Err(DecodeError::TooDeep(MAX_DEPTH)));
+    }
+
+    /// Regression (fuzzing): a quote inside a comment hid the brackets after it from
+    /// the depth check, and `shvproto` overflowed the stack on 10^5 nested lists.
+    #[test]
+    fn cpon_comments_cannot_hide_nesting() {
+        let deep = "[".repeat(100_000);
+        for pre in ["/*\"*/", "//\"\n", "/* \\\" */", "/***/ /*\"**/*/"] {
+            let text = format!("{pre}{deep}");
+            assert!(from_cpon(&text).is_err(), "{pre:?}");
+        }
+        // Comments, and brackets inside strings and comments, are still fine.
+        let v = from_cpon("/* [[[ \" */ [1, // ]]] \"\n \"[[\\\"\", b\"]\"] /**/").unwrap();
+        assert_eq!(v.to_cpon(), r#"[1,"[[\"",b"]"]"#);
+        assert!(from_cpon("/* never closed [[[").is_err());
     }
 
     #[test]

@@ -342,7 +342,8 @@ impl Conn {
     }
 }
 
-struct LoginRequest {
+/// A parsed `login` parameter (fields stay private to the broker).
+pub struct LoginRequest {
     user: String,
     password: String,
     kind: String,
@@ -360,7 +361,9 @@ fn str_of(v: Option<&RpcValue>) -> Option<String> {
     }
 }
 
-fn parse_login(param: &RpcValue) -> Result<LoginRequest, &'static str> {
+/// Parses the `login` method's parameter (untrusted input from a connection that has
+/// not logged in yet). Public so that the fuzz target `login_params` can reach it.
+pub fn parse_login(param: &RpcValue) -> Result<LoginRequest, &'static str> {
     let Value::Map(m) = &param.value else {
         return Err("parameter must be a Map");
     };
