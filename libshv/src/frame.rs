@@ -29,6 +29,50 @@ pub enum Kind {
     Invalid,
 }
 
+/// Rejects a meta whose routing tags have the wrong type. Read leniently, such a frame
+/// was misrouted rather than refused: `9:5` (ShvPath as Int) read as the root path and
+/// got the root's `ls`, `10:[…]` (Method as List) made a request look like a response,
+/// and `11:"x"` lost the caller path. A frame that breaks the types is not routed.
+fn check_meta_types(meta: &MetaMap) -> Result<(), DecodeError> {
+    let int = |v: &Value| match v {
+        Value::Int(_) => true,
+        Value::UInt(u) => i64::try_from(*u).is_ok(),
+        _ => false,
+    };
+    for (t, ok) in [
+        (tag::REQUEST_ID, &int as &dyn Fn(&Value) -> bool),
+        (tag::SHV_PATH, &|v| matches!(v, Value::String(_))),
+        (tag::METHOD, &|v| matches!(v, Value::String(_))),
+        (tag::ACCESS, &|v| matches!(v, Value::String(_))),
+        (tag::USER_ID, &|v| matches!(v, Value::String(_) | Value::Null)),
+        (tag::ACCESS_LEVEL, &int),
+        (tag::SOURCE, &|v| matches!(v, Value::String(_))),
+        (tag::REPEAT, &|v| matches!(v, Value::Bool(_))),
+        (tag::TUNNEL_CTL, &|v| matches!(v, Value::IMap(_))),
+        // Caller id stacks: Null/absent = empty, an Int, or a List of Ints.
+        (tag::CALLER_IDS, &|v| stack_ok(v, &int)),
+        (tag::REV_CALLER_IDS, &|v| stack_ok(v, &int)),
+    ] {
+        if let Some(v) = meta.get(t) {
+            if !ok(&v.value) {
+                return Err(DecodeError::Codec(format!(
+                    "meta tag {t} has the wrong type: {}",
+                    v.to_cpon()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stack_ok(v: &Value, int: &dyn Fn(&Value) -> bool) -> bool {
+    match v {
+        Value::Null => true,
+        Value::List(l) => l.iter().all(|x| int(&x.value)),
+        other => int(other),
+    }
+}
+
 impl RpcFrame {
     /// Parses a ChainPack message payload (after the format byte): the MetaMap is decoded
     /// (depth-limited), the body is only checked to start like an IMap.
@@ -44,6 +88,7 @@ impl RpcFrame {
             .try_read_meta()
             .map_err(|e| DecodeError::Codec(e.to_string()))?
             .ok_or_else(|| DecodeError::Codec("missing MetaMap".into()))?;
+        check_meta_types(&meta)?;
         let body = payload.slice(meta_end..);
         match body.first() {
             None | Some(0x8a) => {}
@@ -163,5 +208,35 @@ mod tests {
         let bad = RpcValue::from_cpon("<8:1>[1]").unwrap().to_chainpack();
         assert!(RpcFrame::parse(Bytes::from(bad)).is_err());
         assert!(RpcFrame::parse(Bytes::from_static(&[0x88, 0xff])).is_err());
+    }
+
+    /// Found by the bad-input catalogue (tests/tests/catalogue.rs): wrong-typed routing
+    /// tags were read as absent and the frame routed somewhere else.
+    #[test]
+    fn rejects_wrong_meta_types() {
+        for bad in [
+            r#"<1:1,8:"7",9:".app",10:"ping">i{}"#,
+            r#"<1:1,8:7,9:5,10:"ls">i{}"#,
+            r#"<1:1,8:7,9:".app",10:["ping"]>i{}"#,
+            r#"<1:1,8:7,9:".app",10:"ping",11:{"a":1}>i{}"#,
+            r#"<1:1,8:7,9:".app",10:"ping",11:["x"]>i{}"#,
+            r#"<1:1,8:7,9:".app",10:"ping",17:"su">i{}"#,
+            r#"<1:1,8:7,9:".app",10:"ping",16:5>i{}"#,
+            r#"<1:1,8:7,11:1,15:"x">i{}"#,
+        ] {
+            let cp = RpcValue::from_cpon(bad).unwrap().to_chainpack();
+            assert!(RpcFrame::parse(Bytes::from(cp)).is_err(), "{bad}");
+        }
+        let mut big = RpcValue::from_cpon(r#"<1:1,8:7,9:".app",10:"ping">i{}"#).unwrap();
+        let meta = big.meta.as_mut().unwrap();
+        meta.insert(tag::CALLER_IDS, RpcValue::from(1u64 << 63));
+        assert!(RpcFrame::parse(Bytes::from(big.to_chainpack())).is_err());
+        for good in [
+            r#"<1:1,8:7,9:".app",10:"ping",11:[1,2u],13:null,16:"a:b",17:8u>i{}"#,
+            r#"<1:1,9:"a",10:"chng",19:"get",20:true>i{}"#,
+        ] {
+            let cp = RpcValue::from_cpon(good).unwrap().to_chainpack();
+            assert!(RpcFrame::parse(Bytes::from(cp)).is_ok(), "{good}");
+        }
     }
 }
