@@ -1,0 +1,188 @@
+//! Bounded resources: a client that does not read is cut off instead of buffered
+//! without bound, connections that never log in are timed out, and password guessing
+//! is throttled without telling existing users from unknown ones.
+
+use std::time::Instant;
+
+use libshv::login::{Credentials, LoginParams};
+use libshv::RpcValue;
+use tests::*;
+use tokio::io::AsyncReadExt;
+
+/// The broker's resident set size in KiB, from /proc/PID/status.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS line")
+}
+
+/// A subscriber that never reads while a device floods signals: the broker must drop
+/// it (its queue is bounded) and its memory must stay well below the flood's volume,
+/// while another client keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_reading_subscriber_is_cut_off_and_memory_stays_bounded() {
+    let mut broker = Broker::start(Some(&config_yaml(&[], "limits: {client_queue: 256}\n")));
+    let pid = broker.pid();
+    let (observer, _) = broker.connect("admin", "admin").await;
+    let baseline = vm_rss_kib(pid);
+
+    let mut sleeper = broker.raw().await;
+    sleeper.login("admin", "admin", true).await.expect("login");
+    let sub = sleeper
+        .call(
+            ".broker/currentClient",
+            "subscribe",
+            Some(RpcValue::from("**:*:*")),
+        )
+        .await;
+    assert!(sub.result().is_ok());
+    // From here on `sleeper` is not read until the flood is over.
+
+    let mut device = broker.raw().await;
+    let hello = device.call("", "hello", None).await.result().unwrap();
+    let nonce = hello.get("nonce").unwrap().as_str().to_string();
+    let p = LoginParams {
+        user: "device".into(),
+        credentials: Credentials::Plain("device".into()),
+        mount_point: Some("test/flood".into()),
+        ..Default::default()
+    };
+    device
+        .call("", "login", Some(p.to_value(&nonce)))
+        .await
+        .result()
+        .expect("device login");
+
+    // 64 MiB of signals in 1 KiB payloads: far more than the bound asserted below, so
+    // a broker that buffered for the sleeper would exceed it.
+    const FLOOD_MIB: usize = 64;
+    let signal = libshv::RpcMessage::new_signal(
+        "x",
+        "chng",
+        "get",
+        Some(RpcValue::from(vec![0x5au8; 1024])),
+    )
+    .to_frame();
+    let one = libshv::codec::encode_frame(&signal);
+    let batch: Vec<u8> = one.repeat(1024);
+    let mut peak = baseline;
+    for i in 0..FLOOD_MIB {
+        device.send_bytes(&batch).await.expect("flood");
+        if i % 8 == 0 {
+            peak = peak.max(vm_rss_kib(pid));
+            assert_served(&observer).await;
+        }
+    }
+    // The broker has read the whole flood once the device's next ping is answered.
+    assert!(device.call(".app", "ping", None).await.result().is_ok());
+    peak = peak.max(vm_rss_kib(pid));
+    broker.assert_running();
+    assert_served(&observer).await;
+
+    // The sleeper finds what the kernel buffered, then the end of the stream.
+    let frames = sleeper.expect_closed().await;
+    assert!(
+        frames.len() < FLOOD_MIB * 1024,
+        "the sleeper got all {} signals: it was never cut off",
+        frames.len()
+    );
+    assert!(
+        broker.stderr().contains("send queue full"),
+        "no 'send queue full' disconnect logged"
+    );
+    // Bound: the baseline plus a quarter of the flood. Buffering the flood for the
+    // sleeper would need all 64 MiB.
+    let bound = baseline + (FLOOD_MIB as u64 * 1024) / 4;
+    eprintln!("VmRSS baseline {baseline} KiB, peak {peak} KiB, bound {bound} KiB");
+    assert!(peak < bound, "VmRSS peak {peak} KiB >= bound {bound} KiB");
+}
+
+/// 1 000 connections that never finish login are all closed by `login_timeout`, and
+/// a logged-in client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_unfinished_logins_time_out() {
+    let mut broker = Broker::start(Some(&config_yaml(&[], "limits: {login_timeout: 2}\n")));
+    let (observer, _) = broker.connect("admin", "admin").await;
+    let mut idle = tokio::task::JoinSet::new();
+    for i in 0..1000u32 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", broker.port))
+            .await
+            .expect("connect");
+        // A third say hello, a third send half a frame, a third say nothing at all.
+        let bytes: Vec<u8> = match i % 3 {
+            0 => libshv::codec::encode_frame(
+                &libshv::RpcMessage::new_request(1, "", "hello", None).to_frame(),
+            ),
+            1 => vec![0x40, 0x01, 0x8b],
+            _ => Vec::new(),
+        };
+        idle.spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(&bytes).await;
+            let mut buf = [0u8; 256];
+            // Reads until the broker closes (EOF or reset); errors count as closed.
+            loop {
+                match tokio::time::timeout(TIMEOUT * 2, s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return true,
+                    Ok(Ok(_)) => continue,
+                    Err(_) => return false,
+                }
+            }
+        });
+    }
+    assert_served(&observer).await;
+    let mut closed = 0;
+    while let Some(r) = idle.join_next().await {
+        if r.expect("reader task") {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1000, "connections left open past login_timeout");
+    broker.assert_running();
+    assert_served(&observer).await;
+}
+
+/// Failed logins on one connection are throttled (the third takes longer than the
+/// first), and a wrong password for an existing user gets exactly the same error as
+/// any password for a user that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_and_do_not_reveal_users() {
+    let mut broker = Broker::start(None);
+    let (observer, _) = broker.connect("admin", "admin").await;
+    let mut raw = broker.raw().await;
+    let mut took = Vec::new();
+    let mut errors = Vec::new();
+    for (user, password) in [
+        ("admin", "wrong1"),
+        ("nobody", "wrong2"),
+        ("admin", "wrong3"),
+    ] {
+        let start = Instant::now();
+        let r = raw.login(user, password, true).await;
+        took.push(start.elapsed());
+        errors.push(r.expect_err("a wrong password must fail"));
+    }
+    eprintln!("failed login durations: {took:?}");
+    assert!(
+        took[2] > took[0],
+        "third failure ({:?}) not slower than the first ({:?})",
+        took[2],
+        took[0]
+    );
+    // Same code and message whether the user exists or not.
+    assert_eq!(errors[0], errors[1], "existing vs unknown user differ");
+    assert_eq!(errors[0], errors[2]);
+
+    // The same holds for PLAIN logins on fresh connections.
+    let mut a = broker.raw().await;
+    let mut b = broker.raw().await;
+    let ea = a.login("viewer", "nope", false).await.unwrap_err();
+    let eb = b.login("no-such-user", "nope", false).await.unwrap_err();
+    assert_eq!(ea, eb);
+    broker.assert_running();
+    assert_served(&observer).await;
+}
