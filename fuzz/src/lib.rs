@@ -15,8 +15,11 @@ use libshv::tunnel::{LaunchParams, TunnelCtl};
 use libshv::{value, RpcFrame, RpcMessage};
 use tokio_util::codec::Decoder;
 
+/// One fuzz entry point: takes untrusted bytes, must not panic.
+pub type Entry = fn(&[u8]);
+
 /// The corpus directory names, one per entry point.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("block_codec", block_codec),
     ("frame_parse", frame_parse),
     ("message_decode", message_decode),
