@@ -17,6 +17,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shvproto::{IMap, Map, MetaMap, RpcValue, Value};
@@ -538,6 +539,22 @@ pub struct TunnelEnd {
 /// waits (back-pressure towards the broker instead of unbounded memory).
 const STREAM_CAPACITY: usize = 256;
 
+/// **[ext]** End-to-end flow control: a sender keeps at most this many data bytes
+/// unacknowledged; the receiver acknowledges what its application has consumed with a
+/// channel 3 control `{"ack": n}`. Brokers disconnect a peer that does not read (they
+/// must not buffer without bound), so without a window a fast command and a slow
+/// terminal would lose the tunnel; with it the command is slowed down instead.
+pub const FLOW_WINDOW: usize = 1024 * 1024;
+/// Largest data chunk per frame (keeps acks and window accounting fine-grained).
+pub const MAX_CHUNK: usize = 64 * 1024;
+/// What a data frame costs in the window besides its bytes, so that a stream of tiny
+/// frames (keystrokes) is bounded in frames too, far below a broker's queue limit.
+const FRAME_COST: usize = 1024;
+
+fn cost(len: usize) -> usize {
+    len + FRAME_COST
+}
+
 impl TunnelEnd {
     /// rsh side, steps 1 and 7: calls `launchRexec` on `agent_path`, waits for rexec's
     /// CreateTunnelRequest, answers it with CreateTunnelResponse and returns the open
@@ -730,12 +747,21 @@ impl TunnelEnd {
             client: self.client.clone(),
             send_id: self.send_id,
             send_cids: self.send_cids,
+            window: Arc::new(tokio::sync::Semaphore::new(FLOW_WINDOW)),
         };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let buffered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Acks must be seen even while the application is blocked sending (waiting for
+        // those very acks), so a pump reads the stream independently of `recv`.
+        tokio::spawn(pump(self.rx, events_tx, sender.clone(), buffered.clone()));
         let receiver = TunnelReceiver {
             client: self.client,
-            rx: self.rx,
+            events: events_rx,
             recv_id: self.recv_id,
             closed: self.closed,
+            acker: sender.clone(),
+            unacked: 0,
+            buffered,
         };
         (sender, receiver)
     }
@@ -747,13 +773,32 @@ pub struct TunnelSender {
     client: Client,
     send_id: i64,
     send_cids: Vec<i64>,
+    /// Bytes we may still send before the far side acknowledges ([`FLOW_WINDOW`]).
+    window: Arc<tokio::sync::Semaphore>,
 }
 
 impl TunnelSender {
-    /// Sends bytes on a data channel as `[channel, blob]`.
+    /// Sends bytes on a data channel as `[channel, blob]`, waiting while the far side
+    /// has [`FLOW_WINDOW`] bytes unacknowledged.
     pub async fn send_data(&self, channel: i64, data: &[u8]) -> Result<(), TunnelError> {
-        let result = RpcValue::from(vec![RpcValue::from(channel), RpcValue::from(data)]);
-        self.send_result(result).await
+        for chunk in data.chunks(MAX_CHUNK) {
+            let permits = self
+                .window
+                .acquire_many(cost(chunk.len()) as u32)
+                .await
+                .map_err(|_| TunnelError::Failed("tunnel closed".into()))?;
+            permits.forget();
+            let result = RpcValue::from(vec![RpcValue::from(channel), RpcValue::from(chunk)]);
+            self.send_result(result).await?;
+        }
+        Ok(())
+    }
+
+    /// The far side consumed `n` more bytes.
+    fn acknowledged(&self, n: usize) {
+        // Never beyond the window, whatever a confused peer claims.
+        let room = FLOW_WINDOW.saturating_sub(self.window.available_permits());
+        self.window.add_permits(n.min(room));
     }
 
     /// Sends a control Map on channel 3 (rsh → rexec).
@@ -787,9 +832,69 @@ impl TunnelSender {
 /// The receiving half of a tunnel.
 pub struct TunnelReceiver {
     client: Client,
-    rx: mpsc::Receiver<RpcFrame>,
+    /// Events from the pump (acks already taken out).
+    events: mpsc::UnboundedReceiver<TunnelEvent>,
     recv_id: i64,
     closed: bool,
+    /// Sends our acks.
+    acker: TunnelSender,
+    /// Window cost handed to the application and not yet acknowledged.
+    unacked: usize,
+    /// Window cost the pump queued and the application has not taken yet.
+    buffered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Reads the tunnel's raw stream: acks go straight to the sender's window, everything
+/// else is queued for [`TunnelReceiver::recv`]. The queue is bounded by the window: a
+/// far side that ignores it is cut off rather than buffered for.
+async fn pump(
+    mut rx: mpsc::Receiver<RpcFrame>,
+    events: mpsc::UnboundedSender<TunnelEvent>,
+    sender: TunnelSender,
+    buffered: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let ev = match rx.recv().await {
+            None => TunnelEvent::Closed(CloseStatus::Error("connection to broker lost".into())),
+            Some(frame) => match frame_event(&frame) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!("ignoring bad tunnel frame: {e}");
+                    continue;
+                }
+            },
+        };
+        match &ev {
+            TunnelEvent::Control(v) if v.get("ack").is_some() => {
+                let n = v
+                    .get("ack")
+                    .map(|n| n.as_int().max(0) as usize)
+                    .unwrap_or(0);
+                sender.acknowledged(n);
+                continue;
+            }
+            TunnelEvent::Data { data, .. } => {
+                let queued = buffered.fetch_add(cost(data.len()), Ordering::Relaxed);
+                if queued > 2 * FLOW_WINDOW {
+                    let why = "the far side ignores the tunnel's flow control".to_string();
+                    let _ = events.send(TunnelEvent::Closed(CloseStatus::Error(why)));
+                    break;
+                }
+            }
+            TunnelEvent::Closed(_) => {
+                let _ = events.send(ev);
+                break;
+            }
+            TunnelEvent::Control(_) => {}
+        }
+        if events.send(ev).is_err() {
+            break;
+        }
+    }
+    // A sender waiting for acks must not wait forever.
+    sender.window.close();
 }
 
 impl TunnelReceiver {
@@ -799,24 +904,33 @@ impl TunnelReceiver {
         if self.closed {
             return None;
         }
-        loop {
-            let ev = match self.rx.recv().await {
-                None => TunnelEvent::Closed(CloseStatus::Error("connection to broker lost".into())),
-                Some(frame) => match frame_event(&frame) {
-                    Ok(Some(ev)) => ev,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::debug!("ignoring bad tunnel frame: {e}");
-                        continue;
-                    }
-                },
-            };
-            if matches!(ev, TunnelEvent::Closed(_)) {
+        // What the application took in the previous calls is consumed: acknowledge it
+        // once a quarter window has gathered, so the far side keeps streaming.
+        if self.unacked >= FLOW_WINDOW / 4 {
+            let mut m = shvproto::Map::new();
+            m.insert("ack".into(), RpcValue::from(self.unacked as i64));
+            self.unacked = 0;
+            if let Err(e) = self.acker.send_control(m.into()).await {
+                tracing::debug!("cannot acknowledge tunnel data: {e}");
+            }
+        }
+        let ev = self.events.recv().await.unwrap_or_else(|| {
+            TunnelEvent::Closed(CloseStatus::Error("connection to broker lost".into()))
+        });
+        match &ev {
+            TunnelEvent::Closed(_) => {
                 self.closed = true;
                 self.client.unregister(self.recv_id);
             }
-            return Some(ev);
+            TunnelEvent::Data { data, .. } => {
+                let c = cost(data.len());
+                self.unacked += c;
+                self.buffered
+                    .fetch_sub(c, std::sync::atomic::Ordering::Relaxed);
+            }
+            TunnelEvent::Control(_) => {}
         }
+        Some(ev)
     }
 }
 

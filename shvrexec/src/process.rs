@@ -326,6 +326,20 @@ pub async fn run(
     };
     let mut exited: Option<ExitStatus> = None;
     let mut outputs_open = true;
+    // Output goes out from its own task: a send may wait for rsh's flow-control acks,
+    // which arrive only while this loop keeps receiving (and acknowledging) stdin.
+    let (progress_tx, mut progress_rx) = mpsc::channel::<()>(1);
+    let mut output = std::mem::replace(&mut r.output, mpsc::channel(1).1);
+    let forward = tokio::spawn(async move {
+        while let Some((ch, data)) = output.recv().await {
+            if sender.send_data(ch, &data).await.is_err() {
+                return false;
+            }
+            let _ = progress_tx.try_send(());
+        }
+        true
+    });
+    tokio::pin!(forward);
     let drain = tokio::time::sleep(Duration::from_secs(3600 * 24 * 365));
     tokio::pin!(drain);
     loop {
@@ -353,18 +367,16 @@ pub async fn run(
                     return None;
                 }
             },
-            out = r.output.recv(), if outputs_open => match out {
-                Some((ch, data)) => {
-                    if exited.is_some() {
-                        drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
-                    }
-                    if sender.send_data(ch, &data).await.is_err() {
-                        r.hangup();
-                        return None;
-                    }
+            done = &mut forward, if outputs_open => {
+                outputs_open = false;
+                if !done.unwrap_or(false) {
+                    r.hangup();
+                    return None;
                 }
-                None => outputs_open = false,
-            },
+            }
+            Some(()) = progress_rx.recv(), if outputs_open && exited.is_some() => {
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
+            }
             st = r.child.wait(), if exited.is_none() => {
                 let st = match st {
                     Ok(st) => st,
@@ -376,6 +388,7 @@ pub async fn run(
             _ = &mut drain, if exited.is_some() && outputs_open => {
                 tracing::debug!("output still open {DRAIN_IDLE:?} after exit; closing");
                 outputs_open = false;
+                forward.abort();
             }
         }
     }

@@ -187,12 +187,61 @@ async fn detach(client: &Client, sender: &TunnelSender) {
         .await;
 }
 
+/// How forwarding local input into the tunnel ended.
+enum InputEnd {
+    /// Local stdin hit EOF (and `{"eof": true}` was sent).
+    Eof,
+    /// The user typed `~.`.
+    Detach,
+    /// The tunnel cannot take more (closed or connection lost).
+    Failed,
+}
+
+/// Forwards local input into the tunnel. It runs apart from the receive loop: a send
+/// may wait for the far side's flow-control acks, and those come only while we keep
+/// receiving (and acknowledging) its output.
+async fn forward_input(
+    mut stdin: mpsc::Receiver<Option<Vec<u8>>>,
+    sender: TunnelSender,
+    escape: bool,
+) -> InputEnd {
+    let mut filter = EscapeFilter::default();
+    loop {
+        match stdin.recv().await {
+            Some(Some(data)) => {
+                let (data, detach_now) = if escape {
+                    filter.feed(&data)
+                } else {
+                    (data, false)
+                };
+                if !data.is_empty()
+                    && sender
+                        .send_data(libshv::tunnel::channel::STDIN, &data)
+                        .await
+                        .is_err()
+                {
+                    return InputEnd::Failed;
+                }
+                if detach_now {
+                    return InputEnd::Detach;
+                }
+            }
+            Some(None) | None => {
+                let _ = sender
+                    .send_control(control("eof", RpcValue::from(true)))
+                    .await;
+                return InputEnd::Eof;
+            }
+        }
+    }
+}
+
 /// Relays an open tunnel until it closes; returns the process exit status. Writes the
 /// one-line reason to stderr itself for failures (after restoring the terminal).
 pub async fn relay(
     client: Client,
     end: TunnelEnd,
-    mut stdin: mpsc::Receiver<Option<Vec<u8>>>,
+    stdin: mpsc::Receiver<Option<Vec<u8>>>,
     escape: bool,
     pty: bool,
 ) -> i32 {
@@ -202,7 +251,8 @@ pub async fn relay(
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sighup = signal(SignalKind::hangup()).ok();
-    let mut filter = EscapeFilter::default();
+    let input = tokio::spawn(forward_input(stdin, sender.clone(), escape));
+    tokio::pin!(input);
     let mut stdin_open = true;
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
@@ -246,24 +296,19 @@ pub async fn relay(
                     };
                 }
             },
-            chunk = stdin.recv(), if stdin_open => match chunk {
-                Some(Some(data)) => {
-                    let (data, detach_now) = if escape { filter.feed(&data) } else { (data, false) };
-                    if !data.is_empty() && sender.send_data(libshv::tunnel::channel::STDIN, &data).await.is_err() {
-                        break;
-                    }
-                    if detach_now {
+            end = &mut input, if stdin_open => {
+                stdin_open = false;
+                match end.unwrap_or(InputEnd::Failed) {
+                    InputEnd::Eof => {}
+                    InputEnd::Failed => break,
+                    InputEnd::Detach => {
                         detach(&client, &sender).await;
                         term::restore();
                         eprintln!("shvrsh: detached");
                         return EXIT_FAILURE;
                     }
                 }
-                Some(None) | None => {
-                    stdin_open = false;
-                    let _ = sender.send_control(control("eof", RpcValue::from(true))).await;
-                }
-            },
+            }
             _ = recv_sig(&mut winch), if pty => {
                 if let Some((c, r)) = term::window_size() {
                     let _ = sender.send_control(resize_control(c, r)).await;

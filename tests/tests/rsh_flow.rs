@@ -1,0 +1,71 @@
+//! Tunnel flow control: a command that outputs faster than the operator's side reads
+//! must be slowed down, not cut off. (Brokers disconnect a peer whose send queue
+//! overflows; the tunnel's ack window keeps the queue short.)
+
+mod rsh_common;
+
+use std::process::Stdio;
+
+use rsh_common::Agent;
+use tests::{bin, config_yaml, Broker, TIMEOUT};
+use tokio::io::AsyncReadExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_gets_everything() {
+    // A short per-client queue: without flow control 50 MB in pipe-sized chunks would
+    // overflow it while the reader sleeps.
+    let broker = Broker::start(Some(&config_yaml(&[], "limits:\n  client_queue: 300\n")));
+    let _agent = Agent::start(&broker, "test/agent").await;
+    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
+        .arg(broker.url("admin", "admin"))
+        .arg("test/agent")
+        .args(["--", "head", "-c", "50000000", "/dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shvrsh");
+    let mut stdout = rsh.stdout.take().unwrap();
+    // Let the command run far ahead of us before reading anything.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 4096];
+    let read_all = async {
+        loop {
+            let n = stdout.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            // Keep reading slowly.
+            if total % (1 << 20) < 4096 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, read_all)
+        .await
+        .expect("output never ended");
+    let out = tokio::time::timeout(TIMEOUT, rsh.wait_with_output())
+        .await
+        .expect("shvrsh hung")
+        .unwrap();
+    assert_eq!(
+        total,
+        50_000_000,
+        "stderr: {}\nbroker: {}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.stderr()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !broker.stderr().contains("send queue full"),
+        "{}",
+        broker.stderr()
+    );
+}
