@@ -119,6 +119,12 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connects, opens the tunnel, runs the command and closes the tunnel with its status.
 /// Returns the status that was sent.
 pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
+    // The session belongs to the agent that started us: if it dies (even by SIGKILL),
+    // we get SIGHUP and end the session instead of running on unsupervised.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP) {
+        tracing::warn!("cannot ask for SIGHUP when the agent dies: {e}");
+    }
     let cfg = launch.client_config();
     tracing::info!(
         "connecting to tunnel broker {} for request {:?}",

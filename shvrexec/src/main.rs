@@ -1,4 +1,19 @@
-use std::io::BufRead;
+use std::io::{BufRead, Write};
+
+/// stderr that never fails: it is the agent's pipe, and when the agent dies we must
+/// still finish the session (hang up, send CloseTunnel) rather than panic on EPIPE.
+struct QuietStderr;
+
+impl Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
 
 use clap::Parser;
 
@@ -19,7 +34,7 @@ struct Args {}
 fn main() {
     let _ = Args::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| QuietStderr)
         // No colour codes in log files (shvrexec logs into the agent's stderr).
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
@@ -31,7 +46,7 @@ fn main() {
         Ok(()) => 0,
         Err(e) => {
             // One last line that shvagent passes on to shvrsh as the reason.
-            eprintln!("shvrexec: {e:#}");
+            let _ = writeln!(std::io::stderr(), "shvrexec: {e:#}");
             1
         }
     };

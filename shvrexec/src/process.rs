@@ -340,6 +340,17 @@ pub async fn run(
         true
     });
     tokio::pin!(forward);
+    // SIGHUP: the agent that started us died (PR_SET_PDEATHSIG) or someone hung us up.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let hangup = async move {
+        match hup.as_mut() {
+            Some(h) => {
+                h.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(hangup);
     let drain = tokio::time::sleep(Duration::from_secs(3600 * 24 * 365));
     tokio::pin!(drain);
     loop {
@@ -385,6 +396,14 @@ pub async fn run(
                 exited = Some(st);
                 drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
             },
+            _ = &mut hangup => {
+                tracing::warn!("SIGHUP (the agent went away): hanging up the command");
+                r.hangup();
+                if exited.is_none() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), r.child.wait()).await;
+                }
+                return Some(CloseStatus::Error("the agent on the device stopped".into()));
+            }
             _ = &mut drain, if exited.is_some() && outputs_open => {
                 tracing::debug!("output still open {DRAIN_IDLE:?} after exit; closing");
                 outputs_open = false;

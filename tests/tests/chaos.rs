@@ -106,6 +106,17 @@ async fn agent_killed_during_session_ends_the_shell() {
     assert_ne!(code, Some(0), "shvrsh exit code; stderr: {stderr}");
     assert!(code.is_some(), "shvrsh killed by a signal");
     assert!(!stderr.trim().is_empty(), "shvrsh said nothing");
+    // The session ends because its agent died (shvrexec gets SIGHUP through
+    // PR_SET_PDEATHSIG), long before the remote `sleep 30` would have ended it.
+    assert!(
+        stderr.contains("agent"),
+        "the reason should name the agent: {stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the shell outlived its agent: {:?}",
+        started.elapsed()
+    );
     broker.assert_running();
     assert_served(&admin).await;
     drop(agent);
