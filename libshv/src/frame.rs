@@ -44,7 +44,9 @@ fn check_meta_types(meta: &MetaMap) -> Result<(), DecodeError> {
         (tag::SHV_PATH, &|v| matches!(v, Value::String(_))),
         (tag::METHOD, &|v| matches!(v, Value::String(_))),
         (tag::ACCESS, &|v| matches!(v, Value::String(_))),
-        (tag::USER_ID, &|v| matches!(v, Value::String(_) | Value::Null)),
+        (tag::USER_ID, &|v| {
+            matches!(v, Value::String(_) | Value::Null)
+        }),
         (tag::ACCESS_LEVEL, &int),
         (tag::SOURCE, &|v| matches!(v, Value::String(_))),
         (tag::REPEAT, &|v| matches!(v, Value::Bool(_))),

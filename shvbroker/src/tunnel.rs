@@ -339,7 +339,10 @@ impl Broker {
             let Some(agent_conn) = rcid.pop() else {
                 return;
             };
-            tctl.insert(key::STATE, RpcValue::from(TunnelState::FindTunnelResponse as i64));
+            tctl.insert(
+                key::STATE,
+                RpcValue::from(TunnelState::FindTunnelResponse as i64),
+            );
             let mut meta = MetaMap::new();
             meta.insert(tag::META_TYPE_ID, RpcValue::from(1));
             meta.insert(tag::REQUEST_ID, RpcValue::from(rid));
