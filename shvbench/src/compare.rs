@@ -10,13 +10,17 @@ use libshv::url::Transport;
 use crate::brokers::{self, BrokerBins, BrokerKind};
 use crate::scenarios::{self, Target};
 use crate::stats::median;
+use crate::tunnel::{self, TunnelBins, TunnelSizes};
 use crate::BenchError;
+
+/// What the peers' cells of the tunnel rows say.
+pub const TUNNEL_NA: &str = "n/a — no TunnelCtl tunnels";
 
 /// A column of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Column {
     Broker(BrokerKind),
-    /// The raw relay baseline (rpc only).
+    /// The raw relay baseline (rpc, and the tunnel's bulk bytes).
     Relay,
 }
 
@@ -42,15 +46,27 @@ pub struct CompareOpts {
     pub bins: BrokerBins,
     pub mount: String,
     pub workdir: PathBuf,
+    /// The tunnel scenario (our broker and the relay only); `None` leaves it out.
+    pub tunnel: Option<TunnelOpts>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TunnelOpts {
+    pub bins: TunnelBins,
+    pub sizes: TunnelSizes,
+    /// Where the agent mounts itself (the `device` user must be allowed to).
+    pub agent_mount: String,
 }
 
 /// One row of the table: a scenario variant and one of its metrics.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowKey {
-    /// Sort key so rows keep the scenario order (rpc, fanout, idle) and sizes ascending.
+    /// Sort key so rows keep the scenario order (rpc, fanout, idle, tunnel) and sizes ascending.
     order: (u8, usize, u8),
     pub scenario: String,
     pub metric: &'static str,
+    /// Only our broker can run it: the other brokers' cells say [`TUNNEL_NA`].
+    pub ours_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -70,11 +86,13 @@ impl Report {
         metric: &'static str,
         v: f64,
     ) {
+        let ours_only = order.0 == TUNNEL_ORDER;
         self.values
             .entry(RowKey {
                 order,
                 scenario,
                 metric,
+                ours_only,
             })
             .or_default()
             .entry(col)
@@ -172,6 +190,90 @@ impl Report {
         }
     }
 
+    fn record_tunnel(&mut self, col: Column, r: &tunnel::TunnelRound, mib: u64) {
+        let cat = format!("tunnel, {mib} MiB through `cat`");
+        self.record(
+            col,
+            (TUNNEL_ORDER, 0, 0),
+            cat.clone(),
+            "MB/s each way",
+            r.cat.mb_per_s,
+        );
+        self.record(
+            col,
+            (TUNNEL_ORDER, 0, 1),
+            cat,
+            "tunnel open ms",
+            r.cat.setup.as_secs_f64() * 1e3,
+        );
+        if let Some(d) = &r.download {
+            self.record(
+                col,
+                (TUNNEL_ORDER, 1, 0),
+                format!("tunnel, {mib} MiB download (`head -c`)"),
+                "MB/s",
+                d.mb_per_s,
+            );
+        }
+        let e = format!("tunnel, PTY echo ×{}", r.echo.keystrokes);
+        self.record(
+            col,
+            (TUNNEL_ORDER, 2, 0),
+            e.clone(),
+            "p50 round trip µs",
+            r.echo.p50_us,
+        );
+        self.record(
+            col,
+            (TUNNEL_ORDER, 2, 1),
+            e,
+            "p99 round trip µs",
+            r.echo.p99_us,
+        );
+    }
+
+    /// The relay baseline for the tunnel's bulk rows (one way, so it stands for both).
+    fn record_relay_bulk(&mut self, r: &tunnel::BulkResult, mib: u64, download: bool) {
+        self.record(
+            Column::Relay,
+            (TUNNEL_ORDER, 0, 0),
+            format!("tunnel, {mib} MiB through `cat`"),
+            "MB/s each way",
+            r.mb_per_s,
+        );
+        if download {
+            self.record(
+                Column::Relay,
+                (TUNNEL_ORDER, 1, 0),
+                format!("tunnel, {mib} MiB download (`head -c`)"),
+                "MB/s",
+                r.mb_per_s,
+            );
+        }
+    }
+
+    /// Medians of ours and of the relay for the tunnel's bulk rows, as a sentence per
+    /// row with the tunnel/relay ratio (the requirement is at least 0.5).
+    pub fn tunnel_summary(&self) -> String {
+        let mut out = String::new();
+        for (row, cols) in &self.values {
+            if row.order.0 != TUNNEL_ORDER || !row.metric.starts_with("MB/s") {
+                continue;
+            }
+            let med = |c: &Column| cols.get(c).map(|v| median(v)).unwrap_or(f64::NAN);
+            let t = med(&Column::Broker(BrokerKind::Ours));
+            let r = med(&Column::Relay);
+            if t.is_finite() && r.is_finite() {
+                out.push_str(&format!(
+                    "- {}: {t:.0} MB/s through the tunnel, {r:.0} MB/s through the raw relay: tunnel / relay = {:.2} (required: at least 0.50)\n",
+                    row.scenario,
+                    t / r
+                ));
+            }
+        }
+        out
+    }
+
     /// The Markdown table: medians per column and ours/peer ratios.
     pub fn to_markdown(&self) -> String {
         let peers: Vec<Column> = self
@@ -198,12 +300,23 @@ impl Report {
         for (row, cols) in &self.values {
             let med = |c: &Column| cols.get(c).map(|v| median(v)).unwrap_or(f64::NAN);
             out.push_str(&format!("| {} | {} |", row.scenario, row.metric));
+            let na = |c: &Column| {
+                row.ours_only && matches!(c, Column::Broker(k) if *k != BrokerKind::Ours)
+            };
             for c in &self.columns {
-                out.push_str(&format!(" {} |", fmt_value(med(c))));
+                if na(c) {
+                    out.push_str(&format!(" {TUNNEL_NA} |"));
+                } else {
+                    out.push_str(&format!(" {} |", fmt_value(med(c))));
+                }
             }
             if has_ours {
                 let ours = med(&Column::Broker(BrokerKind::Ours));
                 for p in &peers {
+                    if na(p) {
+                        out.push_str(" n/a |");
+                        continue;
+                    }
                     let r = ours / med(p);
                     out.push_str(&if r.is_finite() {
                         format!(" {r:.2} |")
@@ -217,6 +330,9 @@ impl Report {
         out
     }
 }
+
+/// `RowKey::order.0` of the tunnel rows.
+const TUNNEL_ORDER: u8 = 3;
 
 fn plural(n: usize) -> &'static str {
     if n == 1 {
@@ -257,6 +373,23 @@ pub async fn compare(opts: &CompareOpts) -> Result<Report, BenchError> {
         report
             .versions
             .push((Column::Relay, "shvbench built-in frame relay".into()));
+    }
+    if let Some(t) = &opts.tunnel {
+        t.bins.check()?;
+        let peers: Vec<&str> = report
+            .columns
+            .iter()
+            .filter_map(|c| match c {
+                Column::Broker(k) if *k != BrokerKind::Ours => Some(k.label()),
+                _ => None,
+            })
+            .collect();
+        if !peers.is_empty() {
+            report.notes.push(format!(
+                "tunnel: {}: {TUNNEL_NA} (only our broker implements `.broker/tunnels`), so the tunnel rows compare ours with the raw relay",
+                peers.join(", ")
+            ));
+        }
     }
     let cols = report.columns.clone();
     for round in 0..opts.rounds {
@@ -331,7 +464,50 @@ async fn run_broker(
         }
     }
     b.stop().await;
+    if let (BrokerKind::Ours, Some(t)) = (kind, &opts.tunnel) {
+        let b = brokers::start(kind, bin, &workdir).await?;
+        let res = run_tunnel(t, &b, &workdir).await;
+        b.stop().await;
+        match res {
+            Ok(r) => {
+                eprintln!(
+                    "  tunnel: cat {:.0} MB/s, download {}, echo p50 {:.0} µs p99 {:.0} µs",
+                    r.cat.mb_per_s,
+                    r.download
+                        .as_ref()
+                        .map(|d| format!("{:.0} MB/s", d.mb_per_s))
+                        .unwrap_or_else(|| "–".into()),
+                    r.echo.p50_us,
+                    r.echo.p99_us
+                );
+                report.record_tunnel(col, &r, t.sizes.bytes >> 20);
+            }
+            Err(e) => report.notes.push(format!("{} tunnel: {e}", kind.label())),
+        }
+    }
     Ok(())
+}
+
+/// Mounts shvagent on a running broker and runs one tunnel round through it.
+async fn run_tunnel(
+    t: &TunnelOpts,
+    b: &brokers::RunningBroker,
+    workdir: &std::path::Path,
+) -> Result<tunnel::TunnelRound, BenchError> {
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = workdir.join(format!("shvagent-{n:03}.log"));
+    let agent = tunnel::Agent::start(
+        &t.bins,
+        &b.device_url(),
+        &b.admin_url(),
+        &t.agent_mount,
+        &log,
+    )
+    .await?;
+    let r = tunnel::round(&t.bins, &b.admin_url(), &t.agent_mount, &t.sizes).await;
+    agent.stop().await;
+    r
 }
 
 async fn run_relay(opts: &CompareOpts, report: &mut Report) -> Result<(), BenchError> {
@@ -345,6 +521,11 @@ async fn run_relay(opts: &CompareOpts, report: &mut Report) -> Result<(), BenchE
         eprintln!("  relay rpc {n}: {:.0} calls/s", r.calls_per_s);
         report.record_rpc(Column::Relay, &r);
     }
+    if let Some(t) = &opts.tunnel {
+        let r = tunnel::relay_bulk(t.sizes.bytes).await?;
+        eprintln!("  relay bulk: {:.0} MB/s", r.mb_per_s);
+        report.record_relay_bulk(&r, t.sizes.bytes >> 20, t.sizes.download);
+    }
     Ok(())
 }
 
@@ -352,5 +533,60 @@ pub fn tcp(addr: std::net::SocketAddr) -> Transport {
     Transport::Tcp {
         host: addr.ip().to_string(),
         port: addr.port(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn bulk(mb_per_s: f64) -> tunnel::BulkResult {
+        tunnel::BulkResult {
+            bytes: 1 << 20,
+            setup: Duration::from_millis(5),
+            elapsed: Duration::from_millis(10),
+            mb_per_s,
+        }
+    }
+
+    #[test]
+    fn tunnel_rows_are_ours_only_and_summarised() {
+        let mut r = Report {
+            columns: vec![
+                Column::Broker(BrokerKind::Ours),
+                Column::Broker(BrokerKind::Upstream),
+                Column::Relay,
+            ],
+            ..Default::default()
+        };
+        let round = tunnel::TunnelRound {
+            cat: bulk(100.0),
+            download: Some(bulk(300.0)),
+            echo: tunnel::EchoResult {
+                keystrokes: 500,
+                setup: Duration::from_millis(5),
+                p50_us: 300.0,
+                p99_us: 900.0,
+            },
+        };
+        r.record_tunnel(Column::Broker(BrokerKind::Ours), &round, 1);
+        r.record_relay_bulk(&bulk(400.0), 1, true);
+        let md = r.to_markdown();
+        let cat = md
+            .lines()
+            .find(|l| l.contains("through `cat`") && l.contains("MB/s each way"))
+            .unwrap();
+        assert_eq!(
+            cat,
+            format!("| tunnel, 1 MiB through `cat` | MB/s each way | 100 | {TUNNEL_NA} | 400 | n/a | 0.25 |")
+        );
+        assert!(
+            md.contains("| tunnel, PTY echo ×500 | p50 round trip µs | 300 |"),
+            "{md}"
+        );
+        let s = r.tunnel_summary();
+        assert!(s.contains("tunnel / relay = 0.25"), "{s}");
+        assert!(s.contains("tunnel / relay = 0.75"), "{s}");
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`scenarios`]: `rpc` (N callers → a mounted device), `fanout` (1 device → M
 //!   subscribers), `idle` (K logged-in clients, broker RSS per client);
+//! - [`tunnel`]: bulk bytes and keystroke echo through shvrsh → tunnel → shvrexec
+//!   (our broker only), with the raw relay as the bulk baseline;
 //! - [`relay`]: the raw frame relay used as the "physical limit" baseline;
 //! - [`brokers`]: starting ours, the crates.io Rust shvbroker and pyshv with
 //!   equivalent generated configs;
@@ -14,6 +16,7 @@ pub mod proto;
 pub mod relay;
 pub mod scenarios;
 pub mod stats;
+pub mod tunnel;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,7 +49,8 @@ pub enum BenchError {
 /// Scenarios: `rpc` (N clients calling a method on a device that shvbench mounts on the
 /// broker), `fanout` (one device emitting signals to M subscribers), `idle` (K idle
 /// logged-in clients, broker RSS per client), `relay` (the rpc load through a raw
-/// frame relay: the physical limit of this machine). `compare` starts each broker
+/// frame relay: the physical limit of this machine), `tunnel` (bytes and keystrokes
+/// through shvrsh and a broker tunnel; our broker only). `compare` starts each broker
 /// itself and prints a Markdown table; `smoke` runs everything for ~1 s.
 ///
 /// Callers log in with the URL's user (e.g. tcp://admin@127.0.0.1:3755?password=admin);
@@ -115,21 +119,46 @@ pub enum Command {
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
     },
+    /// Bytes and keystrokes through a remote shell: starts shvagent (mounted at
+    /// --agent-mount, logged in with --device-url), then per round `shvrsh URL AGENT -- cat`
+    /// with --mib MiB piped through (MB/s each way), `-- head -c` of the same size (MB/s),
+    /// and `shvrsh -t ... -- cat` with --keystrokes single-byte PTY echoes (p50/p99); and
+    /// the same bytes through the raw relay as 64 KiB Block frames, with the ratio.
+    /// Needs a broker with tunnels (ours) and the release shvagent, shvrexec and shvrsh.
+    Tunnel {
+        /// Broker URL for shvrsh, with credentials, e.g. tcp://admin@127.0.0.1:3755?password=admin
+        url: String,
+        /// URL the agent logs in with (default: the same host and port, device/device)
+        #[arg(long)]
+        device_url: Option<String>,
+        #[command(flatten)]
+        tunnel: TunnelArgs,
+        /// Rounds; medians are printed at the end
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Every scenario for about a second against one broker (rpc with 2 clients, fanout
-    /// with 2 subscribers, idle with 10 clients, relay with 2 clients); exits non-zero
-    /// unless calls and signals went through. Meant for CI: no timing is judged.
+    /// with 2 subscribers, idle with 10 clients, relay with 2 clients; with --tunnel also
+    /// 1 MiB through `shvrsh -- cat` and 3 PTY echoes); exits non-zero unless calls,
+    /// signals and tunnel bytes went through. Meant for CI: no timing is judged.
     Smoke {
         #[command(flatten)]
         target: TargetArgs,
         /// PID of the broker process, to also exercise the RSS reading
         #[arg(long)]
         broker_pid: Option<u32>,
+        /// Also the tunnel round trip (the broker must implement tunnels, as ours does)
+        #[arg(long)]
+        tunnel: bool,
+        /// Directory with shvagent, shvrexec and shvrsh (default: next to shvbench)
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
     },
     /// Starts each broker itself on 127.0.0.1 (fresh port, generated config), runs every
     /// scenario against each over several rounds (order rotated per round) and prints a
     /// Markdown table of medians and ours/peer ratios. Missing brokers are skipped
     /// with a note.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -148,17 +177,58 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     fn urls(&self) -> anyhow::Result<(RpcUrl, RpcUrl)> {
-        let url = RpcUrl::parse(&self.url)?;
-        let device = match &self.device_url {
-            Some(d) => RpcUrl::parse(d)?,
-            None => RpcUrl {
-                transport: url.transport.clone(),
-                user: "device".into(),
-                password: Some("device".into()),
-                ..Default::default()
-            },
-        };
-        Ok((url, device))
+        urls(&self.url, self.device_url.as_deref())
+    }
+}
+
+/// The callers' URL and the device's (default: same transport, device/device).
+fn urls(url: &str, device_url: Option<&str>) -> anyhow::Result<(RpcUrl, RpcUrl)> {
+    let url = RpcUrl::parse(url)?;
+    let device = match device_url {
+        Some(d) => RpcUrl::parse(d)?,
+        None => RpcUrl {
+            transport: url.transport.clone(),
+            user: "device".into(),
+            password: Some("device".into()),
+            ..Default::default()
+        },
+    };
+    Ok((url, device))
+}
+
+#[derive(Args, Debug)]
+pub struct TunnelArgs {
+    /// MiB piped through `cat` (and downloaded) per round
+    #[arg(long, default_value_t = 64)]
+    pub mib: u64,
+    /// Single-byte PTY echoes per round
+    #[arg(long, default_value_t = 500)]
+    pub keystrokes: usize,
+    /// Leave out the `head -c N /dev/zero` download
+    #[arg(long)]
+    pub no_download: bool,
+    /// Where shvagent mounts itself (the device user must be allowed to mount there)
+    #[arg(long, default_value = "test/agent")]
+    pub agent_mount: String,
+    /// Directory with shvagent, shvrexec and shvrsh (default: next to shvbench, i.e.
+    /// target/release for a release shvbench)
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl TunnelArgs {
+    fn bins(&self) -> tunnel::TunnelBins {
+        match &self.bin_dir {
+            Some(d) => tunnel::TunnelBins::in_dir(d),
+            None => tunnel::TunnelBins::next_to_exe(),
+        }
+    }
+    fn sizes(&self) -> tunnel::TunnelSizes {
+        tunnel::TunnelSizes {
+            bytes: self.mib.max(1) << 20,
+            keystrokes: self.keystrokes.max(1),
+            download: !self.no_download,
+        }
     }
 }
 
@@ -179,6 +249,11 @@ pub struct CompareArgs {
     /// Leave out the raw relay baseline
     #[arg(long)]
     pub no_relay: bool,
+    /// Leave out the tunnel scenario (which runs against our broker only)
+    #[arg(long)]
+    pub no_tunnel: bool,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
     /// Our shvbroker binary (default: shvbroker next to this executable)
     #[arg(long)]
     pub ours: Option<PathBuf>,
@@ -235,14 +310,19 @@ pub struct SmokeReport {
     pub relay: scenarios::RpcResult,
     pub fanout: scenarios::FanoutResult,
     pub idle: scenarios::IdleResult,
+    /// 1 MiB through `shvrsh -- cat` and 3 PTY echoes, when asked for.
+    pub tunnel: Option<tunnel::TunnelRound>,
+    pub relay_bulk: Option<tunnel::BulkResult>,
 }
 
-/// Each scenario for ~1 s against one broker (and the relay).
+/// Each scenario for ~1 s against one broker (and the relay); with `tunnel`, also a
+/// 1 MiB tunnel round trip (shvagent mounted at `test/agent`, logging in as `device`).
 pub async fn smoke(
     url: &RpcUrl,
     device: &RpcUrl,
     mount: &str,
     broker_pid: Option<u32>,
+    tunnel: Option<&tunnel::TunnelBins>,
 ) -> Result<SmokeReport, BenchError> {
     let second = Duration::from_secs(1);
     let target = scenarios::Target::broker(url.clone(), device.clone(), mount);
@@ -255,11 +335,30 @@ pub async fn smoke(
         device: compare::tcp(r.device_addr),
     };
     let relay = scenarios::rpc(&relay_target, 2, second).await?;
+    drop(r);
+    let (tunnel, relay_bulk) = match tunnel {
+        Some(bins) => {
+            let sizes = tunnel::TunnelSizes {
+                bytes: 1 << 20,
+                keystrokes: 3,
+                download: false,
+            };
+            let log = std::env::temp_dir()
+                .join(format!("shvbench-smoke-agent-{}.log", std::process::id()));
+            let agent = tunnel::Agent::start(bins, device, url, "test/agent", &log).await?;
+            let t = tunnel::round(bins, url, "test/agent", &sizes).await;
+            agent.stop().await;
+            (Some(t?), Some(tunnel::relay_bulk(sizes.bytes).await?))
+        }
+        None => (None, None),
+    };
     Ok(SmokeReport {
         rpc,
         relay,
         fanout,
         idle,
+        tunnel,
+        relay_bulk,
     })
 }
 
@@ -288,6 +387,26 @@ fn print_idle(r: &scenarios::IdleResult) {
         r.kib_per_client
             .map(|k| format!("{k:.1}KiB"))
             .unwrap_or_else(|| "n/a".into())
+    );
+}
+
+fn print_bulk(what: &str, r: &tunnel::BulkResult) {
+    println!(
+        "{what:<16} bytes={:<10} open={:>6.1}ms transfer={:>8.1}ms MB/s={:>8.1}",
+        r.bytes,
+        r.setup.as_secs_f64() * 1e3,
+        r.elapsed.as_secs_f64() * 1e3,
+        r.mb_per_s
+    );
+}
+
+fn print_echo(r: &tunnel::EchoResult) {
+    println!(
+        "tunnel pty echo  keystrokes={:<5} open={:>6.1}ms p50={:>7.0}µs p99={:>7.0}µs",
+        r.keystrokes,
+        r.setup.as_secs_f64() * 1e3,
+        r.p50_us,
+        r.p99_us
     );
 }
 
@@ -344,14 +463,88 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_rpc(&scenarios::rpc(&t, n, secs(duration)).await?);
             }
         }
-        Command::Smoke { target, broker_pid } => {
+        Command::Tunnel {
+            url,
+            device_url,
+            tunnel: t,
+            rounds,
+        } => {
+            let (url, device) = urls(&url, device_url.as_deref())?;
+            let bins = t.bins();
+            bins.check()?;
+            let sizes = t.sizes();
+            let log = std::env::temp_dir().join("shvbench").join("shvagent.log");
+            let agent = tunnel::Agent::start(&bins, &device, &url, &t.agent_mount, &log).await?;
+            let mut cat = Vec::new();
+            let mut down = Vec::new();
+            let mut relay = Vec::new();
+            let mut p50 = Vec::new();
+            let mut p99 = Vec::new();
+            let mut res = Ok(());
+            for i in 0..rounds.max(1) {
+                println!("round {}/{}", i + 1, rounds.max(1));
+                let r = match tunnel::round(&bins, &url, &t.agent_mount, &sizes).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                };
+                print_bulk("tunnel cat", &r.cat);
+                cat.push(r.cat.mb_per_s);
+                if let Some(d) = &r.download {
+                    print_bulk("tunnel download", d);
+                    down.push(d.mb_per_s);
+                }
+                print_echo(&r.echo);
+                p50.push(r.echo.p50_us);
+                p99.push(r.echo.p99_us);
+                let b = tunnel::relay_bulk(sizes.bytes).await?;
+                print_bulk("raw relay", &b);
+                relay.push(b.mb_per_s);
+            }
+            agent.stop().await;
+            res?;
+            let (c, d, r) = (
+                stats::median(&cat),
+                stats::median(&down),
+                stats::median(&relay),
+            );
+            println!(
+                "median: cat {c:.1} MB/s each way, download {d:.1} MB/s, relay {r:.1} MB/s, echo p50 {:.0}µs p99 {:.0}µs",
+                stats::median(&p50),
+                stats::median(&p99)
+            );
+            println!(
+                "tunnel / relay: cat {:.2}, download {:.2} (required: at least 0.50)",
+                c / r,
+                d / r
+            );
+        }
+        Command::Smoke {
+            target,
+            broker_pid,
+            tunnel: with_tunnel,
+            bin_dir,
+        } => {
             let (url, device) = target.urls()?;
-            let r = smoke(&url, &device, &target.mount, broker_pid).await?;
+            let bins = with_tunnel.then(|| match &bin_dir {
+                Some(d) => tunnel::TunnelBins::in_dir(d),
+                None => tunnel::TunnelBins::next_to_exe(),
+            });
+            let r = smoke(&url, &device, &target.mount, broker_pid, bins.as_ref()).await?;
             print_rpc(&r.rpc);
             print_fanout(&r.fanout);
             print_idle(&r.idle);
             print!("relay: ");
             print_rpc(&r.relay);
+            if let Some(t) = &r.tunnel {
+                print_bulk("tunnel cat", &t.cat);
+                print_echo(&t.echo);
+            }
+            if let Some(b) = &r.relay_bulk {
+                print_bulk("raw relay", b);
+            }
             if r.rpc.calls == 0 || r.relay.calls == 0 || r.fanout.delivered == 0 {
                 anyhow::bail!("smoke: no calls or no signals went through");
             }
@@ -364,6 +557,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(|d| d.join("shvbroker"))
                     .unwrap_or_else(|| PathBuf::from("shvbroker")),
             };
+            let with_tunnel = !a.no_tunnel && a.brokers.contains(&brokers::BrokerKind::Ours);
             let mut opts = compare::CompareOpts {
                 rounds: a.rounds.max(1),
                 duration: secs(a.duration),
@@ -380,6 +574,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 mount: a.mount,
                 workdir: a.workdir,
+                tunnel: with_tunnel.then(|| compare::TunnelOpts {
+                    bins: a.tunnel.bins(),
+                    sizes: a.tunnel.sizes(),
+                    agent_mount: a.tunnel.agent_mount.clone(),
+                }),
             };
             if a.quick {
                 opts.rounds = 1;
@@ -387,6 +586,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 opts.rpc_clients = vec![1, 4];
                 opts.subscribers = vec![1, 10];
                 opts.idle_clients = vec![100];
+                if let Some(t) = &mut opts.tunnel {
+                    t.sizes.bytes = 8 << 20;
+                    t.sizes.keystrokes = 50;
+                }
             }
             let too_many: Vec<usize> = opts
                 .idle_clients
@@ -409,6 +612,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 opts.rounds, opts.duration
             ));
             md.push_str(&report.to_markdown());
+            let summary = report.tunnel_summary();
+            if !summary.is_empty() {
+                md.push_str("\nTunnel vs raw relay (medians):\n\n");
+                md.push_str(&summary);
+            }
             if !report.notes.is_empty() {
                 md.push_str("\nNotes:\n\n");
                 for n in &report.notes {

@@ -1,6 +1,7 @@
 //! Runs `shvbench`'s smoke mode against our debug shvbroker (built by
-//! `cargo build --workspace` before the tests). Asserts only that calls and signals
-//! went through: timing on a shared CI machine means nothing.
+//! `cargo build --workspace` before the tests), including a 1 MiB round trip through
+//! a tunnel (debug shvagent, shvrexec, shvrsh). Asserts only that calls, signals and
+//! tunnel bytes went through: timing on a shared CI machine means nothing.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -18,8 +19,12 @@ impl Drop for KillOnDrop {
     }
 }
 
+fn debug_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+}
+
 fn broker_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/shvbroker")
+    debug_dir().join("shvbroker")
 }
 
 /// Starts the broker on an ephemeral port and returns it with the port it logged.
@@ -62,7 +67,11 @@ async fn smoke_against_our_broker() {
     let url = RpcUrl::parse(&format!("tcp://admin@127.0.0.1:{port}?password=admin")).unwrap();
     let device = RpcUrl::parse(&format!("tcp://device@127.0.0.1:{port}?password=device")).unwrap();
     let pid = broker.0.id();
-    let r = shvbench::smoke(&url, &device, "test/bench", Some(pid))
+    let bins = shvbench::tunnel::TunnelBins::in_dir(&debug_dir());
+    if let Err(e) = bins.check() {
+        panic!("{e} (run `cargo build --workspace` first)");
+    }
+    let r = shvbench::smoke(&url, &device, "test/bench", Some(pid), Some(&bins))
         .await
         .expect("smoke run");
     assert!(r.rpc.calls > 0, "no rpc call succeeded: {:?}", r.rpc);
@@ -79,4 +88,9 @@ async fn smoke_against_our_broker() {
     );
     assert_eq!(r.idle.connected, r.idle.clients, "{:?}", r.idle);
     assert!(r.idle.rss_after_kib.is_some(), "RSS of the broker not read");
+    // The byte-for-byte check is inside the scenario; here only that it ran.
+    let t = r.tunnel.as_ref().expect("tunnel round");
+    assert_eq!(t.cat.bytes, 1 << 20, "{t:?}");
+    assert_eq!(t.echo.keystrokes, 3, "{t:?}");
+    assert!(r.relay_bulk.is_some());
 }
