@@ -62,6 +62,40 @@ pub struct PeerContext {
     pub next_id: std::sync::atomic::AtomicI64,
     pub events: mpsc::Sender<Event>,
     pub shutdown: CancellationToken,
+    pub login_failures: LoginFailures,
+}
+
+/// Recent failed logins per source address, so that opening a new connection for
+/// every guess does not reset the throttle. Entries fade after [`FAILURE_MEMORY`].
+#[derive(Default)]
+pub struct LoginFailures(
+    std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+);
+
+const FAILURE_MEMORY: Duration = Duration::from_secs(300);
+
+impl LoginFailures {
+    /// Records a failure from `addr` and returns how many it made recently.
+    fn record(&self, addr: &str) -> u32 {
+        let now = std::time::Instant::now();
+        let mut map = self.0.lock().unwrap();
+        // Bounded: stale entries go whenever the map grows.
+        if map.len() > 10_000 {
+            map.retain(|_, (_, t)| now.duration_since(*t) < FAILURE_MEMORY);
+        }
+        let e = map.entry(source_of(addr).to_string()).or_insert((0, now));
+        if now.duration_since(e.1) >= FAILURE_MEMORY {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        e.1 = now;
+        e.0
+    }
+}
+
+/// The address part of `ip:port` (unix sockets count as one source).
+fn source_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr)
 }
 
 pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerContext>) {
@@ -229,8 +263,13 @@ impl Conn {
                         }
                         Err(err) => {
                             failures += 1;
-                            // Throttle guessing: each failure on this connection doubles the delay.
-                            let delay = Duration::from_millis(250u64 << failures.min(5));
+                            // Throttle guessing: each failure on this connection, and
+                            // every fourth recent one from the same address (so that a
+                            // new connection per guess does not reset it), doubles the
+                            // delay, up to 8 s.
+                            let recent = self.ctx.login_failures.record(&self.addr);
+                            let level = failures.max(recent / 4).min(5);
+                            let delay = Duration::from_millis(250u64 << level);
                             tokio::time::sleep(delay).await;
                             self.respond(&frame, Err(err)).await;
                             if failures >= config.limits.login_attempts {

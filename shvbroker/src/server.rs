@@ -61,6 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         next_id: AtomicI64::new(1),
         events: events_tx,
         shutdown: shutdown.clone(),
+        login_failures: Default::default(),
     });
     let mut accept_tasks = Vec::new();
     for l in listeners {
