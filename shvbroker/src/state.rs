@@ -389,6 +389,16 @@ impl Broker {
                 .unwrap_or(level::BROWSE),
             (None, None) => granted,
         };
+        // Reaching into any client's own tree is for administrators only, whatever a
+        // broad `**` read rule would say.
+        if path.starts_with(".broker/client/") && level < level::SUPER_SERVICE {
+            let e = RpcError::method_not_found(format!(
+                "access denied: {path} needs '{}'",
+                level_name(level::SUPER_SERVICE)
+            ));
+            self.respond(from, &frame.meta, Err(e));
+            return;
+        }
         if let Some((target, rest)) = self.route(&path) {
             frame.set_shv_path(&rest);
             let level = libshv::access::named_floor(level);
