@@ -409,12 +409,12 @@ async fn write_loop(
                 RpcMessage::new_request(id, ".app", "ping", None).into_frame()
             }
         };
-        if writer.feed(frame).await.is_err() {
+        if put(&mut writer, frame).await.is_err() {
             break;
         }
         // Batch what is already queued into one flush.
         while let Ok(f) = rx.try_recv() {
-            if writer.feed(f).await.is_err() {
+            if put(&mut writer, f).await.is_err() {
                 return;
             }
         }
@@ -423,6 +423,16 @@ async fn write_loop(
         }
     }
     let _ = writer.close().await;
+}
+
+/// Queues one frame; a large body (tunnel data) is written straight from its `Bytes`.
+async fn put(writer: &mut FrameWriter, frame: RpcFrame) -> std::io::Result<()> {
+    if frame.body.len() >= crate::codec::DIRECT_BODY {
+        writer.flush().await?;
+        crate::codec::write_frame(writer.get_mut(), &frame).await
+    } else {
+        writer.feed(frame).await
+    }
 }
 
 /// What the read loop holds: the connection closes (the writer ends, which shuts the

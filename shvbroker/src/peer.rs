@@ -480,6 +480,18 @@ impl Encoder<Outgoing> for OutCodec {
 
 pub(crate) type PeerWriter = FramedWrite<BoxWrite, OutCodec>;
 
+/// Queues one frame on the writer; a large body (tunnel data) goes to the socket
+/// straight from its `Bytes`, not through a copy into the write buffer.
+async fn put(writer: &mut PeerWriter, item: Outgoing) -> std::io::Result<()> {
+    match item {
+        Outgoing::Frame(f) if f.body.len() >= libshv::codec::DIRECT_BODY => {
+            writer.flush().await?;
+            libshv::codec::write_frame(writer.get_mut(), &f).await
+        }
+        item => writer.feed(item).await,
+    }
+}
+
 pub(crate) async fn write_loop(
     mut writer: PeerWriter,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -488,10 +500,10 @@ pub(crate) async fn write_loop(
     {
         let work = async {
             while let Some(frame) = rx.recv().await {
-                writer.feed(frame).await?;
+                put(&mut writer, frame).await?;
                 // Batch what is already queued into one flush.
                 while let Ok(f) = rx.try_recv() {
-                    writer.feed(f).await?;
+                    put(&mut writer, f).await?;
                 }
                 writer.flush().await?;
             }

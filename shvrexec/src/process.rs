@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use libshv::tunnel::{
-    channel, CloseStatus, LaunchParams, TunnelEvent, TunnelReceiver, TunnelSender,
+    channel, CloseStatus, LaunchParams, TunnelEvent, TunnelReceiver, TunnelSender, DATA_HEADROOM,
 };
 use libshv::RpcValue;
 use nix::pty::{openpty, Winsize};
@@ -24,7 +24,7 @@ nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// Size of one data frame's payload.
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// The Ctrl-D byte: "EOF" for a terminal in canonical mode, what ssh sends too.
 const VEOF_BYTE: u8 = 4;
@@ -42,7 +42,7 @@ struct Running {
     pgid: Pid,
     master: Option<OwnedFd>,
     input: Input,
-    /// (channel, bytes) from the output readers; closed when all readers hit EOF.
+    /// (channel, bytes after DATA_HEADROOM free bytes) from the output readers; closed when all readers hit EOF.
     output: mpsc::Receiver<(i64, Vec<u8>)>,
 }
 
@@ -126,16 +126,16 @@ fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
     let (out_tx, out_rx) = mpsc::channel(64);
     let mut reader = std::fs::File::from(master.try_clone()?);
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; CHUNK];
         loop {
-            match reader.read(&mut buf) {
+            // Each read gets a fresh buffer that is sent as is (no copy), with room in
+            // front for the frame body's header.
+            let mut buf = vec![0u8; DATA_HEADROOM + CHUNK];
+            match reader.read(&mut buf[DATA_HEADROOM..]) {
                 // EIO: every slave fd is closed (the session ended).
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if out_tx
-                        .blocking_send((channel::STDOUT, buf[..n].to_vec()))
-                        .is_err()
-                    {
+                    buf.truncate(DATA_HEADROOM + n);
+                    if out_tx.blocking_send((channel::STDOUT, buf)).is_err() {
                         break;
                     }
                 }
@@ -197,12 +197,13 @@ fn spawn_pipes(call: &LaunchParams) -> std::io::Result<Running> {
         let tx = out_tx.clone();
         tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; CHUNK];
             loop {
-                match stream.read(&mut buf).await {
+                let mut buf = vec![0u8; DATA_HEADROOM + CHUNK];
+                match stream.read(&mut buf[DATA_HEADROOM..]).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if tx.send((ch, buf[..n].to_vec())).await.is_err() {
+                        buf.truncate(DATA_HEADROOM + n);
+                        if tx.send((ch, buf)).await.is_err() {
                             break;
                         }
                     }
@@ -332,7 +333,7 @@ pub async fn run(
     let mut output = std::mem::replace(&mut r.output, mpsc::channel(1).1);
     let forward = tokio::spawn(async move {
         while let Some((ch, data)) = output.recv().await {
-            if sender.send_data(ch, &data).await.is_err() {
+            if sender.send_data_buf(ch, data).await.is_err() {
                 return false;
             }
             let _ = progress_tx.try_send(());
@@ -439,10 +440,11 @@ mod tests {
             .await
             .expect("output timed out")
         {
+            let data = &data[DATA_HEADROOM..];
             if ch == channel::STDERR {
-                err.extend(data)
+                err.extend_from_slice(data)
             } else {
-                out.extend(data)
+                out.extend_from_slice(data)
             }
         }
         let st = r.child.wait().await.unwrap();

@@ -93,7 +93,7 @@ pub fn spawn_stdin_reader() -> mpsc::Receiver<Option<Vec<u8>>> {
     std::thread::spawn(move || {
         use std::io::Read;
         let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) => {
@@ -187,6 +187,24 @@ async fn detach(client: &Client, sender: &TunnelSender) {
         .await;
 }
 
+/// Writes straight to a file descriptor: std's stdout is line-buffered and scans every
+/// chunk for newlines, which cost a third of shvrsh's CPU on bulk output.
+struct RawOut<F: std::os::fd::AsFd>(F);
+
+impl<F: std::os::fd::AsFd> Write for RawOut<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match nix::unistd::write(self.0.as_fd(), buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => return r.map_err(std::io::Error::from),
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How forwarding local input into the tunnel ended.
 enum InputEnd {
     /// Local stdin hit EOF (and `{"eof": true}` was sent).
@@ -254,8 +272,8 @@ pub async fn relay(
     let input = tokio::spawn(forward_input(stdin, sender.clone(), escape));
     tokio::pin!(input);
     let mut stdin_open = true;
-    let mut out = std::io::stdout();
-    let mut err = std::io::stderr();
+    let mut out = RawOut(std::io::stdout());
+    let mut err = RawOut(std::io::stderr());
     async fn recv_sig(s: &mut Option<tokio::signal::unix::Signal>) {
         match s {
             Some(s) => {
