@@ -588,15 +588,15 @@ const STREAM_CAPACITY: usize = 256;
 /// channel 3 control `{"ack": n}`. Brokers disconnect a peer that does not read (they
 /// must not buffer without bound), so without a window a fast command and a slow
 /// terminal would lose the tunnel; with it the command is slowed down instead.
-pub const FLOW_WINDOW: usize = 1024 * 1024;
+pub const FLOW_WINDOW: usize = 2 * 1024 * 1024;
 /// Largest data chunk per frame (keeps acks and window accounting fine-grained).
-pub const MAX_CHUNK: usize = 64 * 1024;
+pub const MAX_CHUNK: usize = 256 * 1024;
 /// Free bytes a reader leaves in front of its data for [`TunnelSender::send_data_buf`]
 /// (room for the body's header: IMap, key, List, channel, Blob and its length).
 pub const DATA_HEADROOM: usize = 16;
 /// What a data frame costs in the window besides its bytes, so that a stream of tiny
 /// frames (keystrokes) is bounded in frames too, far below a broker's queue limit.
-const FRAME_COST: usize = 1024;
+const FRAME_COST: usize = 4096;
 
 fn cost(len: usize) -> usize {
     len + FRAME_COST

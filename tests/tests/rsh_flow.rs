@@ -12,14 +12,14 @@ use tokio::io::AsyncReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_gets_everything() {
-    // A short per-client queue: without flow control 50 MB in pipe-sized chunks would
+    // A short per-client queue: without flow control 100 MB in pipe-sized chunks would
     // overflow it while the reader sleeps.
-    let broker = Broker::start(Some(&config_yaml(&[], "limits:\n  client_queue: 300\n")));
+    let broker = Broker::start(Some(&config_yaml(&[], "limits:\n  client_queue: 64\n")));
     let _agent = Agent::start(&broker, "test/agent").await;
     let mut rsh = tokio::process::Command::new(bin("shvrsh"))
         .arg(broker.url("admin", "admin"))
         .arg("test/agent")
-        .args(["--", "head", "-c", "50000000", "/dev/zero"])
+        .args(["--", "head", "-c", "100000000", "/dev/zero"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -52,7 +52,7 @@ async fn slow_reader_gets_everything() {
         .unwrap();
     assert_eq!(
         total,
-        50_000_000,
+        100_000_000,
         "stderr: {}\nbroker: {}",
         String::from_utf8_lossy(&out.stderr),
         broker.stderr()
