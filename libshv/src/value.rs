@@ -205,7 +205,20 @@ pub fn from_chainpack(data: &[u8]) -> Result<RpcValue, DecodeError> {
 /// writing the `cpon_parse` fuzz target; kept in `fuzz/regressions/cpon_parse/`). The block comment is ended the
 /// way the reader ends it: after a `*` the next byte is consumed whatever it is, so
 /// `**/` does not close a comment.
+///
+/// shvproto's Cpon reader is lenient with malformed text and may split it into tokens
+/// differently from this scan (fuzzing found such inputs), so the depth count alone is
+/// not a bound on its recursion. Every container it opens needs one of `[`, `{`, `<`,
+/// so the number of those characters is: it is capped at
+/// [`CPON_CONTAINERS_PER_LEVEL`] × `max_depth`, whatever strings and comments say.
 pub fn check_cpon_depth(text: &str, max_depth: usize) -> Result<(), DecodeError> {
+    let openers = text
+        .bytes()
+        .filter(|b| matches!(b, b'[' | b'{' | b'<'))
+        .count();
+    if openers > max_depth.saturating_mul(CPON_CONTAINERS_PER_LEVEL) {
+        return Err(DecodeError::TooDeep(max_depth));
+    }
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut i = 0usize;
@@ -272,6 +285,10 @@ pub fn check_cpon_depth(text: &str, max_depth: usize) -> Result<(), DecodeError>
     }
     Ok(())
 }
+
+/// With [`MAX_DEPTH`], Cpon text may hold at most 1024 container openers (brackets in
+/// strings count too): Cpon is read only from local input such as command lines.
+pub const CPON_CONTAINERS_PER_LEVEL: usize = 16;
 
 /// Decodes Cpon after the depth check.
 pub fn from_cpon(text: &str) -> Result<RpcValue, DecodeError> {
