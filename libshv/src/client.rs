@@ -78,6 +78,16 @@ impl ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// Takes the password from the first line of a file (`--password-file`), so that it
+    /// need not sit on a command line.
+    pub fn password_from_file(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = std::fs::read_to_string(path)?;
+        self.login.credentials = Credentials::Plain(text.lines().next().unwrap_or("").to_string());
+        Ok(())
+    }
+}
+
 /// Serves requests that reach a client mounted as a device.
 #[async_trait::async_trait]
 pub trait RequestHandler: Send + Sync + 'static {

@@ -447,9 +447,14 @@ pub fn tunnel_frame(
     RpcMessage { meta, body }.into_frame()
 }
 
-/// The agent's answer to `launchRexec` (step 2): a response carrying `13:null` and a
-/// FindTunnelRequest, sent back along the request's CallerIds.
-pub fn find_tunnel_request(request_meta: &MetaMap) -> RpcFrame {
+/// A tunnel control frame answering `request_meta`: its RequestId, sent back along
+/// its CallerIds.
+fn answer(
+    request_meta: &MetaMap,
+    rev_caller_ids: bool,
+    state: TunnelState,
+    result: Option<RpcValue>,
+) -> RpcFrame {
     let rid = request_meta
         .get(tag::REQUEST_ID)
         .and_then(as_i64)
@@ -458,27 +463,23 @@ pub fn find_tunnel_request(request_meta: &MetaMap) -> RpcFrame {
     tunnel_frame(
         rid,
         &cids,
-        true,
-        Some(&TunnelCtl::new(TunnelState::FindTunnelRequest)),
-        None,
+        rev_caller_ids,
+        Some(&TunnelCtl::new(state)),
+        result,
     )
+}
+
+/// The agent's answer to `launchRexec` (step 2): a response carrying `13:null` and a
+/// FindTunnelRequest, sent back along the request's CallerIds.
+pub fn find_tunnel_request(request_meta: &MetaMap) -> RpcFrame {
+    answer(request_meta, true, TunnelState::FindTunnelRequest, None)
 }
 
 /// A CloseTunnel sent back along a request's CallerIds with `{"error": reason}`, for
 /// failures after the agent already answered with FindTunnelRequest.
 pub fn close_with_error(request_meta: &MetaMap, reason: &str) -> RpcFrame {
-    let rid = request_meta
-        .get(tag::REQUEST_ID)
-        .and_then(as_i64)
-        .unwrap_or_default();
-    let cids = meta::stack_from_value(request_meta.get(tag::CALLER_IDS));
-    tunnel_frame(
-        rid,
-        &cids,
-        false,
-        Some(&TunnelCtl::new(TunnelState::CloseTunnel)),
-        Some(CloseStatus::Error(reason.to_string()).to_value()),
-    )
+    let status = CloseStatus::Error(reason.to_string()).to_value();
+    answer(request_meta, false, TunnelState::CloseTunnel, Some(status))
 }
 
 /// Decodes one data result `[channel, bytes]` (Blob, or String from old peers).

@@ -51,10 +51,9 @@ fn options(args: Args) -> anyhow::Result<Options> {
     let url = RpcUrl::parse(&args.url)?;
     let mut config = ClientConfig::from_url(url);
     if let Some(f) = &args.password_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        config.login.credentials =
-            libshv::login::Credentials::Plain(text.lines().next().unwrap_or("").to_string());
+        config
+            .password_from_file(f)
+            .with_context(|| format!("cannot read {}", f.display()))?;
     }
     config.login.use_sha1 = !args.plain;
     let tty = term::stdin_is_tty();

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use libshv::login::Credentials;
 use libshv::{value, Client, ClientConfig, RpcUrl};
 
 /// Call a method on an SHV broker (or a device behind it) and print the result as Cpon.
@@ -57,10 +56,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let url = RpcUrl::parse(&args.url)?;
     let mut config = ClientConfig::from_url(url);
     if let Some(f) = &args.password_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        config.login.credentials =
-            Credentials::Plain(text.lines().next().unwrap_or("").to_string());
+        config
+            .password_from_file(f)
+            .with_context(|| format!("reading {}", f.display()))?;
     }
     config.login.use_sha1 = !args.plain;
     config.timeout = Duration::from_secs_f64(args.timeout);
