@@ -1024,6 +1024,28 @@ pub fn config_yaml(mounts: &[(&str, &str)], extra: &str) -> String {
     y
 }
 
+/// The config of a broker in a tree: users admin/admin and device/device (may mount
+/// under test/**), linked up to the broker at `parent_port` as `mount` (heartbeat and
+/// reconnect back-off of 1 s, so tests see links come back quickly); `extra` is
+/// appended as is (e.g. a `tunnel:` section).
+pub fn child_broker_config(name: &str, parent_port: u16, mount: &str, extra: &str) -> String {
+    format!(
+        r#"name: {name}
+users:
+  admin: {{password: admin, roles: [admin]}}
+  device: {{password: device, roles: [device]}}
+roles:
+  admin: {{access: [{{ri: "**:*", grant: su}}], mount_points: ["**"]}}
+  device: {{access: [{{ri: "**:*", grant: rd}}], mount_points: ["test/**"]}}
+connections:
+  - url: "tcp://admin@127.0.0.1:{parent_port}?password=admin"
+    mount_point: "{mount}"
+    heartbeat: 1
+    reconnect_max: 1
+{extra}"#
+    )
+}
+
 /// A TCP port that was free a moment ago (for brokers that must come back on the same
 /// port after a restart).
 pub fn free_port() -> u16 {

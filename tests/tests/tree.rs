@@ -6,28 +6,9 @@ use std::time::Duration;
 
 use libshv::RpcValue;
 use tests::{
-    free_port, next_signal, rpc_error_code, signal_parts, wait_for_child, Broker, TestDevice,
-    TIMEOUT,
+    child_broker_config, free_port, next_signal, rpc_error_code, signal_parts, wait_for_child,
+    Broker, TestDevice, TIMEOUT,
 };
-
-/// A broker config that links to a parent at `parent_port`, mounted there at `mount`.
-fn child_config(name: &str, parent_port: u16, mount: &str) -> String {
-    format!(
-        r#"name: {name}
-users:
-  admin: {{password: admin, roles: [admin]}}
-  device: {{password: device, roles: [device]}}
-roles:
-  admin: {{access: [{{ri: "**:*", grant: su}}], mount_points: ["**"]}}
-  device: {{access: [{{ri: "**:*", grant: rd}}], mount_points: ["test/**"]}}
-connections:
-  - url: "tcp://admin@127.0.0.1:{parent_port}?password=admin"
-    mount_point: "{mount}"
-    heartbeat: 1
-    reconnect_max: 1
-"#
-    )
-}
 
 struct Tree {
     top: Broker,
@@ -41,10 +22,10 @@ fn start_tree() -> Tree {
     let site_port = free_port();
     let site_listen = format!("tcp://127.0.0.1:{site_port}");
     let site = Broker::start_with_args(
-        Some(&child_config("site", top.port, "site")),
+        Some(&child_broker_config("site", top.port, "site", "")),
         &["--listen", &site_listen],
     );
-    let edge = Broker::start(Some(&child_config("edge", site_port, "edge")));
+    let edge = Broker::start(Some(&child_broker_config("edge", site_port, "edge", "")));
     Tree {
         top,
         site: Some(site),
@@ -129,7 +110,7 @@ async fn three_levels_call_signal_and_replay_after_restart() {
         .unwrap());
     drop(tree.site.take());
     tree.site = Some(Broker::start_with_args(
-        Some(&child_config("site", tree.top.port, "site")),
+        Some(&child_broker_config("site", tree.top.port, "site", "")),
         &["--listen", &format!("tcp://127.0.0.1:{}", tree.site_port)],
     ));
     wait_for_child(&top, "site/edge/test", "dev").await;

@@ -4,26 +4,12 @@
 
 use std::process::{Child, Command, Stdio};
 
-use tests::{bin, free_port, wait_for_child, Broker, TIMEOUT};
+use tests::{bin, child_broker_config, free_port, wait_for_child, Broker, TIMEOUT};
 
-fn child_config(name: &str, parent_port: u16, mount: &str, public_address: Option<&str>) -> String {
-    let tunnel = public_address
+fn tunnel_section(public_address: Option<&str>) -> String {
+    public_address
         .map(|a| format!("tunnel:\n  public_address: \"{a}\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"name: {name}
-users:
-  admin: {{password: admin, roles: [admin]}}
-  device: {{password: device, roles: [device]}}
-roles:
-  admin: {{access: [{{ri: "**:*", grant: su}}], mount_points: ["**"]}}
-  device: {{access: [{{ri: "**:*", grant: rd}}], mount_points: ["test/**"]}}
-connections:
-  - url: "tcp://admin@127.0.0.1:{parent_port}?password=admin"
-    mount_point: "{mount}"
-    heartbeat: 2
-{tunnel}"#
-    )
+        .unwrap_or_default()
 }
 
 struct Agent(Child);
@@ -41,10 +27,15 @@ async fn run_across_tree(site_public: bool) -> (String, String) {
     let site_addr = format!("127.0.0.1:{site_port}");
     let public = site_public.then_some(site_addr.as_str());
     let site = Broker::start_with_args(
-        Some(&child_config("site", top.port, "site", public)),
+        Some(&child_broker_config(
+            "site",
+            top.port,
+            "site",
+            &tunnel_section(public),
+        )),
         &["--listen", &format!("tcp://{site_addr}")],
     );
-    let edge = Broker::start(Some(&child_config("edge", site_port, "edge", None)));
+    let edge = Broker::start(Some(&child_broker_config("edge", site_port, "edge", "")));
     let _agent = Agent(
         Command::new(bin("shvagent"))
             .arg(edge.url("device", "device"))
