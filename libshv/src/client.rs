@@ -78,7 +78,32 @@ impl ClientConfig {
     }
 }
 
+/// A command line's connection options that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandLineError {
+    #[error(transparent)]
+    Url(#[from] crate::url::UrlError),
+    #[error("cannot read {0}: {1}")]
+    PasswordFile(String, std::io::Error),
+}
+
 impl ClientConfig {
+    /// What every command-line tool does with its URL, `--password-file` and `--plain`.
+    pub fn from_command_line(
+        url: &str,
+        password_file: Option<&std::path::Path>,
+        plain: bool,
+    ) -> Result<Self, CommandLineError> {
+        let mut config = ClientConfig::from_url(RpcUrl::parse(url)?);
+        if let Some(f) = password_file {
+            config
+                .password_from_file(f)
+                .map_err(|e| CommandLineError::PasswordFile(f.display().to_string(), e))?;
+        }
+        config.login.use_sha1 = !plain;
+        Ok(config)
+    }
+
     /// Takes the password from the first line of a file (`--password-file`), so that it
     /// need not sit on a command line.
     pub fn password_from_file(&mut self, path: &std::path::Path) -> std::io::Result<()> {

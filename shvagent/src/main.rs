@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use libshv::{ClientConfig, RpcUrl};
+use libshv::ClientConfig;
 
 /// shvagent: an SHV device that offers remote shells (for shvrsh) and one-shot commands.
 ///
@@ -48,14 +48,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let url = RpcUrl::parse(&args.url)?;
-    let mut config = ClientConfig::from_url(url);
-    if let Some(f) = &args.password_file {
-        config
-            .password_from_file(f)
-            .with_context(|| format!("cannot read {}", f.display()))?;
-    }
-    config.login.use_sha1 = !args.plain;
+    let mut config =
+        ClientConfig::from_command_line(&args.url, args.password_file.as_deref(), args.plain)?;
     if let Some(m) = args.mount {
         config.login.mount_point = Some(m);
         config.login.device_id = None;

@@ -1,10 +1,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use libshv::tunnel::LaunchParams;
-use libshv::{ClientConfig, RpcUrl};
+use libshv::ClientConfig;
 use shvrsh::{term, Options, EXIT_FAILURE};
 
 /// shvrsh: a remote shell on an SHV device running shvagent, used like ssh.
@@ -48,14 +47,8 @@ struct Args {
 }
 
 fn options(args: Args) -> anyhow::Result<Options> {
-    let url = RpcUrl::parse(&args.url)?;
-    let mut config = ClientConfig::from_url(url);
-    if let Some(f) = &args.password_file {
-        config
-            .password_from_file(f)
-            .with_context(|| format!("cannot read {}", f.display()))?;
-    }
-    config.login.use_sha1 = !args.plain;
+    let config =
+        ClientConfig::from_command_line(&args.url, args.password_file.as_deref(), args.plain)?;
     let tty = term::stdin_is_tty();
     // As ssh: a PTY for an interactive shell on a terminal, or when forced with -t.
     let pty = args.pty || (args.cmd.is_empty() && tty && !args.no_pty);

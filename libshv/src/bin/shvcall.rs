@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use libshv::{value, Client, ClientConfig, RpcUrl};
+use libshv::{value, Client, ClientConfig};
 
 /// Call a method on an SHV broker (or a device behind it) and print the result as Cpon.
 ///
@@ -53,14 +53,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let url = RpcUrl::parse(&args.url)?;
-    let mut config = ClientConfig::from_url(url);
-    if let Some(f) = &args.password_file {
-        config
-            .password_from_file(f)
-            .with_context(|| format!("reading {}", f.display()))?;
-    }
-    config.login.use_sha1 = !args.plain;
+    let mut config =
+        ClientConfig::from_command_line(&args.url, args.password_file.as_deref(), args.plain)?;
     config.timeout = Duration::from_secs_f64(args.timeout);
     let (client, mut signals) = Client::connect(&config, None).await?;
     if let Some(ri) = &args.subscribe {
