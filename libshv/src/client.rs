@@ -177,7 +177,10 @@ impl Client {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             serving: Mutex::new(HashMap::new()),
-            next_id: AtomicI64::new(10),
+            // A fresh start per connection: request ids are only unique per sender, and
+            // a peer that relays for many (a broker, an agent) must never confuse two
+            // senders' requests, so do not hand every process the same ids.
+            next_id: AtomicI64::new(rand::Rng::gen_range(&mut rand::thread_rng(), 1..1i64 << 30)),
         });
         let client = Client {
             out: out_tx,

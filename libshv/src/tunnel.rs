@@ -49,6 +49,10 @@ pub mod tctl_key {
     pub const SECRET: i32 = 4;
     pub const REQUEST_ID: i32 = 5;
     pub const CALLER_IDS: i32 = 6;
+    /// [ext] A value the agent puts in its FindTunnelRequest and brokers copy into the
+    /// FindTunnelResponse, so that the agent binds the response to its own launch even
+    /// when several operators' launches share a request id.
+    pub const NONCE: i32 = 7;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +101,8 @@ pub struct TunnelCtl {
     pub request_id: Option<i64>,
     /// The cid path from the tunnel broker to rsh (top last); empty = absent.
     pub caller_ids: Vec<i64>,
+    /// [ext] The agent's launch nonce, echoed by brokers.
+    pub nonce: Option<String>,
 }
 
 impl fmt::Debug for TunnelCtl {
@@ -108,6 +114,7 @@ impl fmt::Debug for TunnelCtl {
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("request_id", &self.request_id)
             .field("caller_ids", &self.caller_ids)
+            .field("nonce", &self.nonce)
             .finish()
     }
 }
@@ -129,6 +136,7 @@ impl TunnelCtl {
             secret: None,
             request_id: None,
             caller_ids: Vec::new(),
+            nonce: None,
         }
     }
 
@@ -163,6 +171,7 @@ impl TunnelCtl {
             secret: string(tctl_key::SECRET)?,
             request_id: int(tctl_key::REQUEST_ID)?,
             caller_ids: meta::stack_from_value(field(tctl_key::CALLER_IDS)),
+            nonce: string(tctl_key::NONCE)?,
         })
     }
 
@@ -184,6 +193,9 @@ impl TunnelCtl {
         }
         if !self.caller_ids.is_empty() {
             m.insert(tctl_key::CALLER_IDS, meta::stack_to_value(&self.caller_ids));
+        }
+        if let Some(n) = &self.nonce {
+            m.insert(tctl_key::NONCE, RpcValue::from(n.as_str()));
         }
         let mut mm = MetaMap::new();
         mm.insert(tag::META_TYPE_ID, RpcValue::from(TUNNEL_CTL_META_TYPE));
@@ -470,9 +482,16 @@ fn answer(
 }
 
 /// The agent's answer to `launchRexec` (step 2): a response carrying `13:null` and a
-/// FindTunnelRequest, sent back along the request's CallerIds.
-pub fn find_tunnel_request(request_meta: &MetaMap) -> RpcFrame {
-    answer(request_meta, true, TunnelState::FindTunnelRequest, None)
+/// FindTunnelRequest with the agent's `nonce`, sent back along the request's CallerIds.
+pub fn find_tunnel_request(request_meta: &MetaMap, nonce: Option<&str>) -> RpcFrame {
+    let mut ctl = TunnelCtl::new(TunnelState::FindTunnelRequest);
+    ctl.nonce = nonce.map(str::to_string);
+    let rid = request_meta
+        .get(tag::REQUEST_ID)
+        .and_then(as_i64)
+        .unwrap_or_default();
+    let cids = meta::stack_from_value(request_meta.get(tag::CALLER_IDS));
+    tunnel_frame(rid, &cids, true, Some(&ctl), None)
 }
 
 /// A CloseTunnel sent back along a request's CallerIds with `{"error": reason}`, for
@@ -722,6 +741,7 @@ impl TunnelEnd {
             secret: None,
             request_id: Some(w),
             caller_ids: ftr.caller_ids.clone(),
+            nonce: None,
         };
         let req = tunnel_frame(rid, &ftr.caller_ids, true, Some(&ctl), None);
         if let Err(e) = client.send_frame(req).await {
@@ -1034,6 +1054,7 @@ mod tests {
             secret: Some("s3cr3t".into()),
             request_id: Some(42),
             caller_ids: vec![1, 7],
+            nonce: Some("n0nce".into()),
         }
     }
 
@@ -1081,7 +1102,7 @@ mod tests {
         let v = ctl_full().to_value();
         assert_eq!(
             v.to_cpon(),
-            r#"<1:3>i{1:2,2:"127.0.0.1",3:3755,4:"s3cr3t",5:42,6:[1,7]}"#
+            r#"<1:3>i{1:2,2:"127.0.0.1",3:3755,4:"s3cr3t",5:42,6:[1,7],7:"n0nce"}"#
         );
         let one = TunnelCtl {
             caller_ids: vec![5],
@@ -1151,7 +1172,7 @@ mod tests {
         )
         .unwrap();
         let f = RpcFrame::parse(Bytes::from(req.to_chainpack())).unwrap();
-        let out = find_tunnel_request(&f.meta);
+        let out = find_tunnel_request(&f.meta, None);
         let msg = RpcMessage::from_frame(&out).unwrap();
         assert_eq!(
             RpcValue::new(Value::IMap(Box::new(msg.body.clone())), Some(msg.meta)).to_cpon(),
@@ -1173,6 +1194,7 @@ mod tests {
                 secret: None,
                 request_id: Some(10),
                 caller_ids: vec![3],
+                nonce: None,
             }),
             None,
         );

@@ -32,7 +32,8 @@ pub enum UrlError {
 
 impl RpcUrl {
     pub fn parse(s: &str) -> Result<Self, UrlError> {
-        let bad = |m: &str| UrlError::Invalid(s.to_string(), m.to_string());
+        // Error messages show the URL with its secrets masked: they end up in logs.
+        let bad = |m: &str| UrlError::Invalid(redact(s), m.to_string());
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         let transport = match u.scheme() {
             "tcp" => Transport::Tcp {
@@ -81,6 +82,38 @@ impl RpcUrl {
     }
 }
 
+/// The URL text with every secret masked: the password of `user:password@`, and the
+/// values of the `password`, `shapass` and `token` options. Works on text that does not
+/// parse as a URL too, since it is used for error messages about such text.
+pub fn redact(s: &str) -> String {
+    let mut out = s.to_string();
+    // user:password@host
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let auth_end = out[auth_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| auth_start + i);
+        if let Some(at) = out[auth_start..auth_end].rfind('@') {
+            let userinfo = &out[auth_start..auth_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
+            }
+        }
+    }
+    let Some(q) = out.find('?') else {
+        return out;
+    };
+    let (head, query) = out.split_at(q + 1);
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if ["password", "shapass", "token"].contains(&k) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}{}", masked.join("&"))
+}
+
 fn url_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
@@ -127,6 +160,23 @@ impl fmt::Display for RpcUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_errors_never_show_the_password() {
+        for bad in [
+            "tcp://admin@127.0.0.1:3755?password=hunter2&bogus=1",
+            "tcp://admin:hunter2@127.0.0.1:99999",
+            "tcp://admin@h?shapass=hunter2&token=hunter2&x",
+            "ftp://admin:hunter2@h",
+        ] {
+            let e = RpcUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert_eq!(
+            redact("tcp://a:pw@h:1?password=x&devid=d"),
+            "tcp://a:***@h:1?password=***&devid=d"
+        );
+    }
 
     #[test]
     fn tcp_with_options() {

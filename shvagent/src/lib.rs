@@ -63,6 +63,8 @@ fn resolve_program(p: &Path) -> Option<PathBuf> {
 
 struct Waiter {
     token: u64,
+    /// Sent in our FindTunnelRequest; brokers echo it in the FindTunnelResponse.
+    nonce: String,
     cids: Vec<i64>,
     tx: oneshot::Sender<TunnelCtl>,
 }
@@ -73,9 +75,12 @@ struct Pending {
 }
 
 /// Waits for FindTunnelResponses. They come as responses with rsh's request id R,
-/// which is only unique per rsh: two operators may both use R=10 at the same time.
-/// So one stream per R feeds every waiter with that R, matching the tctl's CallerIds
-/// (the path to rsh) against the cid the launch request arrived with, else first come.
+/// which is only unique per rsh: two operators may use the same R at the same time.
+/// So one stream per R feeds every waiter with that R, and a response goes to the
+/// waiter whose nonce it echoes. A response without a nonce (a broker that does not
+/// copy it) goes to the waiter whose launch came by exactly the tctl's CallerIds, or to
+/// the only waiter; anything else is dropped: an operator must never get another
+/// operator's shell.
 #[derive(Default)]
 struct FindTunnel {
     pending: Mutex<HashMap<i64, Pending>>,
@@ -88,9 +93,10 @@ impl FindTunnel {
         client: &Client,
         rid: i64,
         cids: Vec<i64>,
-    ) -> (u64, oneshot::Receiver<TunnelCtl>) {
+    ) -> (u64, String, oneshot::Receiver<TunnelCtl>) {
         let (tx, rx) = oneshot::channel();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let nonce = format!("{:016x}", rand::random::<u64>());
         let mut pending = self.pending.lock().unwrap();
         let entry = pending.entry(rid).or_insert_with(|| {
             let mut stream = client.register_stream(rid, 16);
@@ -114,8 +120,13 @@ impl FindTunnel {
                 waiters: Vec::new(),
             }
         });
-        entry.waiters.push(Waiter { token, cids, tx });
-        (token, rx)
+        entry.waiters.push(Waiter {
+            token,
+            nonce: nonce.clone(),
+            cids,
+            tx,
+        });
+        (token, nonce, rx)
     }
 
     fn deliver(&self, rid: i64, ctl: TunnelCtl) {
@@ -123,14 +134,22 @@ impl FindTunnel {
         let Some(entry) = pending.get_mut(&rid) else {
             return;
         };
-        let idx = entry
-            .waiters
-            .iter()
-            .position(|w| w.cids == ctl.caller_ids)
-            .unwrap_or(0);
-        if idx < entry.waiters.len() {
-            let w = entry.waiters.remove(idx);
-            let _ = w.tx.send(ctl);
+        let idx = match &ctl.nonce {
+            Some(n) => entry.waiters.iter().position(|w| w.nonce == *n),
+            None => entry
+                .waiters
+                .iter()
+                .position(|w| w.cids == ctl.caller_ids)
+                .or((entry.waiters.len() == 1).then_some(0)),
+        };
+        match idx {
+            Some(i) => {
+                let w = entry.waiters.remove(i);
+                let _ = w.tx.send(ctl);
+            }
+            None => {
+                tracing::warn!("FindTunnelResponse for {rid} matches none of our launches; dropped")
+            }
         }
         if entry.waiters.is_empty() {
             entry.client.unregister(rid);
@@ -354,9 +373,9 @@ impl Agent {
             .map(|v| v.as_int())
             .unwrap_or_default();
         let cids = meta::stack_from_value(req.meta.get(tag::CALLER_IDS));
-        let (token, rx) = self.find.add(client, rid, cids);
+        let (token, nonce, rx) = self.find.add(client, rid, cids);
         if let Err(e) = client
-            .send_frame(tunnel::find_tunnel_request(&req.meta))
+            .send_frame(tunnel::find_tunnel_request(&req.meta, Some(&nonce)))
             .await
         {
             self.find.remove(rid, token);
@@ -603,6 +622,7 @@ mod tests {
             secret: Some("x\ny".into()),
             request_id: Some(5),
             caller_ids: vec![1],
+            nonce: None,
         };
         let line = shvrexec_line(
             &ftr,

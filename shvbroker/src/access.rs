@@ -10,6 +10,7 @@ use crate::config::Config;
 pub struct Grants {
     rules: Vec<(Ri, i64)>,
     mount_points: Vec<String>,
+    roles: Vec<String>,
 }
 
 impl Grants {
@@ -19,6 +20,7 @@ impl Grants {
         let Some(u) = config.users.get(user) else {
             return g;
         };
+        g.roles = u.roles.clone();
         for role in &u.roles {
             if let Some(r) = config.roles.get(role) {
                 for a in &r.access {
@@ -38,6 +40,7 @@ impl Grants {
         Grants {
             rules: vec![(Ri::parse("**:*"), libshv::access::level::ADMIN)],
             mount_points: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -56,6 +59,15 @@ impl Grants {
 
     pub fn may_mount(&self, path: &str) -> bool {
         self.mount_points.iter().any(|p| path_match(p, path))
+    }
+
+    /// The user's roles, in the config's order.
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
     }
 }
 

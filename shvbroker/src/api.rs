@@ -116,7 +116,7 @@ pub fn call(
     level: i64,
     param: Option<RpcValue>,
 ) -> Result<RpcValue, RpcError> {
-    let Some(children) = broker.virtual_children(path) else {
+    let Some(children) = broker.virtual_children(path, level) else {
         return Err(RpcError::method_not_found(format!(
             "no such path: '{path}'"
         )));
@@ -197,26 +197,31 @@ pub fn call(
         }
         (".broker/currentClient", "unsubscribe") => {
             let ri = Ri::parse(str_param(&param)?).to_string();
-            let peer = broker
+            let removed = broker
                 .peers
                 .get_mut(&from)
-                .expect("the caller is logged in");
-            Ok(RpcValue::from(peer.subscriptions.remove(&ri).is_some()))
+                .is_some_and(|p| p.subscriptions.remove(&ri).is_some());
+            Ok(RpcValue::from(removed))
         }
-        (".broker/currentClient", "subscriptions") => {
-            let peer = &broker.peers[&from];
-            Ok(subscriptions_value(peer))
-        }
+        (".broker/currentClient", "subscriptions") => Ok(broker
+            .peers
+            .get(&from)
+            .map(subscriptions_value)
+            .unwrap_or_else(RpcValue::null)),
         (".broker/tunnels", "list") => Ok(broker.tunnel_list()),
         (".broker/tunnels", "close") => {
-            let id = int_param(&param)?;
-            Ok(RpcValue::from(broker.close_tunnel(id as u64)))
+            let id = u64::try_from(int_param(&param)?).unwrap_or(0);
+            Ok(RpcValue::from(broker.close_tunnel(id)))
         }
         _ => Err(RpcError::method_not_found(format!(
             "no method '{method}' on '{path}'"
         ))),
     }
 }
+
+/// Longest subscription TTL honoured; a larger one is taken as this (an `Instant` far
+/// in the future overflows).
+const MAX_TTL: u64 = 10 * 365 * 24 * 3600;
 
 fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcValue, RpcError> {
     let (ri, ttl) = match &param.value {
@@ -244,13 +249,26 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
             ))
         }
     };
+    let limits = &broker.config.limits;
+    if ri.len() > limits.max_ri_len {
+        return Err(RpcError::invalid_param(format!(
+            "subscribe: RI longer than {} bytes",
+            limits.max_ri_len
+        )));
+    }
+    let max_subs = limits.max_subscriptions;
     let ri = Ri::parse(&ri);
     let key = ri.to_string();
-    let expiry = ttl.map(|t| Instant::now() + Duration::from_secs(t));
-    let peer = broker
-        .peers
-        .get_mut(&from)
-        .expect("the caller is logged in");
+    let expiry = ttl.map(|t| Instant::now() + Duration::from_secs(t.min(MAX_TTL)));
+    let Some(peer) = broker.peers.get_mut(&from) else {
+        return Err(RpcError::method_not_found("not logged in"));
+    };
+    if !peer.subscriptions.contains_key(&key) && peer.subscriptions.len() >= max_subs {
+        return Err(RpcError::new(
+            libshv::message::code::METHOD_CALL_EXCEPTION,
+            format!("subscribe: at most {max_subs} subscriptions per client"),
+        ));
+    }
     let new = peer.subscriptions.insert(key, (ri, expiry)).is_none();
     Ok(RpcValue::from(new))
 }
@@ -299,7 +317,9 @@ fn client_info(broker: &Broker, id: PeerId) -> Option<RpcValue> {
 fn int_param(p: &RpcValue) -> Result<i64, RpcError> {
     match p.value {
         Value::Int(i) => Ok(i),
-        Value::UInt(u) => Ok(u as i64),
+        Value::UInt(u) => {
+            i64::try_from(u).map_err(|_| RpcError::invalid_param("Int parameter out of range"))
+        }
         _ => Err(RpcError::invalid_param("expected an Int parameter")),
     }
 }

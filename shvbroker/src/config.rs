@@ -20,9 +20,10 @@ pub struct Config {
     pub users: BTreeMap<String, User>,
     #[serde(default)]
     pub roles: BTreeMap<String, Role>,
-    /// deviceId → mount point.
+    /// Where devices that log in with a deviceId are mounted, and who may claim which
+    /// deviceId (first matching rule wins).
     #[serde(default)]
-    pub mounts: BTreeMap<String, String>,
+    pub autosetup: Vec<Autosetup>,
     /// Parent brokers this broker connects to as a device.
     #[serde(default)]
     pub connections: Vec<Connection>,
@@ -65,6 +66,26 @@ pub struct AccessRule {
     pub grant: String,
 }
 
+/// A device autosetup rule: a device logging in with a deviceId matching `device_id`,
+/// as a user with one of `roles`, is mounted at `mount_point` (a template) and gets
+/// `subscriptions` made for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Autosetup {
+    /// Glob on the deviceId (`*`, `?`, `[abc]`); `?*` is any non-empty deviceId.
+    pub device_id: String,
+    /// Roles that may claim such a deviceId (the user needs one of them); empty: any
+    /// user. The mount point must also be one the user's roles may mount at.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Mount point template: `%d` the deviceId, `%r` the role that matched, `%u` the
+    /// user name, `%i` nothing or `-N` to make the mount point unique, `%%` a `%`.
+    pub mount_point: String,
+    /// RIs subscribed for the device when it is mounted (`path:method:signal`).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
@@ -103,6 +124,25 @@ pub struct Limits {
     /// Frames queued to one client before it is disconnected as too slow.
     #[serde(default = "default_queue")]
     pub client_queue: usize,
+    /// Bytes queued to one client before it is disconnected as too slow.
+    #[serde(default = "default_queue_bytes")]
+    pub client_queue_bytes: usize,
+    /// Bytes of received frames waiting for the broker task, all clients together;
+    /// readers pause when it is used up.
+    #[serde(default = "default_inflight_bytes")]
+    pub inflight_bytes: usize,
+    /// Subscriptions one client may hold.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: usize,
+    /// Longest RI (in bytes) of a subscription or access rule a client may send.
+    #[serde(default = "default_max_ri_len")]
+    pub max_ri_len: usize,
+    /// Requests one client may have waiting for an answer; more are refused.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Largest request body (bytes) the broker decodes for its own methods.
+    #[serde(default = "default_local_param_size")]
+    pub local_param_size: usize,
     /// Failed logins on one connection before it is closed.
     #[serde(default = "default_login_attempts")]
     pub login_attempts: u32,
@@ -132,6 +172,24 @@ fn default_max_frame() -> usize {
 fn default_queue() -> usize {
     4096
 }
+fn default_queue_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_inflight_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_subscriptions() -> usize {
+    1024
+}
+fn default_max_ri_len() -> usize {
+    1024
+}
+fn default_max_pending() -> usize {
+    1024
+}
+fn default_local_param_size() -> usize {
+    64 * 1024
+}
 fn default_login_attempts() -> u32 {
     3
 }
@@ -155,6 +213,12 @@ impl Default for Limits {
         Limits {
             max_frame_size: default_max_frame(),
             client_queue: default_queue(),
+            client_queue_bytes: default_queue_bytes(),
+            inflight_bytes: default_inflight_bytes(),
+            max_subscriptions: default_max_subscriptions(),
+            max_ri_len: default_max_ri_len(),
+            max_pending: default_max_pending(),
+            local_param_size: default_local_param_size(),
             login_attempts: default_login_attempts(),
             login_timeout: default_login_timeout(),
             idle_timeout: default_idle(),
@@ -172,10 +236,17 @@ pub enum ConfigError {
     Invalid { file: String, message: String },
 }
 
-/// The socket path used by the default config: `$XDG_RUNTIME_DIR/shvbroker.sock`, else /tmp.
-pub fn default_unix_socket() -> String {
-    let dir = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
-    format!("{dir}/shvbroker.sock")
+/// The socket path used by the default config: `$XDG_RUNTIME_DIR/shvbroker.sock`, a
+/// directory private to the user. Without one there is no default socket: a fixed path
+/// in a shared directory such as /tmp could be bound first by another local user.
+pub fn default_unix_socket() -> Option<String> {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")?;
+    let dir = Path::new(&dir);
+    use std::os::unix::fs::MetadataExt;
+    let private = std::fs::metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.mode() & 0o077 == 0 && m.uid() == nix::unistd::getuid().as_raw()
+    });
+    private.then(|| format!("{}/shvbroker.sock", dir.display()))
 }
 
 fn rule(ri: &str, grant: &str) -> AccessRule {
@@ -221,19 +292,20 @@ impl Default for Config {
                 mount_points: vec![],
             },
         );
-        Config {
+        let mut listen = vec!["tcp://127.0.0.1:3755".to_string()];
+        listen.extend(default_unix_socket().map(|p| format!("unix:{p}")));
+        let mut c = Config {
             name: default_name(),
-            listen: vec![
-                "tcp://127.0.0.1:3755".into(),
-                format!("unix:{}", default_unix_socket()),
-            ],
+            listen,
             users,
             roles,
-            mounts: BTreeMap::new(),
+            autosetup: Vec::new(),
             connections: Vec::new(),
             tunnel: TunnelConfig::default(),
             limits: Limits::default(),
-        }
+        };
+        c.hash_passwords();
+        c
     }
 }
 
@@ -246,7 +318,7 @@ impl Config {
 
     /// Parses YAML; serde_yaml's messages carry the line and column of the problem.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             message: e.to_string(),
         })?;
@@ -254,11 +326,43 @@ impl Config {
             file: file.to_string(),
             message,
         })?;
+        cfg.hash_passwords();
         Ok(cfg)
     }
 
+    /// Replaces every plain password by its SHA1 (all that login needs) and wipes the
+    /// plain text.
+    fn hash_passwords(&mut self) {
+        for u in self.users.values_mut() {
+            if let Some(p) = u.password.take() {
+                u.sha1pass = Some(sha1_hex(p.as_bytes()));
+                wipe(p);
+            }
+        }
+    }
+
+    /// The config as YAML, secrets included (for tests and tools that write configs).
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("config is always serializable")
+    }
+
+    /// The config as YAML for people to read (`--print-config`): password hashes and
+    /// the passwords in parent URLs are masked.
+    pub fn to_yaml_redacted(&self) -> String {
+        let mut c = self.clone();
+        for u in c.users.values_mut() {
+            if u.sha1pass.is_some() {
+                u.sha1pass = Some(REDACTED.into());
+            }
+        }
+        for conn in &mut c.connections {
+            conn.url = libshv::url::redact(&conn.url);
+        }
+        format!(
+            "# Secrets are shown as {REDACTED}: set `password: ...` (or `sha1pass: <hex SHA1>`)\n\
+             # for each user, and the password in each connection URL, before using this.\n{}",
+            c.to_yaml()
+        )
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -287,11 +391,28 @@ impl Config {
                 }
             }
         }
-        for (dev, mp) in &self.mounts {
-            check_mount_path(mp).map_err(|e| format!("mounts: device '{dev}': {e}"))?;
+        for (i, a) in self.autosetup.iter().enumerate() {
+            for r in &a.roles {
+                if !self.roles.contains_key(r) {
+                    return Err(format!("autosetup[{i}]: unknown role '{r}'"));
+                }
+            }
+            // The template with placeholders filled must be a valid mount point.
+            let sample = crate::autosetup::expand(&a.mount_point, "dev", "role", "user", 1)
+                .map_err(|e| format!("autosetup[{i}]: {e}"))?;
+            check_mount_path(&sample).map_err(|e| format!("autosetup[{i}]: {e}"))?;
         }
         for c in &self.connections {
             libshv::RpcUrl::parse(&c.url).map_err(|e| format!("connections: {e}"))?;
+            if c.heartbeat > DAY || c.reconnect_max > DAY {
+                return Err("connections: heartbeat and reconnect_max are at most 86400".into());
+            }
+        }
+        if self.tunnel.secret_ttl == 0 || self.tunnel.secret_ttl > 3600 {
+            return Err("tunnel.secret_ttl must be 1..3600 seconds".into());
+        }
+        if self.limits.login_timeout > DAY || self.limits.idle_timeout > DAY {
+            return Err("limits.login_timeout and limits.idle_timeout are at most 86400".into());
         }
         if let Some(a) = &self.tunnel.public_address {
             let ok = a
@@ -304,8 +425,22 @@ impl Config {
         if self.limits.max_frame_size < 1024 {
             return Err("limits.max_frame_size must be at least 1024".into());
         }
-        if self.limits.client_queue == 0 {
-            return Err("limits.client_queue must be at least 1".into());
+        let l = &self.limits;
+        for (name, v) in [
+            ("client_queue", l.client_queue),
+            ("client_queue_bytes", l.client_queue_bytes),
+            ("inflight_bytes", l.inflight_bytes),
+            ("max_subscriptions", l.max_subscriptions),
+            ("max_ri_len", l.max_ri_len),
+            ("max_pending", l.max_pending),
+            ("local_param_size", l.local_param_size),
+        ] {
+            if v == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if l.inflight_bytes > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err("limits.inflight_bytes is too large".into());
         }
         Ok(())
     }
@@ -319,14 +454,27 @@ impl Config {
     }
 }
 
-/// A mount point must be a relative path of non-empty segments that does not shadow the
-/// broker's own nodes.
+const REDACTED: &str = "REDACTED";
+/// Upper bound of the config's durations (seconds): keeps time arithmetic in range.
+const DAY: u64 = 86_400;
+
+/// Overwrites a secret's bytes before they are freed (best effort: copies made by the
+/// YAML parser are not reached).
+fn wipe(secret: String) {
+    let mut b = secret.into_bytes();
+    b.iter_mut().for_each(|x| *x = 0);
+    std::hint::black_box(&b);
+}
+
+/// A mount point must be a canonical, non-empty path that does not shadow the broker's
+/// own nodes (`.app`, `.broker`).
 pub fn check_mount_path(path: &str) -> Result<(), String> {
-    if path.is_empty() || path.split('/').any(|s| s.is_empty()) {
-        return Err(format!("invalid mount point '{path}'"));
+    if path.is_empty() {
+        return Err("empty mount point".into());
     }
+    libshv::path::check(path).map_err(|e| format!("invalid mount point '{path}': {e}"))?;
     let first = path.split('/').next().unwrap_or("");
-    if first.starts_with('.') {
+    if first == ".app" || first == ".broker" {
         return Err(format!(
             "mount point '{path}' would shadow the broker's '{first}'"
         ));
@@ -367,5 +515,29 @@ mod tests {
         assert!(e.contains("unknown access level"), "{e}");
         assert!(check_mount_path(".broker/x").is_err());
         assert!(check_mount_path("a//b").is_err());
+        assert!(check_mount_path(".history").is_ok());
+    }
+
+    #[test]
+    fn check_mount_path_rejects_dot_segments() {
+        for bad in ["test/..", "test/.", "test/../x", "./x", "test/", "/test"] {
+            assert!(check_mount_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn print_config_redacts_and_plaintext_is_not_kept() {
+        let c = Config::parse(
+            "users:\n  u: {password: hunter2, roles: []}\nconnections:\n  - url: 'tcp://u@h?password=hunter2'\n",
+            "t",
+        )
+        .unwrap();
+        let u = &c.users["u"];
+        assert_eq!(u.password, None);
+        assert_eq!(u.sha1pass.as_deref(), Some(sha1_hex(b"hunter2").as_str()));
+        let shown = c.to_yaml_redacted();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains(&sha1_hex(b"hunter2")), "{shown}");
+        assert!(shown.contains(REDACTED), "{shown}");
     }
 }

@@ -8,9 +8,12 @@
 
 pub mod access;
 pub mod api;
+pub mod autosetup;
 pub mod config;
 pub mod link;
 pub mod peer;
+pub mod pending;
+pub mod queue;
 pub mod server;
 pub mod state;
 pub mod subs;

@@ -10,7 +10,7 @@ use libshv::client::{login, ClientConfig};
 use libshv::connection;
 use libshv::message::RpcMessage;
 use libshv::RpcUrl;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::Connection;
 use crate::peer::{write_loop, Conn, Event, LoginInfo, OutCodec, PeerContext, Registration};
@@ -45,7 +45,7 @@ pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
             }
             Err(e) => e,
         };
-        tracing::warn!(parent = %shown, "parent link down: {error}; retrying in {backoff:?}");
+        tracing::warn!(parent = %shown, "parent link down: {}; retrying in {backoff:?}", libshv::logsafe::shown(&error));
         let _ = ctx
             .events
             .send(Event::Link(index, LinkStatus::Disconnected { error }))
@@ -84,7 +84,7 @@ async fn session(
         .map_err(|e| e.to_string())?;
 
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(ctx.config.limits.client_queue);
+    let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     // Login is done: from now on the link writes what the broker queues.
     let writer = tokio_util::codec::FramedWrite::new(writer.into_inner(), OutCodec);
@@ -127,7 +127,7 @@ async fn session(
             }
             rid += 1;
             let ping = RpcMessage::new_request(rid, ".app", "ping", None).into_frame();
-            if hb_tx.send(ping.into()).await.is_err() {
+            if hb_tx.send(ping).await.is_err() {
                 return;
             }
         }

@@ -23,7 +23,8 @@ struct Args {
     /// Broker name (shown by .broker:name and appended to UserId)
     #[arg(long)]
     name: Option<String>,
-    /// Print the effective config as YAML and exit
+    /// Print the effective config as YAML and exit (password hashes and URL passwords
+    /// are shown as REDACTED)
     #[arg(long)]
     print_config: bool,
     /// Log filter, e.g. info, debug, shvbroker=trace (default: info, or RUST_LOG)
@@ -67,7 +68,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.name = n.clone();
     }
     if args.print_config {
-        print!("{}", config.to_yaml());
+        print!("{}", config.to_yaml_redacted());
         return Ok(());
     }
     let shutdown = CancellationToken::new();

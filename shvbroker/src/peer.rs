@@ -9,23 +9,28 @@ use libshv::codec::BlockCodec;
 use libshv::codec::Incoming;
 use libshv::connection::{BoxRead, BoxWrite, FrameReader};
 use libshv::login::{sha1_hex, sha1_login};
+use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::{RpcFrame, RpcValue};
 use rand::Rng;
 use shvproto::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
 use crate::config::Config;
+pub use crate::queue::Outgoing;
+use crate::queue::{self, QueueReceiver, QueueSender};
 
 pub type PeerId = i64;
 
 /// Messages from connections to the broker task (the one owner of broker state).
 pub enum Event {
     Register(Registration, oneshot::Sender<Result<(), RpcError>>),
-    Frame(PeerId, RpcFrame),
+    /// A frame and its share of the in-flight byte budget, given back once the broker
+    /// task has dealt with it.
+    Frame(PeerId, RpcFrame, OwnedSemaphorePermit),
     Gone(PeerId),
     /// A parent link (by index in `connections`) changed state.
     Link(usize, crate::link::LinkStatus),
@@ -34,7 +39,7 @@ pub enum Event {
 pub struct Registration {
     pub id: PeerId,
     pub login: LoginInfo,
-    pub tx: mpsc::Sender<Outgoing>,
+    pub tx: QueueSender,
     pub cancel: CancellationToken,
     pub addr: String,
     /// The meta of the `login` request: the broker task answers it, so that the login
@@ -63,33 +68,82 @@ pub struct PeerContext {
     pub events: mpsc::Sender<Event>,
     pub shutdown: CancellationToken,
     pub login_failures: LoginFailures,
+    /// Bytes of frames on their way from peer tasks to the broker task: the event
+    /// channel is bounded in frames, this bounds it in bytes.
+    pub inflight: Arc<Semaphore>,
 }
 
-/// Recent failed logins per source address, so that opening a new connection for
-/// every guess does not reset the throttle. Entries fade after [`FAILURE_MEMORY`].
+impl PeerContext {
+    pub fn new(
+        config: Arc<Config>,
+        events: mpsc::Sender<Event>,
+        shutdown: CancellationToken,
+    ) -> PeerContext {
+        let inflight = Arc::new(Semaphore::new(config.limits.inflight_bytes));
+        PeerContext {
+            config,
+            next_id: std::sync::atomic::AtomicI64::new(1),
+            events,
+            shutdown,
+            login_failures: LoginFailures::default(),
+            inflight,
+        }
+    }
+
+    /// A bounded outgoing queue for a new connection.
+    pub fn queue(&self) -> (QueueSender, QueueReceiver) {
+        let l = &self.config.limits;
+        queue::channel(l.client_queue, l.client_queue_bytes)
+    }
+}
+
+/// Recent failed logins per source address. Failed answers to one address are spaced
+/// out one after another, whatever the number of connections they come by: N parallel
+/// connections guess no faster than one. Entries fade after [`FAILURE_MEMORY`].
 #[derive(Default)]
-pub struct LoginFailures(
-    std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
-);
+pub struct LoginFailures(std::sync::Mutex<std::collections::HashMap<String, SourceFailures>>);
+
+struct SourceFailures {
+    count: u32,
+    last: std::time::Instant,
+    /// When the next failed answer to this address may go out.
+    next_slot: std::time::Instant,
+}
 
 const FAILURE_MEMORY: Duration = Duration::from_secs(300);
+/// Source addresses remembered at most (a fresh one beyond that gets only the
+/// per-connection throttle).
+const MAX_SOURCES: usize = 10_000;
 
 impl LoginFailures {
-    /// Records a failure from `addr` and returns how many it made recently.
-    fn record(&self, addr: &str) -> u32 {
+    /// Records a failure from `addr` (the `conn_failures`-th on its connection) and
+    /// returns how long to wait before answering it.
+    fn penalty(&self, addr: &str, conn_failures: u32) -> Duration {
         let now = std::time::Instant::now();
-        let mut map = self.0.lock().unwrap();
-        // Bounded: stale entries go whenever the map grows.
-        if map.len() > 10_000 {
-            map.retain(|_, (_, t)| now.duration_since(*t) < FAILURE_MEMORY);
+        let delay = |level: u32| Duration::from_millis(250u64 << level.min(5));
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let source = source_of(addr);
+        if !map.contains_key(source) && map.len() >= MAX_SOURCES {
+            map.retain(|_, e| now.duration_since(e.last) < FAILURE_MEMORY);
+            if map.len() >= MAX_SOURCES {
+                return delay(conn_failures);
+            }
         }
-        let e = map.entry(source_of(addr).to_string()).or_insert((0, now));
-        if now.duration_since(e.1) >= FAILURE_MEMORY {
-            *e = (0, now);
+        let e = map.entry(source.to_string()).or_insert(SourceFailures {
+            count: 0,
+            last: now,
+            next_slot: now,
+        });
+        if now.duration_since(e.last) >= FAILURE_MEMORY {
+            e.count = 0;
         }
-        e.0 += 1;
-        e.1 = now;
-        e.0
+        e.count = e.count.saturating_add(1);
+        e.last = now;
+        // Each failure on this connection, and every fourth recent one from the same
+        // address, doubles the delay, up to 8 s; answers queue up behind each other.
+        let slot = e.next_slot.max(now) + delay(conn_failures.max(e.count / 4));
+        e.next_slot = slot;
+        slot - now
     }
 }
 
@@ -103,10 +157,10 @@ pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: 
     let mut reader =
         FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
     let writer = FramedWrite::new(write, OutCodec);
-    let (tx, rx) = mpsc::channel(limits.client_queue);
+    let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
-    tracing::debug!(peer = id, %addr, "connected");
+    tracing::debug!(peer = id, addr = %shown(&addr), "connected");
     let mut conn = Conn {
         id,
         tx,
@@ -133,7 +187,7 @@ pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: 
 
 pub(crate) struct Conn {
     pub(crate) id: PeerId,
-    pub(crate) tx: mpsc::Sender<Outgoing>,
+    pub(crate) tx: QueueSender,
     pub(crate) cancel: CancellationToken,
     pub(crate) addr: String,
     pub(crate) ctx: Arc<PeerContext>,
@@ -149,7 +203,7 @@ enum Read {
 impl Conn {
     async fn respond(&self, request: &RpcFrame, result: Result<RpcValue, RpcError>) {
         let msg = RpcMessage::response_to(&request.meta).with_result_or_error(result);
-        let _ = self.tx.send(msg.into_frame().into()).await;
+        let _ = self.tx.send(msg.into_frame()).await;
     }
 
     /// Reads the next frame, answering what needs no broker state (oversized requests).
@@ -165,22 +219,22 @@ impl Conn {
         };
         match item {
             Err(t) => {
-                tracing::info!(peer = self.id, addr = %self.addr, "no frame for {t:?}, disconnecting");
+                tracing::info!(peer = self.id, addr = %shown(&self.addr), "no frame for {t:?}, disconnecting");
                 Read::Closed
             }
             Ok(None) => Read::Closed,
             Ok(Some(Err(e))) => {
-                tracing::info!(peer = self.id, addr = %self.addr, "stream error, disconnecting: {e}");
+                tracing::info!(peer = self.id, addr = %shown(&self.addr), "stream error, disconnecting: {}", shown(&e.to_string()));
                 Read::Closed
             }
             Ok(Some(Ok(Incoming::Frame(f)))) => Read::Frame(f),
             Ok(Some(Ok(Incoming::ResetSession))) => Read::Reset,
             Ok(Some(Ok(Incoming::Invalid(why)))) => {
-                tracing::warn!(peer = self.id, addr = %self.addr, "bad frame dropped: {why}");
+                tracing::warn!(peer = self.id, addr = %shown(&self.addr), "bad frame dropped: {}", shown(&why.to_string()));
                 Read::Skip
             }
             Ok(Some(Ok(Incoming::Oversized { size, format, head }))) => {
-                tracing::warn!(peer = self.id, addr = %self.addr, size, "oversized frame skipped");
+                tracing::warn!(peer = self.id, addr = %shown(&self.addr), size, "oversized frame skipped");
                 if format != libshv::frame::FORMAT_CHAINPACK {
                     // Not even a message: the peer is not speaking our protocol.
                     return Read::Closed;
@@ -205,25 +259,42 @@ impl Conn {
     }
 
     /// hello / workflows / login. Returns the idle timeout to use once logged in, or
-    /// None when the connection must close.
+    /// None when the connection must close. The whole phase, not just each read, is
+    /// bounded by `login_timeout`: a client that floods `hello` and never reads its
+    /// answers blocks on its full queue, and is cut off all the same.
     async fn login_phase(&mut self, reader: &mut FrameReader) -> Option<Option<Duration>> {
+        let limit = Duration::from_secs(self.ctx.config.limits.login_timeout);
+        match tokio::time::timeout(limit, self.login_steps(reader)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::info!(peer = self.id, addr = %shown(&self.addr), "no login within {limit:?}, disconnecting");
+                None
+            }
+        }
+    }
+
+    async fn login_steps(&mut self, reader: &mut FrameReader) -> Option<Option<Duration>> {
         let config = self.ctx.config.clone();
         let nonce: String = rand::thread_rng()
             .sample_iter(&rand::distributions::Alphanumeric)
             .take(16)
             .map(char::from)
             .collect();
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(config.limits.login_timeout);
         let mut failures = 0u32;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let frame = match self.next(reader, Some(left)).await {
+            let frame = match self.next(reader, None).await {
                 Read::Frame(f) => f,
                 Read::Reset | Read::Skip => continue,
                 Read::Closed => return None,
             };
             if !frame.is_request() {
+                continue;
+            }
+            if frame.body.len() > MAX_LOGIN_FRAME {
+                let e = RpcError::invalid_param(format!(
+                    "a request before login may have at most {MAX_LOGIN_FRAME} bytes"
+                ));
+                self.respond(&frame, Err(e)).await;
                 continue;
             }
             if !frame.shv_path().is_empty() {
@@ -263,17 +334,11 @@ impl Conn {
                         }
                         Err(err) => {
                             failures += 1;
-                            // Throttle guessing: each failure on this connection, and
-                            // every fourth recent one from the same address (so that a
-                            // new connection per guess does not reset it), doubles the
-                            // delay, up to 8 s.
-                            let recent = self.ctx.login_failures.record(&self.addr);
-                            let level = failures.max(recent / 4).min(5);
-                            let delay = Duration::from_millis(250u64 << level);
+                            let delay = self.ctx.login_failures.penalty(&self.addr, failures);
                             tokio::time::sleep(delay).await;
                             self.respond(&frame, Err(err)).await;
                             if failures >= config.limits.login_attempts {
-                                tracing::info!(peer = self.id, addr = %self.addr, "too many failed logins, disconnecting");
+                                tracing::info!(peer = self.id, addr = %shown(&self.addr), "too many failed logins, disconnecting");
                                 return None;
                             }
                         }
@@ -326,7 +391,7 @@ impl Conn {
                 }
             };
             if !ok {
-                tracing::info!(peer = self.id, addr = %self.addr, user = %req.user, "login failed");
+                tracing::info!(peer = self.id, addr = %shown(&self.addr), user = %shown(&req.user), "login failed");
                 return Err(denied());
             }
             LoginInfo::User {
@@ -363,10 +428,13 @@ impl Conn {
             match self.next(reader, idle).await {
                 Read::Frame(f) => {
                     // Awaiting here pushes back on a flooding client instead of queueing.
+                    let Ok(permit) = self.inflight_permit(&f).await else {
+                        return false;
+                    };
                     if self
                         .ctx
                         .events
-                        .send(Event::Frame(self.id, f))
+                        .send(Event::Frame(self.id, f, permit))
                         .await
                         .is_err()
                     {
@@ -380,6 +448,27 @@ impl Conn {
         }
     }
 }
+
+impl Conn {
+    /// The frame's share of the in-flight byte budget (a frame larger than the whole
+    /// budget takes all of it).
+    async fn inflight_permit(
+        &self,
+        f: &RpcFrame,
+    ) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        let budget = self.ctx.config.limits.inflight_bytes;
+        let n = (f.body.len() + 256).min(budget);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.ctx.inflight.clone().acquire_many_owned(n).await
+    }
+}
+
+/// Longest idle watchdog a client may ask for (a day); more is taken as this.
+const MAX_IDLE_TIMEOUT: u64 = 24 * 3600;
+
+/// Requests before login are small (hello, workflows, login): a larger one is refused
+/// unread, so that an unauthenticated socket cannot make the broker decode megabytes.
+const MAX_LOGIN_FRAME: usize = 64 * 1024;
 
 /// A parsed `login` parameter (fields stay private to the broker).
 pub struct LoginRequest {
@@ -419,7 +508,8 @@ pub fn parse_login(param: &RpcValue) -> Result<LoginRequest, &'static str> {
             Value::Int(i) if i >= 0 => Some(i as u64),
             Value::UInt(u) => Some(u),
             _ => None,
-        });
+        })
+        .map(|s| s.min(MAX_IDLE_TIMEOUT));
     let tunnel_secret = options.get("tunnel").and_then(|t| str_of(t.get("secret")));
     Ok(LoginRequest {
         user: str_of(login.get("user")).unwrap_or_default(),
@@ -448,20 +538,6 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
     shvproto::ChainPackReader::new(&mut slice)
         .try_read_meta()
         .ok()?
-}
-
-/// What the broker queues to a peer: a frame to serialize in the peer's writer task, or
-/// bytes already framed (a signal encoded once for all its subscribers).
-#[derive(Debug)]
-pub enum Outgoing {
-    Frame(RpcFrame),
-    Encoded(bytes::Bytes),
-}
-
-impl From<RpcFrame> for Outgoing {
-    fn from(f: RpcFrame) -> Self {
-        Outgoing::Frame(f)
-    }
 }
 
 pub(crate) struct OutCodec;
@@ -494,7 +570,7 @@ async fn put(writer: &mut PeerWriter, item: Outgoing) -> std::io::Result<()> {
 
 pub(crate) async fn write_loop(
     mut writer: PeerWriter,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: QueueReceiver,
     cancel: CancellationToken,
 ) {
     {
@@ -502,7 +578,7 @@ pub(crate) async fn write_loop(
             while let Some(frame) = rx.recv().await {
                 put(&mut writer, frame).await?;
                 // Batch what is already queued into one flush.
-                while let Ok(f) = rx.try_recv() {
+                while let Some(f) = rx.try_recv() {
                     put(&mut writer, f).await?;
                 }
                 writer.flush().await?;
@@ -517,7 +593,7 @@ pub(crate) async fn write_loop(
     }
     // Best effort: deliver what is already queued (e.g. a last error), then close.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok(f) = rx.try_recv() {
+        while let Some(f) = rx.try_recv() {
             writer.feed(f).await?;
         }
         writer.close().await

@@ -1,7 +1,7 @@
 //! Listeners: accept TCP and Unix connections and start a peer task for each; start the
 //! broker task; shut everything down on request.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libshv::url::{RpcUrl, Transport};
@@ -45,6 +45,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
                 let l = tokio::net::UnixListener::bind(&p)
                     .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                // Owner only: whoever can connect can try passwords and reach the
+                // broker's login phase.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| anyhow::anyhow!("cannot restrict {url} to its owner: {e}"))?;
                 tracing::info!("listening on unix:{path}");
                 listeners.push(Listener::Unix(l, p));
             }
@@ -55,14 +60,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let broker = Broker::new(config.clone(), tcp_address);
-    let broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
-    let ctx = Arc::new(PeerContext {
-        config: config.clone(),
-        next_id: AtomicI64::new(1),
-        events: events_tx,
-        shutdown: shutdown.clone(),
-        login_failures: Default::default(),
-    });
+    let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
+    let ctx = Arc::new(PeerContext::new(
+        config.clone(),
+        events_tx,
+        shutdown.clone(),
+    ));
     let mut accept_tasks = Vec::new();
     for l in listeners {
         let ctx = ctx.clone();
@@ -73,7 +76,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         accept_tasks.push(tokio::spawn(crate::link::run(i, c.clone(), ctx.clone())));
     }
     drop(ctx);
-    shutdown.cancelled().await;
+    // The broker task ends only on shutdown. If it ends otherwise (a panic: a bug),
+    // the whole process goes, loudly: a broker that accepts connections and answers
+    // every login with "shutting down" is worse than none.
+    let stopped = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut broker_task => Some(r),
+    };
+    // The broker task also watches `shutdown` and may have seen it first.
+    let stopped = stopped.filter(|r| !(r.is_ok() && shutdown.is_cancelled()));
+    if let Some(r) = stopped {
+        shutdown.cancel();
+        let why = match r {
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into())
+            }
+            Err(e) => e.to_string(),
+            Ok(()) => "it returned".into(),
+        };
+        tracing::error!("the broker task stopped unexpectedly ({why}); exiting");
+        anyhow::bail!("internal error: the broker task stopped unexpectedly: {why}");
+    }
     tracing::info!("shutting down");
     for t in accept_tasks {
         let _ = t.await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use libshv::access::{level, level_name};
+use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::meta::{self, tag};
 use libshv::ri::Ri;
@@ -18,7 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::access::Grants;
 use crate::config::{check_mount_path, Config};
 use crate::peer::{Event, LoginInfo, Outgoing, PeerId, Registration};
+use crate::pending::{self, PendingRequests};
+use crate::queue::{Full, QueueSender};
 use crate::tunnel::Tunnels;
+
+/// Longest shvPath the broker routes; longer requests are refused, longer signals
+/// dropped (paths are matched against every access rule and subscription).
+pub const MAX_PATH_LEN: usize = 4096;
 
 pub struct Peer {
     pub id: PeerId,
@@ -28,7 +35,7 @@ pub struct Peer {
     pub device_id: Option<String>,
     pub user_agent: Option<String>,
     pub addr: String,
-    pub tx: mpsc::Sender<Outgoing>,
+    pub tx: QueueSender,
     pub cancel: CancellationToken,
     /// RI text → (parsed RI, expiry).
     pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
@@ -66,8 +73,8 @@ pub struct Broker {
     pub peers: HashMap<PeerId, Peer>,
     /// Mount point → peer.
     pub mounts: HashMap<String, PeerId>,
-    /// Requests forwarded and not yet answered: (responder, caller, request id).
-    pub pending: HashMap<(PeerId, PeerId, i64), Instant>,
+    /// Requests forwarded and not yet answered.
+    pub pending: PendingRequests,
     pub tunnels: Tunnels,
     /// Responses dropped because nothing authorized them.
     pub dropped_responses: u64,
@@ -81,16 +88,13 @@ pub struct Broker {
     pub(crate) next_rid: i64,
 }
 
-/// Pending entries older than this are forgotten (their caller will have timed out).
-const PENDING_TTL: Duration = Duration::from_secs(600);
-
 impl Broker {
     pub fn new(config: Arc<Config>, tcp_address: Option<(String, u16)>) -> Self {
         let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
             peers: HashMap::new(),
             mounts: HashMap::new(),
-            pending: HashMap::new(),
+            pending: PendingRequests::new(config.limits.max_pending),
             tunnels: Tunnels::new(secret_ttl),
             dropped_responses: 0,
             links: config
@@ -119,6 +123,8 @@ impl Broker {
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
+                    // The event's in-flight permit is given back when it is dropped,
+                    // after the event has been dealt with.
                     Some(ev) => self.on_event(ev),
                     None => break,
                 },
@@ -134,7 +140,7 @@ impl Broker {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Register(reg, reply) => self.register(reg, reply),
-            Event::Frame(id, frame) => self.on_frame(id, frame),
+            Event::Frame(id, frame, _permit) => self.on_frame(id, frame),
             Event::Gone(id) => self.remove_peer(id),
             Event::Link(index, status) => self.link_status(index, status),
         }
@@ -180,6 +186,7 @@ impl Broker {
                 None => {
                     tracing::info!(
                         peer = id,
+                        addr = %shown(&peer.addr),
                         "tunnel login refused: unknown, used or expired secret"
                     );
                     let _ = reply.send(Err(RpcError::new(
@@ -196,14 +203,15 @@ impl Broker {
                 mount_point,
                 user_agent,
             } => {
-                let mount = match self.resolve_mount_request(
+                let placement = match self.resolve_mount_request(
+                    &user,
                     &grants,
                     device_id.as_deref(),
                     mount_point.as_deref(),
                 ) {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::info!(peer = id, %user, "mount refused: {}", e.message);
+                        tracing::info!(peer = id, user = %shown(&user), "mount refused: {}", shown(&e.message));
                         let _ = reply.send(Err(e));
                         return;
                     }
@@ -212,7 +220,13 @@ impl Broker {
                 peer.grants = grants;
                 peer.device_id = device_id;
                 peer.user_agent = user_agent;
-                peer.mount = mount;
+                if let Some(p) = placement {
+                    peer.mount = Some(p.mount_point);
+                    for ri in p.subscriptions {
+                        let ri = Ri::parse(&ri);
+                        peer.subscriptions.insert(ri.to_string(), (ri, None));
+                    }
+                }
             }
         }
         // As pyshv does: `user:broker` for our own users, just `broker` for requests
@@ -221,7 +235,13 @@ impl Broker {
             Some(_) => self.config.name.clone(),
             None => format!("{}:{}", peer.user, self.config.name),
         };
-        tracing::info!(peer = id, user = %peer.user, addr = %peer.addr, mount = ?peer.mount, "logged in");
+        tracing::info!(
+            peer = id,
+            user = %shown(&peer.user),
+            addr = %shown(&peer.addr),
+            mount = %shown(peer.mount.as_deref().unwrap_or("")),
+            "logged in"
+        );
         let mount = peer.mount.clone();
         self.peers.insert(id, peer);
         if let Some(meta) = login_request {
@@ -238,39 +258,54 @@ impl Broker {
         }
     }
 
-    /// Where a logging-in device is to be mounted, checked against the config, the
-    /// role's allowed mount points and the existing mounts (no nesting, no shadowing).
+    /// Where a logging-in device is to be mounted: by the autosetup rules for its
+    /// deviceId (which also decide whether its user may claim that deviceId), else at
+    /// the mount point it asked for if its roles allow it; never nested in or over
+    /// another mount, never shadowing the broker's own nodes.
     fn resolve_mount_request(
         &self,
+        user: &str,
         grants: &Grants,
         device_id: Option<&str>,
         mount_point: Option<&str>,
-    ) -> Result<Option<String>, RpcError> {
-        let from_config = device_id.and_then(|d| self.config.mounts.get(d).cloned());
-        let path = match (from_config, mount_point) {
-            (Some(p), _) => p,
-            (None, Some(mp)) => {
-                let mp = mp.trim_matches('/').to_string();
-                if !grants.may_mount(&mp) {
-                    return Err(RpcError::new(
-                        code::METHOD_CALL_EXCEPTION,
-                        format!("mount point '{mp}' not allowed for this user"),
-                    ));
-                }
-                mp
-            }
-            (None, None) => return Ok(None),
-        };
-        check_mount_path(&path).map_err(|e| RpcError::new(code::METHOD_CALL_EXCEPTION, e))?;
-        for existing in self.mounts.keys() {
-            if *existing == path || is_under(existing, &path) || is_under(&path, existing) {
-                return Err(RpcError::new(
-                    code::METHOD_CALL_EXCEPTION,
-                    format!("mount point '{path}' collides with the mount '{existing}'"),
-                ));
+    ) -> Result<Option<crate::autosetup::Placement>, RpcError> {
+        if let Some(d) = device_id {
+            let placed = crate::autosetup::place(&self.config, user, grants, d, |p| {
+                self.mount_collision(p).is_none()
+            })?;
+            if placed.is_some() {
+                return Ok(placed);
             }
         }
-        Ok(Some(path))
+        let Some(mp) = mount_point else {
+            return Ok(None);
+        };
+        let path = mp.trim_matches('/').to_string();
+        check_mount_path(&path).map_err(|e| RpcError::new(code::METHOD_CALL_EXCEPTION, e))?;
+        if !grants.may_mount(&path) {
+            return Err(RpcError::new(
+                code::METHOD_CALL_EXCEPTION,
+                format!("mount point '{path}' not allowed for this user"),
+            ));
+        }
+        if let Some(existing) = self.mount_collision(&path) {
+            return Err(RpcError::new(
+                code::METHOD_CALL_EXCEPTION,
+                format!("mount point '{path}' collides with the mount '{existing}'"),
+            ));
+        }
+        Ok(Some(crate::autosetup::Placement {
+            mount_point: path,
+            subscriptions: Vec::new(),
+        }))
+    }
+
+    /// The existing mount that `path` would equal, nest in or cover.
+    fn mount_collision(&self, path: &str) -> Option<&str> {
+        self.mounts
+            .keys()
+            .find(|m| *m == path || is_under(m, path) || is_under(path, m))
+            .map(String::as_str)
     }
 
     pub fn remove_peer(&mut self, id: PeerId) {
@@ -278,8 +313,8 @@ impl Broker {
             return;
         };
         // Not cancelled here: after ResetSession the connection lives on.
-        tracing::info!(peer = id, user = %peer.user, "gone");
-        self.pending.retain(|(r, c, _), _| *r != id && *c != id);
+        tracing::info!(peer = id, user = %shown(&peer.user), "gone");
+        self.pending.peer_gone(id);
         self.own_requests.retain(|(p, _), _| *p != id);
         self.forwarded.remove(&id);
         if let Some(m) = &peer.mount {
@@ -291,7 +326,7 @@ impl Broker {
 
     pub fn disconnect(&mut self, id: PeerId, why: &str) {
         if let Some(p) = self.peers.get(&id) {
-            tracing::warn!(peer = id, user = %p.user, addr = %p.addr, "disconnecting: {why}");
+            tracing::warn!(peer = id, user = %shown(&p.user), addr = %shown(&p.addr), "disconnecting: {why}");
             p.cancel.cancel();
         }
         self.remove_peer(id);
@@ -303,25 +338,24 @@ impl Broker {
             p.subscriptions
                 .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
-        self.pending
-            .retain(|_, t| now.duration_since(*t) < PENDING_TTL);
+        self.pending.expire(now);
         self.tunnels_housekeeping(now);
         self.sync_forwarded_subscriptions();
     }
 
-    /// Queues a frame to a peer; a full queue disconnects the peer (it does not read).
+    /// Queues a frame to a peer; a full queue (in frames or bytes) disconnects the
+    /// peer: it does not read what it asked for.
     pub fn send_to(&mut self, id: PeerId, frame: impl Into<Outgoing>) -> bool {
-        let frame = frame.into();
         let Some(p) = self.peers.get(&id) else {
             return false;
         };
-        match p.tx.try_send(frame) {
+        match p.tx.push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Full::Full) => {
                 self.disconnect(id, "send queue full (client does not read)");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Full::Closed) => false,
         }
     }
 
@@ -340,7 +374,7 @@ impl Broker {
         if !self.peers.contains_key(&from) {
             return;
         }
-        tracing::trace!(peer = from, meta = %frame.meta, body_len = frame.body.len(), "frame");
+        tracing::trace!(peer = from, meta = %shown(&frame.meta.to_string()), body_len = frame.body.len(), "frame");
         // Tunnel rule 1: a frame that carries RevCallerIds (even Null) gets the sender pushed.
         if frame.has_rev_caller_ids() {
             meta::push_id(&mut frame.meta, tag::REV_CALLER_IDS, from);
@@ -361,7 +395,15 @@ impl Broker {
     fn on_request(&mut self, from: PeerId, mut frame: RpcFrame) {
         let path = frame.shv_path().to_string();
         let method = frame.method().unwrap_or("").to_string();
-        let peer = &self.peers[&from];
+        // Access rules and mounts match segment by segment: `a/x/`, `a//x` or `a/./x`
+        // must not slip past a rule written for `a/x`.
+        if let Err(e) = check_request_path(&path) {
+            self.respond(from, &frame.meta, Err(RpcError::method_not_found(e)));
+            return;
+        }
+        let Some(peer) = self.peers.get(&from) else {
+            return;
+        };
         if peer.tunnel.is_some() {
             let r = if path == ".app" && method == "ping" {
                 Ok(RpcValue::null())
@@ -373,12 +415,16 @@ impl Broker {
             self.respond(from, &frame.meta, r);
             return;
         }
-        let Some(granted) = peer.grants.level(&path, &method) else {
-            let e =
-                RpcError::method_not_found(format!("access denied: no grant for {path}:{method}"));
+        let Some(granted) = self.granted_level(from, &path, &method) else {
+            let e = RpcError::method_not_found(format!(
+                "access denied: no grant for {}:{}",
+                shown(&path),
+                shown(&method)
+            ));
             self.respond(from, &frame.meta, Err(e));
             return;
         };
+        let peer = &self.peers[&from];
         let level = match (frame.access_level(), peer.parent_link) {
             (Some(l), _) => l.min(granted),
             // A parent that states no level gets what its Access string says, or Browse.
@@ -400,6 +446,33 @@ impl Broker {
             return;
         }
         if let Some((target, rest)) = self.route(&path) {
+            // A device is never cut off for what its callers send it: while its queue
+            // is half full, further requests are refused instead.
+            if self.peers.get(&target).is_some_and(|t| t.tx.is_busy()) {
+                let e = RpcError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("{} is busy, try again later", shown(&path)),
+                );
+                self.respond(from, &frame.meta, Err(e));
+                return;
+            }
+            let key = pending::Key {
+                responder: target,
+                caller: from,
+                request_id: frame.request_id().unwrap_or_default(),
+                below: meta::stack_from_value(frame.meta.get(tag::CALLER_IDS)),
+            };
+            if !self.pending.has_room(&key) {
+                let e = RpcError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!(
+                        "too many requests waiting for an answer (at most {})",
+                        self.config.limits.max_pending
+                    ),
+                );
+                self.respond(from, &frame.meta, Err(e));
+                return;
+            }
             frame.set_shv_path(&rest);
             let level = libshv::access::named_floor(level);
             frame.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
@@ -412,16 +485,21 @@ impl Broker {
             };
             frame.meta.insert(tag::USER_ID, RpcValue::from(user_id));
             meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
-            if let Some(rid) = frame.request_id() {
-                self.pending.insert((target, from, rid), Instant::now());
-                if method == "launchRexec" {
-                    self.note_launch(from, rid, &path, &frame);
-                }
-            }
+            let launch = (method == "launchRexec").then(|| crate::tunnel::launch_of(&path, &frame));
+            // Cannot fail: there was room above, and nothing ran in between.
+            let _ = self.pending.insert(key, launch);
             self.send_to(target, frame);
             return;
         }
         let meta = frame.meta.clone();
+        let max = self.config.limits.local_param_size;
+        if frame.body.len() > max {
+            let e = RpcError::invalid_param(format!(
+                "the broker's own methods take at most {max} bytes of parameter"
+            ));
+            self.respond(from, &meta, Err(e));
+            return;
+        }
         let param = match RpcMessage::from_frame(&frame) {
             Ok(m) => m.param().cloned(),
             Err(e) => {
@@ -437,6 +515,27 @@ impl Broker {
         };
         let r = crate::api::call(self, from, &path, &method, level, param);
         self.respond(from, &meta, r);
+    }
+
+    /// The level `from`'s roles grant for `path:method`. For a device's own tree seen
+    /// through `.broker/client/<id>/…` it is also at most what they grant at the
+    /// device's mount point: that path must not be a way around the device's rules.
+    fn granted_level(&self, from: PeerId, path: &str, method: &str) -> Option<i64> {
+        let grants = &self.peers.get(&from)?.grants;
+        let level = grants.level(path, method)?;
+        let Some(rest) = path.strip_prefix(".broker/client/") else {
+            return Some(level);
+        };
+        let (id, inner) = rest.split_once('/').unwrap_or((rest, ""));
+        let mount = id
+            .parse::<PeerId>()
+            .ok()
+            .and_then(|id| self.peers.get(&id))
+            .and_then(|p| p.mount.as_deref());
+        match mount {
+            Some(m) => Some(level.min(grants.level(&join_path(m, inner), method)?)),
+            None => Some(level),
+        }
     }
 
     /// The peer serving `path` and the path relative to it: the longest mount prefix,
@@ -480,9 +579,14 @@ impl Broker {
             }
             return;
         };
-        let rid = frame.request_id().unwrap_or_default();
-        let authorized = self.pending.remove(&(from, target, rid)).is_some()
-            || self.tunnel_authorizes(from, target, &frame);
+        let key = pending::Key {
+            responder: from,
+            caller: target,
+            request_id: frame.request_id().unwrap_or_default(),
+            below: meta::stack_from_value(frame.meta.get(tag::CALLER_IDS)),
+        };
+        let rid = key.request_id;
+        let authorized = self.pending.answer(&key) || self.tunnel_authorizes(from, target, &frame);
         if !authorized {
             tracing::debug!(peer = from, target, rid, "unsolicited response dropped");
             self.dropped_responses += 1;
@@ -496,6 +600,13 @@ impl Broker {
             tracing::trace!(peer = from, "signal from an unmounted client dropped");
             return;
         };
+        if check_request_path(frame.shv_path()).is_err() {
+            tracing::debug!(
+                peer = from,
+                "signal with a non-canonical or too long path dropped"
+            );
+            return;
+        }
         let path = join_path(&mount, frame.shv_path());
         frame.set_shv_path(&path);
         frame.meta.remove(tag::CALLER_IDS);
@@ -503,12 +614,16 @@ impl Broker {
     }
 
     /// Sends a signal to every subscriber whose RI matches and whose access level on
-    /// the signal's path:source is at least the signal's level (default Read).
+    /// the signal's path:source is at least the signal's level (default Read; a device
+    /// may lower it to Browse, never below: a subscriber needs some grant).
     pub fn deliver_signal(&mut self, frame: &RpcFrame) {
         let path = frame.shv_path();
         let source = frame.source();
         let name = frame.method().unwrap_or("");
-        let needed = frame.access_level().unwrap_or(level::READ);
+        let needed = frame
+            .access_level()
+            .unwrap_or(level::READ)
+            .max(level::BROWSE);
         let now = Instant::now();
         let targets: Vec<PeerId> = self
             .peers
@@ -541,8 +656,9 @@ impl Broker {
         self.deliver_signal(&msg.into_frame());
     }
 
-    /// Child names of a virtual (broker-served) node; None if no such node.
-    pub fn virtual_children(&self, path: &str) -> Option<Vec<String>> {
+    /// Child names of a virtual (broker-served) node; None if no such node. The list of
+    /// connections under `.broker/client` is for SuperService only (`level`).
+    pub fn virtual_children(&self, path: &str, level: i64) -> Option<Vec<String>> {
         let mut out = BTreeSet::new();
         let mut exists = path.is_empty();
         for m in self.mounts.keys() {
@@ -561,7 +677,9 @@ impl Broker {
             ".app" | ".broker/currentClient" | ".broker/tunnels" => &[],
             ".broker" => &["currentClient", "client", "tunnels"],
             ".broker/client" => {
-                out.extend(self.peers.keys().map(|k| k.to_string()));
+                if level >= level::SUPER_SERVICE {
+                    out.extend(self.peers.keys().map(|k| k.to_string()));
+                }
                 &[]
             }
             _ if exists => &[],
@@ -573,14 +691,12 @@ impl Broker {
     }
 }
 
-pub fn is_under(path: &str, prefix: &str) -> bool {
-    path.len() > prefix.len() && path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'/'
-}
+pub use libshv::path::{is_under, join as join_path};
 
-pub fn join_path(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_string(),
-        (_, true) => a.to_string(),
-        _ => format!("{a}/{b}"),
+/// A path the broker accepts in a request or signal: canonical and not too long.
+fn check_request_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(format!("path longer than {MAX_PATH_LEN} bytes"));
     }
+    libshv::path::check(path).map_err(|e| format!("invalid path '{}': {e}", shown(path)))
 }

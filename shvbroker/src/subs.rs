@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
+use libshv::logsafe::shown;
 use libshv::message::RpcMessage;
 use libshv::meta::tag;
 use libshv::ri::Ri;
@@ -42,7 +43,7 @@ impl Broker {
                 if let Some(p) = self.peers.get_mut(&from) {
                     p.is_broker = Some(is_broker);
                     if is_broker {
-                        tracing::info!(peer = from, mount = ?p.mount, "mounted peer is a broker: forwarding subscriptions");
+                        tracing::info!(peer = from, mount = %shown(p.mount.as_deref().unwrap_or("")), "mounted peer is a broker: forwarding subscriptions");
                     }
                 }
                 if is_broker {
@@ -53,7 +54,8 @@ impl Broker {
                 if let Ok(Err(e)) = RpcMessage::from_frame(frame).map(|m| m.result()) {
                     tracing::warn!(
                         peer = from,
-                        "sub-broker refused a forwarded subscription: {e}"
+                        "sub-broker refused a forwarded subscription: {}",
+                        shown(&e.to_string())
                     );
                 }
             }

@@ -17,7 +17,10 @@ use libshv::{RpcFrame, RpcValue};
 use rand::RngCore;
 use shvproto::{IMap, Map, MetaMap, Value};
 
+use libshv::logsafe::shown;
+
 use crate::peer::{constant_time_eq, PeerId};
+use crate::pending;
 use crate::state::Broker;
 
 use libshv::tunnel::{tctl_key as key, TunnelState, TUNNEL_CTL_META_TYPE};
@@ -49,7 +52,9 @@ pub struct Tunnel {
     pub bytes_to_rexec: u64,
 }
 
-/// Who asked for a launchRexec, noted when the request is forwarded (for audit).
+/// Who asked for a launchRexec, noted with the pending request when it is forwarded
+/// (for the tunnel table and the audit log).
+#[derive(Debug)]
 pub struct Launch {
     pub user: String,
     pub agent_path: String,
@@ -58,10 +63,10 @@ pub struct Launch {
 
 pub struct Tunnels {
     pub open: HashMap<u64, Tunnel>,
-    launches: HashMap<(PeerId, i64), Launch>,
-    /// FindTunnelRequests forwarded up: (upstream peer, downstream peer, R), so that
-    /// exactly their FindTunnelResponse may come back down.
-    find_pending: HashMap<(PeerId, PeerId, i64), Instant>,
+    /// FindTunnelRequests forwarded up: (upstream peer, downstream peer, R) → how many
+    /// and when the last went, so that exactly as many FindTunnelResponses may come
+    /// back down (several operators' launches may share R on one link).
+    find_pending: HashMap<(PeerId, PeerId, i64), (usize, Instant)>,
     next_id: u64,
     secret_ttl: Duration,
 }
@@ -70,11 +75,23 @@ impl Tunnels {
     pub fn new(secret_ttl: Duration) -> Self {
         Tunnels {
             open: HashMap::new(),
-            launches: HashMap::new(),
             find_pending: HashMap::new(),
             next_id: 1,
             secret_ttl,
         }
+    }
+
+    /// Lets one FindTunnelResponse from `up` down to `down` for R pass.
+    fn take_find_pending(&mut self, up: PeerId, down: PeerId, rid: i64) -> bool {
+        let key = (up, down, rid);
+        let Some(e) = self.find_pending.get_mut(&key) else {
+            return false;
+        };
+        e.0 -= 1;
+        if e.0 == 0 {
+            self.find_pending.remove(&key);
+        }
+        true
     }
 
     /// Accepts a tunnel secret once, before it expires; binds `peer` as the tunnel's rexec.
@@ -139,23 +156,33 @@ fn close_frame(request_id: i64, cids: &[i64], error: &str) -> RpcFrame {
     msg.into_frame()
 }
 
-impl Broker {
-    /// Notes who launches what, for the tunnel table and the audit log.
-    pub fn note_launch(&mut self, from: PeerId, rid: i64, agent_path: &str, frame: &RpcFrame) {
-        let command = RpcMessage::from_frame(frame)
-            .ok()
-            .and_then(|m| m.param().cloned())
-            .map(|p| describe_command(&p))
-            .unwrap_or_default();
-        let user = frame.user_id().unwrap_or("").to_string();
-        let launch = Launch {
-            user,
-            agent_path: agent_path.to_string(),
-            command,
-        };
-        self.tunnels.launches.insert((from, rid), launch);
-    }
+/// Longest command text kept for the tunnel table and the audit log.
+const MAX_COMMAND_TEXT: usize = 256;
 
+/// Who launches what (a `launchRexec` request on its way to `agent_path`). Only a short
+/// text is kept: the request may carry a command of megabytes.
+pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
+    let command = RpcMessage::from_frame(frame)
+        .ok()
+        .and_then(|m| m.param().cloned())
+        .map(|p| describe_command(&p))
+        .unwrap_or_default();
+    Launch {
+        user: truncate(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
+        agent_path: truncate(agent_path, MAX_COMMAND_TEXT),
+        command: truncate(&command, MAX_COMMAND_TEXT),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+impl Broker {
     /// Handles the tunnel-specific responses. Returns true if the frame was consumed.
     pub fn tunnel_response(&mut self, from: PeerId, frame: &mut RpcFrame) -> bool {
         match tctl_state(frame) {
@@ -166,9 +193,7 @@ impl Broker {
             Some(TunnelState::FindTunnelResponse) => {
                 let rid = frame.request_id().unwrap_or_default();
                 let target = meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
-                match target
-                    .filter(|t| self.tunnels.find_pending.remove(&(from, *t, rid)).is_some())
-                {
+                match target.filter(|t| self.tunnels.take_find_pending(from, *t, rid)) {
                     Some(t) => {
                         self.send_to(t, frame.clone());
                     }
@@ -202,7 +227,7 @@ impl Broker {
                     t.rexec_request_id = w;
                     t.rexec_rest = rcid;
                     if t.hosted {
-                        tracing::info!(target: "audit", tunnel = t.id, user = %t.user, agent = %t.agent_path, command = %t.command, "tunnel open");
+                        tracing::info!(target: "audit", tunnel = t.id, user = %shown(&t.user), agent = %shown(&t.agent_path), command = %shown(&t.command), "tunnel open");
                     }
                 }
                 false
@@ -237,7 +262,13 @@ impl Broker {
                 })
                 .map(|t| t.id)
         });
-        let pending = tid.is_none() && self.pending.remove(&(from, target, rid)).is_some();
+        let key = pending::Key {
+            responder: from,
+            caller: target,
+            request_id: rid,
+            below: meta::stack_from_value(out.meta.get(tag::CALLER_IDS)),
+        };
+        let pending = tid.is_none() && self.pending.answer(&key);
         if tid.is_none() && !pending {
             tracing::debug!(
                 peer = from,
@@ -263,17 +294,24 @@ impl Broker {
     fn find_tunnel(&mut self, from: PeerId, frame: &mut RpcFrame) {
         let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
         let rid = frame.request_id().unwrap_or_default();
-        let Some(&rsh_peer) = cids.last() else {
+        let Some((&rsh_peer, below)) = cids.split_last() else {
             return;
         };
-        if self.pending.remove(&(from, rsh_peer, rid)).is_none() {
+        // Only the agent a `launchRexec` went to may answer it with a FindTunnelRequest.
+        let key = pending::Key {
+            responder: from,
+            caller: rsh_peer,
+            request_id: rid,
+            below: below.to_vec(),
+        };
+        let Some(launch) = self.pending.answer_launch(&key) else {
             tracing::debug!(
                 peer = from,
-                "FindTunnelRequest for no pending request dropped"
+                "FindTunnelRequest answering no pending launchRexec dropped"
             );
             self.dropped_responses += 1;
             return;
-        }
+        };
         let mut tctl = tctl_of(frame).unwrap_or_default();
         let has_host = tctl
             .get(&key::SECRET)
@@ -284,7 +322,6 @@ impl Broker {
         // broker does if nobody on the way could.
         let host_here = public.is_some() || (last_broker && !has_host);
         if host_here || has_host {
-            let launch = self.tunnels.launches.remove(&(rsh_peer, rid));
             let id = self.tunnels.next_id;
             self.tunnels.next_id += 1;
             let now = SystemTime::now();
@@ -306,19 +343,16 @@ impl Broker {
                 rexec_peer: if host_here { None } else { Some(from) },
                 rexec_rest: Vec::new(),
                 rexec_request_id: None,
-                agent_path: launch
-                    .as_ref()
-                    .map(|l| l.agent_path.clone())
-                    .unwrap_or_default(),
-                user: launch.as_ref().map(|l| l.user.clone()).unwrap_or_default(),
-                command: launch.map(|l| l.command).unwrap_or_default(),
+                agent_path: launch.agent_path,
+                user: launch.user,
+                command: launch.command,
                 opened_at: now,
                 last_activity: now,
                 bytes_to_rsh: 0,
                 bytes_to_rexec: 0,
             };
             if host_here {
-                tracing::info!(target: "audit", tunnel = id, user = %t.user, agent = %t.agent_path, command = %t.command, "tunnel requested");
+                tracing::info!(target: "audit", tunnel = id, user = %shown(&t.user), agent = %shown(&t.agent_path), command = %shown(&t.command), "tunnel requested");
                 let (host, port) = match public.as_deref().and_then(|a| a.rsplit_once(':')) {
                     Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
                     None => self
@@ -355,9 +389,13 @@ impl Broker {
         } else {
             // Further up the tree, keeping what we filled in; remember to let the
             // FindTunnelResponse back down.
-            self.tunnels
+            let e = self
+                .tunnels
                 .find_pending
-                .insert((rsh_peer, from, rid), Instant::now());
+                .entry((rsh_peer, from, rid))
+                .or_insert((0, Instant::now()));
+            e.0 += 1;
+            e.1 = Instant::now();
             frame.meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
             meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
             self.send_to(rsh_peer, frame.clone());
@@ -388,9 +426,9 @@ impl Broker {
         if let Some(t) = self.tunnels.open.get_mut(&tid) {
             let n = frame.body.len() as u64;
             if target == t.rsh_peer {
-                t.bytes_to_rsh += n;
+                t.bytes_to_rsh = t.bytes_to_rsh.saturating_add(n);
             } else {
-                t.bytes_to_rexec += n;
+                t.bytes_to_rexec = t.bytes_to_rexec.saturating_add(n);
             }
             t.last_activity = SystemTime::now();
         }
@@ -399,7 +437,6 @@ impl Broker {
 
     /// A tunnel never hangs half-open: when one side goes, the other gets CloseTunnel.
     pub fn tunnels_peer_gone(&mut self, id: PeerId) {
-        self.tunnels.launches.retain(|(p, _), _| *p != id);
         self.tunnels
             .find_pending
             .retain(|(up, down, _), _| *up != id && *down != id);
@@ -463,7 +500,7 @@ impl Broker {
         let ttl = self.tunnels.secret_ttl * 6;
         self.tunnels
             .find_pending
-            .retain(|_, t| now.duration_since(*t) < ttl);
+            .retain(|_, (_, t)| now.duration_since(*t) < ttl);
     }
 
     /// Closes a tunnel on an admin's request.
@@ -523,12 +560,12 @@ fn audit_close(t: &Tunnel, status: &str) {
     tracing::info!(
         target: "audit",
         tunnel = t.id,
-        user = %t.user,
-        agent = %t.agent_path,
-        command = %t.command,
+        user = %shown(&t.user),
+        agent = %shown(&t.agent_path),
+        command = %shown(&t.command),
         bytes_to_rsh = t.bytes_to_rsh,
         bytes_to_rexec = t.bytes_to_rexec,
-        status,
+        status = %shown(status),
         "tunnel closed"
     );
 }

@@ -165,6 +165,7 @@ mod tests {
             secret: Some("abc".into()),
             request_id: Some(12),
             caller_ids: vec![3],
+            nonce: None,
         };
         let call = LaunchParams {
             pty: false,

@@ -994,7 +994,8 @@ pub fn expect_error(msg: &RpcMessage) -> RpcError {
 /// Error code constants re-exported for the tests.
 pub use code::{LOGIN_REQUIRED, METHOD_NOT_FOUND};
 
-/// A YAML config with the three default users plus device-id mounts and limits.
+/// A YAML config with the three default users plus device-id mounts (autosetup rules
+/// for the `device` role) and limits.
 /// `extra` is appended verbatim (top-level keys).
 pub fn config_yaml(mounts: &[(&str, &str)], extra: &str) -> String {
     let mut y = String::from(
@@ -1015,9 +1016,12 @@ pub fn config_yaml(mounts: &[(&str, &str)], extra: &str) -> String {
          \x20   mount_points: []\n",
     );
     if !mounts.is_empty() {
-        y.push_str("mounts:\n");
+        // Each deviceId may be claimed by the device role only.
+        y.push_str("autosetup:\n");
         for (id, path) in mounts {
-            y.push_str(&format!("  {id}: {path}\n"));
+            y.push_str(&format!(
+                "  - {{device_id: '{id}', roles: [device], mount_point: '{path}'}}\n"
+            ));
         }
     }
     y.push_str(extra);

@@ -808,7 +808,7 @@ async fn tunnel_secret_replayed_is_refused() {
             other => panic!("agent got no launchRexec: {other:?}"),
         }
     };
-    let find = tunnel::find_tunnel_request(&req.meta);
+    let find = tunnel::find_tunnel_request(&req.meta, None);
     agent
         .send_bytes(&libshv::codec::encode_frame(&find))
         .await

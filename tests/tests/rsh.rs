@@ -289,7 +289,7 @@ impl RequestHandler for FakeAgent {
         // cannot slip by.
         let mut stream = client.register_stream(rid, 4);
         client
-            .send_frame(tunnel::find_tunnel_request(&request.meta))
+            .send_frame(tunnel::find_tunnel_request(&request.meta, None))
             .await
             .expect("send FindTunnelRequest");
         let found = self.found.clone();

@@ -1,0 +1,67 @@
+//! Peer-supplied text in logs: truncated and escaped, so that a hostile peer can neither
+//! fill the disk with one log line nor forge log lines of its own (a user name with a
+//! `\n` in it, terminal escape sequences, …).
+
+use std::fmt;
+
+/// How many bytes of a peer's string a log line shows.
+pub const LOG_LIMIT: usize = 256;
+
+/// Displays a string truncated to [`LOG_LIMIT`] bytes with control characters, quotes
+/// and backslashes escaped; a cut is marked with `…(N bytes)`.
+pub struct Shown<'a>(pub &'a str);
+
+/// Wraps peer data for a log line: `tracing::info!(user = %shown(&name), …)`.
+pub fn shown(s: &str) -> Shown<'_> {
+    Shown(s)
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let mut end = s.len().min(LOG_LIMIT);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        for c in s[..end].chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    write!(f, "{}", c.escape_default())?
+                }
+                c => write!(f, "{c}")?,
+            }
+        }
+        if end < s.len() {
+            write!(f, "…({} bytes)", s.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        let s = shown("evil\nINFO forged line\x1b[31m").to_string();
+        assert!(!s.contains('\n') && !s.contains('\x1b'), "{s}");
+        assert!(s.starts_with("evil\\nINFO forged"), "{s}");
+    }
+
+    #[test]
+    fn truncates_on_a_char_boundary() {
+        let long = "é".repeat(1000);
+        let s = shown(&long).to_string();
+        assert!(s.len() < LOG_LIMIT + 32, "{}", s.len());
+        assert!(s.ends_with("…(2000 bytes)"), "{s}");
+        assert_eq!(shown("short").to_string(), "short");
+    }
+}

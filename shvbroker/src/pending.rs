@@ -1,0 +1,191 @@
+//! Requests forwarded and not yet answered. A response is forwarded only if it answers
+//! one of these (or belongs to an open tunnel), so this table is what stops a client
+//! from injecting responses into other clients' sessions. It is bounded per caller and
+//! its entries expire.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::peer::PeerId;
+use crate::tunnel::Launch;
+
+/// Entries older than this are forgotten (their caller will have timed out).
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+
+/// One forwarded request: who answers, who asked, the request id, and the CallerIds
+/// below the caller (the caller may be a broker relaying for many clients, whose
+/// request ids may coincide).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub responder: PeerId,
+    pub caller: PeerId,
+    pub request_id: i64,
+    pub below: Vec<i64>,
+}
+
+struct Entry {
+    at: Instant,
+    /// Set for `launchRexec`: only such a request may be answered by a
+    /// FindTunnelRequest, and the tunnel table takes this over.
+    launch: Option<Launch>,
+}
+
+/// The caller already has `max_pending` requests waiting.
+#[derive(Debug)]
+pub struct TooMany(pub usize);
+
+pub struct PendingRequests {
+    entries: HashMap<Key, Entry>,
+    per_caller: HashMap<PeerId, usize>,
+    max_per_caller: usize,
+}
+
+impl PendingRequests {
+    pub fn new(max_per_caller: usize) -> Self {
+        PendingRequests {
+            entries: HashMap::new(),
+            per_caller: HashMap::new(),
+            max_per_caller,
+        }
+    }
+
+    /// Notes a forwarded request. A request id the caller reuses while it is pending
+    /// replaces the old entry.
+    pub fn insert(&mut self, key: Key, launch: Option<Launch>) -> Result<(), TooMany> {
+        let entry = Entry {
+            at: Instant::now(),
+            launch,
+        };
+        if let Some(old) = self.entries.get_mut(&key) {
+            *old = entry;
+            return Ok(());
+        }
+        let n = self.per_caller.entry(key.caller).or_default();
+        if *n >= self.max_per_caller {
+            return Err(TooMany(self.max_per_caller));
+        }
+        *n += 1;
+        self.entries.insert(key, entry);
+        Ok(())
+    }
+
+    /// Would [`insert`](Self::insert) accept `key`?
+    pub fn has_room(&self, key: &Key) -> bool {
+        self.entries.contains_key(key) || self.count_of(key.caller) < self.max_per_caller
+    }
+
+    /// Takes the entry a response answers; false if there is none.
+    pub fn answer(&mut self, key: &Key) -> bool {
+        self.take(key).is_some()
+    }
+
+    /// Takes the entry a FindTunnelRequest answers: only a pending `launchRexec`.
+    pub fn answer_launch(&mut self, key: &Key) -> Option<Launch> {
+        self.entries.get(key)?.launch.as_ref()?;
+        self.take(key)?.launch
+    }
+
+    fn take(&mut self, key: &Key) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        self.uncount(key.caller);
+        Some(e)
+    }
+
+    fn uncount(&mut self, caller: PeerId) {
+        if let Some(n) = self.per_caller.get_mut(&caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_caller.remove(&caller);
+            }
+        }
+    }
+
+    /// Forgets everything to or from a peer that is gone.
+    pub fn peer_gone(&mut self, id: PeerId) {
+        self.entries
+            .retain(|k, _| k.responder != id && k.caller != id);
+        self.per_caller.remove(&id);
+        self.recount();
+    }
+
+    /// Forgets entries older than [`PENDING_TTL`].
+    pub fn expire(&mut self, now: Instant) {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| now.duration_since(e.at) < PENDING_TTL);
+        if self.entries.len() != before {
+            self.recount();
+        }
+    }
+
+    fn recount(&mut self) {
+        self.per_caller.clear();
+        for k in self.entries.keys() {
+            *self.per_caller.entry(k.caller).or_default() += 1;
+        }
+    }
+
+    /// Requests `caller` has waiting.
+    pub fn count_of(&self, caller: PeerId) -> usize {
+        self.per_caller.get(&caller).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(responder: PeerId, caller: PeerId, rid: i64, below: &[i64]) -> Key {
+        Key {
+            responder,
+            caller,
+            request_id: rid,
+            below: below.to_vec(),
+        }
+    }
+
+    fn launch() -> Launch {
+        Launch {
+            user: "u".into(),
+            agent_path: "a".into(),
+            command: "c".into(),
+        }
+    }
+
+    #[test]
+    fn bounded_per_caller() {
+        let mut p = PendingRequests::new(2);
+        p.insert(key(1, 7, 1, &[]), None).unwrap();
+        p.insert(key(1, 7, 2, &[]), None).unwrap();
+        // The same key again replaces, it does not count twice.
+        p.insert(key(1, 7, 2, &[]), None).unwrap();
+        assert!(p.insert(key(1, 7, 3, &[]), None).is_err());
+        // Another caller has its own budget.
+        p.insert(key(1, 8, 3, &[]), None).unwrap();
+        assert!(p.answer(&key(1, 7, 1, &[])));
+        assert!(!p.answer(&key(1, 7, 1, &[])));
+        p.insert(key(1, 7, 3, &[]), None).unwrap();
+        assert_eq!(p.count_of(7), 2);
+        p.peer_gone(1);
+        assert_eq!(p.count_of(7), 0);
+        assert_eq!(p.count_of(8), 0);
+    }
+
+    #[test]
+    fn relayed_requests_with_equal_ids_are_kept_apart() {
+        let mut p = PendingRequests::new(10);
+        p.insert(key(1, 9, 10, &[4]), Some(launch())).unwrap();
+        p.insert(key(1, 9, 10, &[5]), Some(launch())).unwrap();
+        assert!(p.answer_launch(&key(1, 9, 10, &[5])).is_some());
+        assert!(p.answer_launch(&key(1, 9, 10, &[4])).is_some());
+    }
+
+    #[test]
+    fn find_tunnel_request_answers_only_a_launch() {
+        let mut p = PendingRequests::new(10);
+        p.insert(key(1, 2, 3, &[]), None).unwrap();
+        assert!(p.answer_launch(&key(1, 2, 3, &[])).is_none());
+        // … and the plain request stays answerable.
+        assert!(p.answer(&key(1, 2, 3, &[])));
+    }
+}
