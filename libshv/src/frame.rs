@@ -57,9 +57,10 @@ fn check_meta_types(meta: &MetaMap) -> Result<(), DecodeError> {
     ] {
         if let Some(v) = meta.get(t) {
             if !ok(&v.value) {
+                // Not the value itself: it is the peer's, and may be megabytes.
                 return Err(DecodeError::Codec(format!(
-                    "meta tag {t} has the wrong type: {}",
-                    v.to_cpon()
+                    "meta tag {t} has the wrong type ({})",
+                    v.type_name()
                 )));
             }
         }

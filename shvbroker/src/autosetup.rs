@@ -2,124 +2,118 @@
 //! its user may claim that deviceId at all. Rules come from the config's `autosetup`
 //! list; the first rule whose deviceId glob and role filter match decides.
 
+use libshv::logsafe::shown;
 use libshv::message::{code, RpcError};
 use libshv::ri::glob;
 
 use crate::access::Grants;
-use crate::config::{check_mount_path, Autosetup, Config};
+use crate::config::{check_mount_path, Autosetup};
 
 /// Longest deviceId accepted (it ends up in mount points and logs).
 pub const MAX_DEVICE_ID: usize = 256;
 /// How many `%i` variants are tried before giving up on a free mount point.
 const MAX_INDEX: usize = 1000;
 
-/// Fills a mount point template: `%d` deviceId, `%r` role, `%u` user, `%i` nothing for
-/// `index` 0 and `-index` otherwise, `%%` a percent sign.
-pub fn expand(
-    template: &str,
-    device_id: &str,
-    role: &str,
-    user: &str,
-    index: usize,
-) -> Result<String, String> {
+/// Fills a mount point template: `%d` deviceId, `%u` user, `%r` the user's roles joined
+/// with `-`, `%i` nothing for `index` 0 and `index` otherwise, `%I` `index`, `%%` a
+/// percent sign; any other `%x` stays as it is.
+pub fn expand(template: &str, device_id: &str, roles: &str, user: &str, index: usize) -> String {
     let mut out = String::with_capacity(template.len() + device_id.len());
-    let mut chars = template.chars();
+    let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {
         if c != '%' {
             out.push(c);
             continue;
         }
-        match chars.next() {
+        match chars.peek() {
             Some('d') => out.push_str(device_id),
-            Some('r') => out.push_str(role),
             Some('u') => out.push_str(user),
-            Some('i') if index > 0 => out.push_str(&format!("-{index}")),
+            Some('r') => out.push_str(roles),
+            Some('i') if index > 0 => out.push_str(&index.to_string()),
             Some('i') => {}
+            Some('I') => out.push_str(&index.to_string()),
             Some('%') => out.push('%'),
-            Some(other) => return Err(format!("unknown placeholder '%{other}' in '{template}'")),
-            None => return Err(format!("'%' at the end of '{template}'")),
+            _ => {
+                out.push('%');
+                continue;
+            }
         }
+        chars.next();
     }
-    Ok(out)
+    out
 }
 
-/// What autosetup decided for a device.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub mount_point: String,
-    pub subscriptions: Vec<String>,
-}
-
-/// The rule for `device_id` logged in as `user` with `grants`, and a free mount point
-/// from it (`is_free` tells whether a path may be mounted). `Ok(None)`: no rule matches.
-pub fn place(
-    config: &Config,
-    user: &str,
+/// The first rule for `device_id` that one of the user's roles may use.
+pub fn rule_for<'a>(
+    rules: &'a [Autosetup],
     grants: &Grants,
     device_id: &str,
-    is_free: impl Fn(&str) -> bool,
-) -> Result<Option<Placement>, RpcError> {
-    let refuse = |m: String| RpcError::new(code::METHOD_CALL_EXCEPTION, m);
-    if device_id.len() > MAX_DEVICE_ID {
-        return Err(refuse(format!(
-            "deviceId longer than {MAX_DEVICE_ID} bytes"
-        )));
-    }
-    let Some((rule, role)) = matching_rule(&config.autosetup, grants, device_id) else {
-        return Ok(None);
-    };
-    let has_index = rule.mount_point.contains("%i");
-    for index in 0..MAX_INDEX {
-        let path = expand(&rule.mount_point, device_id, role, user, index).map_err(refuse)?;
-        check_mount_path(&path).map_err(refuse)?;
-        if !grants.may_mount(&path) {
-            return Err(refuse(format!(
-                "mount point '{path}' not allowed for this user"
-            )));
-        }
-        if is_free(&path) {
-            return Ok(Some(Placement {
-                mount_point: path,
-                subscriptions: rule.subscriptions.clone(),
-            }));
-        }
-        if !has_index {
-            return Err(refuse(format!("mount point '{path}' is taken")));
-        }
-    }
-    Err(refuse("no free mount point for this deviceId".into()))
+) -> Option<&'a Autosetup> {
+    rules
+        .iter()
+        .find(|r| r.roles.iter().any(|role| grants.has_role(role)) && glob(&r.device_id, device_id))
 }
 
-fn matching_rule<'a>(
-    rules: &'a [Autosetup],
-    grants: &'a Grants,
+/// Checks a deviceId before any rule sees it.
+pub fn check_device_id(device_id: &str) -> Result<(), RpcError> {
+    if device_id.len() > MAX_DEVICE_ID {
+        return Err(RpcError::new(
+            code::METHOD_CALL_EXCEPTION,
+            format!("deviceId longer than {MAX_DEVICE_ID} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The mount point `rule` gives `device_id`: the first expansion of its template that
+/// is a valid mount point, allowed by the user's `mount_points` and free (`is_free`).
+/// Numbered variants are tried only if the template has `%i` or `%I`. None: the device
+/// is logged in without a mount (as pySHV does).
+pub fn mount_point(
+    rule: &Autosetup,
     device_id: &str,
-) -> Option<(&'a Autosetup, &'a str)> {
-    rules.iter().find_map(|rule| {
-        if !glob(&rule.device_id, device_id) {
+    user: &str,
+    grants: &Grants,
+    is_free: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let roles = grants.roles().join("-");
+    let numbered = rule.mount_point.contains("%i") || rule.mount_point.contains("%I");
+    for index in 0..MAX_INDEX {
+        let path = expand(&rule.mount_point, device_id, &roles, user, index);
+        if check_mount_path(&path).is_err() || !grants.may_mount(&path) {
+            tracing::info!(
+                device_id = %shown(device_id),
+                mount = %shown(&path),
+                "autosetup: mount point not valid or not allowed for the user; not mounted"
+            );
             return None;
         }
-        if rule.roles.is_empty() {
-            return Some((rule, grants.roles().first().map_or("", String::as_str)));
+        if is_free(&path) {
+            return Some(path);
         }
-        let role = rule.roles.iter().find(|r| grants.has_role(r))?;
-        Some((rule, role.as_str()))
-    })
+        if !numbered {
+            break;
+        }
+    }
+    tracing::info!(device_id = %shown(device_id), "autosetup: no free mount point; not mounted");
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn config() -> Config {
         Config::parse(
             "users:\n\
              \x20 admin: {password: a, roles: [admin]}\n\
-             \x20 test: {password: t, roles: [test]}\n\
+             \x20 test: {password: t, roles: [test, browse]}\n\
              \x20 viewer: {password: v, roles: [viewer]}\n\
              roles:\n\
              \x20 admin: {access: [{ri: '**:*', grant: su}], mount_points: ['**']}\n\
              \x20 test: {access: [{ri: 'test/**:*', grant: cmd}], mount_points: ['test/*']}\n\
+             \x20 browse: {access: [{ri: '**:ls', grant: bws}]}\n\
              \x20 viewer: {access: [{ri: '**:*', grant: rd}]}\n\
              autosetup:\n\
              \x20 - {device_id: history, roles: [admin], mount_point: .history, subscriptions: ['test/**:*:*']}\n\
@@ -131,10 +125,13 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert_eq!(expand("a/%d%i", "x", "r", "u", 0).unwrap(), "a/x");
-        assert_eq!(expand("a/%d%i", "x", "r", "u", 2).unwrap(), "a/x-2");
-        assert_eq!(expand("%r/%u/100%%", "x", "r", "u", 0).unwrap(), "r/u/100%");
-        assert!(expand("a/%q", "x", "r", "u", 0).is_err());
+        assert_eq!(expand("a/%d%i", "x", "r", "u", 0), "a/x");
+        assert_eq!(expand("a/%d%i", "x", "r", "u", 2), "a/x2");
+        assert_eq!(expand("a/%d-%I", "x", "r", "u", 0), "a/x-0");
+        assert_eq!(
+            expand("%r/%u/100%%/%q%", "x", "r-s", "u", 0),
+            "r-s/u/100%/%q%"
+        );
     }
 
     #[test]
@@ -142,28 +139,34 @@ mod tests {
         let c = config();
         let free = |_: &str| true;
         let admin = Grants::for_user(&c, "admin");
-        let p = place(&c, "admin", &admin, "history", free)
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.mount_point, ".history");
-        assert_eq!(p.subscriptions, vec!["test/**:*:*".to_string()]);
+        let rule = rule_for(&c.autosetup, &admin, "history").unwrap();
+        assert_eq!(rule.subscriptions, vec!["test/**:*:*".to_string()]);
+        let mp = mount_point(rule, "history", "admin", &admin, free);
+        assert_eq!(mp.as_deref(), Some(".history"));
         let test = Grants::for_user(&c, "test");
-        let p = place(&c, "test", &test, "history", free).unwrap().unwrap();
-        assert_eq!(p.mount_point, "test/history");
-        // The viewer has none of the roles: no rule, no mount.
+        let rule = rule_for(&c.autosetup, &test, "history").unwrap();
+        let mp = mount_point(rule, "history", "test", &test, free);
+        assert_eq!(mp.as_deref(), Some("test/history"));
+        // The viewer has none of the roles: no rule. An empty deviceId matches no `?*`.
         let viewer = Grants::for_user(&c, "viewer");
-        assert_eq!(place(&c, "viewer", &viewer, "plc1", free).unwrap(), None);
+        assert!(rule_for(&c.autosetup, &viewer, "plc1").is_none());
+        assert!(rule_for(&c.autosetup, &test, "").is_none());
     }
 
     #[test]
     fn index_makes_mount_points_unique_and_paths_stay_canonical() {
         let c = config();
         let test = Grants::for_user(&c, "test");
-        let p = place(&c, "test", &test, "dev", |p: &str| p != "test/dev").unwrap();
-        assert_eq!(p.unwrap().mount_point, "test/dev-1");
-        assert!(place(&c, "test", &test, "..", |_: &str| true).is_err());
+        let rule = rule_for(&c.autosetup, &test, "dev").unwrap();
+        let taken = ["test/dev", "test/dev1"];
+        let mp = mount_point(rule, "dev", "test", &test, |p: &str| !taken.contains(&p));
+        assert_eq!(mp.as_deref(), Some("test/dev2"));
+        assert_eq!(mount_point(rule, "..", "test", &test, |_: &str| true), None);
         // `test/*` only: a deviceId with a '/' would mount deeper.
-        assert!(place(&c, "test", &test, "a/b", |_: &str| true).is_err());
-        assert!(place(&c, "test", &test, &"x".repeat(300), |_: &str| true).is_err());
+        assert_eq!(
+            mount_point(rule, "a/b", "test", &test, |_: &str| true),
+            None
+        );
+        assert!(check_device_id(&"x".repeat(300)).is_err());
     }
 }

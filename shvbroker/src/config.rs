@@ -74,12 +74,12 @@ pub struct AccessRule {
 pub struct Autosetup {
     /// Glob on the deviceId (`*`, `?`, `[abc]`); `?*` is any non-empty deviceId.
     pub device_id: String,
-    /// Roles that may claim such a deviceId (the user needs one of them); empty: any
-    /// user. The mount point must also be one the user's roles may mount at.
-    #[serde(default)]
+    /// Roles that may claim such a deviceId (the user needs one of them). The mount
+    /// point must also be one the user's roles may mount at.
     pub roles: Vec<String>,
-    /// Mount point template: `%d` the deviceId, `%r` the role that matched, `%u` the
-    /// user name, `%i` nothing or `-N` to make the mount point unique, `%%` a `%`.
+    /// Mount point template: `%d` the deviceId, `%u` the user name, `%r` the user's
+    /// roles joined with `-`, `%i` nothing, then 1, 2, … until the mount point is free,
+    /// `%I` 0, 1, 2, …, `%%` a `%`.
     pub mount_point: String,
     /// RIs subscribed for the device when it is mounted (`path:method:signal`).
     #[serde(default)]
@@ -397,9 +397,11 @@ impl Config {
                     return Err(format!("autosetup[{i}]: unknown role '{r}'"));
                 }
             }
+            if a.roles.is_empty() {
+                return Err(format!("autosetup[{i}]: a rule needs at least one role"));
+            }
             // The template with placeholders filled must be a valid mount point.
-            let sample = crate::autosetup::expand(&a.mount_point, "dev", "role", "user", 1)
-                .map_err(|e| format!("autosetup[{i}]: {e}"))?;
+            let sample = crate::autosetup::expand(&a.mount_point, "dev", "role", "user", 1);
             check_mount_path(&sample).map_err(|e| format!("autosetup[{i}]: {e}"))?;
         }
         for c in &self.connections {
@@ -467,14 +469,14 @@ fn wipe(secret: String) {
 }
 
 /// A mount point must be a canonical, non-empty path that does not shadow the broker's
-/// own nodes (`.app`, `.broker`).
+/// own nodes (`.app`, `.broker`) or a device's `.device`.
 pub fn check_mount_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("empty mount point".into());
     }
     libshv::path::check(path).map_err(|e| format!("invalid mount point '{path}': {e}"))?;
     let first = path.split('/').next().unwrap_or("");
-    if first == ".app" || first == ".broker" {
+    if matches!(first, ".app" | ".broker" | ".device") {
         return Err(format!(
             "mount point '{path}' would shadow the broker's '{first}'"
         ));

@@ -203,7 +203,7 @@ impl Broker {
                 mount_point,
                 user_agent,
             } => {
-                let placement = match self.resolve_mount_request(
+                let (mount, subscriptions) = match self.resolve_mount_request(
                     &user,
                     &grants,
                     device_id.as_deref(),
@@ -220,12 +220,10 @@ impl Broker {
                 peer.grants = grants;
                 peer.device_id = device_id;
                 peer.user_agent = user_agent;
-                if let Some(p) = placement {
-                    peer.mount = Some(p.mount_point);
-                    for ri in p.subscriptions {
-                        let ri = Ri::parse(&ri);
-                        peer.subscriptions.insert(ri.to_string(), (ri, None));
-                    }
+                peer.mount = mount;
+                for ri in subscriptions {
+                    let ri = Ri::parse(&ri);
+                    peer.subscriptions.insert(ri.to_string(), (ri, None));
                 }
             }
         }
@@ -258,46 +256,53 @@ impl Broker {
         }
     }
 
-    /// Where a logging-in device is to be mounted: by the autosetup rules for its
-    /// deviceId (which also decide whether its user may claim that deviceId), else at
-    /// the mount point it asked for if its roles allow it; never nested in or over
-    /// another mount, never shadowing the broker's own nodes.
+    /// Where a logging-in device is to be mounted, and the subscriptions made for it.
+    /// A mount point the device asks for wins (its roles must allow it); else the
+    /// autosetup rule for its deviceId places it — the rules also decide who may claim
+    /// a deviceId at all. Never nested in or over another mount, never shadowing the
+    /// broker's own nodes.
     fn resolve_mount_request(
         &self,
         user: &str,
         grants: &Grants,
         device_id: Option<&str>,
         mount_point: Option<&str>,
-    ) -> Result<Option<crate::autosetup::Placement>, RpcError> {
+    ) -> Result<(Option<String>, Vec<String>), RpcError> {
         if let Some(d) = device_id {
-            let placed = crate::autosetup::place(&self.config, user, grants, d, |p| {
-                self.mount_collision(p).is_none()
-            })?;
-            if placed.is_some() {
-                return Ok(placed);
-            }
+            crate::autosetup::check_device_id(d)?;
         }
+        let rule = device_id.and_then(|d| {
+            crate::autosetup::rule_for(&self.config.autosetup, grants, d).map(|r| (r, d))
+        });
+        let subscriptions = rule
+            .map(|(r, _)| r.subscriptions.clone())
+            .unwrap_or_default();
         let Some(mp) = mount_point else {
-            return Ok(None);
+            let mount = rule.and_then(|(r, d)| {
+                crate::autosetup::mount_point(r, d, user, grants, |p| {
+                    self.mount_collision(p).is_none()
+                })
+            });
+            return Ok((mount, subscriptions));
         };
         let path = mp.trim_matches('/').to_string();
         check_mount_path(&path).map_err(|e| RpcError::new(code::METHOD_CALL_EXCEPTION, e))?;
         if !grants.may_mount(&path) {
             return Err(RpcError::new(
                 code::METHOD_CALL_EXCEPTION,
-                format!("mount point '{path}' not allowed for this user"),
+                format!("mount point '{}' not allowed for this user", shown(&path)),
             ));
         }
         if let Some(existing) = self.mount_collision(&path) {
             return Err(RpcError::new(
                 code::METHOD_CALL_EXCEPTION,
-                format!("mount point '{path}' collides with the mount '{existing}'"),
+                format!(
+                    "mount point '{}' collides with the mount '{existing}'",
+                    shown(&path)
+                ),
             ));
         }
-        Ok(Some(crate::autosetup::Placement {
-            mount_point: path,
-            subscriptions: Vec::new(),
-        }))
+        Ok((Some(path), subscriptions))
     }
 
     /// The existing mount that `path` would equal, nest in or cover.

@@ -777,6 +777,34 @@ impl RawConn {
             .result()
     }
 
+    /// hello + login with full login parameters (device id, mount point, …).
+    pub async fn login_params(
+        &mut self,
+        params: &libshv::login::LoginParams,
+    ) -> Result<RpcValue, RpcError> {
+        let hello = self.call("", "hello", None).await.result()?;
+        let nonce = hello
+            .get("nonce")
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        self.call("", "login", Some(params.to_value(&nonce)))
+            .await
+            .result()
+    }
+
+    /// A raw device logged in as `user` and mounted at `mount_point`.
+    pub async fn device(port: u16, user: &str, password: &str, mount_point: &str) -> RawConn {
+        let mut d = RawConn::connect(port).await;
+        let p = libshv::login::LoginParams {
+            user: user.into(),
+            credentials: Credentials::Plain(password.into()),
+            mount_point: Some(mount_point.into()),
+            ..Default::default()
+        };
+        d.login_params(&p).await.expect("device login");
+        d
+    }
+
     /// Reads (and discards frames) until the broker closes the connection. Returns
     /// the frames seen before the close, or panics if it stays open for `TIMEOUT`.
     pub async fn expect_closed(&mut self) -> Vec<RpcFrame> {
@@ -993,6 +1021,17 @@ pub fn expect_error(msg: &RpcMessage) -> RpcError {
 
 /// Error code constants re-exported for the tests.
 pub use code::{LOGIN_REQUIRED, METHOD_NOT_FOUND};
+
+/// The broker's resident set size in KiB, from /proc/PID/status.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS line")
+}
 
 /// A YAML config with the three default users plus device-id mounts (autosetup rules
 /// for the `device` role) and limits.

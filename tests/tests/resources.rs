@@ -9,17 +9,6 @@ use libshv::RpcValue;
 use tests::*;
 use tokio::io::AsyncReadExt;
 
-/// The broker's resident set size in KiB, from /proc/PID/status.
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS line")
-}
-
 /// A subscriber that never reads while a device floods signals: the broker must drop
 /// it (its queue is bounded) and its memory must stay well below the flood's volume,
 /// while another client keeps being served.
@@ -185,4 +174,61 @@ async fn failed_logins_are_throttled_and_do_not_reveal_users() {
     assert_eq!(ea, eb);
     broker.assert_running();
     assert_served(&observer).await;
+}
+
+/// The queue bound is in bytes too: a subscriber that stops reading while a device
+/// emits 1 MiB signals is cut off once 32 MiB (`limits.client_queue_bytes`, default)
+/// are queued for it, long before its 4096 frames are: the broker's memory stays within
+/// that limit plus the in-flight budget and a margin, and the device and a third client
+/// keep being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_reading_subscriber_of_1mib_signals_is_cut_off_by_bytes() {
+    let mut broker = Broker::start(Some(&config_yaml(&[], "")));
+    let pid = broker.pid();
+    let (observer, _) = broker.connect("admin", "admin").await;
+    let mut sleeper = broker.raw().await;
+    sleeper
+        .login("viewer", "viewer", true)
+        .await
+        .expect("login");
+    let sub = sleeper
+        .call(
+            ".broker/currentClient",
+            "subscribe",
+            Some(RpcValue::from("test/**:*:*")),
+        )
+        .await;
+    assert!(sub.result().is_ok());
+    let mut device = RawConn::device(broker.port, "device", "device", "test/big").await;
+    let baseline = vm_rss_kib(pid);
+
+    const SIGNALS: usize = 300;
+    let signal = libshv::RpcMessage::new_signal(
+        "x",
+        "chng",
+        "get",
+        Some(RpcValue::from(vec![0x5au8; 1 << 20])),
+    )
+    .to_frame();
+    let one = libshv::codec::encode_frame(&signal);
+    let mut peak = baseline;
+    for i in 0..SIGNALS {
+        device.send_bytes(&one).await.expect("device sends");
+        if i % 20 == 0 {
+            peak = peak.max(vm_rss_kib(pid));
+            assert_served(&observer).await;
+        }
+    }
+    assert!(device.call(".app", "ping", None).await.result().is_ok());
+    peak = peak.max(vm_rss_kib(pid));
+    broker.assert_running();
+    assert_served(&observer).await;
+    let frames = sleeper.expect_closed().await;
+    assert!(frames.len() < SIGNALS, "the sleeper got every signal");
+    assert!(broker.stderr().contains("send queue full"));
+    // 32 MiB queue + 64 MiB in-flight budget + 32 MiB margin (socket buffers, the
+    // writer's buffer, allocator slack). Queueing the flood would need 300 MiB.
+    let bound = baseline + 128 * 1024;
+    eprintln!("VmRSS baseline {baseline} KiB, peak {peak} KiB, bound {bound} KiB");
+    assert!(peak < bound, "VmRSS peak {peak} KiB >= bound {bound} KiB");
 }

@@ -105,3 +105,60 @@ async fn tunnel_hosted_by_site_broker_with_public_address() {
         "rexec should not log in to the top broker:\n{top}"
     );
 }
+
+/// Eight operators start a remote shell at the same moment on the top broker, for one
+/// agent under the site broker: every one gets exactly its own command's output. (The
+/// launches share a link and may share request ids; the agent binds each tunnel to
+/// its launch by the nonce it sent, and the brokers keep relayed requests apart by
+/// the CallerIds below the link.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_shells_through_a_tree_each_get_their_own_output() {
+    let top = Broker::start(None);
+    let site = Broker::start(Some(&child_broker_config("site", top.port, "site", "")));
+    let _agent = Agent(
+        Command::new(bin("shvagent"))
+            .arg(site.url("device", "device"))
+            .args(["--mount", "test/agent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn shvagent"),
+    );
+    let (client, _) = top.connect("admin", "admin").await;
+    wait_for_child(&client, "site/test", "agent").await;
+
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::process::Command::new(bin("shvrsh"))
+                .arg(top.url("admin", "admin"))
+                .arg("site/test/agent")
+                .args(["--", "sh", "-c", &format!("sleep 0.2; echo me-{i}")])
+                .stdin(Stdio::null())
+                .env_remove("RUST_LOG")
+                .kill_on_drop(true)
+                .output()
+        })
+        .collect();
+    let outputs = tokio::time::timeout(TIMEOUT * 2, futures::future::join_all(runs))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "some shvrsh hung\ntop: {}\nsite: {}",
+                top.stderr(),
+                site.stderr()
+            )
+        });
+    for (i, out) in outputs.into_iter().enumerate() {
+        let out = out.expect("run shvrsh");
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                out.status.code()
+            ),
+            (format!("me-{i}\n"), Some(0)),
+            "shell {i}: stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
