@@ -283,7 +283,7 @@ async fn refused_launches_are_not_remembered() {
     viewer.login("viewer", "viewer", true).await.unwrap();
     let cmd = "x".repeat(64 * 1024);
     let param =
-        RpcValue::from_cpon(&format!(r#"{{"method":"runCmd","params":"{cmd}"}}"#)).expect("cpon");
+        RpcValue::from_cpon(format!(r#"{{"method":"runCmd","params":"{cmd}"}}"#)).expect("cpon");
     // Warm up (allocator pools, the device's buffers), then measure.
     for _ in 0..200 {
         let r = viewer
