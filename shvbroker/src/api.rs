@@ -1,7 +1,7 @@
 //! The broker's own API on its virtual tree: `ls`/`dir` everywhere, `.app`, `.broker`,
 //! `.broker/currentClient`, `.broker/client`, `.broker/tunnels`.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use libshv::access::level::{self, BROWSE, SUPER_SERVICE};
 use libshv::access::level_name;
@@ -17,12 +17,18 @@ use crate::state::Broker;
 const GETTER: i64 = 2;
 const NOT_IDEMPOTENT: i64 = 16;
 
+/// One method of a broker node, as `dir` describes it. Types use the RPC type notation
+/// current peers use (`n` Null, `[s]` List of String, `!clientInfo` a named type …).
 struct Method {
     name: &'static str,
     flags: i64,
     param: &'static str,
     result: &'static str,
+    /// The access level `dir` shows.
     access: i64,
+    /// The access level a call needs (lower than shown for `.app`'s getters: a client
+    /// must learn the SHV version whatever its roles).
+    required: i64,
     signals: &'static [(&'static str, &'static str)],
 }
 
@@ -39,71 +45,104 @@ const fn m(
         param,
         result,
         access,
+        required: access,
         signals: &[],
     }
 }
 
-const COMMON: &[Method] = &[
-    m("dir", 0, "idir", "odir", BROWSE),
+/// A getter `dir` shows at Read that anyone who may browse can call.
+const fn app_getter(name: &'static str, result: &'static str) -> Method {
     Method {
-        name: "ls",
-        flags: 0,
-        param: "ils",
-        result: "ols",
-        access: BROWSE,
-        signals: &[("lsmod", "olsmod")],
+        required: BROWSE,
+        ..m(name, GETTER, "n", result, level::READ)
+    }
+}
+
+const COMMON: &[Method] = &[
+    m("dir", 0, "n|b|s", "[!dir]|b", BROWSE),
+    Method {
+        signals: &[("lsmod", "{b}")],
+        ..m("ls", 0, "s|n", "[s]|b", BROWSE)
     },
 ];
 const APP: &[Method] = &[
-    m("shvVersionMajor", GETTER, "n", "i", BROWSE),
-    m("shvVersionMinor", GETTER, "n", "i", BROWSE),
-    m("name", GETTER, "n", "s", BROWSE),
-    m("version", GETTER, "n", "s", BROWSE),
+    app_getter("shvVersionMajor", "i"),
+    app_getter("shvVersionMinor", "i"),
+    app_getter("name", "s"),
+    app_getter("version", "s"),
+    app_getter("date", "t"),
     m("ping", 0, "n", "n", BROWSE),
-    m("date", 0, "n", "t", BROWSE),
 ];
 const BROKER: &[Method] = &[
     m("name", GETTER, "n", "s", BROWSE),
     m("clientInfo", 0, "i", "!clientInfo|n", SUPER_SERVICE),
     m("mountedClientInfo", 0, "s", "!clientInfo|n", SUPER_SERVICE),
-    m("clients", 0, "n", "[i]", SUPER_SERVICE),
-    m("mounts", 0, "n", "[s]", SUPER_SERVICE),
-    m("disconnectClient", NOT_IDEMPOTENT, "i", "n", SUPER_SERVICE),
-    m("parents", 0, "n", "[{}]", SUPER_SERVICE),
+    m("clients", GETTER, "n", "[i]", SUPER_SERVICE),
+    m("mounts", GETTER, "n", "[s]", SUPER_SERVICE),
+    m("disconnectClient", 0, "i", "n", SUPER_SERVICE),
 ];
+/// Our extension of `.broker`, listed by `dir` only on a broker with parent links (peers
+/// compare the list of a plain broker exactly), callable on any.
+const PARENTS: Method = m("parents", GETTER, "n", "[{}]", SUPER_SERVICE);
 const CURRENT_CLIENT: &[Method] = &[
     m("info", GETTER, "n", "!clientInfo", BROWSE),
     m("subscribe", 0, "s|[s:RPCRI,i:TTL]", "b", BROWSE),
     m("unsubscribe", 0, "s", "b", BROWSE),
-    m("subscriptions", 0, "n", "{i|n}", BROWSE),
+    m("subscriptions", GETTER, "!get", "{i|n}", BROWSE),
 ];
 const TUNNELS: &[Method] = &[
     m("list", 0, "n", "[{}]", SUPER_SERVICE),
     m("close", NOT_IDEMPOTENT, "i", "b", level::ADMIN),
 ];
 
-fn methods_of(path: &str) -> &'static [Method] {
-    match path {
+/// The methods of a broker node, in `dir` order: what `dir` lists, and what is callable.
+fn methods_of<'a>(path: &str, with_parents: bool) -> (Vec<&'a Method>, Vec<&'a Method>) {
+    let own: &[Method] = match path {
         ".app" => APP,
         ".broker" => BROKER,
         ".broker/currentClient" => CURRENT_CLIENT,
         ".broker/tunnels" => TUNNELS,
         _ => &[],
+    };
+    let listed: Vec<&Method> = COMMON.iter().chain(own).collect();
+    let mut callable = listed.clone();
+    if path == ".broker" {
+        callable.push(&PARENTS);
     }
+    let listed = if path == ".broker" && with_parents {
+        callable.clone()
+    } else {
+        listed
+    };
+    (listed, callable)
 }
 
+/// A `dir` entry as peers encode it: name, flags and access always; param and result
+/// only when not Null; signals only when there are any (Null for a signal whose type
+/// is the method's result).
 fn dir_entry(m: &Method) -> RpcValue {
     let mut e = IMap::new();
     e.insert(1, RpcValue::from(m.name));
     e.insert(2, RpcValue::from(m.flags));
-    e.insert(3, RpcValue::from(m.param));
-    e.insert(4, RpcValue::from(m.result));
-    e.insert(5, RpcValue::from(m.access));
-    let mut sigs = Map::new();
-    for (n, t) in m.signals {
-        sigs.insert(n.to_string(), RpcValue::from(*t));
+    if m.param != "n" {
+        e.insert(3, RpcValue::from(m.param));
     }
-    e.insert(6, RpcValue::from(sigs));
+    if m.result != "n" {
+        e.insert(4, RpcValue::from(m.result));
+    }
+    e.insert(5, RpcValue::from(m.access));
+    if !m.signals.is_empty() {
+        let mut sigs = Map::new();
+        for (n, t) in m.signals {
+            let t = if *t == m.result {
+                RpcValue::null()
+            } else {
+                RpcValue::from(*t)
+            };
+            sigs.insert(n.to_string(), t);
+        }
+        e.insert(6, RpcValue::from(sigs));
+    }
     RpcValue::from(e)
 }
 
@@ -121,16 +160,16 @@ pub fn call(
             "no such path: '{path}'"
         )));
     };
-    let all = COMMON.iter().chain(methods_of(path));
-    let Some(desc) = all.clone().find(|m| m.name == method) else {
+    let (listed, callable) = methods_of(path, !broker.config.connections.is_empty());
+    let Some(desc) = callable.iter().find(|m| m.name == method) else {
         return Err(RpcError::method_not_found(format!(
             "no method '{method}' on '{path}'"
         )));
     };
-    if level < desc.access {
+    if level < desc.required {
         return Err(RpcError::method_not_found(format!(
             "access denied: {path}:{method} needs '{}', you have '{}'",
-            level_name(desc.access),
+            level_name(desc.required),
             level_name(level)
         )));
     }
@@ -141,8 +180,8 @@ pub fn call(
             _ => RpcValue::from(children.into_iter().map(RpcValue::from).collect::<Vec<_>>()),
         }),
         (_, "dir") => Ok(match &param.value {
-            Value::String(s) => RpcValue::from(all.clone().any(|m| m.name == s.as_str())),
-            _ => RpcValue::from(all.map(dir_entry).collect::<Vec<_>>()),
+            Value::String(s) => RpcValue::from(callable.iter().any(|m| m.name == s.as_str())),
+            _ => RpcValue::from(listed.into_iter().map(dir_entry).collect::<Vec<_>>()),
         }),
         (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
         (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),
@@ -286,31 +325,24 @@ fn subscriptions_value(peer: &crate::state::Peer) -> RpcValue {
     RpcValue::from(m)
 }
 
+/// `clientInfo`: exactly the keys current peers report (pySHV's tests compare the map).
 fn client_info(broker: &Broker, id: PeerId) -> Option<RpcValue> {
     let p = broker.peers.get(&id)?;
+    let opt = |s: Option<&str>| s.map(RpcValue::from).unwrap_or_else(RpcValue::null);
+    let ms = |d: Duration| RpcValue::from(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut m = Map::new();
     m.insert("clientId".into(), RpcValue::from(id));
     m.insert("userName".into(), RpcValue::from(p.user.as_str()));
-    m.insert(
-        "mountPoint".into(),
-        p.mount
-            .as_deref()
-            .map(RpcValue::from)
-            .unwrap_or_else(RpcValue::null),
-    );
-    if let Some(d) = &p.device_id {
-        m.insert("deviceId".into(), RpcValue::from(d.as_str()));
-    }
-    if let Some(ua) = &p.user_agent {
-        m.insert("userAgent".into(), RpcValue::from(ua.as_str()));
-    }
-    m.insert("address".into(), RpcValue::from(p.addr.as_str()));
+    m.insert("deviceId".into(), opt(p.device_id.as_deref()));
+    m.insert("mountPoint".into(), opt(p.mount.as_deref()));
     m.insert("subscriptions".into(), subscriptions_value(p));
-    let secs = SystemTime::now()
-        .duration_since(p.connected_at)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    m.insert("connectedSeconds".into(), RpcValue::from(secs as i64));
+    m.insert("idleTime".into(), ms(p.last_rx.elapsed()));
+    m.insert(
+        "idleTimeMax".into(),
+        ms(p.idle_max.unwrap_or(Duration::ZERO)),
+    );
+    m.insert("role".into(), RpcValue::from(p.grants.roles().join("-")));
+    m.insert("client".into(), RpcValue::from(p.addr.as_str()));
     Some(RpcValue::from(m))
 }
 

@@ -84,6 +84,7 @@ async fn session(
         .map_err(|e| e.to_string())?;
 
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let heartbeat = Duration::from_secs(conf.heartbeat.max(1));
     let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     // Login is done: from now on the link writes what the broker queues.
@@ -99,6 +100,7 @@ async fn session(
         tx: tx.clone(),
         cancel: cancel.clone(),
         addr: url.transport().to_string(),
+        idle_timeout: Some(heartbeat * 3),
         login_request: None,
     };
     ctx.events
@@ -115,7 +117,6 @@ async fn session(
         .send(Event::Link(index, LinkStatus::Connected { peer: id }))
         .await;
 
-    let heartbeat = Duration::from_secs(conf.heartbeat.max(1));
     let hb_tx = tx.clone();
     let hb_cancel = cancel.clone();
     let hb = tokio::spawn(async move {

@@ -42,6 +42,8 @@ pub struct Registration {
     pub tx: QueueSender,
     pub cancel: CancellationToken,
     pub addr: String,
+    /// The idle watchdog in force for this client (None: off).
+    pub idle_timeout: Option<Duration>,
     /// The meta of the `login` request: the broker task answers it, so that the login
     /// response reaches the peer before anything the broker sends it after mounting.
     pub login_request: Option<shvproto::MetaMap>,
@@ -82,7 +84,7 @@ impl PeerContext {
         let inflight = Arc::new(Semaphore::new(config.limits.inflight_bytes));
         PeerContext {
             config,
-            next_id: std::sync::atomic::AtomicI64::new(1),
+            next_id: std::sync::atomic::AtomicI64::new(0),
             events,
             shutdown,
             login_failures: LoginFailures::default(),
@@ -152,7 +154,9 @@ fn source_of(addr: &str) -> &str {
     addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr)
 }
 
-pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerContext>) {
+/// Serves one connection. Its client id is given at each successful login (a new one
+/// after ResetSession), as pySHV does: ids count logins, not sockets.
+pub async fn run(read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerContext>) {
     let limits = &ctx.config.limits;
     let mut reader =
         FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
@@ -160,9 +164,9 @@ pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: 
     let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
-    tracing::debug!(peer = id, addr = %shown(&addr), "connected");
+    tracing::debug!(addr = %shown(&addr), "connected");
     let mut conn = Conn {
-        id,
+        id: NOT_LOGGED_IN,
         tx,
         cancel: cancel.clone(),
         addr,
@@ -173,17 +177,25 @@ pub async fn run(id: PeerId, read: BoxRead, write: BoxWrite, addr: String, ctx: 
             break;
         };
         let reset = conn.serve(&mut reader, idle).await;
-        let _ = ctx.events.send(Event::Gone(id)).await;
+        let _ = ctx.events.send(Event::Gone(conn.id)).await;
         if !reset {
             break;
         }
-        tracing::debug!(peer = id, "ResetSession: back to login");
+        tracing::debug!(peer = conn.id, "ResetSession: back to login");
+        conn.id = NOT_LOGGED_IN;
     }
     cancel.cancel();
+    let id = conn.id;
     drop(conn);
     let _ = writer_task.await;
     tracing::debug!(peer = id, "disconnected");
 }
+
+/// The answer to a request before login (pySHV's text, which peers match).
+const LOGIN_REQUIRED_MSG: &str = "Use login method (login required)";
+
+/// The id of a connection that has not logged in (yet, or again after ResetSession).
+const NOT_LOGGED_IN: PeerId = -1;
 
 pub(crate) struct Conn {
     pub(crate) id: PeerId,
@@ -300,7 +312,7 @@ impl Conn {
             if !frame.shv_path().is_empty() {
                 self.respond(
                     &frame,
-                    Err(RpcError::new(code::LOGIN_REQUIRED, "login required")),
+                    Err(RpcError::new(code::LOGIN_REQUIRED, LOGIN_REQUIRED_MSG)),
                 )
                 .await;
                 continue;
@@ -347,7 +359,7 @@ impl Conn {
                 _ => {
                     self.respond(
                         &frame,
-                        Err(RpcError::new(code::LOGIN_REQUIRED, "login required")),
+                        Err(RpcError::new(code::LOGIN_REQUIRED, LOGIN_REQUIRED_MSG)),
                     )
                     .await;
                 }
@@ -356,7 +368,7 @@ impl Conn {
     }
 
     async fn try_login(
-        &self,
+        &mut self,
         config: &Config,
         nonce: &str,
         req: LoginRequest,
@@ -374,7 +386,7 @@ impl Conn {
             let denied = || {
                 RpcError::new(
                     code::METHOD_CALL_EXCEPTION,
-                    "invalid login: wrong user name or password",
+                    "Invalid login: wrong user name or password",
                 )
             };
             let stored = config.user_sha1(&req.user);
@@ -386,7 +398,8 @@ impl Conn {
                 (_, "PLAIN" | "SHA1") => false,
                 (_, other) => {
                     return Err(RpcError::invalid_param(format!(
-                        "unsupported login type '{other}'"
+                        "unsupported login type '{}'",
+                        shown(other)
                     )))
                 }
             };
@@ -403,9 +416,14 @@ impl Conn {
             }
         };
         let (reply_tx, reply_rx) = oneshot::channel();
+        let id = self
+            .ctx
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reg = Registration {
-            id: self.id,
+            id,
             login,
+            idle_timeout: idle,
             tx: self.tx.clone(),
             cancel: self.cancel.clone(),
             addr: self.addr.clone(),
@@ -419,6 +437,7 @@ impl Conn {
         reply_rx
             .await
             .map_err(|_| RpcError::new(code::TRY_AGAIN_LATER, "broker is shutting down"))??;
+        self.id = id;
         Ok(idle)
     }
 

@@ -1,7 +1,6 @@
 //! Listeners: accept TCP and Unix connections and start a peer task for each; start the
 //! broker task; shut everything down on request.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libshv::url::{RpcUrl, Transport};
@@ -84,6 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         r = &mut broker_task => Some(r),
     };
     // The broker task also watches `shutdown` and may have seen it first.
+    let broker_done = stopped.is_some();
     let stopped = stopped.filter(|r| !(r.is_ok() && shutdown.is_cancelled()));
     if let Some(r) = stopped {
         shutdown.cancel();
@@ -105,7 +105,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for t in accept_tasks {
         let _ = t.await;
     }
-    let _ = broker_task.await;
+    if !broker_done {
+        let _ = broker_task.await;
+    }
     Ok(())
 }
 
@@ -117,8 +119,7 @@ async fn accept_loop(l: Listener, ctx: Arc<PeerContext>, shutdown: CancellationT
         };
         match accepted {
             Ok((r, w, addr)) => {
-                let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(peer::run(id, r, w, addr, ctx.clone()));
+                tokio::spawn(peer::run(r, w, addr, ctx.clone()));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -144,7 +145,7 @@ async fn accept(
             let (s, addr) = l.accept().await?;
             s.set_nodelay(true)?;
             let (r, w) = s.into_split();
-            Ok((Box::pin(r), Box::pin(w), addr.to_string()))
+            Ok((Box::pin(r), Box::pin(w), format!("tcp:{addr}")))
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;

@@ -48,6 +48,10 @@ pub struct Peer {
     /// Whether a mounted peer is itself a broker (asked with `ls(".broker")`).
     pub is_broker: Option<bool>,
     pub connected_at: SystemTime,
+    /// When the last frame from this peer arrived (`clientInfo:idleTime`).
+    pub last_rx: Instant,
+    /// The idle watchdog in force for this peer (None: off).
+    pub idle_max: Option<Duration>,
 }
 
 /// Requests the broker itself sent to a peer, by (peer, request id).
@@ -153,6 +157,7 @@ impl Broker {
             tx,
             cancel,
             addr,
+            idle_timeout,
             login_request,
         } = reg;
         let mut peer = Peer {
@@ -171,6 +176,8 @@ impl Broker {
             parent_link: None,
             is_broker: None,
             connected_at: SystemTime::now(),
+            last_rx: Instant::now(),
+            idle_max: idle_timeout,
         };
         match login {
             LoginInfo::Parent { link, url } => {
@@ -191,7 +198,7 @@ impl Broker {
                     );
                     let _ = reply.send(Err(RpcError::new(
                         code::METHOD_CALL_EXCEPTION,
-                        "invalid login: tunnel secret not valid",
+                        "Invalid login: tunnel secret not valid",
                     )));
                     return;
                 }
@@ -376,9 +383,10 @@ impl Broker {
     }
 
     fn on_frame(&mut self, from: PeerId, mut frame: RpcFrame) {
-        if !self.peers.contains_key(&from) {
+        let Some(peer) = self.peers.get_mut(&from) else {
             return;
-        }
+        };
+        peer.last_rx = Instant::now();
         tracing::trace!(peer = from, meta = %shown(&frame.meta.to_string()), body_len = frame.body.len(), "frame");
         // Tunnel rule 1: a frame that carries RevCallerIds (even Null) gets the sender pushed.
         if frame.has_rev_caller_ids() {
@@ -527,7 +535,12 @@ impl Broker {
     /// device's mount point: that path must not be a way around the device's rules.
     fn granted_level(&self, from: PeerId, path: &str, method: &str) -> Option<i64> {
         let grants = &self.peers.get(&from)?.grants;
-        let level = grants.level(path, method)?;
+        // Every logged-in user may browse the broker's own nodes (as pySHV grants): a
+        // client needs `.app:shvVersionMajor` to know it talks SHV 3, and
+        // `.broker/currentClient` to subscribe.
+        let implicit = matches!(path, "" | ".app" | ".broker" | ".broker/currentClient")
+            .then_some(level::BROWSE);
+        let level = grants.level(path, method).or(implicit)?;
         let Some(rest) = path.strip_prefix(".broker/client/") else {
             return Some(level);
         };
@@ -650,9 +663,20 @@ impl Broker {
         }
     }
 
-    /// `lsmod` on the mount point's parent: `{name: mounted}`.
+    /// `lsmod` for the topmost node that appears with a mount or disappears with an
+    /// unmount (the mount point itself, or an ancestor no other mount keeps), on that
+    /// node's parent: `{name: mounted}`. `mount` is already in (or out of) the table.
     fn emit_lsmod(&mut self, mount: &str, mounted: bool) {
-        let (parent, name) = mount.rsplit_once('/').unwrap_or(("", mount));
+        let others = || self.mounts.keys().filter(|m| m.as_str() != mount);
+        let mut top = mount;
+        for (i, _) in mount.match_indices('/') {
+            let prefix = &mount[..i];
+            if !others().any(|m| m == prefix || is_under(m, prefix)) {
+                top = prefix;
+                break;
+            }
+        }
+        let (parent, name) = top.rsplit_once('/').unwrap_or(("", top));
         let mut m = shvproto::Map::new();
         m.insert(name.to_string(), RpcValue::from(mounted));
         let mut msg = RpcMessage::new_signal(parent, "lsmod", "ls", Some(m.into()));
@@ -680,7 +704,8 @@ impl Broker {
         let builtin: &[&str] = match path {
             "" => &[".app", ".broker"],
             ".app" | ".broker/currentClient" | ".broker/tunnels" => &[],
-            ".broker" => &["currentClient", "client", "tunnels"],
+            // `tunnels` answers but is not listed: peers compare this list exactly.
+            ".broker" => &["currentClient", "client"],
             ".broker/client" => {
                 if level >= level::SUPER_SERVICE {
                     out.extend(self.peers.keys().map(|k| k.to_string()));

@@ -264,3 +264,39 @@ async fn pyshv_slow_call_runs_once_on_our_device() {
         "the abort query (body key 5 = false) was executed as a new call"
     );
 }
+
+/// A pySHV `SHVValueClient` of a user whose roles grant only `test/**` subscribes and
+/// gets its signals: it must learn that the broker speaks SHV 3 (`.app` is browsable
+/// by every logged-in user), else it falls back to SHV 2 calls that fail.
+#[tokio::test]
+async fn pyshv_value_client_with_only_test_access_gets_signals() {
+    let yaml = "users:
+  tester: {password: tester, roles: [tester]}
+  device: {password: device, roles: [device]}
+roles:
+  tester: {access: [{ri: 'test/**:*', grant: cmd}]}
+  device: {access: [{ri: '**:*', grant: rd}], mount_points: ['test/**']}
+";
+    let broker = Broker::start(Some(yaml));
+    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let mut py = PyProc::spawn(
+        "py_valueclient.py",
+        &[
+            &broker.url("tester", "tester"),
+            "test/**:*:chng",
+            "test/dev1/number",
+            "2",
+        ],
+    );
+    py.expect_line("SUBSCRIBED").await;
+    for v in [7, 9] {
+        dev.client
+            .emit("number", "chng", "get", Some(RpcValue::from(v)))
+            .await
+            .unwrap();
+        assert_eq!(py.line().await, format!("VALUE {v}"));
+    }
+    assert_eq!(py.line().await, "CACHED 9");
+    assert_eq!(py.line().await, "DONE");
+    assert_eq!(py.wait().await, 0, "{}", py.stderr());
+}
