@@ -44,6 +44,11 @@ impl Default for BlockCodec {
 }
 
 impl BlockCodec {
+    /// Changes the largest accepted frame (e.g. a small limit before login).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     pub fn new(max_frame: usize) -> Self {
         BlockCodec {
             max_frame,

@@ -68,10 +68,17 @@ fn check_meta_types(meta: &MetaMap) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Largest MetaMap accepted, in encoded bytes and in values (real metas are a few
+/// dozen values: ids, path, method, access, user id, caller id stacks, TunnelCtl).
+pub const MAX_META_BYTES: usize = 8 * 1024;
+pub const MAX_META_ITEMS: usize = 128;
+/// Longest CallerIds / RevCallerIds stack (one entry per broker on the way).
+pub const MAX_STACK: usize = 32;
+
 fn stack_ok(v: &Value, int: &dyn Fn(&Value) -> bool) -> bool {
     match v {
         Value::Null => true,
-        Value::List(l) => l.iter().all(|x| int(&x.value)),
+        Value::List(l) => l.len() <= MAX_STACK && l.iter().all(|x| int(&x.value)),
         other => int(other),
     }
 }
@@ -85,7 +92,14 @@ impl RpcFrame {
                 "message does not start with a MetaMap".into(),
             ));
         }
-        let meta_end = value::skip_container(&payload, 0, MAX_DEPTH)?;
+        // Bounded before it is decoded: a meta of a few kilobytes could otherwise
+        // expand to megabytes of values, and every copy of the frame carries it.
+        let meta_end = value::skip_container_bounded(&payload, 0, MAX_DEPTH, MAX_META_ITEMS)?;
+        if meta_end > MAX_META_BYTES {
+            return Err(DecodeError::Codec(format!(
+                "MetaMap of {meta_end} bytes exceeds {MAX_META_BYTES}"
+            )));
+        }
         let mut slice = &payload[..meta_end];
         let meta = ChainPackReader::new(&mut slice)
             .try_read_meta()
@@ -241,5 +255,28 @@ mod tests {
             let cp = RpcValue::from_cpon(good).unwrap().to_chainpack();
             assert!(RpcFrame::parse(Bytes::from(cp)).is_ok(), "{good}");
         }
+    }
+}
+
+#[cfg(test)]
+mod meta_bounds {
+    use super::*;
+
+    #[test]
+    fn large_or_numerous_metas_are_refused() {
+        let mut meta = vec![0x8b, 0x41, 0x41, 0x4b, 0x88];
+        meta.extend(std::iter::repeat_n(0x40u8, 1000));
+        meta.extend([0xff, 0xff, 0x8a, 0xff]);
+        assert!(RpcFrame::parse(Bytes::from(meta)).is_err());
+        let mut meta = vec![0x8b, 0x41, 0x41, 0x49, 0x86];
+        let (len, n) = value::uint_bytes(20_000);
+        meta.extend(&len[..n]);
+        meta.extend(std::iter::repeat_n(b'a', 20_000));
+        meta.extend([0xff, 0x8a, 0xff]);
+        assert!(RpcFrame::parse(Bytes::from(meta)).is_err());
+        let ok = vec![
+            0x8b, 0x41, 0x41, 0x4b, 0x88, 0x41, 0x42, 0xff, 0xff, 0x8a, 0xff,
+        ];
+        assert!(RpcFrame::parse(Bytes::from(ok)).is_ok());
     }
 }

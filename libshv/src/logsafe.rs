@@ -26,9 +26,7 @@ impl fmt::Display for Shown<'_> {
         for c in s[..end].chars() {
             match c {
                 '\\' => f.write_str("\\\\")?,
-                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                    write!(f, "{}", c.escape_default())?
-                }
+                c if c.is_control() || is_format_trap(c) => write!(f, "{}", c.escape_default())?,
                 c => write!(f, "{c}")?,
             }
         }
@@ -45,6 +43,12 @@ impl fmt::Debug for Shown<'_> {
     }
 }
 
+/// Characters that reorder or hide text on a terminal (bidi overrides and isolates,
+/// line and paragraph separators).
+fn is_format_trap(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +58,8 @@ mod tests {
         let s = shown("evil\nINFO forged line\x1b[31m").to_string();
         assert!(!s.contains('\n') && !s.contains('\x1b'), "{s}");
         assert!(s.starts_with("evil\\nINFO forged"), "{s}");
+        let s = shown("a\u{202e}b").to_string();
+        assert!(!s.contains('\u{202e}'), "{s}");
     }
 
     #[test]

@@ -86,32 +86,49 @@ impl RpcUrl {
 /// values of the `password`, `shapass` and `token` options. Works on text that does not
 /// parse as a URL too, since it is used for error messages about such text.
 pub fn redact(s: &str) -> String {
-    let mut out = s.to_string();
-    // user:password@host
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let auth_end = out[auth_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out[auth_start..auth_end].rfind('@') {
-            let userinfo = &out[auth_start..auth_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
+    // Options that are never secret; every other option's value is masked (also one
+    // spelled in percent-escapes, which `parse` would decode into `password`).
+    const PLAIN: [&str; 3] = ["user", "devid", "devmount"];
+    let (head, query) = match s.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (s, None),
+    };
+    let mut out = head.to_string();
+    // user:password@host — the password may hold '/', '?' or '@': mask up to the
+    // last '@' (more than the password at worst, never less).
+    if let Some(scheme_end) = s.find("://") {
+        let auth = scheme_end + 3;
+        if let Some(at) = s.rfind('@').filter(|at| *at > auth) {
+            if let Some(colon) = s[auth..at].find(':') {
+                let mut masked = s[..auth + colon + 1].to_string();
+                masked.push_str("***");
+                masked.push_str(&s[at..]);
+                return redact_query(&masked[..], &PLAIN);
             }
         }
     }
-    let Some(q) = out.find('?') else {
-        return out;
-    };
-    let (head, query) = out.split_at(q + 1);
-    let masked: Vec<String> = query
-        .split('&')
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&mask_query(q, &PLAIN));
+    }
+    out
+}
+
+fn redact_query(s: &str, plain: &[&str]) -> String {
+    match s.split_once('?') {
+        Some((h, q)) => format!("{h}?{}", mask_query(q, plain)),
+        None => s.to_string(),
+    }
+}
+
+fn mask_query(q: &str, plain: &[&str]) -> String {
+    q.split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if ["password", "shapass", "token"].contains(&k) => format!("{k}=***"),
+            Some((k, _)) if !plain.contains(&k) => format!("{k}=***"),
             _ => kv.to_string(),
         })
-        .collect();
-    format!("{head}{}", masked.join("&"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn url_decode(s: &str) -> String {
@@ -168,6 +185,8 @@ mod tests {
             "tcp://admin:hunter2@127.0.0.1:99999",
             "tcp://admin@h?shapass=hunter2&token=hunter2&x",
             "ftp://admin:hunter2@h",
+            "tcp://admin@h?pass%77ord=hunter2&bogus=1",
+            "tcp://a:hun?ter2@h:99999",
         ] {
             let e = RpcUrl::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("hunter2"), "{e}");
@@ -176,6 +195,7 @@ mod tests {
             redact("tcp://a:pw@h:1?password=x&devid=d"),
             "tcp://a:***@h:1?password=***&devid=d"
         );
+        assert_eq!(redact("tcp://a:p/w?x@h"), "tcp://a:***@h");
     }
 
     #[test]

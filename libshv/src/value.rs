@@ -165,6 +165,45 @@ pub fn check_chainpack(data: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Like [`skip_container`], and also refuses a value of more than `max_items` scalars
+/// and containers: what a small encoding can expand to once decoded is bounded too.
+pub fn skip_container_bounded(
+    data: &[u8],
+    pos: usize,
+    max_depth: usize,
+    max_items: usize,
+) -> Result<usize, DecodeError> {
+    let mut depth = 0usize;
+    let mut p = pos;
+    let mut items = 0usize;
+    loop {
+        let (next, d) = step(data, p)?;
+        p = next;
+        if d != -1 {
+            items += 1;
+            if items > max_items {
+                return Err(DecodeError::Codec(format!(
+                    "more than {max_items} values in one container"
+                )));
+            }
+        }
+        if d == 1 {
+            depth += 1;
+            if depth > max_depth {
+                return Err(DecodeError::TooDeep(max_depth));
+            }
+        } else if d == -1 {
+            if depth == 0 {
+                return Err(DecodeError::Unbalanced(p - 1));
+            }
+            depth -= 1;
+        }
+        if depth == 0 {
+            return Ok(p);
+        }
+    }
+}
+
 /// Skips a scalar or a whole container (a MetaMap counts as one) at `pos`, depth-limited.
 pub fn skip_container(data: &[u8], pos: usize, max_depth: usize) -> Result<usize, DecodeError> {
     let mut depth = 0usize;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use libshv::access::level;
 use libshv::client::{Client, ClientConfig, RequestHandler};
+use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::meta::{self, tag};
 use libshv::shvproto::{IMap, Map, Value};
@@ -401,15 +402,15 @@ impl Agent {
         };
         ftr.request_id = Some(rid);
         tracing::info!(
-            "launchRexec {rid}: {} {:?}, tunnel via {:?}:{:?} (found in {:?})",
+            "launchRexec {rid}: {} {}, tunnel via {}:{:?} (found in {:?})",
             launch.method(),
-            launch.cmd,
-            ftr.host,
+            shown(&launch.cmd.join(" ")),
+            shown(ftr.host.as_deref().unwrap_or("")),
             ftr.port,
             started.elapsed()
         );
         if let Err(e) = spawn_rexec(&rexec, &ftr, &param, client.clone(), req.meta.clone()).await {
-            tracing::warn!("launchRexec {rid}: {e}");
+            tracing::warn!("launchRexec {rid}: {}", shown(&e));
             let _ = client
                 .send_frame(tunnel::close_with_error(&req.meta, &e))
                 .await;

@@ -113,6 +113,8 @@ struct SourceFailures {
 }
 
 const FAILURE_MEMORY: Duration = Duration::from_secs(300);
+/// The longest a failed login's answer is held back.
+const MAX_PENALTY: Duration = Duration::from_secs(16);
 /// Source addresses remembered at most (a fresh one beyond that gets only the
 /// per-connection throttle).
 const MAX_SOURCES: usize = 10_000;
@@ -144,6 +146,10 @@ impl LoginFailures {
         // Each failure on this connection, and every fourth recent one from the same
         // address, doubles the delay, up to 8 s; answers queue up behind each other.
         let slot = e.next_slot.max(now) + delay(conn_failures.max(e.count / 4));
+        // Queued answers wait at most this long, so that a flood from one address
+        // (or from all local users: unix sockets are one source) cannot push every
+        // later failed answer past the login timeout.
+        let slot = slot.min(now + MAX_PENALTY);
         e.next_slot = slot;
         slot - now
     }
@@ -174,6 +180,10 @@ pub async fn run(read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerCont
     };
     loop {
         let Some(idle) = conn.login_phase(&mut reader).await else {
+            // A login cut off while the broker task registered it: let it forget.
+            if conn.id != NOT_LOGGED_IN {
+                let _ = ctx.events.send(Event::Gone(conn.id)).await;
+            }
             break;
         };
         let reset = conn.serve(&mut reader, idle).await;
@@ -276,7 +286,13 @@ impl Conn {
     /// answers blocks on its full queue, and is cut off all the same.
     async fn login_phase(&mut self, reader: &mut FrameReader) -> Option<Option<Duration>> {
         let limit = Duration::from_secs(self.ctx.config.limits.login_timeout);
-        match tokio::time::timeout(limit, self.login_steps(reader)).await {
+        // Before login frames are small: larger ones are drained, never buffered.
+        reader.decoder_mut().set_max_frame(MAX_LOGIN_FRAME);
+        let outcome = tokio::time::timeout(limit, self.login_steps(reader)).await;
+        reader
+            .decoder_mut()
+            .set_max_frame(self.ctx.config.limits.max_frame_size);
+        match outcome {
             Ok(r) => r,
             Err(_) => {
                 tracing::info!(peer = self.id, addr = %shown(&self.addr), "no login within {limit:?}, disconnecting");
@@ -420,6 +436,9 @@ impl Conn {
             .ctx
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Known before the broker task hears of it: whatever happens to this login
+        // (even a timeout while registering), the connection says Gone with this id.
+        self.id = id;
         let reg = Registration {
             id,
             login,
@@ -436,8 +455,8 @@ impl Conn {
             .map_err(|_| RpcError::new(code::TRY_AGAIN_LATER, "broker is shutting down"))?;
         reply_rx
             .await
-            .map_err(|_| RpcError::new(code::TRY_AGAIN_LATER, "broker is shutting down"))??;
-        self.id = id;
+            .map_err(|_| RpcError::new(code::TRY_AGAIN_LATER, "broker is shutting down"))?
+            .inspect_err(|_| self.id = NOT_LOGGED_IN)?;
         Ok(idle)
     }
 
@@ -476,7 +495,11 @@ impl Conn {
         f: &RpcFrame,
     ) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
         let budget = self.ctx.config.limits.inflight_bytes;
-        let n = (f.body.len() + 256).min(budget);
+        let n = f
+            .body
+            .len()
+            .saturating_add(crate::queue::FRAME_OVERHEAD)
+            .min(budget);
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.ctx.inflight.clone().acquire_many_owned(n).await
     }

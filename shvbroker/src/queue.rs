@@ -17,8 +17,10 @@ pub enum Outgoing {
     Encoded(bytes::Bytes),
 }
 
-/// What a queued frame costs besides its body: its meta, and the queue slot.
-const FRAME_OVERHEAD: usize = 256;
+/// What a queued frame is charged besides its body: its meta and the queue slot. A
+/// meta is at most `libshv::frame::MAX_META_BYTES` encoded (a few dozen values), so a
+/// queue holds at most `client_queue_bytes` + `client_queue` × that.
+pub const FRAME_OVERHEAD: usize = 256;
 
 impl Outgoing {
     /// The bytes this item holds while queued (a shared signal counts whole for every
@@ -100,11 +102,18 @@ impl QueueSender {
     pub async fn send(&self, item: impl Into<Outgoing>) -> Result<(), Full> {
         let item = item.into();
         let cost = item.cost();
+        // Counted before the item can be received (the receiver subtracts it), and
+        // given back if the send fails or is cancelled while waiting for a slot.
         self.bytes.fetch_add(cost, Ordering::AcqRel);
-        self.tx.send(item).await.map_err(|_| {
-            self.bytes.fetch_sub(cost, Ordering::AcqRel);
-            Full::Closed
-        })
+        let mut charge = Charge {
+            bytes: &self.bytes,
+            cost,
+        };
+        let r = self.tx.send(item).await.map_err(|_| Full::Closed);
+        if r.is_ok() {
+            charge.cost = 0;
+        }
+        r
     }
 
     /// Bytes queued now.
@@ -116,6 +125,20 @@ impl QueueSender {
     /// then, so that callers cannot push a device into disconnection.
     pub fn is_busy(&self) -> bool {
         self.tx.capacity() < self.tx.max_capacity() / 2 || self.queued_bytes() > self.max_bytes / 2
+    }
+}
+
+/// Gives a charge back unless the item was queued.
+struct Charge<'a> {
+    bytes: &'a AtomicUsize,
+    cost: usize,
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        if self.cost > 0 {
+            self.bytes.fetch_sub(self.cost, Ordering::AcqRel);
+        }
     }
 }
 

@@ -1,11 +1,16 @@
-//! Listeners: accept TCP and Unix connections and start a peer task for each; start the
-//! broker task; shut everything down on request.
+//! The broker as a server: [`Server::bind`] binds every listen URL (so a caller, a test
+//! among them, learns the chosen ports before anything runs), [`Server::serve`] runs
+//! the broker task, the accept loops and the parent links until shutdown, then waits
+//! (bounded) for the connections to flush and close.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libshv::url::{RpcUrl, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::peer::{self, PeerContext};
@@ -13,105 +18,174 @@ use crate::state::Broker;
 
 /// Capacity of the channel from all peers to the broker task.
 const EVENT_QUEUE: usize = 1024;
+/// How long shutdown waits for connections to deliver what is queued and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 enum Listener {
     Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Unix(tokio::net::UnixListener, PathBuf),
 }
 
-/// Binds every `listen` URL, then serves until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = Arc::new(config);
-    let mut listeners = Vec::new();
-    let mut tcp_address = None;
-    for url in &config.listen {
-        let parsed = RpcUrl::parse(url).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
-        match parsed.transport() {
-            Transport::Tcp { host, port } => {
-                let l = tokio::net::TcpListener::bind((host.as_str(), *port))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
-                let local = l.local_addr()?;
-                tracing::info!("listening on tcp://{local}");
-                tcp_address.get_or_insert((local.ip().to_string(), local.port()));
-                listeners.push(Listener::Tcp(l));
-            }
-            Transport::Unix { path } => {
-                let p = std::path::PathBuf::from(path);
-                // A socket left by a broker that died; refuse to steal a live one.
-                if p.exists() && std::os::unix::net::UnixStream::connect(&p).is_err() {
-                    let _ = std::fs::remove_file(&p);
+/// A broker whose listeners are bound and which is not serving yet.
+pub struct Server {
+    config: Arc<Config>,
+    listeners: Vec<Listener>,
+    /// What clients can connect to: `tcp://IP:PORT` (the port chosen, for port 0) and
+    /// `unix:PATH`, in the order of the config's `listen`.
+    addresses: Vec<String>,
+    tcp_address: Option<(String, u16)>,
+}
+
+impl Server {
+    /// Binds every `listen` URL of `config`.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let mut listeners = Vec::new();
+        let mut addresses = Vec::new();
+        let mut tcp_address = None;
+        for url in &config.listen {
+            let parsed = RpcUrl::parse(url).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
+            match parsed.transport() {
+                Transport::Tcp { host, port } => {
+                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                    let local = l.local_addr()?;
+                    tcp_address.get_or_insert((local.ip().to_string(), local.port()));
+                    addresses.push(format!("tcp://{local}"));
+                    listeners.push(Listener::Tcp(l));
                 }
-                let l = tokio::net::UnixListener::bind(&p)
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
-                // Owner only: whoever can connect can try passwords and reach the
-                // broker's login phase.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| anyhow::anyhow!("cannot restrict {url} to its owner: {e}"))?;
-                tracing::info!("listening on unix:{path}");
-                listeners.push(Listener::Unix(l, p));
+                Transport::Unix { path } => {
+                    let l = bind_unix(url, path)?;
+                    addresses.push(format!("unix:{path}"));
+                    listeners.push(Listener::Unix(l, PathBuf::from(path)));
+                }
             }
         }
+        if listeners.is_empty() {
+            anyhow::bail!("no listen address configured");
+        }
+        Ok(Server {
+            config: Arc::new(config),
+            listeners,
+            addresses,
+            tcp_address,
+        })
     }
-    if listeners.is_empty() {
-        anyhow::bail!("no listen address configured");
+
+    /// The bound addresses (`tcp://127.0.0.1:PORT`, `unix:PATH`).
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
     }
-    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let broker = Broker::new(config.clone(), tcp_address);
-    let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
-    let ctx = Arc::new(PeerContext::new(
-        config.clone(),
-        events_tx,
-        shutdown.clone(),
-    ));
-    let mut accept_tasks = Vec::new();
-    for l in listeners {
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        accept_tasks.push(tokio::spawn(accept_loop(l, ctx, shutdown)));
+
+    /// The port of the first TCP listener.
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.tcp_address.as_ref().map(|(_, p)| *p)
     }
-    for (i, c) in config.connections.iter().enumerate() {
-        accept_tasks.push(tokio::spawn(crate::link::run(i, c.clone(), ctx.clone())));
-    }
-    drop(ctx);
-    // The broker task ends only on shutdown. If it ends otherwise (a panic: a bug),
-    // the whole process goes, loudly: a broker that accepts connections and answers
-    // every login with "shutting down" is worse than none.
-    let stopped = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        r = &mut broker_task => Some(r),
-    };
-    // The broker task also watches `shutdown` and may have seen it first.
-    let broker_done = stopped.is_some();
-    let stopped = stopped.filter(|r| !(r.is_ok() && shutdown.is_cancelled()));
-    if let Some(r) = stopped {
-        shutdown.cancel();
-        let why = match r {
-            Err(e) if e.is_panic() => {
-                let p = e.into_panic();
-                p.downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into())
-            }
-            Err(e) => e.to_string(),
-            Ok(()) => "it returned".into(),
+
+    /// Serves until `shutdown` is cancelled. An `Err` is an internal failure (the broker
+    /// task stopped on its own); the caller should exit.
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Server {
+            config,
+            listeners,
+            addresses,
+            tcp_address,
+        } = self;
+        for a in &addresses {
+            tracing::info!("listening on {a}");
+        }
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let broker = Broker::new(config.clone(), tcp_address);
+        let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
+        let ctx = Arc::new(PeerContext::new(
+            config.clone(),
+            events_tx,
+            shutdown.clone(),
+        ));
+        let connections = TaskTracker::new();
+        let mut tasks = Vec::new();
+        for l in listeners {
+            let accept = accept_loop(l, ctx.clone(), shutdown.clone(), connections.clone());
+            tasks.push(tokio::spawn(accept));
+        }
+        for (i, c) in config.connections.iter().enumerate() {
+            tasks.push(tokio::spawn(crate::link::run(i, c.clone(), ctx.clone())));
+        }
+        drop(ctx);
+        // The broker task ends only on shutdown. If it ends otherwise (a panic: a bug),
+        // the whole process goes, loudly: a broker that accepts connections and answers
+        // every login with "shutting down" is worse than none.
+        let stopped = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = &mut broker_task => Some(r),
         };
-        tracing::error!("the broker task stopped unexpectedly ({why}); exiting");
-        anyhow::bail!("internal error: the broker task stopped unexpectedly: {why}");
+        // The broker task also watches `shutdown` and may have seen it first.
+        let broker_done = stopped.is_some();
+        if let Some(r) = stopped.filter(|r| !(r.is_ok() && shutdown.is_cancelled())) {
+            shutdown.cancel();
+            let why = match r {
+                Err(e) if e.is_panic() => panic_message(e.into_panic()),
+                Err(e) => e.to_string(),
+                Ok(()) => "it returned".into(),
+            };
+            tracing::error!("the broker task stopped unexpectedly ({why}); exiting");
+            anyhow::bail!("internal error: the broker task stopped unexpectedly: {why}");
+        }
+        tracing::info!("shutting down");
+        for t in tasks {
+            let _ = t.await;
+        }
+        if !broker_done {
+            let _ = broker_task.await;
+        }
+        // Every connection has been told to stop; give them a moment to flush.
+        connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} connections still closing after {SHUTDOWN_GRACE:?}; leaving them",
+                connections.len()
+            );
+        }
+        Ok(())
     }
-    tracing::info!("shutting down");
-    for t in accept_tasks {
-        let _ = t.await;
-    }
-    if !broker_done {
-        let _ = broker_task.await;
-    }
-    Ok(())
 }
 
-async fn accept_loop(l: Listener, ctx: Arc<PeerContext>, shutdown: CancellationToken) {
+/// Binds and serves until `shutdown` (what `main` does).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Server::bind(config).await?.serve(shutdown).await
+}
+
+fn bind_unix(url: &str, path: &str) -> anyhow::Result<tokio::net::UnixListener> {
+    let p = std::path::Path::new(path);
+    // A socket left by a broker that died; refuse to steal a live one.
+    if p.exists() && std::os::unix::net::UnixStream::connect(p).is_err() {
+        let _ = std::fs::remove_file(p);
+    }
+    let l = tokio::net::UnixListener::bind(p)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+    // Owner only: whoever can connect can try passwords and reach the login phase.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| anyhow::anyhow!("cannot restrict {url} to its owner: {e}"))?;
+    Ok(l)
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+async fn accept_loop(
+    l: Listener,
+    ctx: Arc<PeerContext>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -119,12 +193,12 @@ async fn accept_loop(l: Listener, ctx: Arc<PeerContext>, shutdown: CancellationT
         };
         match accepted {
             Ok((r, w, addr)) => {
-                tokio::spawn(peer::run(r, w, addr, ctx.clone()));
+                connections.spawn(peer::run(r, w, addr, ctx.clone()));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }

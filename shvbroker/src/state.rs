@@ -86,7 +86,12 @@ pub struct Broker {
     pub tcp_address: Option<(String, u16)>,
     pub started: SystemTime,
     pub links: Vec<LinkState>,
-    pub own_requests: HashMap<(PeerId, i64), OwnRequest>,
+    /// Requests the broker sent on its own behalf and when: (peer, request id).
+    pub own_requests: HashMap<(PeerId, i64), (OwnRequest, Instant)>,
+    /// Peers to disconnect once the current event is dealt with (a full queue found
+    /// while delivering): disconnecting emits signals that may find more, so it is
+    /// done in a loop here rather than by recursion.
+    doomed: Vec<(PeerId, &'static str)>,
     /// Subscriptions forwarded to each sub-broker: RI → when last (re)sent.
     pub forwarded: HashMap<PeerId, HashMap<String, Instant>>,
     pub(crate) next_rid: i64,
@@ -115,6 +120,7 @@ impl Broker {
             tcp_address,
             started: SystemTime::now(),
             own_requests: HashMap::new(),
+            doomed: Vec::new(),
             forwarded: HashMap::new(),
             next_rid: 0,
         }
@@ -147,6 +153,13 @@ impl Broker {
             Event::Frame(id, frame, _permit) => self.on_frame(id, frame),
             Event::Gone(id) => self.remove_peer(id),
             Event::Link(index, status) => self.link_status(index, status),
+        }
+        self.disconnect_doomed();
+    }
+
+    fn disconnect_doomed(&mut self) {
+        while let Some((id, why)) = self.doomed.pop() {
+            self.disconnect(id, why);
         }
     }
 
@@ -253,7 +266,12 @@ impl Broker {
             let ok = RpcMessage::response_to(&meta).with_result(RpcValue::null());
             self.send_to(id, ok.into_frame());
         }
-        let _ = reply.send(Ok(()));
+        if reply.send(Ok(())).is_err() {
+            // The connection gave up waiting (its login timed out): forget it now
+            // rather than keep a peer nobody will ever say Gone for.
+            self.remove_peer(id);
+            return;
+        }
         if let Some(m) = mount {
             self.mounts.insert(m.clone(), id);
             self.emit_lsmod(&m, true);
@@ -328,6 +346,7 @@ impl Broker {
         tracing::info!(peer = id, user = %shown(&peer.user), "gone");
         self.pending.peer_gone(id);
         self.own_requests.retain(|(p, _), _| *p != id);
+        self.doomed.retain(|(p, _)| *p != id);
         self.forwarded.remove(&id);
         if let Some(m) = &peer.mount {
             self.mounts.remove(m);
@@ -351,8 +370,11 @@ impl Broker {
                 .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
         self.pending.expire(now);
+        self.own_requests
+            .retain(|_, (_, at)| now.duration_since(*at) < OWN_REQUEST_TTL);
         self.tunnels_housekeeping(now);
         self.sync_forwarded_subscriptions();
+        self.disconnect_doomed();
     }
 
     /// Queues a frame to a peer; a full queue (in frames or bytes) disconnects the
@@ -364,11 +386,22 @@ impl Broker {
         match p.tx.push(frame) {
             Ok(()) => true,
             Err(Full::Full) => {
-                self.disconnect(id, "send queue full (client does not read)");
+                if !self.doomed.iter().any(|(d, _)| *d == id) {
+                    self.doomed
+                        .push((id, "send queue full (client does not read)"));
+                }
                 false
             }
             Err(Full::Closed) => false,
         }
+    }
+
+    /// Queues a frame the broker itself wants sent (its own requests): a full queue
+    /// only drops it; whoever needs it sends it again later.
+    pub fn try_send_to(&mut self, id: PeerId, frame: impl Into<Outgoing>) -> bool {
+        self.peers
+            .get(&id)
+            .is_some_and(|p| !p.tx.is_busy() && p.tx.push(frame).is_ok())
     }
 
     fn respond(
@@ -387,7 +420,15 @@ impl Broker {
             return;
         };
         peer.last_rx = Instant::now();
-        tracing::trace!(peer = from, meta = %shown(&frame.meta.to_string()), body_len = frame.body.len(), "frame");
+        // Not the whole meta: a TunnelCtl in it may carry a tunnel secret.
+        tracing::trace!(
+            peer = from,
+            path = %shown(frame.shv_path()),
+            method = %shown(frame.method().unwrap_or("")),
+            rid = ?frame.request_id(),
+            body_len = frame.body.len(),
+            "frame"
+        );
         // Tunnel rule 1: a frame that carries RevCallerIds (even Null) gets the sender pushed.
         if frame.has_rev_caller_ids() {
             meta::push_id(&mut frame.meta, tag::REV_CALLER_IDS, from);
@@ -562,7 +603,11 @@ impl Broker {
         if let Some(rest) = path.strip_prefix(".broker/client/") {
             let (id, rest) = rest.split_once('/').unwrap_or((rest, ""));
             let id: PeerId = id.parse().ok()?;
-            return self.peers.contains_key(&id).then(|| (id, rest.to_string()));
+            // Clients only: not our parent link (that would send requests up the tree
+            // with our credentials there) nor a tunnel end.
+            let p = self.peers.get(&id)?;
+            let client = p.parent_link.is_none() && p.tunnel.is_none();
+            return client.then(|| (id, rest.to_string()));
         }
         let mut prefix = path;
         loop {
@@ -582,7 +627,7 @@ impl Broker {
             // Without CallerIds the response is for the broker itself.
             let rid = frame.request_id().unwrap_or_default();
             match self.own_requests.remove(&(from, rid)) {
-                Some(own) => self.own_response(from, own, &frame),
+                Some((own, _)) => self.own_response(from, own, &frame),
                 None if self
                     .peers
                     .get(&from)
@@ -722,6 +767,9 @@ impl Broker {
 }
 
 pub use libshv::path::{is_under, join as join_path};
+
+/// How long the broker waits for the answer to its own requests.
+const OWN_REQUEST_TTL: Duration = Duration::from_secs(60);
 
 /// A path the broker accepts in a request or signal: canonical and not too long.
 fn check_request_path(path: &str) -> Result<(), String> {

@@ -17,13 +17,24 @@ use crate::state::{Broker, OwnRequest};
 /// TTL asked of sub-brokers for forwarded subscriptions, and how often they are renewed.
 const FORWARD_TTL: u64 = 120;
 const FORWARD_REFRESH: Duration = Duration::from_secs(60);
+/// Distinct RIs forwarded to one sub-broker at most; beyond, one `**:*:*` covers them
+/// all (the signals are filtered here anyway), so users cannot fill the sub-broker's
+/// subscription table or its queue.
+const MAX_FORWARDED: usize = 64;
+/// Subscribe/unsubscribe requests sent to one sub-broker per round (every 500 ms).
+const FORWARD_BURST: usize = 32;
 
 impl Broker {
-    pub fn send_own_request(&mut self, to: PeerId, msg: &mut RpcMessage, what: OwnRequest) {
+    /// Sends a request of the broker's own; false if `to`'s queue is busy (nothing is
+    /// sent then: a peer is never cut off for what the broker itself sends it).
+    pub fn send_own_request(&mut self, to: PeerId, msg: &mut RpcMessage, what: OwnRequest) -> bool {
         let rid = self.next_own_rid();
         msg.meta.insert(tag::REQUEST_ID, RpcValue::from(rid));
-        self.own_requests.insert((to, rid), what);
-        self.send_to(to, msg.to_frame());
+        if !self.try_send_to(to, msg.to_frame()) {
+            return false;
+        }
+        self.own_requests.insert((to, rid), (what, Instant::now()));
+        true
     }
 
     fn next_own_rid(&mut self) -> i64 {
@@ -93,7 +104,7 @@ impl Broker {
             .filter_map(|p| p.mount.clone().map(|m| (p.id, m)))
             .collect();
         for (child, mount) in children {
-            let desired: BTreeSet<String> = self
+            let mut desired: BTreeSet<String> = self
                 .peers
                 .values()
                 .filter(|p| p.id != child)
@@ -102,14 +113,20 @@ impl Broker {
                 .filter_map(|(ri, _)| ri.relative_to(&mount))
                 .map(|ri| full_ri(&ri))
                 .collect();
+            if desired.len() > MAX_FORWARDED {
+                desired = BTreeSet::from(["**:*:*".to_string()]);
+            }
             let sent = self.forwarded.remove(&child).unwrap_or_default();
             let mut next: HashMap<String, Instant> = HashMap::new();
+            let mut budget = FORWARD_BURST;
             for ri in &desired {
                 match sent.get(ri) {
                     Some(t) if now.duration_since(*t) < FORWARD_REFRESH => {
                         next.insert(ri.clone(), *t);
                     }
-                    _ => {
+                    // Not sent, or due: sent now if the budget allows, else next round.
+                    _ if budget > 0 => {
+                        budget -= 1;
                         let p = RpcValue::from(vec![
                             RpcValue::from(ri.as_str()),
                             RpcValue::from(FORWARD_TTL as i64),
@@ -120,19 +137,32 @@ impl Broker {
                             "subscribe",
                             Some(p),
                         );
-                        self.send_own_request(child, &mut m, OwnRequest::Quiet);
-                        next.insert(ri.clone(), now);
+                        if self.send_own_request(child, &mut m, OwnRequest::Quiet) {
+                            next.insert(ri.clone(), now);
+                        } else if let Some(t) = sent.get(ri) {
+                            next.insert(ri.clone(), *t);
+                        }
+                    }
+                    _ => {
+                        if let Some(t) = sent.get(ri) {
+                            next.insert(ri.clone(), *t);
+                        }
                     }
                 }
             }
-            for ri in sent.keys().filter(|ri| !desired.contains(*ri)) {
+            for (ri, t) in sent.iter().filter(|(ri, _)| !desired.contains(*ri)) {
                 let mut m = RpcMessage::new_request(
                     0,
                     ".broker/currentClient",
                     "unsubscribe",
                     Some(RpcValue::from(ri.as_str())),
                 );
-                self.send_own_request(child, &mut m, OwnRequest::Quiet);
+                // Kept as sent until the unsubscribe goes out.
+                if budget == 0 || !self.send_own_request(child, &mut m, OwnRequest::Quiet) {
+                    next.insert(ri.clone(), *t);
+                } else {
+                    budget -= 1;
+                }
             }
             self.forwarded.insert(child, next);
         }

@@ -156,6 +156,10 @@ fn close_frame(request_id: i64, cids: &[i64], error: &str) -> RpcFrame {
     msg.into_frame()
 }
 
+/// Open tunnels (hosted or transit) one connection may take part in, as the operator's
+/// side or as the agent's side.
+const MAX_TUNNELS_PER_PEER: usize = 64;
+
 /// Longest command text kept for the tunnel table and the audit log.
 const MAX_COMMAND_TEXT: usize = 256;
 
@@ -168,10 +172,20 @@ pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
         .map(|p| describe_command(&p))
         .unwrap_or_default();
     Launch {
-        user: truncate(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
+        // The end of the chain is what this broker appended (the authenticated user);
+        // what comes before is the callers' own word.
+        user: tail(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
         agent_path: truncate(agent_path, MAX_COMMAND_TEXT),
         command: truncate(&command, MAX_COMMAND_TEXT),
     }
+}
+
+fn tail(s: &str, max: usize) -> String {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -312,10 +326,29 @@ impl Broker {
             self.dropped_responses += 1;
             return;
         };
+        // Tunnels per operator connection and per agent connection are bounded.
+        let (by_rsh, by_agent) = self.tunnels.open.values().fold((0, 0), |(r, a), t| {
+            (
+                r + usize::from(t.rsh_peer == rsh_peer),
+                a + usize::from(t.agent_side == from),
+            )
+        });
+        if by_rsh >= MAX_TUNNELS_PER_PEER || by_agent >= MAX_TUNNELS_PER_PEER {
+            let f = close_frame(rid, below, "too many open tunnels for this connection");
+            self.send_to(rsh_peer, f);
+            return;
+        }
         let mut tctl = tctl_of(frame).unwrap_or_default();
-        let has_host = tctl
-            .get(&key::SECRET)
-            .is_some_and(|s| !s.as_str().is_empty());
+        // A host filled in below us counts only if it came from a broker (a device
+        // could otherwise make us keep transit entries for tunnels that never were).
+        let from_broker = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.is_broker == Some(true));
+        let has_host = from_broker
+            && tctl
+                .get(&key::SECRET)
+                .is_some_and(|s| !s.as_str().is_empty());
         let public = self.config.tunnel.public_address.clone();
         let last_broker = cids.len() == 1;
         // The nearest broker to rsh with a public address hosts the tunnel; rsh's own

@@ -551,3 +551,34 @@ async fn default_unix_socket_only_in_a_private_directory() {
     drop(broker);
     assert_eq!(mode.ok(), Some(0o600));
 }
+
+/// A meta that is small on the wire but huge once decoded (a 1 MiB CallerIds list of
+/// one-byte ints, before login) is refused before it is decoded: the broker's memory
+/// does not grow by the hundreds of megabytes it would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_bombs_are_refused_before_decoding() {
+    let mut broker = Broker::start(None);
+    let before = vm_rss_kib(broker.pid());
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let mut c = broker.raw().await;
+        // <1:1, 8:1, 9:"", 10:"hello", 11:[0, 0, … 1 MiB of them]>i{}
+        let mut meta = vec![0x8b, 0x41, 0x41, 0x48, 0x41, 0x49, 0x86, 0x00];
+        meta.extend([0x4a, 0x86, 0x05]);
+        meta.extend(b"hello");
+        meta.extend([0x4b, 0x88]);
+        meta.extend(std::iter::repeat_n(0x40u8, 1 << 20));
+        meta.extend([0xff, 0xff, 0x8a, 0xff]);
+        c.send_bytes(&frame_bytes(1, &meta)).await.unwrap();
+        conns.push(c);
+    }
+    let (admin, _) = broker.connect("admin", "admin").await;
+    assert_served(&admin).await;
+    let after = vm_rss_kib(broker.pid());
+    eprintln!("VmRSS before {before} KiB, after {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "VmRSS grew from {before} to {after} KiB"
+    );
+    broker.assert_running();
+}
