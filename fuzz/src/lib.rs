@@ -201,5 +201,5 @@ pub fn login_params(data: &[u8]) {
     let Ok(v): Result<RpcValue, _> = value::from_chainpack(data) else {
         return;
     };
-    let _ = shvbroker::peer::parse_login(&v);
+    let _ = libshv::login::parse_login(&v);
 }

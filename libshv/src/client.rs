@@ -149,6 +149,10 @@ pub struct Client {
 }
 
 /// Signals received by the client (all of them, unfiltered).
+/// Signals received and not yet taken by the application; a slow consumer loses the
+/// newest beyond this (with a warning) rather than stall the connection.
+pub const SIGNAL_QUEUE: usize = 1024;
+
 pub type SignalReceiver = mpsc::Receiver<RpcMessage>;
 
 impl Client {
@@ -172,7 +176,7 @@ impl Client {
         handler: Option<Arc<dyn RequestHandler>>,
     ) -> (Client, SignalReceiver) {
         let (out_tx, out_rx) = mpsc::channel(256);
-        let (sig_tx, sig_rx) = mpsc::channel(1024);
+        let (sig_tx, sig_rx) = mpsc::channel(SIGNAL_QUEUE);
         let (closed_tx, closed_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
@@ -500,11 +504,15 @@ async fn read_loop(
     handler: Option<Arc<dyn RequestHandler>>,
     closed: watch::Sender<bool>,
 ) {
+    let mut dropped_signals: u64 = 0;
     while let Some(item) = reader.next().await {
         let frame = match item {
             Ok(Incoming::Frame(f)) => f,
             Ok(other) => {
-                tracing::warn!("ignoring bad frame from peer: {other:?}");
+                tracing::warn!(
+                    "ignoring bad frame from peer: {}",
+                    crate::logsafe::shown(&format!("{other:?}"))
+                );
                 continue;
             }
             Err(e) => {
@@ -598,8 +606,18 @@ async fn read_loop(
             serving.insert(key, task.abort_handle());
         } else if frame.is_signal() {
             if let Ok(msg) = RpcMessage::from_frame(&frame) {
-                // A dropped receiver means the application does not want signals.
-                let _ = signals.send(msg).await;
+                // Never waits: an application that does not drain its signals must not
+                // stall the responses to its calls. While its queue (SIGNAL_QUEUE) is
+                // full, signals are dropped and counted; a dropped receiver means it
+                // wants none.
+                if let Err(mpsc::error::TrySendError::Full(_)) = signals.try_send(msg) {
+                    dropped_signals += 1;
+                    if dropped_signals.is_power_of_two() {
+                        tracing::warn!(
+                            "{dropped_signals} signals dropped: the application does not read them"
+                        );
+                    }
+                }
             }
         }
     }

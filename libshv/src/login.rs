@@ -1,7 +1,7 @@
 //! hello / login: the parameters a client sends and the password hashing both sides use.
 
 use sha1::{Digest, Sha1};
-use shvproto::{Map, RpcValue};
+use shvproto::{Map, RpcValue, Value};
 
 /// hex(SHA1(data))
 pub fn sha1_hex(data: &[u8]) -> String {
@@ -114,6 +114,73 @@ impl LoginParams {
         param.insert("options".into(), options.into());
         param.into()
     }
+}
+
+/// A `login` request's parameter as a broker reads it (untrusted input from a
+/// connection that has not logged in yet). No `Debug`: it holds the password.
+pub struct LoginRequest {
+    pub user: String,
+    pub password: String,
+    /// `PLAIN`, `SHA1` or `TOKEN` (upper-cased; `PLAIN` when absent).
+    pub kind: String,
+    pub device_id: Option<String>,
+    pub mount_point: Option<String>,
+    /// Seconds, at most [`MAX_IDLE_TIMEOUT`]; 0 = no watchdog.
+    pub idle_timeout: Option<u64>,
+    pub user_agent: Option<String>,
+    /// Set for a tunnel end logging in with its one-time secret.
+    pub tunnel_secret: Option<String>,
+}
+
+/// Longest idle watchdog a client may ask for (a day); more is taken as this.
+pub const MAX_IDLE_TIMEOUT: u64 = 24 * 3600;
+
+fn str_of(v: Option<&RpcValue>) -> Option<String> {
+    match &v?.value {
+        Value::String(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses the `login` method's parameter: the inverse of [`LoginParams::to_value`].
+pub fn parse_login(param: &RpcValue) -> Result<LoginRequest, &'static str> {
+    let Value::Map(m) = &param.value else {
+        return Err("parameter must be a Map");
+    };
+    let login = m.get("login").ok_or("missing 'login'")?;
+    if !login.is_map() {
+        return Err("'login' must be a Map");
+    }
+    let empty = RpcValue::from(shvproto::Map::new());
+    let options = m.get("options").unwrap_or(&empty);
+    let device = options.get("device");
+    let idle = options
+        .get("idleWatchDogTimeOut")
+        .and_then(|v| match v.value {
+            Value::Int(i) if i >= 0 => Some(i as u64),
+            Value::UInt(u) => Some(u),
+            _ => None,
+        })
+        .map(|s| s.min(MAX_IDLE_TIMEOUT));
+    let tunnel_secret = options.get("tunnel").and_then(|t| str_of(t.get("secret")));
+    Ok(LoginRequest {
+        user: str_of(login.get("user")).unwrap_or_default(),
+        password: str_of(login.get("password")).unwrap_or_default(),
+        kind: str_of(login.get("type"))
+            .unwrap_or_else(|| "PLAIN".into())
+            .to_ascii_uppercase(),
+        device_id: device.and_then(|d| str_of(d.get("deviceId"))),
+        mount_point: device.and_then(|d| str_of(d.get("mountPoint"))),
+        idle_timeout: idle,
+        user_agent: str_of(options.get("userAgent")),
+        tunnel_secret,
+    })
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::{RpcFrame, RpcValue};
 use rand::Rng;
-use shvproto::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -505,72 +504,12 @@ impl Conn {
     }
 }
 
-/// Longest idle watchdog a client may ask for (a day); more is taken as this.
-const MAX_IDLE_TIMEOUT: u64 = 24 * 3600;
-
 /// Requests before login are small (hello, workflows, login): a larger one is refused
 /// unread, so that an unauthenticated socket cannot make the broker decode megabytes.
 const MAX_LOGIN_FRAME: usize = 64 * 1024;
 
-/// A parsed `login` parameter (fields stay private to the broker).
-pub struct LoginRequest {
-    user: String,
-    password: String,
-    kind: String,
-    device_id: Option<String>,
-    mount_point: Option<String>,
-    idle_timeout: Option<u64>,
-    user_agent: Option<String>,
-    tunnel_secret: Option<String>,
-}
-
-fn str_of(v: Option<&RpcValue>) -> Option<String> {
-    match &v?.value {
-        Value::String(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
-/// Parses the `login` method's parameter (untrusted input from a connection that has
-/// not logged in yet). Public so that the fuzz target `login_params` can reach it.
-pub fn parse_login(param: &RpcValue) -> Result<LoginRequest, &'static str> {
-    let Value::Map(m) = &param.value else {
-        return Err("parameter must be a Map");
-    };
-    let login = m.get("login").ok_or("missing 'login'")?;
-    if !login.is_map() {
-        return Err("'login' must be a Map");
-    }
-    let empty = RpcValue::from(shvproto::Map::new());
-    let options = m.get("options").unwrap_or(&empty);
-    let device = options.get("device");
-    let idle = options
-        .get("idleWatchDogTimeOut")
-        .and_then(|v| match v.value {
-            Value::Int(i) if i >= 0 => Some(i as u64),
-            Value::UInt(u) => Some(u),
-            _ => None,
-        })
-        .map(|s| s.min(MAX_IDLE_TIMEOUT));
-    let tunnel_secret = options.get("tunnel").and_then(|t| str_of(t.get("secret")));
-    Ok(LoginRequest {
-        user: str_of(login.get("user")).unwrap_or_default(),
-        password: str_of(login.get("password")).unwrap_or_default(),
-        kind: str_of(login.get("type"))
-            .unwrap_or_else(|| "PLAIN".into())
-            .to_ascii_uppercase(),
-        device_id: device.and_then(|d| str_of(d.get("deviceId"))),
-        mount_point: device.and_then(|d| str_of(d.get("mountPoint"))),
-        idle_timeout: idle,
-        user_agent: str_of(options.get("userAgent")),
-        tunnel_secret,
-    })
-}
-
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use libshv::login::constant_time_eq;
+use libshv::login::{parse_login, LoginRequest};
 
 /// The meta of an oversized frame, if its kept head holds all of it.
 fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {

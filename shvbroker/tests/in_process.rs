@@ -675,3 +675,24 @@ async fn a_device_cannot_supply_the_tunnel_secret() {
     assert_ne!(ctl.secret.as_deref(), Some("chosen-by-the-device"));
     assert_eq!(ctl.host.as_deref(), Some("127.0.0.1"));
 }
+
+/// A client application that never takes its signals still gets its responses: the
+/// client's read loop drops signals beyond its queue instead of waiting.
+#[tokio::test]
+async fn undrained_signals_do_not_stall_responses() {
+    let b = TestBroker::start().await;
+    let (dev, _) = b.device("test/dev").await;
+    let (viewer, _signals_never_read) = b.client("viewer").await;
+    viewer.subscribe("test/**:*:*", None).await.unwrap();
+    for i in 0..(libshv::client::SIGNAL_QUEUE as i64 + 500) {
+        dev.emit("x", "chng", "get", Some(RpcValue::from(i)))
+            .await
+            .unwrap();
+    }
+    // Everything the device sent has reached the broker once its ping is answered.
+    dev.call(".app", "ping", None).await.unwrap();
+    tokio::time::timeout(TIMEOUT, viewer.call(".app", "ping", None))
+        .await
+        .expect("a response came despite the full signal queue")
+        .unwrap();
+}

@@ -39,29 +39,67 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `$CARGO_TARGET_DIR` or `<repo>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                repo_root().join(d)
-            }
-        }
-        None => repo_root().join("target"),
+/// The directory Cargo put this test's profile in (`target/debug`, `target/release`,
+/// or wherever `CARGO_TARGET_DIR` and `--profile` say): the running test binary lives
+/// in its `deps/`, and the workspace's binaries sit beside that.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries run from <profile>/deps")
+        .to_path_buf()
+}
+
+/// The crate a workspace binary is built from.
+fn crate_of(name: &str) -> &str {
+    match name {
+        "shvbroker" | "shvagent" | "shvrexec" | "shvrsh" | "shvcall" | "shvbench" => name,
+        other => panic!("unknown workspace binary {other}"),
     }
 }
 
-/// Path of a workspace binary; panics with a hint when it was not built.
+/// Newest modification time of the Rust sources and manifests under `dir`.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("target") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "rs" || x == "toml") {
+                let t = e.metadata().ok()?.modified().ok()?;
+                newest = newest.max(Some(t));
+            }
+        }
+    }
+    newest
+}
+
+/// Path of a workspace binary of this build; panics when it is missing or older than
+/// its sources (after `cargo test -p tests`, which does not build the other crates'
+/// binaries), never running a stale one.
 pub fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join("debug").join(name);
-    assert!(
-        p.is_file(),
-        "{} not found: run `cargo build --workspace` before the tests",
-        p.display()
-    );
+    let p = profile_dir().join(name);
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} not found: run `cargo build --workspace` before the tests",
+                p.display()
+            )
+        });
+    let root = repo_root();
+    let sources = [root.join(crate_of(name)), root.join("libshv")];
+    if let Some(src) = sources.iter().filter_map(|d| newest_source(d)).max() {
+        assert!(
+            built >= src,
+            "{} is older than its sources: run `cargo build --workspace` before the tests",
+            p.display()
+        );
+    }
     p
 }
 

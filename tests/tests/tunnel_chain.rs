@@ -38,7 +38,7 @@ async fn setup(stop: &CancellationToken) -> String {
     let admin = format!("tcp://admin@127.0.0.1:{port}?password=admin");
     let _ = connect(&admin).await;
     let cfg = ClientConfig::from_url(RpcUrl::parse(&agent_url).unwrap());
-    let rexec = std::path::PathBuf::from(env!("CARGO_BIN_EXE_shvrexec"));
+    let rexec = tests::bin("shvrexec");
     tokio::spawn(shvagent::run(cfg, rexec));
     let probe = connect(&admin).await;
     for _ in 0..50 {
