@@ -7,9 +7,9 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use libshv::tunnel::{
-    channel, CloseStatus, LaunchParams, TunnelEvent, TunnelReceiver, TunnelSender, DATA_HEADROOM,
+    channel, CloseStatus, Control, LaunchParams, TunnelEvent, TunnelReceiver, TunnelSender,
+    DATA_HEADROOM,
 };
-use libshv::RpcValue;
 use nix::pty::{openpty, Winsize};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -254,32 +254,37 @@ impl Running {
         }
     }
 
-    fn control(&mut self, v: &RpcValue) {
-        if let Some(r) = v.get("resize") {
-            let l = r.as_list();
-            if let (Some(c), Some(rw), Some(m)) = (l.first(), l.get(1), &self.master) {
-                let ws = libc::winsize {
-                    ws_col: c.as_int().clamp(1, u16::MAX as i64) as u16,
-                    ws_row: rw.as_int().clamp(1, u16::MAX as i64) as u16,
-                    ws_xpixel: 0,
-                    ws_ypixel: 0,
-                };
-                // SAFETY: valid fd and a pointer to a live winsize.
-                if let Err(e) = unsafe { tiocswinsz(m.as_raw_fd(), &ws) } {
-                    tracing::debug!("resize failed: {e}");
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Resize { cols, rows } => {
+                if let Some(m) = &self.master {
+                    let ws = libc::winsize {
+                        ws_col: cols,
+                        ws_row: rows,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: valid fd and a pointer to a live winsize.
+                    if let Err(e) = unsafe { tiocswinsz(m.as_raw_fd(), &ws) } {
+                        tracing::debug!("resize failed: {e}");
+                    }
                 }
             }
-        }
-        if v.get("eof").is_some_and(|e| e.as_bool()) {
-            match &mut self.input {
+            Control::Eof => match &mut self.input {
                 Input::Pty(tx) => {
                     let _ = tx.send(vec![VEOF_BYTE]);
                 }
                 Input::Pipe(tx) => *tx = None,
-            }
+            },
+            Control::Signal(s) => self.signal(s),
+            // Flow control is the tunnel end's business.
+            Control::Ack(_) => {}
         }
-        if let Some(s) = v.get("signal") {
-            match Signal::try_from(s.as_int() as i32) {
+    }
+
+    fn signal(&mut self, s: i32) {
+        {
+            match Signal::try_from(s) {
                 Ok(sig) => {
                     // In a PTY the job in the foreground is the one the user means.
                     let pg = self
@@ -289,7 +294,7 @@ impl Running {
                         .unwrap_or(self.pgid);
                     let _ = killpg(pg, sig);
                 }
-                Err(_) => tracing::debug!("ignoring unknown signal {}", s.to_cpon()),
+                Err(_) => tracing::debug!("ignoring unknown signal {s}"),
             }
         }
     }
@@ -370,7 +375,7 @@ pub async fn run(
                 Some(TunnelEvent::Data { channel, .. }) => {
                     tracing::debug!("ignoring data on channel {channel} from rsh");
                 }
-                Some(TunnelEvent::Control(v)) => r.control(&v),
+                Some(TunnelEvent::Control(c)) => r.control(c),
                 Some(TunnelEvent::Closed(_)) | None => {
                     let st = match ev {
                         Some(TunnelEvent::Closed(st)) => st,
@@ -486,9 +491,12 @@ mod tests {
             &["sh", "-c", "read x; stty size; cat; echo done"],
         ))
         .unwrap();
-        r.control(&RpcValue::from_cpon(r#"{"resize":[120,40]}"#).unwrap());
+        r.control(Control::Resize {
+            cols: 120,
+            rows: 40,
+        });
         r.input(b"go\n".to_vec());
-        r.control(&RpcValue::from_cpon(r#"{"eof":true}"#).unwrap());
+        r.control(Control::Eof);
         let (out, _, st) = finish(r).await;
         assert!(out.contains("40 120"), "{out}");
         assert!(out.contains("done"), "{out}");
@@ -499,7 +507,7 @@ mod tests {
     async fn pipes_keep_streams_apart_and_forward_eof() {
         let mut r = spawn_pipes(&params(false, &["sh", "-c", "cat; echo e >&2; exit 5"])).unwrap();
         r.input(b"abc".to_vec());
-        r.control(&RpcValue::from_cpon(r#"{"eof":true}"#).unwrap());
+        r.control(Control::Eof);
         let (out, err, st) = finish(r).await;
         assert_eq!((out.as_str(), err.as_str()), ("abc", "e\n"));
         assert_eq!(st, CloseStatus::ExitCode(5));
@@ -508,7 +516,7 @@ mod tests {
     #[tokio::test]
     async fn signal_reaches_the_process_group() {
         let mut r = spawn_pipes(&params(false, &["sleep", "100"])).unwrap();
-        r.control(&RpcValue::from_cpon(r#"{"signal":15}"#).unwrap());
+        r.control(Control::Signal(15));
         let (_, _, st) = finish(r).await;
         assert_eq!(st, CloseStatus::Signal(15));
         let r = spawn_pipes(&params(false, &["sleep", "100"])).unwrap();

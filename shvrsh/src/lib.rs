@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use libshv::message::code;
 use libshv::tunnel::{
-    CloseStatus, LaunchParams, TunnelEnd, TunnelError, TunnelEvent, TunnelSender,
+    CloseStatus, Control, LaunchParams, TunnelEnd, TunnelError, TunnelEvent, TunnelSender,
 };
 use libshv::{Client, ClientConfig, ClientError, RpcValue};
 use tokio::sync::mpsc;
@@ -160,24 +160,6 @@ impl EscapeFilter {
     }
 }
 
-fn resize_control(cols: u16, rows: u16) -> RpcValue {
-    let mut m = libshv::shvproto::Map::new();
-    m.insert(
-        "resize".into(),
-        RpcValue::from(vec![
-            RpcValue::from(i64::from(cols)),
-            RpcValue::from(i64::from(rows)),
-        ]),
-    );
-    RpcValue::from(m)
-}
-
-fn control(key: &str, v: RpcValue) -> RpcValue {
-    let mut m = libshv::shvproto::Map::new();
-    m.insert(key.into(), v);
-    RpcValue::from(m)
-}
-
 /// Sends CloseTunnel (the user detached) and makes sure it left before we exit.
 async fn detach(client: &Client, sender: &TunnelSender) {
     let _ = sender.close(&CloseStatus::Detached).await;
@@ -245,9 +227,7 @@ async fn forward_input(
                 }
             }
             Some(None) | None => {
-                let _ = sender
-                    .send_control(control("eof", RpcValue::from(true)))
-                    .await;
+                let _ = sender.send_control(Control::Eof).await;
                 return InputEnd::Eof;
             }
         }
@@ -329,13 +309,13 @@ pub async fn relay(
             }
             _ = recv_sig(&mut winch), if pty => {
                 if let Some((c, r)) = term::window_size() {
-                    let _ = sender.send_control(resize_control(c, r)).await;
+                    let _ = sender.send_control(Control::Resize { cols: c, rows: r }).await;
                 }
             }
             // Without a remote PTY, ^C reaches us as SIGINT: pass it on, like a shell
             // would to its foreground job.
             _ = recv_sig(&mut sigint) => {
-                let _ = sender.send_control(control("signal", RpcValue::from(2))).await;
+                let _ = sender.send_control(Control::Signal(2)).await;
             }
             _ = recv_sig(&mut sigterm) => {
                 detach(&client, &sender).await;
@@ -399,14 +379,5 @@ mod tests {
         assert_eq!(f.feed(b"\r~x"), (b"\r~x".to_vec(), false));
         // The tilde after ~~ is not at line start any more.
         assert_eq!(f.feed(b"\n~~~."), (b"\n~~.".to_vec(), false));
-    }
-
-    #[test]
-    fn controls() {
-        assert_eq!(resize_control(100, 40).to_cpon(), r#"{"resize":[100,40]}"#);
-        assert_eq!(
-            control("eof", RpcValue::from(true)).to_cpon(),
-            r#"{"eof":true}"#
-        );
     }
 }

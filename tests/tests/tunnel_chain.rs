@@ -60,9 +60,7 @@ async fn run(admin: &str, launch: LaunchParams, input: &[u8]) -> (Vec<u8>, Vec<u
     if !input.is_empty() {
         tx.send_data(0, input).await.unwrap();
     }
-    tx.send_control(libshv::RpcValue::from_cpon(r#"{"eof":true}"#).unwrap())
-        .await
-        .unwrap();
+    tx.send_control(libshv::tunnel::Control::Eof).await.unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())

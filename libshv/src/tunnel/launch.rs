@@ -1,0 +1,137 @@
+//! What `launchRexec` asks for: the command, PTY or pipes, size, environment.
+
+use super::*;
+
+/// The `launchRexec` parameter rsh sends (tunnel.md step 1, Map form of params).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LaunchParams {
+    /// Use a PTY (`runPtyCmd`) rather than pipes (`runCmd`).
+    pub pty: bool,
+    /// Program and arguments; empty = the user's login shell.
+    pub cmd: Vec<String>,
+    pub cols: u16,
+    pub rows: u16,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+}
+
+pub const METHOD_RUN_PTY_CMD: &str = "runPtyCmd";
+pub const METHOD_RUN_CMD: &str = "runCmd";
+
+impl LaunchParams {
+    pub fn method(&self) -> &'static str {
+        if self.pty {
+            METHOD_RUN_PTY_CMD
+        } else {
+            METHOD_RUN_CMD
+        }
+    }
+
+    /// `{"method": ..., "params": {"cmd": [...], "cols": c, "rows": r, "env": {...}}}`
+    pub fn to_value(&self) -> RpcValue {
+        let mut p = Map::new();
+        p.insert(
+            "cmd".into(),
+            RpcValue::from(
+                self.cmd
+                    .iter()
+                    .map(|s| RpcValue::from(s.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        if self.pty {
+            p.insert("cols".into(), RpcValue::from(i64::from(self.cols)));
+            p.insert("rows".into(), RpcValue::from(i64::from(self.rows)));
+        }
+        if !self.env.is_empty() {
+            let env: Map = self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), RpcValue::from(v.as_str())))
+                .collect();
+            p.insert("env".into(), RpcValue::from(env));
+        }
+        if let Some(cwd) = &self.cwd {
+            p.insert("cwd".into(), RpcValue::from(cwd.as_str()));
+        }
+        let mut m = Map::new();
+        m.insert("method".into(), RpcValue::from(self.method()));
+        m.insert("params".into(), RpcValue::from(p));
+        RpcValue::from(m)
+    }
+
+    /// Parses `{"method": ..., "params": ...}` where params is the Map form, the List
+    /// form `[cmd, cols, rows]`, or (for runCmd) `cmd` alone; cmd is a String (run by
+    /// `/bin/sh -c`) or a List `[prog, arg…]`.
+    pub fn from_value(v: &RpcValue) -> Result<Self, RpcError> {
+        let bad = |m: &str| RpcError::invalid_param(m.to_string());
+        let Value::Map(m) = &v.value else {
+            return Err(bad("launchRexec param must be a Map {method, params}"));
+        };
+        let method = match m.get("method").map(|v| &v.value) {
+            Some(Value::String(s)) => s.as_str(),
+            _ => return Err(bad("launchRexec param has no 'method'")),
+        };
+        let pty = match method {
+            METHOD_RUN_PTY_CMD => true,
+            METHOD_RUN_CMD => false,
+            other => return Err(bad(&format!("unknown launchRexec method '{other}'"))),
+        };
+        let mut out = LaunchParams {
+            pty,
+            cols: 80,
+            rows: 24,
+            ..Default::default()
+        };
+        let dim = |v: Option<&RpcValue>, default: u16| -> u16 {
+            v.and_then(as_i64)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        let params = m.get("params").cloned().unwrap_or_else(RpcValue::null);
+        match &params.value {
+            Value::Map(p) => {
+                out.cmd = cmd_from_value(p.get("cmd"))?;
+                out.cols = dim(p.get("cols"), 80);
+                out.rows = dim(p.get("rows"), 24);
+                if let Some(Value::Map(env)) = p.get("env").map(|v| &v.value) {
+                    for (k, v) in env.iter() {
+                        if let Value::String(s) = &v.value {
+                            out.env.push((k.clone(), s.to_string()));
+                        }
+                    }
+                }
+                if let Some(Value::String(s)) = p.get("cwd").map(|v| &v.value) {
+                    out.cwd = Some(s.to_string());
+                }
+            }
+            Value::List(l) if pty => {
+                out.cmd = cmd_from_value(l.first())?;
+                out.cols = dim(l.get(1), 80);
+                out.rows = dim(l.get(2), 24);
+            }
+            _ => out.cmd = cmd_from_value(Some(&params))?,
+        }
+        Ok(out)
+    }
+}
+
+/// A command as String (`/bin/sh -c STRING`) or List of Strings; Null = login shell.
+pub(super) fn cmd_from_value(v: Option<&RpcValue>) -> Result<Vec<String>, RpcError> {
+    match v.map(|v| &v.value) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec!["/bin/sh".into(), "-c".into(), s.to_string()]),
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|a| match &a.value {
+                Value::String(s) => Ok(s.to_string()),
+                _ => Err(RpcError::invalid_param("cmd items must be Strings")),
+            })
+            .collect(),
+        Some(_) => Err(RpcError::invalid_param(
+            "cmd must be a String or a List of Strings",
+        )),
+    }
+}

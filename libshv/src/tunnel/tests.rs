@@ -1,0 +1,318 @@
+use super::*;
+use bytes::Bytes;
+
+fn ctl_full() -> TunnelCtl {
+    TunnelCtl {
+        state: TunnelState::FindTunnelResponse,
+        host: Some("127.0.0.1".into()),
+        port: Some(3755),
+        secret: Some("s3cr3t".into()),
+        request_id: Some(42),
+        caller_ids: vec![1, 7],
+        nonce: Some("n0nce".into()),
+    }
+}
+
+#[test]
+fn fast_data_matches_the_generic_decoder() {
+    for (ch, data) in [(1i64, vec![]), (2, b"abc".to_vec()), (0, vec![0u8; 70_000])] {
+        let v = RpcValue::from(vec![RpcValue::from(ch), RpcValue::from(data.clone())]);
+        let mut m = shvproto::IMap::new();
+        m.insert(2, v.clone());
+        let body = RpcValue::from(m).to_chainpack();
+        assert_eq!(fast_data(&body), parse_data(&v), "channel {ch}");
+        assert_eq!(
+            fast_data(&body),
+            Some(TunnelEvent::Data { channel: ch, data })
+        );
+    }
+    // What we write is what the generic writer writes.
+    for (ch, data) in [(0i64, b"".to_vec()), (2, vec![7u8; 300])] {
+        let v = RpcValue::from(vec![RpcValue::from(ch), RpcValue::from(data.clone())]);
+        let mut m = shvproto::IMap::new();
+        m.insert(2, v);
+        assert_eq!(
+            &data_body(ch, &data)[..],
+            &RpcValue::from(m).to_chainpack()[..]
+        );
+    }
+    // Control maps, truncated or trailing bytes: not the fast path.
+    let ctl = RpcValue::from_cpon(r#"i{2:[3,{"eof":true}]}"#)
+        .unwrap()
+        .to_chainpack();
+    assert_eq!(fast_data(&ctl), None);
+    let good = RpcValue::from_cpon(r#"i{2:[1,b"xy"]}"#)
+        .unwrap()
+        .to_chainpack();
+    assert_eq!(fast_data(&good[..good.len() - 1]), None);
+    let mut longer = good.clone();
+    longer.insert(longer.len() - 1, 0x41);
+    assert_eq!(fast_data(&longer), None);
+}
+
+#[test]
+fn tctl_wire_shape() {
+    let v = TunnelCtl::new(TunnelState::FindTunnelRequest).to_value();
+    assert_eq!(v.to_cpon(), "<1:3>i{1:1}");
+    let v = ctl_full().to_value();
+    assert_eq!(
+        v.to_cpon(),
+        r#"<1:3>i{1:2,2:"127.0.0.1",3:3755,4:"s3cr3t",5:42,6:[1,7],7:"n0nce"}"#
+    );
+    let one = TunnelCtl {
+        caller_ids: vec![5],
+        ..TunnelCtl::new(TunnelState::CreateTunnelRequest)
+    };
+    assert_eq!(one.to_value().to_cpon(), "<1:3>i{1:3,6:5}");
+}
+
+#[test]
+fn tctl_round_trip() {
+    for c in [
+        ctl_full(),
+        TunnelCtl::new(TunnelState::CloseTunnel),
+        TunnelCtl {
+            caller_ids: vec![3],
+            request_id: Some(-1),
+            ..TunnelCtl::new(TunnelState::CreateTunnelResponse)
+        },
+    ] {
+        let v = c.to_value();
+        assert_eq!(TunnelCtl::parse(&v).unwrap(), c);
+        let cp = RpcValue::from_chainpack(v.to_chainpack()).unwrap();
+        assert_eq!(TunnelCtl::parse(&cp).unwrap(), c);
+        let cpon = RpcValue::from_cpon(v.to_cpon()).unwrap();
+        assert_eq!(TunnelCtl::parse(&cpon).unwrap(), c);
+    }
+}
+
+#[test]
+fn tctl_tolerant_parse() {
+    // No meta, UInt state, Null fields, [] and [x] stacks, unknown keys.
+    let v = RpcValue::from_cpon(r#"i{1:2u,2:null,3:4000u,6:[],99:"x"}"#).unwrap();
+    let c = TunnelCtl::parse(&v).unwrap();
+    assert_eq!(c.state, TunnelState::FindTunnelResponse);
+    assert_eq!(c.host, None);
+    assert_eq!(c.port, Some(4000));
+    assert!(c.caller_ids.is_empty());
+    let v = RpcValue::from_cpon("i{1:4,6:[9]}").unwrap();
+    assert_eq!(TunnelCtl::parse(&v).unwrap().caller_ids, vec![9]);
+    assert_eq!(
+        TunnelCtl::parse(&RpcValue::from_cpon("i{2:\"h\"}").unwrap()),
+        Err(TunnelCtlError::NoState)
+    );
+    assert_eq!(
+        TunnelCtl::parse(&RpcValue::from_cpon("i{1:9}").unwrap()),
+        Err(TunnelCtlError::BadState(9))
+    );
+    assert_eq!(
+        TunnelCtl::parse(&RpcValue::from_cpon("{}").unwrap()),
+        Err(TunnelCtlError::NotIMap)
+    );
+    assert_eq!(
+        TunnelCtl::parse(&RpcValue::from_cpon("i{1:1,3:70000}").unwrap()),
+        Err(TunnelCtlError::BadField(3))
+    );
+}
+
+#[test]
+fn secret_not_in_debug() {
+    assert!(!format!("{:?}", ctl_full()).contains("s3cr3t"));
+}
+
+#[test]
+fn step2_find_tunnel_request_shape() {
+    let req = RpcValue::from_cpon(
+        r#"<1:1,8:12,9:"test/agent",10:"launchRexec",11:[3,4]>i{1:{"method":"runCmd","params":{"cmd":["ls"]}}}"#,
+    )
+    .unwrap();
+    let f = RpcFrame::parse(Bytes::from(req.to_chainpack())).unwrap();
+    let out = find_tunnel_request(&f.meta, None);
+    let msg = RpcMessage::from_frame(&out).unwrap();
+    assert_eq!(
+        RpcValue::new(Value::IMap(Box::new(msg.body.clone())), Some(msg.meta)).to_cpon(),
+        "<1:1,8:12,11:[3,4],13:null,15:<1:3>i{1:1}>i{}"
+    );
+    assert!(out.is_response());
+}
+
+#[test]
+fn step6_7_shapes() {
+    let f = tunnel_frame(
+        12,
+        &[3],
+        true,
+        Some(&TunnelCtl {
+            state: TunnelState::CreateTunnelRequest,
+            host: Some("localhost".into()),
+            port: Some(3755),
+            secret: None,
+            request_id: Some(10),
+            caller_ids: vec![3],
+            nonce: None,
+        }),
+        None,
+    );
+    let v = RpcValue::from_chainpack(f.payload()).unwrap();
+    assert_eq!(
+        v.to_cpon(),
+        r#"<1:1,8:12,11:3,13:null,15:<1:3>i{1:3,2:"localhost",3:3755,5:10,6:3}>i{}"#
+    );
+    let f = tunnel_frame(
+        10,
+        &[8],
+        true,
+        Some(&TunnelCtl::new(TunnelState::CreateTunnelResponse)),
+        None,
+    );
+    let v = RpcValue::from_chainpack(f.payload()).unwrap();
+    assert_eq!(v.to_cpon(), "<1:1,8:10,11:8,13:null,15:<1:3>i{1:4}>i{}");
+}
+
+#[test]
+fn data_and_close_frames() {
+    let f = tunnel_frame(
+        12,
+        &[3],
+        false,
+        None,
+        Some(RpcValue::from(vec![
+            RpcValue::from(1),
+            RpcValue::from(&b"hi\n"[..]),
+        ])),
+    );
+    let v = RpcValue::from_chainpack(f.payload()).unwrap();
+    assert_eq!(v.to_cpon(), r#"<1:1,8:12,11:3>i{2:[1,b"hi\n"]}"#);
+    assert_eq!(
+        frame_event(&f).unwrap(),
+        Some(TunnelEvent::Data {
+            channel: 1,
+            data: b"hi\n".to_vec()
+        })
+    );
+    // Old peers send Strings.
+    let s = RpcValue::from_cpon(r#"[2,"err"]"#).unwrap();
+    assert_eq!(
+        parse_data(&s),
+        Some(TunnelEvent::Data {
+            channel: 2,
+            data: b"err".to_vec()
+        })
+    );
+    let c = RpcValue::from_cpon(r#"[3,{"resize":[100,40]}]"#).unwrap();
+    assert!(matches!(parse_data(&c), Some(TunnelEvent::Control(_))));
+
+    let close = tunnel_frame(
+        12,
+        &[3],
+        false,
+        Some(&TunnelCtl::new(TunnelState::CloseTunnel)),
+        Some(CloseStatus::ExitCode(3).to_value()),
+    );
+    let v = RpcValue::from_chainpack(close.payload()).unwrap();
+    assert_eq!(
+        v.to_cpon(),
+        r#"<1:1,8:12,11:3,15:<1:3>i{1:5}>i{2:{"exitCode":3}}"#
+    );
+    assert_eq!(
+        frame_event(&close).unwrap(),
+        Some(TunnelEvent::Closed(CloseStatus::ExitCode(3)))
+    );
+    let err =
+        RpcValue::from_cpon(r#"<1:1,8:12,15:<1:3>i{1:5}>i{2:{"error":"secret expired"}}"#).unwrap();
+    let f = RpcFrame::parse(Bytes::from(err.to_chainpack())).unwrap();
+    assert_eq!(
+        frame_event(&f).unwrap(),
+        Some(TunnelEvent::Closed(CloseStatus::Error(
+            "secret expired".into()
+        )))
+    );
+}
+
+#[test]
+fn close_status_codes() {
+    assert_eq!(CloseStatus::ExitCode(3).exit_code(), 3);
+    assert_eq!(CloseStatus::Signal(9).exit_code(), 137);
+    assert_eq!(CloseStatus::Error("x".into()).exit_code(), 255);
+    for s in [
+        CloseStatus::ExitCode(0),
+        CloseStatus::Signal(15),
+        CloseStatus::Error("boom".into()),
+    ] {
+        assert_eq!(CloseStatus::from_value(Some(&s.to_value())), s);
+    }
+    assert_eq!(CloseStatus::from_value(None), CloseStatus::Detached);
+}
+
+#[test]
+fn launch_params_forms() {
+    let p = LaunchParams {
+        pty: true,
+        cmd: vec!["sh".into(), "-c".into(), "echo hi".into()],
+        cols: 100,
+        rows: 40,
+        env: vec![("TERM".into(), "xterm-256color".into())],
+        cwd: None,
+    };
+    let v = p.to_value();
+    assert_eq!(
+        v.to_cpon(),
+        r#"{"method":"runPtyCmd","params":{"cmd":["sh","-c","echo hi"],"cols":100,"env":{"TERM":"xterm-256color"},"rows":40}}"#
+    );
+    assert_eq!(LaunchParams::from_value(&v).unwrap(), p);
+    // Original List form and String cmd.
+    let v = RpcValue::from_cpon(r#"{"method":"runPtyCmd","params":["top",120,50]}"#).unwrap();
+    let p = LaunchParams::from_value(&v).unwrap();
+    assert_eq!(p.cmd, vec!["/bin/sh", "-c", "top"]);
+    assert_eq!((p.cols, p.rows, p.pty), (120, 50, true));
+    let v = RpcValue::from_cpon(r#"{"method":"runCmd","params":["ls","-l"]}"#).unwrap();
+    let p = LaunchParams::from_value(&v).unwrap();
+    assert_eq!(p.cmd, vec!["ls", "-l"]);
+    assert!(!p.pty);
+    let v = RpcValue::from_cpon(r#"{"method":"runPtyCmd"}"#).unwrap();
+    assert!(LaunchParams::from_value(&v).unwrap().cmd.is_empty());
+    assert!(LaunchParams::from_value(&RpcValue::from_cpon(r#"{"method":"rm"}"#).unwrap()).is_err());
+    assert!(LaunchParams::from_value(
+        &RpcValue::from_cpon(r#"{"method":"runCmd","params":[1]}"#).unwrap()
+    )
+    .is_err());
+}
+
+#[test]
+fn control_messages_round_trip() {
+    for c in [
+        Control::Resize {
+            cols: 100,
+            rows: 40,
+        },
+        Control::Eof,
+        Control::Signal(2),
+        Control::Ack(65536),
+    ] {
+        assert_eq!(Control::parse(&c.to_value()), Some(c));
+    }
+    assert_eq!(
+        Control::Resize {
+            cols: 100,
+            rows: 40
+        }
+        .to_value()
+        .to_cpon(),
+        r#"{"resize":[100,40]}"#
+    );
+    let big = RpcValue::from_cpon(r#"{"resize":[0,99999]}"#).unwrap();
+    assert_eq!(
+        Control::parse(&big),
+        Some(Control::Resize {
+            cols: 1,
+            rows: 65535
+        })
+    );
+    for odd in [r#"{"eof":false}"#, r#"{"ack":-1}"#, r#"{"what":1}"#, "[1]"] {
+        assert_eq!(
+            Control::parse(&RpcValue::from_cpon(odd).unwrap()),
+            None,
+            "{odd}"
+        );
+    }
+}
