@@ -10,6 +10,7 @@ pub mod login;
 pub mod logsafe;
 pub mod message;
 pub mod meta;
+pub mod node;
 pub mod path;
 pub mod ri;
 pub mod tunnel;

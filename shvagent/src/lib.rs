@@ -17,7 +17,8 @@ use libshv::client::{Client, ClientConfig, RequestHandler};
 use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::meta::{self, tag};
-use libshv::shvproto::{IMap, Map, Value};
+use libshv::node::{self, flag, MethodDesc};
+use libshv::shvproto::{Map, Value};
 use libshv::tunnel::{self, LaunchParams, TunnelCtl, TunnelState};
 use libshv::RpcValue;
 use tokio::io::AsyncWriteExt;
@@ -176,98 +177,52 @@ pub struct Agent {
     find: Arc<FindTunnel>,
 }
 
-fn method_desc(name: &str, flags: i64, param: &str, result: &str, access: i64) -> RpcValue {
-    let mut m = IMap::new();
-    m.insert(1, RpcValue::from(name));
-    m.insert(2, RpcValue::from(flags));
-    if !param.is_empty() {
-        m.insert(3, RpcValue::from(param));
-    }
-    if !result.is_empty() {
-        m.insert(4, RpcValue::from(result));
-    }
-    m.insert(5, RpcValue::from(access));
-    RpcValue::from(m)
-}
+/// The agent's nodes: the root with the remote-shell methods, and `.app`.
+const ROOT_METHODS: &[MethodDesc] = &[
+    node::DIR,
+    node::LS,
+    MethodDesc::new(
+        "launchRexec",
+        flag::NOT_IDEMPOTENT,
+        "{method:s,params:{cmd:[s],cols:i,rows:i,env:{s},cwd:s}}",
+        "n",
+        COMMAND_ACCESS,
+    ),
+    MethodDesc::new(
+        "runCmd",
+        flag::NOT_IDEMPOTENT,
+        "s|[s]|{cmd:s|[s],cwd:s,env:{s}}",
+        "[i,s|b,s|b]",
+        COMMAND_ACCESS,
+    ),
+];
+const APP_METHODS: &[MethodDesc] = &[
+    node::DIR,
+    node::LS,
+    MethodDesc::getter("shvVersionMajor", "i", level::BROWSE),
+    MethodDesc::getter("shvVersionMinor", "i", level::BROWSE),
+    MethodDesc::getter("name", "s", level::BROWSE),
+    MethodDesc::getter("version", "s", level::BROWSE),
+    MethodDesc::new("ping", 0, "n", "n", level::BROWSE),
+];
 
-/// dir flags (SHV 3)
-const GETTER: i64 = 1 << 1;
-const NOT_IDEMPOTENT: i64 = 1 << 4;
-
-fn node_methods(path: &str) -> Option<Vec<RpcValue>> {
-    let mut v = vec![
-        method_desc("dir", 0, "idir", "odir", level::BROWSE),
-        method_desc("ls", 0, "ils", "ols", level::BROWSE),
-    ];
+/// A node's methods and children; None for a path the agent does not have.
+fn node_of(path: &str) -> Option<(&'static [MethodDesc], &'static [&'static str])> {
     match path {
-        "" => {
-            v.push(method_desc(
-                "launchRexec",
-                NOT_IDEMPOTENT,
-                "{method:s,params:{cmd:[s],cols:i,rows:i,env:{s},cwd:s}}",
-                "",
-                COMMAND_ACCESS,
-            ));
-            v.push(method_desc(
-                "runCmd",
-                NOT_IDEMPOTENT,
-                "s|[s]|{cmd:s|[s],cwd:s,env:{s}}",
-                "[i,s|b,s|b]",
-                COMMAND_ACCESS,
-            ));
-        }
-        ".app" => {
-            v.push(method_desc(
-                "shvVersionMajor",
-                GETTER,
-                "",
-                "i",
-                level::BROWSE,
-            ));
-            v.push(method_desc(
-                "shvVersionMinor",
-                GETTER,
-                "",
-                "i",
-                level::BROWSE,
-            ));
-            v.push(method_desc("name", GETTER, "", "s", level::BROWSE));
-            v.push(method_desc("version", GETTER, "", "s", level::BROWSE));
-            v.push(method_desc("ping", 0, "", "n", level::BROWSE));
-        }
-        _ => return None,
-    }
-    Some(v)
-}
-
-fn node_children(path: &str) -> Option<Vec<&'static str>> {
-    match path {
-        "" => Some(vec![".app"]),
-        ".app" => Some(vec![]),
+        "" => Some((ROOT_METHODS, &[".app"])),
+        ".app" => Some((APP_METHODS, &[])),
         _ => None,
     }
 }
 
 fn dir(path: &str, param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
-    let methods = node_methods(path).ok_or_else(|| no_such_path(path))?;
-    match param.map(|p| &p.value) {
-        Some(Value::String(name)) => {
-            Ok(RpcValue::from(methods.iter().any(|m| {
-                m.get(1).map(|n| n.as_str()) == Some(name.as_str())
-            })))
-        }
-        _ => Ok(RpcValue::from(methods)),
-    }
+    let (methods, _) = node_of(path).ok_or_else(|| no_such_path(path))?;
+    Ok(node::dir(methods, param))
 }
 
 fn ls(path: &str, param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
-    let children = node_children(path).ok_or_else(|| no_such_path(path))?;
-    match param.map(|p| &p.value) {
-        Some(Value::String(name)) => Ok(RpcValue::from(children.contains(&name.as_str()))),
-        _ => Ok(RpcValue::from(
-            children.into_iter().map(RpcValue::from).collect::<Vec<_>>(),
-        )),
-    }
+    let (_, children) = node_of(path).ok_or_else(|| no_such_path(path))?;
+    Ok(node::ls(children, param))
 }
 
 fn no_such_path(path: &str) -> RpcError {
@@ -505,19 +460,17 @@ impl RequestHandler for Agent {
             .get(tag::METHOD)
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
-        let Some(methods) = node_methods(&path) else {
+        let Some((methods, _)) = node_of(&path) else {
             return Some(Err(no_such_path(&path)));
         };
-        let Some(desc) = methods
-            .iter()
-            .find(|m| m.get(1).map(|n| n.as_str()) == Some(method.as_str()))
-        else {
+        let Some(desc) = methods.iter().find(|m| m.name == method) else {
             return Some(Err(RpcError::method_not_found(format!(
-                "no method '{method}' on '{path}'"
+                "no method '{}' on '{}'",
+                shown(&method),
+                shown(&path)
             ))));
         };
-        let need = desc.get(5).map(|l| l.as_int()).unwrap_or(level::BROWSE);
-        if granted_level(&req.meta) < need {
+        if granted_level(&req.meta) < desc.access {
             // SHV 3 answers "no access" with MethodNotFound as well.
             return Some(Err(RpcError::method_not_found(format!(
                 "access denied to {}",

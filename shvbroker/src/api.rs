@@ -6,98 +6,107 @@ use std::time::{Duration, Instant};
 use libshv::access::level::{self, BROWSE, SUPER_SERVICE};
 use libshv::access::level_name;
 use libshv::message::RpcError;
+use libshv::node::{self, flag, MethodDesc};
 use libshv::ri::Ri;
 use libshv::RpcValue;
-use shvproto::{IMap, Map, Value};
+use shvproto::{Map, Value};
 
 use crate::peer::PeerId;
 use crate::state::Broker;
 
-/// Method flags of `dir` entries.
-const GETTER: i64 = 2;
-const NOT_IDEMPOTENT: i64 = 16;
-
-/// One method of a broker node, as `dir` describes it. Types use the RPC type notation
-/// current peers use (`n` Null, `[s]` List of String, `!clientInfo` a named type …).
+/// A method of a broker node: how `dir` describes it, and the level a call needs (lower
+/// than shown for `.app`'s getters: a client must learn the SHV version whatever its
+/// roles).
 struct Method {
-    name: &'static str,
-    flags: i64,
-    param: &'static str,
-    result: &'static str,
-    /// The access level `dir` shows.
-    access: i64,
-    /// The access level a call needs (lower than shown for `.app`'s getters: a client
-    /// must learn the SHV version whatever its roles).
+    desc: MethodDesc,
     required: i64,
-    signals: &'static [(&'static str, &'static str)],
 }
 
-const fn m(
-    name: &'static str,
-    flags: i64,
-    param: &'static str,
-    result: &'static str,
-    access: i64,
-) -> Method {
+const fn m(desc: MethodDesc) -> Method {
     Method {
-        name,
-        flags,
-        param,
-        result,
-        access,
-        required: access,
-        signals: &[],
+        desc,
+        required: desc.access,
     }
 }
 
 /// A getter `dir` shows at Read that anyone who may browse can call.
 const fn app_getter(name: &'static str, result: &'static str) -> Method {
     Method {
+        desc: MethodDesc::getter(name, result, level::READ),
         required: BROWSE,
-        ..m(name, GETTER, "n", result, level::READ)
     }
 }
 
-const COMMON: &[Method] = &[
-    m("dir", 0, "n|b|s", "[!dir]|b", BROWSE),
-    Method {
-        signals: &[("lsmod", "{b}")],
-        ..m("ls", 0, "s|n", "[s]|b", BROWSE)
-    },
-];
+const COMMON: &[Method] = &[m(node::DIR), m(node::LS)];
 const APP: &[Method] = &[
     app_getter("shvVersionMajor", "i"),
     app_getter("shvVersionMinor", "i"),
     app_getter("name", "s"),
     app_getter("version", "s"),
     app_getter("date", "t"),
-    m("ping", 0, "n", "n", BROWSE),
+    m(MethodDesc::new("ping", 0, "n", "n", BROWSE)),
 ];
 const BROKER: &[Method] = &[
-    m("name", GETTER, "n", "s", BROWSE),
-    m("clientInfo", 0, "i", "!clientInfo|n", SUPER_SERVICE),
-    m("mountedClientInfo", 0, "s", "!clientInfo|n", SUPER_SERVICE),
-    m("clients", GETTER, "n", "[i]", SUPER_SERVICE),
-    m("mounts", GETTER, "n", "[s]", SUPER_SERVICE),
-    m("disconnectClient", 0, "i", "n", SUPER_SERVICE),
+    m(MethodDesc::getter("name", "s", BROWSE)),
+    m(MethodDesc::new(
+        "clientInfo",
+        0,
+        "i",
+        "!clientInfo|n",
+        SUPER_SERVICE,
+    )),
+    m(MethodDesc::new(
+        "mountedClientInfo",
+        0,
+        "s",
+        "!clientInfo|n",
+        SUPER_SERVICE,
+    )),
+    m(MethodDesc::getter("clients", "[i]", SUPER_SERVICE)),
+    m(MethodDesc::getter("mounts", "[s]", SUPER_SERVICE)),
+    m(MethodDesc::new(
+        "disconnectClient",
+        0,
+        "i",
+        "n",
+        SUPER_SERVICE,
+    )),
 ];
 /// Our extension of `.broker`, listed by `dir` only on a broker with parent links (peers
 /// compare the list of a plain broker exactly), callable on any.
-const PARENTS: Method = m("parents", GETTER, "n", "[{}]", SUPER_SERVICE);
+const PARENTS: Method = m(MethodDesc::getter("parents", "[{}]", SUPER_SERVICE));
 const CURRENT_CLIENT: &[Method] = &[
-    m("info", GETTER, "n", "!clientInfo", BROWSE),
-    m("subscribe", 0, "s|[s:RPCRI,i:TTL]", "b", BROWSE),
-    m("unsubscribe", 0, "s", "b", BROWSE),
-    m("subscriptions", GETTER, "!get", "{i|n}", BROWSE),
+    m(MethodDesc::getter("info", "!clientInfo", BROWSE)),
+    m(MethodDesc::new(
+        "subscribe",
+        0,
+        "s|[s:RPCRI,i:TTL]",
+        "b",
+        BROWSE,
+    )),
+    m(MethodDesc::new("unsubscribe", 0, "s", "b", BROWSE)),
+    m(MethodDesc::new(
+        "subscriptions",
+        flag::GETTER,
+        "!get",
+        "{i|n}",
+        BROWSE,
+    )),
 ];
 const TUNNELS: &[Method] = &[
-    m("list", 0, "n", "[{}]", SUPER_SERVICE),
-    m("close", NOT_IDEMPOTENT, "i", "b", level::ADMIN),
+    m(MethodDesc::new("list", 0, "n", "[{}]", SUPER_SERVICE)),
+    m(MethodDesc::new(
+        "close",
+        flag::NOT_IDEMPOTENT,
+        "i",
+        "b",
+        level::ADMIN,
+    )),
 ];
 
 /// The methods of a broker node, in `dir` order: what `dir` lists, and what is callable.
-fn methods_of<'a>(path: &str, with_parents: bool) -> (Vec<&'a Method>, Vec<&'a Method>) {
-    let own: &[Method] = match path {
+fn methods_of(path: &str, with_parents: bool) -> (Vec<&'static Method>, Vec<&'static Method>) {
+    let own: &'static [Method] = match path {
         ".app" => APP,
         ".broker" => BROKER,
         ".broker/currentClient" => CURRENT_CLIENT,
@@ -117,35 +126,6 @@ fn methods_of<'a>(path: &str, with_parents: bool) -> (Vec<&'a Method>, Vec<&'a M
     (listed, callable)
 }
 
-/// A `dir` entry as peers encode it: name, flags and access always; param and result
-/// only when not Null; signals only when there are any (Null for a signal whose type
-/// is the method's result).
-fn dir_entry(m: &Method) -> RpcValue {
-    let mut e = IMap::new();
-    e.insert(1, RpcValue::from(m.name));
-    e.insert(2, RpcValue::from(m.flags));
-    if m.param != "n" {
-        e.insert(3, RpcValue::from(m.param));
-    }
-    if m.result != "n" {
-        e.insert(4, RpcValue::from(m.result));
-    }
-    e.insert(5, RpcValue::from(m.access));
-    if !m.signals.is_empty() {
-        let mut sigs = Map::new();
-        for (n, t) in m.signals {
-            let t = if *t == m.result {
-                RpcValue::null()
-            } else {
-                RpcValue::from(*t)
-            };
-            sigs.insert(n.to_string(), t);
-        }
-        e.insert(6, RpcValue::from(sigs));
-    }
-    RpcValue::from(e)
-}
-
 /// Answers a request for a path no mount serves.
 pub fn call(
     broker: &mut Broker,
@@ -161,7 +141,7 @@ pub fn call(
         )));
     };
     let (listed, callable) = methods_of(path, !broker.config.connections.is_empty());
-    let Some(desc) = callable.iter().find(|m| m.name == method) else {
+    let Some(desc) = callable.iter().find(|m| m.desc.name == method) else {
         return Err(RpcError::method_not_found(format!(
             "no method '{method}' on '{path}'"
         )));
@@ -175,13 +155,11 @@ pub fn call(
     }
     let param = param.unwrap_or_else(RpcValue::null);
     match (path, method) {
-        (_, "ls") => Ok(match &param.value {
-            Value::String(s) => RpcValue::from(children.iter().any(|c| c == s.as_str())),
-            _ => RpcValue::from(children.into_iter().map(RpcValue::from).collect::<Vec<_>>()),
-        }),
+        (_, "ls") => Ok(node::ls(&children, Some(&param))),
         (_, "dir") => Ok(match &param.value {
-            Value::String(s) => RpcValue::from(callable.iter().any(|m| m.name == s.as_str())),
-            _ => RpcValue::from(listed.into_iter().map(dir_entry).collect::<Vec<_>>()),
+            // Whether a method exists: the unlisted extensions exist too.
+            Value::String(_) => node::dir(callable.iter().map(|m| &m.desc), Some(&param)),
+            _ => node::dir(listed.iter().map(|m| &m.desc), None),
         }),
         (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
         (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),

@@ -15,11 +15,13 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use libshv::access::level;
 use libshv::client::SignalReceiver;
 use libshv::codec::{BlockCodec, Incoming};
 use libshv::login::Credentials;
 use libshv::message::code;
-use libshv::shvproto::{IMap, Map, Value};
+use libshv::node::{self, flag, MethodDesc};
+use libshv::shvproto::Value;
 use libshv::{
     Client, ClientConfig, RequestHandler, RpcError, RpcFrame, RpcMessage, RpcUrl, RpcValue,
 };
@@ -541,20 +543,29 @@ fn meta_value(m: &RpcMessage, tag: i32) -> RpcValue {
     m.meta.get(tag).cloned().unwrap_or_else(RpcValue::null)
 }
 
-fn dir_entry(name: &str, flags: i64, access: i64, signals: &[&str]) -> RpcValue {
-    let mut m = IMap::new();
-    m.insert(1, RpcValue::from(name));
-    m.insert(2, RpcValue::from(flags));
-    m.insert(5, RpcValue::from(access));
-    if !signals.is_empty() {
-        let mut s = Map::new();
-        for n in signals {
-            s.insert(n.to_string(), RpcValue::null());
-        }
-        m.insert(6, RpcValue::from(s));
-    }
-    RpcValue::from(m)
-}
+/// The test device's nodes (see [`TestDevice`]).
+const ROOT_METHODS: &[MethodDesc] = &[
+    node::DIR,
+    node::LS,
+    MethodDesc::new("echo", 0, "?", "?", level::BROWSE),
+    MethodDesc::new("accessLevel", 0, "n", "i", level::BROWSE),
+    MethodDesc::new("userId", 0, "n", "s", level::BROWSE),
+    MethodDesc::new("callerIds", 0, "n", "i|[i]", level::BROWSE),
+];
+const NUMBER_METHODS: &[MethodDesc] = &[
+    node::DIR,
+    node::LS,
+    MethodDesc::getter("get", "i", level::READ).with_signals(&[("chng", "i")]),
+    MethodDesc::new("set", flag::SETTER, "i", "b", level::WRITE),
+];
+const APP_METHODS: &[MethodDesc] = &[
+    node::DIR,
+    node::LS,
+    MethodDesc::getter("name", "s", level::BROWSE),
+    MethodDesc::getter("shvVersionMajor", "i", level::BROWSE),
+    MethodDesc::getter("shvVersionMinor", "i", level::BROWSE),
+    MethodDesc::new("ping", 0, "n", "n", level::BROWSE),
+];
 
 /// A little device tree for the tests, relative to its mount point:
 /// - root: `ls`, `dir`, `echo(x) → x`, `accessLevel` (the request's AccessLevel meta),
@@ -617,46 +628,14 @@ impl RequestHandler for TestDevice {
             "number" | ".app" => &[],
             _ => return not_found(),
         };
+        let methods = match path.as_str() {
+            "" => ROOT_METHODS,
+            "number" => NUMBER_METHODS,
+            _ => APP_METHODS,
+        };
         match method.as_str() {
-            "ls" => {
-                return Some(Ok(match &param.value {
-                    Value::String(s) => RpcValue::from(children.contains(&s.as_str())),
-                    _ => RpcValue::from(
-                        children
-                            .iter()
-                            .map(|c| RpcValue::from(*c))
-                            .collect::<Vec<_>>(),
-                    ),
-                }))
-            }
-            "dir" => {
-                let mut entries = vec![dir_entry("dir", 0, 1, &[]), dir_entry("ls", 0, 1, &[])];
-                match path.as_str() {
-                    "" => {
-                        entries.push(dir_entry("echo", 0, 1, &[]));
-                        entries.push(dir_entry("accessLevel", 0, 1, &[]));
-                        entries.push(dir_entry("userId", 0, 1, &[]));
-                        entries.push(dir_entry("callerIds", 0, 1, &[]));
-                    }
-                    "number" => {
-                        entries.push(dir_entry("get", 2, 8, &["chng"]));
-                        entries.push(dir_entry("set", 4, 16, &[]));
-                    }
-                    _ => {
-                        for n in ["name", "shvVersionMajor", "shvVersionMinor", "ping"] {
-                            entries.push(dir_entry(n, 0, 1, &[]));
-                        }
-                    }
-                }
-                return Some(Ok(match &param.value {
-                    Value::String(s) => RpcValue::from(
-                        dir_names(&RpcValue::from(entries))
-                            .iter()
-                            .any(|n| n == s.as_str()),
-                    ),
-                    _ => RpcValue::from(entries),
-                }));
-            }
+            "ls" => return Some(Ok(node::ls(children, Some(&param)))),
+            "dir" => return Some(Ok(node::dir(methods, Some(&param)))),
             _ => {}
         }
         let need = |level: i64| access >= level;
