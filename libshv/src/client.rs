@@ -355,7 +355,7 @@ pub async fn serve_reconnecting(
     max_backoff: Duration,
     mut on_connect: impl FnMut(&Client),
 ) -> ClientError {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = crate::backoff::Backoff::new(max_backoff);
     let mut ever_connected = false;
     loop {
         match Client::connect(config, handler.clone()).await {
@@ -367,15 +367,12 @@ pub async fn serve_reconnecting(
                 let since = tokio::time::Instant::now();
                 client.closed().await;
                 tracing::warn!("connection to {} lost", config.url.transport());
-                if since.elapsed() > max_backoff {
-                    backoff = Duration::from_secs(1);
-                }
+                backoff.connected_for(since.elapsed());
             }
             Err(e @ ClientError::Login(_)) if !ever_connected => return e,
-            Err(e) => tracing::warn!("{e}; retrying in {backoff:?}"),
+            Err(e) => tracing::warn!("{e}; retrying"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(max_backoff);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -129,11 +129,7 @@ impl RpcFrame {
     }
 
     fn get_int(&self, t: i32) -> Option<i64> {
-        match &self.meta.get(t)?.value {
-            Value::Int(i) => Some(*i),
-            Value::UInt(u) => i64::try_from(*u).ok(),
-            _ => None,
-        }
+        value::as_i64(self.meta.get(t)?)
     }
     fn get_str(&self, t: i32) -> Option<&str> {
         match &self.meta.get(t)?.value {

@@ -2,6 +2,7 @@
 //! client and the tunnel helpers shared by the broker and the remote-shell tools.
 
 pub mod access;
+pub mod backoff;
 pub mod client;
 pub mod codec;
 pub mod connection;

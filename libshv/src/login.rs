@@ -156,11 +156,7 @@ pub fn parse_login(param: &RpcValue) -> Result<LoginRequest, &'static str> {
     let device = options.get("device");
     let idle = options
         .get("idleWatchDogTimeOut")
-        .and_then(|v| match v.value {
-            Value::Int(i) if i >= 0 => Some(i as u64),
-            Value::UInt(u) => Some(u),
-            _ => None,
-        })
+        .and_then(crate::value::as_u64)
         .map(|s| s.min(MAX_IDLE_TIMEOUT));
     let tunnel_secret = options.get("tunnel").and_then(|t| str_of(t.get("secret")));
     Ok(LoginRequest {

@@ -33,14 +33,7 @@ pub fn stack_from_value(v: Option<&RpcValue>) -> Vec<i64> {
         // Connection ids are i64; a UInt above i64::MAX is no id (a cast would make it
         // i64::MIN, which shvproto's ChainPack writer cannot encode: it panics on it).
         Some(Value::UInt(i)) => i64::try_from(*i).into_iter().collect(),
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(|x| match x.value {
-                Value::Int(i) => Some(i),
-                Value::UInt(u) => i64::try_from(u).ok(),
-                _ => None,
-            })
-            .collect(),
+        Some(Value::List(l)) => l.iter().filter_map(crate::value::as_i64).collect(),
         _ => Vec::new(),
     }
 }

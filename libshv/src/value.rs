@@ -43,6 +43,25 @@ mod cp {
 }
 
 /// Reads a ChainPack variable-length unsigned number at `pos`; returns (value, next pos).
+/// An integer from the wire: an Int, or a UInt that fits in i64 (a cast would wrap a
+/// larger one to a negative number). The one place integers are read this way.
+pub fn as_i64(v: &RpcValue) -> Option<i64> {
+    match v.value {
+        shvproto::Value::Int(i) => Some(i),
+        shvproto::Value::UInt(u) => i64::try_from(u).ok(),
+        _ => None,
+    }
+}
+
+/// A non-negative integer from the wire (Int ≥ 0 or UInt).
+pub fn as_u64(v: &RpcValue) -> Option<u64> {
+    match v.value {
+        shvproto::Value::Int(i) => u64::try_from(i).ok(),
+        shvproto::Value::UInt(u) => Some(u),
+        _ => None,
+    }
+}
+
 pub fn read_uint(data: &[u8], pos: usize) -> Result<(u64, usize), DecodeError> {
     let head = *data.get(pos).ok_or(DecodeError::Truncated)?;
     let (extra, mut num) = if head & 0x80 == 0 {

@@ -232,10 +232,9 @@ fn no_such_path(path: &str) -> RpcError {
 /// The access level the broker granted this request; a request from a broker that
 /// does not set one (SHV 2) is trusted, as the broker already checked it.
 fn granted_level(meta: &libshv::shvproto::MetaMap) -> i64 {
-    match meta.get(tag::ACCESS_LEVEL).map(|v| &v.value) {
-        Some(Value::Int(i)) => *i,
-        Some(Value::UInt(u)) => *u as i64,
-        _ => match meta.get(tag::ACCESS).map(|v| &v.value) {
+    match meta.get(tag::ACCESS_LEVEL).and_then(libshv::value::as_i64) {
+        Some(l) => l,
+        None => match meta.get(tag::ACCESS).map(|v| &v.value) {
             Some(Value::String(s)) => libshv::access::level_from_access(s).unwrap_or(level::ADMIN),
             _ => level::ADMIN,
         },

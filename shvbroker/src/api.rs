@@ -7,6 +7,7 @@ use libshv::access::level::{self, BROWSE, SUPER_SERVICE};
 use libshv::access::level_name;
 use libshv::message::RpcError;
 use libshv::node::{self, flag, MethodDesc};
+use libshv::value::{as_i64, as_u64};
 use libshv::ri::Ri;
 use libshv::RpcValue;
 use shvproto::{Map, Value};
@@ -248,10 +249,10 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
                 Value::String(s) => s.to_string(),
                 _ => return Err(RpcError::invalid_param("subscribe: RI must be a String")),
             };
-            let ttl = match l.get(1).map(|v| &v.value) {
-                None | Some(Value::Null) => None,
-                Some(Value::Int(i)) if *i >= 0 => Some(*i as u64),
-                Some(Value::UInt(u)) => Some(*u),
+            let ttl = match l.get(1) {
+                None => None,
+                Some(v) if v.is_null() => None,
+                Some(v) if as_u64(v).is_some() => as_u64(v),
                 _ => {
                     return Err(RpcError::invalid_param(
                         "subscribe: TTL must be a non-negative Int",
@@ -325,13 +326,7 @@ fn client_info(broker: &Broker, id: PeerId) -> Option<RpcValue> {
 }
 
 fn int_param(p: &RpcValue) -> Result<i64, RpcError> {
-    match p.value {
-        Value::Int(i) => Ok(i),
-        Value::UInt(u) => {
-            i64::try_from(u).map_err(|_| RpcError::invalid_param("Int parameter out of range"))
-        }
-        _ => Err(RpcError::invalid_param("expected an Int parameter")),
-    }
+    as_i64(p).ok_or_else(|| RpcError::invalid_param("expected an Int parameter"))
 }
 
 fn str_param(p: &RpcValue) -> Result<&str, RpcError> {

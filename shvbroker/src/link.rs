@@ -31,8 +31,7 @@ pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
         }
     };
     let shown = url.to_string();
-    let mut backoff = Duration::from_secs(1);
-    let max_backoff = Duration::from_secs(conf.reconnect_max.max(1));
+    let mut backoff = libshv::backoff::Backoff::new(Duration::from_secs(conf.reconnect_max));
     loop {
         let result = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -40,21 +39,21 @@ pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
         };
         let error = match result {
             Ok(()) => {
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 "connection closed".to_string()
             }
             Err(e) => e,
         };
-        tracing::warn!(parent = %shown, "parent link down: {}; retrying in {backoff:?}", libshv::logsafe::shown(&error));
+        let delay = backoff.next_delay();
+        tracing::warn!(parent = %shown, "parent link down: {}; retrying in {delay:?}", libshv::logsafe::shown(&error));
         let _ = ctx
             .events
             .send(Event::Link(index, LinkStatus::Disconnected { error }))
             .await;
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(max_backoff);
     }
 }
 

@@ -93,13 +93,7 @@ impl fmt::Debug for TunnelCtl {
     }
 }
 
-pub(super) fn as_i64(v: &RpcValue) -> Option<i64> {
-    match v.value {
-        Value::Int(i) => Some(i),
-        Value::UInt(u) => i64::try_from(u).ok(),
-        _ => None,
-    }
-}
+pub(super) use crate::value::as_i64;
 
 impl TunnelCtl {
     pub fn new(state: TunnelState) -> Self {
