@@ -1,13 +1,10 @@
 //! Broker routing micro-benchmarks: signal delivery's RI matching against 1000
 //! subscriptions, and the request route lookup (longest mount prefix) with 10 000 mounts,
-//! done by the broker's own `Broker::route`.
-
-use std::sync::Arc;
+//! done by the broker's own mount table (`Mounts::route`).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use libshv::ri::Ri;
-use shvbroker::config::Config;
-use shvbroker::state::Broker;
+use shvbroker::mounts::Mounts;
 
 fn ri_match(c: &mut Criterion) {
     let mut g = c.benchmark_group("RI match, 1000 subscriptions");
@@ -39,19 +36,17 @@ fn ri_match(c: &mut Criterion) {
 }
 
 fn route(c: &mut Criterion) {
-    let mut g = c.benchmark_group("Broker::route, 10000 mounts");
-    let mut broker = Broker::new(Arc::new(Config::default()), None);
+    let mut g = c.benchmark_group("Mounts::route, 10000 mounts");
+    let mut mounts = Mounts::default();
     for i in 0..10_000i64 {
-        broker
-            .mounts
-            .insert(format!("site/area{}/dev{i}", i / 100), i);
+        mounts.insert(&format!("site/area{}/dev{i}", i / 100), i);
     }
     for (name, path) in [
         ("deep hit", "site/area57/dev5712/status/temp/value"),
         ("exact hit", "site/area57/dev5712"),
         ("miss", "site/area57/nodev/a/b"),
     ] {
-        g.bench_function(name, |b| b.iter(|| broker.route(black_box(path))));
+        g.bench_function(name, |b| b.iter(|| mounts.route(black_box(path))));
     }
     g.finish();
 }

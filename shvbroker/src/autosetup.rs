@@ -7,7 +7,29 @@ use libshv::message::{code, RpcError};
 use libshv::ri::glob;
 
 use crate::access::Grants;
-use crate::config::{check_mount_path, Autosetup};
+use serde::{Deserialize, Serialize};
+
+use crate::mounts::check_mount_path;
+
+/// A device autosetup rule: a device logging in with a deviceId matching `device_id`,
+/// as a user with one of `roles`, is mounted at `mount_point` (a template) and gets
+/// `subscriptions` made for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Autosetup {
+    /// Glob on the deviceId (`*`, `?`, `[abc]`); `?*` is any non-empty deviceId.
+    pub device_id: String,
+    /// Roles that may claim such a deviceId (the user needs one of them). The mount
+    /// point must also be one the user's roles may mount at.
+    pub roles: Vec<String>,
+    /// Mount point template: `%d` the deviceId, `%u` the user name, `%r` the user's
+    /// roles joined with `-`, `%i` nothing, then 1, 2, … until the mount point is free,
+    /// `%I` 0, 1, 2, …, `%%` a `%`.
+    pub mount_point: String,
+    /// RIs subscribed for the device when it is mounted (`path:method:signal`).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+}
 
 /// Longest deviceId accepted (it ends up in mount points and logs).
 pub const MAX_DEVICE_ID: usize = 256;

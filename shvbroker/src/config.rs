@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use libshv::access::parse_level;
+
+pub use crate::autosetup::Autosetup;
+pub use crate::mounts::check_mount_path;
 use libshv::login::sha1_hex;
 use serde::{Deserialize, Serialize};
 
@@ -64,26 +67,6 @@ pub struct AccessRule {
     pub ri: String,
     /// Access level: bws, rd, wr, cmd, cfg, srv, ssrv, dev, su, or 0..63.
     pub grant: String,
-}
-
-/// A device autosetup rule: a device logging in with a deviceId matching `device_id`,
-/// as a user with one of `roles`, is mounted at `mount_point` (a template) and gets
-/// `subscriptions` made for it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Autosetup {
-    /// Glob on the deviceId (`*`, `?`, `[abc]`); `?*` is any non-empty deviceId.
-    pub device_id: String,
-    /// Roles that may claim such a deviceId (the user needs one of them). The mount
-    /// point must also be one the user's roles may mount at.
-    pub roles: Vec<String>,
-    /// Mount point template: `%d` the deviceId, `%u` the user name, `%r` the user's
-    /// roles joined with `-`, `%i` nothing, then 1, 2, … until the mount point is free,
-    /// `%I` 0, 1, 2, …, `%%` a `%`.
-    pub mount_point: String,
-    /// RIs subscribed for the device when it is mounted (`path:method:signal`).
-    #[serde(default)]
-    pub subscriptions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -466,22 +449,6 @@ fn wipe(secret: String) {
     let mut b = secret.into_bytes();
     b.iter_mut().for_each(|x| *x = 0);
     std::hint::black_box(&b);
-}
-
-/// A mount point must be a canonical, non-empty path that does not shadow the broker's
-/// own nodes (`.app`, `.broker`) or a device's `.device`.
-pub fn check_mount_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("empty mount point".into());
-    }
-    libshv::path::check(path).map_err(|e| format!("invalid mount point '{path}': {e}"))?;
-    let first = path.split('/').next().unwrap_or("");
-    if matches!(first, ".app" | ".broker" | ".device") {
-        return Err(format!(
-            "mount point '{path}' would shadow the broker's '{first}'"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

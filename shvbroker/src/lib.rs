@@ -7,14 +7,16 @@
 //! - [`config`] and [`access`] describe users, roles and limits.
 
 pub mod access;
-pub mod api;
 pub mod autosetup;
+pub mod broker;
 pub mod config;
+pub mod events;
 pub mod link;
+pub mod links;
+pub mod mounts;
 pub mod peer;
+pub mod peers;
 pub mod pending;
 pub mod queue;
 pub mod server;
-pub mod state;
-pub mod subs;
 pub mod tunnel;

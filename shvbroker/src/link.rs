@@ -13,14 +13,8 @@ use libshv::RpcUrl;
 use tokio::sync::oneshot;
 
 use crate::config::Connection;
+use crate::events::LinkStatus;
 use crate::peer::{write_loop, Conn, Event, LoginInfo, OutCodec, PeerContext, Registration};
-
-/// Link state changes reported to the broker task (shown by `.broker:parents`).
-#[derive(Debug, Clone)]
-pub enum LinkStatus {
-    Connected { peer: i64 },
-    Disconnected { error: String },
-}
 
 pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
     let url = match RpcUrl::parse(&conf.url) {

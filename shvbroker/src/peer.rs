@@ -22,45 +22,8 @@ use crate::config::Config;
 pub use crate::queue::Outgoing;
 use crate::queue::{self, QueueReceiver, QueueSender};
 
-pub type PeerId = i64;
-
-/// Messages from connections to the broker task (the one owner of broker state).
-pub enum Event {
-    Register(Registration, oneshot::Sender<Result<(), RpcError>>),
-    /// A frame and its share of the in-flight byte budget, given back once the broker
-    /// task has dealt with it.
-    Frame(PeerId, RpcFrame, OwnedSemaphorePermit),
-    Gone(PeerId),
-    /// A parent link (by index in `connections`) changed state.
-    Link(usize, crate::link::LinkStatus),
-}
-
-pub struct Registration {
-    pub id: PeerId,
-    pub login: LoginInfo,
-    pub tx: QueueSender,
-    pub cancel: CancellationToken,
-    pub addr: String,
-    /// The idle watchdog in force for this client (None: off).
-    pub idle_timeout: Option<Duration>,
-    /// The meta of the `login` request: the broker task answers it, so that the login
-    /// response reaches the peer before anything the broker sends it after mounting.
-    pub login_request: Option<shvproto::MetaMap>,
-}
-
-pub enum LoginInfo {
-    User {
-        user: String,
-        grants: Grants,
-        device_id: Option<String>,
-        mount_point: Option<String>,
-        user_agent: Option<String>,
-    },
-    /// A tunnel end (shvrexec) logging in with a one-time secret.
-    Tunnel { secret: String },
-    /// Our link to a parent broker (we logged in there as a device).
-    Parent { link: usize, url: String },
-}
+pub use crate::events::{Event, LoginInfo, Registration};
+pub use crate::peers::PeerId;
 
 /// What every connection task shares.
 pub struct PeerContext {

@@ -6,11 +6,89 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::peer::PeerId;
-use crate::tunnel::Launch;
+use crate::peers::PeerId;
+use libshv::{RpcFrame, RpcMessage, RpcValue};
+use shvproto::Value;
 
 /// Entries older than this are forgotten (their caller will have timed out).
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
+
+/// Who asked for a launchRexec, noted with the pending request when it is forwarded
+/// (for the tunnel table and the audit log).
+#[derive(Debug)]
+pub struct Launch {
+    pub user: String,
+    pub agent_path: String,
+    pub command: String,
+}
+
+/// Longest command text kept for the tunnel table and the audit log.
+const MAX_COMMAND_TEXT: usize = 256;
+
+/// Who launches what (a `launchRexec` request on its way to `agent_path`). Only a short
+/// text is kept: the request may carry a command of megabytes.
+pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
+    let command = RpcMessage::from_frame(frame)
+        .ok()
+        .and_then(|m| m.param().cloned())
+        .map(|p| describe_command(&p))
+        .unwrap_or_default();
+    Launch {
+        // The end of the chain is what this broker appended (the authenticated user);
+        // what comes before is the callers' own word.
+        user: tail(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
+        agent_path: truncate(agent_path, MAX_COMMAND_TEXT),
+        command: truncate(&command, MAX_COMMAND_TEXT),
+    }
+}
+
+fn tail(s: &str, max: usize) -> String {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// A short text of the launched command for logs (never data, never secrets).
+fn describe_command(param: &RpcValue) -> String {
+    let method = param
+        .get("method")
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let params = param.get("params");
+    let cmd = params.and_then(|p| {
+        if p.is_map() {
+            p.get("cmd")
+        } else if p.is_list() {
+            p.get(0)
+        } else {
+            Some(p)
+        }
+    });
+    let cmd = match cmd.map(|c| &c.value) {
+        Some(Value::String(s)) => s.to_string(),
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|x| x.as_str().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    if cmd.is_empty() {
+        method
+    } else {
+        format!("{method}: {cmd}")
+    }
+}
 
 /// One forwarded request: who answers, who asked, the request id, and the CallerIds
 /// below the caller (the caller may be a broker relaying for many clients, whose

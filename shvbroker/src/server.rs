@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::peer::{self, PeerContext};
-use crate::state::Broker;
 
 /// Capacity of the channel from all peers to the broker task.
 const EVENT_QUEUE: usize = 1024;

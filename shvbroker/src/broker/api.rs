@@ -7,13 +7,13 @@ use libshv::access::level::{self, BROWSE, SUPER_SERVICE};
 use libshv::access::level_name;
 use libshv::message::RpcError;
 use libshv::node::{self, flag, MethodDesc};
-use libshv::value::{as_i64, as_u64};
 use libshv::ri::Ri;
+use libshv::value::{as_i64, as_u64};
 use libshv::RpcValue;
 use shvproto::{Map, Value};
 
+use super::Broker;
 use crate::peer::PeerId;
-use crate::state::Broker;
 
 /// A method of a broker node: how `dir` describes it, and the level a call needs (lower
 /// than shown for `.app`'s getters: a client must learn the SHV version whatever its
@@ -188,12 +188,9 @@ pub fn call(
             ))
         }
         (".broker", "mounts") => {
-            let mut ms: Vec<&String> = broker.mounts.keys().collect();
-            ms.sort();
+            let ms = broker.mounts.paths();
             Ok(RpcValue::from(
-                ms.into_iter()
-                    .map(|s| RpcValue::from(s.as_str()))
-                    .collect::<Vec<_>>(),
+                ms.into_iter().map(RpcValue::from).collect::<Vec<_>>(),
             ))
         }
         (".broker", "disconnectClient") => {
@@ -204,7 +201,7 @@ pub fn call(
             broker.disconnect(id, "disconnectClient");
             Ok(RpcValue::null())
         }
-        (".broker", "parents") => Ok(broker.parents_value()),
+        (".broker", "parents") => Ok(broker.links.value()),
         (".broker/currentClient", "info") => {
             Ok(client_info(broker, from).unwrap_or_else(RpcValue::null))
         }
@@ -291,7 +288,7 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
     Ok(RpcValue::from(new))
 }
 
-fn subscriptions_value(peer: &crate::state::Peer) -> RpcValue {
+fn subscriptions_value(peer: &crate::peers::Peer) -> RpcValue {
     let now = Instant::now();
     let mut m = Map::new();
     for (k, (_, exp)) in &peer.subscriptions {

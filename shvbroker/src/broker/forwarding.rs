@@ -1,18 +1,56 @@
-//! Requests the broker sends on its own behalf, parent link bookkeeping, and the
-//! forwarding of subscriptions into mounted sub-brokers.
+//! Requests the broker sends on its own behalf (is a new mount a broker? subscribe
+//! and unsubscribe in sub-brokers), and the forwarding of our clients' subscriptions
+//! into mounted sub-brokers.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use libshv::logsafe::shown;
-use libshv::message::RpcMessage;
-use libshv::meta::tag;
-use libshv::ri::Ri;
-use libshv::{RpcFrame, RpcValue};
+use super::*;
 
-use crate::link::LinkStatus;
-use crate::peer::PeerId;
-use crate::state::{Broker, OwnRequest};
+/// Requests the broker itself sent to a peer, by (peer, request id).
+pub enum OwnRequest {
+    /// `ls(".broker")` on a freshly mounted peer.
+    IsBroker,
+    /// Subscription forwarding and the like: the answer needs no action.
+    Quiet,
+}
+
+/// How long the broker waits for the answer to its own requests.
+const OWN_REQUEST_TTL: Duration = Duration::from_secs(60);
+
+/// The broker's own requests awaiting answers, and what it has subscribed in each
+/// sub-broker. Invariant: entries of a peer that is gone are forgotten with it.
+#[derive(Default)]
+pub struct Forwarding {
+    own_requests: HashMap<(PeerId, i64), (OwnRequest, Instant)>,
+    /// Subscriptions forwarded to each sub-broker: RI → when last (re)sent.
+    forwarded: HashMap<PeerId, HashMap<String, Instant>>,
+    next_rid: i64,
+}
+
+impl Forwarding {
+    fn next_rid(&mut self) -> i64 {
+        // Responses to the broker carry no CallerIds, so these ids cannot clash with
+        // the ids of the clients whose requests pass through.
+        self.next_rid += 1;
+        self.next_rid
+    }
+
+    /// The broker's own request `rid` to `from`, if it was one (answered now).
+    pub fn answered(&mut self, from: PeerId, rid: i64) -> Option<OwnRequest> {
+        self.own_requests.remove(&(from, rid)).map(|(o, _)| o)
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        self.own_requests
+            .retain(|_, (_, at)| now.duration_since(*at) < OWN_REQUEST_TTL);
+    }
+
+    pub fn peer_gone(&mut self, id: PeerId) {
+        self.own_requests.retain(|(p, _), _| *p != id);
+        self.forwarded.remove(&id);
+    }
+}
 
 /// TTL asked of sub-brokers for forwarded subscriptions, and how often they are renewed.
 const FORWARD_TTL: u64 = 120;
@@ -28,20 +66,15 @@ impl Broker {
     /// Sends a request of the broker's own; false if `to`'s queue is busy (nothing is
     /// sent then: a peer is never cut off for what the broker itself sends it).
     pub fn send_own_request(&mut self, to: PeerId, msg: &mut RpcMessage, what: OwnRequest) -> bool {
-        let rid = self.next_own_rid();
+        let rid = self.forwarding.next_rid();
         msg.meta.insert(tag::REQUEST_ID, RpcValue::from(rid));
         if !self.try_send_to(to, msg.to_frame()) {
             return false;
         }
-        self.own_requests.insert((to, rid), (what, Instant::now()));
+        self.forwarding
+            .own_requests
+            .insert((to, rid), (what, Instant::now()));
         true
-    }
-
-    fn next_own_rid(&mut self) -> i64 {
-        // Responses to the broker carry no CallerIds, so these ids cannot clash with
-        // the ids of the clients whose requests pass through.
-        self.next_rid += 1;
-        self.next_rid
     }
 
     pub fn own_response(&mut self, from: PeerId, own: OwnRequest, frame: &RpcFrame) {
@@ -73,26 +106,6 @@ impl Broker {
         }
     }
 
-    pub fn link_status(&mut self, index: usize, status: LinkStatus) {
-        let Some(l) = self.links.get_mut(index) else {
-            return;
-        };
-        match status {
-            LinkStatus::Connected { peer } => {
-                l.peer = Some(peer);
-                l.since = Some(SystemTime::now());
-                l.last_error = None;
-            }
-            LinkStatus::Disconnected { error } => {
-                if l.peer.take().is_some() || l.since.is_some() {
-                    l.reconnects += 1;
-                }
-                l.since = None;
-                l.last_error = Some(error);
-            }
-        }
-    }
-
     /// Makes each sub-broker's forwarded subscriptions match what our clients need:
     /// subscribe what is new or due for renewal, unsubscribe what nobody needs.
     pub fn sync_forwarded_subscriptions(&mut self) {
@@ -100,7 +113,7 @@ impl Broker {
         let children: Vec<(PeerId, String)> = self
             .peers
             .values()
-            .filter(|p| p.is_broker == Some(true))
+            .filter(|p| p.is_child_broker())
             .filter_map(|p| p.mount.clone().map(|m| (p.id, m)))
             .collect();
         for (child, mount) in children {
@@ -116,7 +129,7 @@ impl Broker {
             if desired.len() > MAX_FORWARDED {
                 desired = BTreeSet::from(["**:*:*".to_string()]);
             }
-            let sent = self.forwarded.remove(&child).unwrap_or_default();
+            let sent = self.forwarding.forwarded.remove(&child).unwrap_or_default();
             let mut next: HashMap<String, Instant> = HashMap::new();
             let mut budget = FORWARD_BURST;
             for ri in &desired {
@@ -164,33 +177,8 @@ impl Broker {
                     budget -= 1;
                 }
             }
-            self.forwarded.insert(child, next);
+            self.forwarding.forwarded.insert(child, next);
         }
-    }
-
-    /// `.broker:parents`
-    pub fn parents_value(&self) -> RpcValue {
-        let list: Vec<RpcValue> = self
-            .links
-            .iter()
-            .map(|l| {
-                let mut m = shvproto::Map::new();
-                m.insert("url".into(), RpcValue::from(l.url.as_str()));
-                m.insert("connected".into(), RpcValue::from(l.peer.is_some()));
-                let since = l
-                    .since
-                    .and_then(|s| s.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map(|d| RpcValue::from(d.as_millis() as i64))
-                    .unwrap_or_else(RpcValue::null);
-                m.insert("since".into(), since);
-                m.insert("reconnects".into(), RpcValue::from(l.reconnects as i64));
-                if let Some(e) = &l.last_error {
-                    m.insert("lastError".into(), RpcValue::from(e.as_str()));
-                }
-                RpcValue::from(m)
-            })
-            .collect();
-        list.into()
     }
 }
 

@@ -1,0 +1,194 @@
+//! Who comes and goes: registering a logged-in connection (its kind, grants, mount
+//! and initial subscriptions) and forgetting a connection that is gone.
+
+use super::*;
+
+impl Broker {
+    pub(super) fn register(
+        &mut self,
+        reg: Registration,
+        reply: oneshot::Sender<Result<(), RpcError>>,
+    ) {
+        let Registration {
+            id,
+            login,
+            tx,
+            cancel,
+            addr,
+            idle_timeout,
+            login_request,
+        } = reg;
+        let mut peer = Peer {
+            id,
+            kind: PeerKind::User,
+            user: String::new(),
+            grants: Grants::none(),
+            mount: None,
+            device_id: None,
+            user_agent: None,
+            addr,
+            tx,
+            cancel,
+            subscriptions: HashMap::new(),
+            user_id: String::new(),
+            is_broker: None,
+            connected_at: SystemTime::now(),
+            last_rx: Instant::now(),
+            idle_max: idle_timeout,
+        };
+        match login {
+            LoginInfo::Parent { link, url } => {
+                peer.kind = PeerKind::Parent { link };
+                peer.user = format!("parent:{url}");
+                peer.grants = Grants::all();
+            }
+            LoginInfo::Tunnel { secret } => match self.tunnels.claim_secret(&secret, id) {
+                Some(tid) => {
+                    peer.kind = PeerKind::TunnelEnd { tunnel: tid };
+                    peer.user = format!("tunnel#{tid}");
+                }
+                None => {
+                    tracing::info!(
+                        peer = id,
+                        addr = %shown(&peer.addr),
+                        "tunnel login refused: unknown, used or expired secret"
+                    );
+                    let _ = reply.send(Err(RpcError::new(
+                        code::METHOD_CALL_EXCEPTION,
+                        "Invalid login: tunnel secret not valid",
+                    )));
+                    return;
+                }
+            },
+            LoginInfo::User {
+                user,
+                grants,
+                device_id,
+                mount_point,
+                user_agent,
+            } => {
+                let (mount, subscriptions) = match self.resolve_mount_request(
+                    &user,
+                    &grants,
+                    device_id.as_deref(),
+                    mount_point.as_deref(),
+                ) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::info!(peer = id, user = %shown(&user), "mount refused: {}", shown(&e.message));
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                peer.user = user;
+                peer.grants = grants;
+                peer.device_id = device_id;
+                peer.user_agent = user_agent;
+                peer.mount = mount;
+                for ri in subscriptions {
+                    let ri = Ri::parse(&ri);
+                    peer.subscriptions.insert(ri.to_string(), (ri, None));
+                }
+            }
+        }
+        // As pyshv does: `user:broker` for our own users, just `broker` for requests
+        // from a parent (whose user is already in the chain).
+        peer.user_id = if peer.is_parent() {
+            self.config.name.clone()
+        } else {
+            format!("{}:{}", peer.user, self.config.name)
+        };
+        tracing::info!(
+            peer = id,
+            user = %shown(&peer.user),
+            addr = %shown(&peer.addr),
+            mount = %shown(peer.mount.as_deref().unwrap_or("")),
+            "logged in"
+        );
+        let mount = peer.mount.clone();
+        self.peers.insert(id, peer);
+        if let Some(meta) = login_request {
+            let ok = RpcMessage::response_to(&meta).with_result(RpcValue::null());
+            self.send_to(id, ok.into_frame());
+        }
+        if reply.send(Ok(())).is_err() {
+            // The connection gave up waiting (its login timed out): forget it now
+            // rather than keep a peer nobody will ever say Gone for.
+            self.remove_peer(id);
+            return;
+        }
+        if let Some(m) = mount {
+            // Checked in resolve_mount_request, and nothing ran in between.
+            self.mounts.insert(&m, id);
+            self.emit_lsmod(&m, true);
+            // Is it a broker? Then subscriptions reaching into it must be forwarded.
+            let mut ls = RpcMessage::new_request(0, "", "ls", Some(RpcValue::from(".broker")));
+            self.send_own_request(id, &mut ls, OwnRequest::IsBroker);
+        }
+    }
+
+    /// Where a logging-in device is to be mounted, and the subscriptions made for it.
+    /// A mount point the device asks for wins (its roles must allow it); else the
+    /// autosetup rule for its deviceId places it — the rules also decide who may claim
+    /// a deviceId at all. Never nested in or over another mount, never shadowing the
+    /// broker's own nodes.
+    fn resolve_mount_request(
+        &self,
+        user: &str,
+        grants: &Grants,
+        device_id: Option<&str>,
+        mount_point: Option<&str>,
+    ) -> Result<(Option<String>, Vec<String>), RpcError> {
+        if let Some(d) = device_id {
+            crate::autosetup::check_device_id(d)?;
+        }
+        let rule = device_id.and_then(|d| {
+            crate::autosetup::rule_for(&self.config.autosetup, grants, d).map(|r| (r, d))
+        });
+        let subscriptions = rule
+            .map(|(r, _)| r.subscriptions.clone())
+            .unwrap_or_default();
+        let Some(mp) = mount_point else {
+            let mount = rule.and_then(|(r, d)| {
+                crate::autosetup::mount_point(r, d, user, grants, |p| {
+                    self.mounts.collision(p).is_none()
+                })
+            });
+            return Ok((mount, subscriptions));
+        };
+        let path = mp.trim_matches('/').to_string();
+        check_mount_path(&path).map_err(|e| RpcError::new(code::METHOD_CALL_EXCEPTION, e))?;
+        if !grants.may_mount(&path) {
+            return Err(RpcError::new(
+                code::METHOD_CALL_EXCEPTION,
+                format!("mount point '{}' not allowed for this user", shown(&path)),
+            ));
+        }
+        if let Some(existing) = self.mounts.collision(&path) {
+            return Err(RpcError::new(
+                code::METHOD_CALL_EXCEPTION,
+                format!(
+                    "mount point '{}' collides with the mount '{existing}'",
+                    shown(&path)
+                ),
+            ));
+        }
+        Ok((Some(path), subscriptions))
+    }
+
+    pub fn remove_peer(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        // Not cancelled here: after ResetSession the connection lives on.
+        tracing::info!(peer = id, user = %shown(&peer.user), "gone");
+        self.pending.peer_gone(id);
+        self.forwarding.peer_gone(id);
+        self.doomed.retain(|(p, _)| *p != id);
+        if let Some(m) = &peer.mount {
+            self.mounts.remove(m);
+            self.emit_lsmod(m, false);
+        }
+        self.tunnels_peer_gone(id);
+    }
+}

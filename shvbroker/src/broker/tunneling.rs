@@ -1,0 +1,356 @@
+//! The broker's side of tunnels (spec/tunnel.md): the FindTunnel branch, CloseTunnel
+//! on failures, and the authorization of tunnel data, over the tunnel table
+//! ([`crate::tunnel::Tunnels`]).
+
+use std::time::{Instant, SystemTime};
+
+use libshv::logsafe::shown;
+use libshv::message::RpcMessage;
+use libshv::meta::{self, tag};
+use libshv::tunnel::{tctl_key as key, TunnelState};
+use libshv::{RpcFrame, RpcValue};
+use shvproto::{Map, MetaMap};
+
+use super::Broker;
+use crate::peer::PeerId;
+use crate::pending;
+use crate::tunnel::*;
+
+impl Broker {
+    /// Handles the tunnel-specific responses. Returns true if the frame was consumed.
+    pub fn tunnel_response(&mut self, from: PeerId, frame: &mut RpcFrame) -> bool {
+        match tctl_state(frame) {
+            Some(TunnelState::FindTunnelRequest) => {
+                self.find_tunnel(from, frame);
+                true
+            }
+            Some(TunnelState::FindTunnelResponse) => {
+                let rid = frame.request_id().unwrap_or_default();
+                let target = meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
+                match target.filter(|t| self.tunnels.take_find_pending(from, *t, rid)) {
+                    Some(t) => {
+                        self.send_to(t, frame.clone());
+                    }
+                    None => {
+                        tracing::debug!(
+                            peer = from,
+                            rid,
+                            "FindTunnelResponse nobody asked for dropped"
+                        );
+                        self.dropped_responses += 1;
+                    }
+                }
+                true
+            }
+            Some(TunnelState::CreateTunnelRequest) => {
+                // rexec announces its request id W and, with RevCallerIds, its path.
+                let rid = frame.request_id().unwrap_or_default();
+                let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
+                let mut rcid = meta::stack_from_value(frame.meta.get(tag::REV_CALLER_IDS));
+                rcid.pop(); // that is `from` itself
+                let w = frame
+                    .tunnel_ctl()
+                    .and_then(|t| t.get(key::REQUEST_ID))
+                    .map(|v| v.as_int());
+                if let Some(t) = self.tunnels.find_mut(|t| {
+                    t.rexec_peer == Some(from)
+                        && t.request_id == rid
+                        && cids.last() == Some(&t.rsh_peer)
+                        && t.rexec_request_id.is_none()
+                }) {
+                    t.rexec_request_id = w;
+                    t.rexec_rest = rcid;
+                    if t.hosted {
+                        tracing::info!(target: "audit", tunnel = t.id, user = %shown(&t.user), agent = %shown(&t.agent_path), command = %shown(&t.command), "tunnel open");
+                    }
+                }
+                false
+            }
+            Some(TunnelState::CloseTunnel) => {
+                self.close_from_end(from, frame);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// CloseTunnel sent by an end (rexec when the command ended, rsh on detach, or the
+    /// agent when it could not start rexec): forwarded, and the entry removed.
+    fn close_from_end(&mut self, from: PeerId, frame: &RpcFrame) {
+        let mut out = frame.clone();
+        let rid = frame.request_id().unwrap_or_default();
+        let Some(target) = meta::pop_id(&mut out.meta, tag::CALLER_IDS) else {
+            self.dropped_responses += 1;
+            return;
+        };
+        let tid = self.tunnel_of(from, target, &out).or_else(|| {
+            // The agent gives up before rexec ever connected.
+            self.tunnels
+                .ids(|t| {
+                    t.agent_side == from
+                        && t.rsh_peer == target
+                        && t.request_id == rid
+                        && t.rexec_request_id.is_none()
+                })
+                .first()
+                .copied()
+        });
+        let key = pending::Key {
+            responder: from,
+            caller: target,
+            request_id: rid,
+            below: meta::stack_from_value(out.meta.get(tag::CALLER_IDS)),
+        };
+        let pending = tid.is_none() && self.pending.answer(&key);
+        if tid.is_none() && !pending {
+            tracing::debug!(
+                peer = from,
+                target,
+                rid,
+                "CloseTunnel for no tunnel dropped"
+            );
+            self.dropped_responses += 1;
+            return;
+        }
+        self.send_to(target, out);
+        if let Some(t) = tid.and_then(|tid| self.tunnels.remove(tid)) {
+            let status = RpcMessage::from_frame(frame)
+                .ok()
+                .and_then(|m| m.result().ok())
+                .map(|r| r.to_cpon())
+                .unwrap_or_default();
+            audit_close(&t, &status);
+        }
+    }
+
+    /// FindTunnelRequest from the agent's side (tunnel.md steps 2-3, Multi-broker).
+    fn find_tunnel(&mut self, from: PeerId, frame: &mut RpcFrame) {
+        let cids = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
+        let rid = frame.request_id().unwrap_or_default();
+        let Some((&rsh_peer, below)) = cids.split_last() else {
+            return;
+        };
+        // Only the agent a `launchRexec` went to may answer it with a FindTunnelRequest.
+        let key = pending::Key {
+            responder: from,
+            caller: rsh_peer,
+            request_id: rid,
+            below: below.to_vec(),
+        };
+        let Some(launch) = self.pending.answer_launch(&key) else {
+            tracing::debug!(
+                peer = from,
+                "FindTunnelRequest answering no pending launchRexec dropped"
+            );
+            self.dropped_responses += 1;
+            return;
+        };
+        let mut tctl = tctl_of(frame).unwrap_or_default();
+        // A host filled in below us counts only if it came from a broker (a device
+        // could otherwise make us keep transit entries for tunnels that never were).
+        let from_broker = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.is_broker == Some(true));
+
+        let has_host = from_broker
+            && tctl
+                .get(&key::SECRET)
+                .is_some_and(|s| !s.as_str().is_empty());
+        let public = self.config.tunnel.public_address.clone();
+        let last_broker = cids.len() == 1;
+        // The nearest broker to rsh with a public address hosts the tunnel; rsh's own
+        // broker does if nobody on the way could.
+        let host_here = public.is_some() || (last_broker && !has_host);
+        if host_here || has_host {
+            let rsh_rest = below.to_vec();
+            let Some(t) = self
+                .tunnels
+                .open(host_here, rsh_peer, rsh_rest, rid, from, launch)
+            else {
+                // Tunnels per operator connection and per agent connection are bounded.
+                let f = close_frame(rid, below, "too many open tunnels for this connection");
+                self.send_to(rsh_peer, f);
+                return;
+            };
+            if host_here {
+                tracing::info!(target: "audit", tunnel = t.id, user = %shown(&t.user), agent = %shown(&t.agent_path), command = %shown(&t.command), "tunnel requested");
+                let (host, port) = match public.as_deref().and_then(|a| a.rsplit_once(':')) {
+                    Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
+                    None => self
+                        .tcp_address
+                        .clone()
+                        .unwrap_or_else(|| ("127.0.0.1".into(), 0)),
+                };
+                tctl.insert(key::HOST, RpcValue::from(host));
+                tctl.insert(key::PORT, RpcValue::from(i64::from(port)));
+                tctl.insert(key::SECRET, RpcValue::from(t.secret()));
+                tctl.insert(key::CALLER_IDS, meta::stack_to_value(&cids));
+            }
+        }
+        if last_broker {
+            // Back to the agent along the gathered RevCallerIds.
+            let mut rcid = meta::stack_from_value(frame.meta.get(tag::REV_CALLER_IDS));
+            let Some(agent_conn) = rcid.pop() else {
+                return;
+            };
+            tctl.insert(
+                key::STATE,
+                RpcValue::from(TunnelState::FindTunnelResponse as i64),
+            );
+            let mut meta = MetaMap::new();
+            meta.insert(tag::META_TYPE_ID, RpcValue::from(1));
+            meta.insert(tag::REQUEST_ID, RpcValue::from(rid));
+            if !rcid.is_empty() {
+                meta.insert(tag::CALLER_IDS, meta::stack_to_value(&rcid));
+            }
+            meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
+            let body = bytes::Bytes::from_static(&[0x8a, 0xff]);
+            self.send_to(agent_conn, RpcFrame { meta, body });
+        } else {
+            // Further up the tree, keeping what we filled in; remember to let the
+            // FindTunnelResponse back down.
+            self.tunnels.note_find_pending(rsh_peer, from, rid);
+            frame.meta.insert(tag::TUNNEL_CTL, tctl_value(tctl));
+            meta::pop_id(&mut frame.meta, tag::CALLER_IDS);
+            self.send_to(rsh_peer, frame.clone());
+        }
+    }
+
+    /// The tunnel that lets `from` send `frame` (already popped) to `target`.
+    fn tunnel_of(&self, from: PeerId, target: PeerId, frame: &RpcFrame) -> Option<u64> {
+        let rid = frame.request_id()?;
+        self.tunnels
+            .iter()
+            .find(|t| {
+                let Some(rexec) = t.rexec_peer else {
+                    return false;
+                };
+                (from == rexec && target == t.rsh_peer && rid == t.request_id)
+                    || (from == t.rsh_peer && target == rexec && Some(rid) == t.rexec_request_id)
+            })
+            .map(|t| t.id)
+    }
+
+    /// Authorizes tunnel data and accounts for it.
+    pub fn tunnel_authorizes(&mut self, from: PeerId, target: PeerId, frame: &RpcFrame) -> bool {
+        let Some(tid) = self.tunnel_of(from, target, frame) else {
+            return false;
+        };
+        if let Some(t) = self.tunnels.get_mut(tid) {
+            let n = frame.body.len() as u64;
+            if target == t.rsh_peer {
+                t.bytes_to_rsh = t.bytes_to_rsh.saturating_add(n);
+            } else {
+                t.bytes_to_rexec = t.bytes_to_rexec.saturating_add(n);
+            }
+            t.last_activity = SystemTime::now();
+        }
+        true
+    }
+
+    /// A tunnel never hangs half-open: when one side goes, the other gets CloseTunnel.
+    pub fn tunnels_peer_gone(&mut self, id: PeerId) {
+        self.tunnels.expire_find_pending(Instant::now(), Some(id));
+        let gone = self
+            .tunnels
+            .ids(|t| t.rsh_peer == id || t.rexec_peer == Some(id));
+        for tid in gone {
+            let Some(t) = self.tunnels.remove(tid) else {
+                continue;
+            };
+            if t.rsh_peer == id {
+                if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
+                    let f = close_frame(
+                        w,
+                        &t.rexec_rest,
+                        "the operator's end of the tunnel disconnected",
+                    );
+                    self.send_to(rexec, f);
+                }
+                audit_close(&t, "rsh side disconnected");
+            } else {
+                let f = close_frame(
+                    t.request_id,
+                    &t.rsh_rest,
+                    "the device's end of the tunnel disconnected",
+                );
+                self.send_to(t.rsh_peer, f);
+                audit_close(&t, "rexec side disconnected");
+            }
+        }
+    }
+
+    /// Hosted tunnels whose rexec never came are closed with an error to rsh; transit
+    /// entries no CreateTunnelRequest passed through (another broker hosts) are dropped.
+    pub fn tunnels_housekeeping(&mut self, now: Instant) {
+        for tid in self.tunnels.overdue(now) {
+            let Some(t) = self.tunnels.remove(tid) else {
+                continue;
+            };
+            if t.hosted {
+                let f = close_frame(
+                    t.request_id,
+                    &t.rsh_rest,
+                    "the device's end did not connect to the tunnel in time",
+                );
+                self.send_to(t.rsh_peer, f);
+                audit_close(&t, "rexec never connected");
+            }
+        }
+        self.tunnels.expire_find_pending(now, None);
+    }
+
+    /// Closes a tunnel on an admin's request.
+    pub fn close_tunnel(&mut self, tid: u64) -> bool {
+        let Some(t) = self.tunnels.remove(tid) else {
+            return false;
+        };
+        let why = "tunnel closed by an administrator";
+        if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
+            self.send_to(rexec, close_frame(w, &t.rexec_rest, why));
+        }
+        self.send_to(t.rsh_peer, close_frame(t.request_id, &t.rsh_rest, why));
+        if let (true, Some(rexec)) = (t.hosted, t.rexec_peer) {
+            self.disconnect(rexec, "tunnel closed");
+        }
+        audit_close(&t, "closed by an administrator");
+        true
+    }
+
+    /// `.broker/tunnels:list`
+    pub fn tunnel_list(&self) -> RpcValue {
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        };
+        let mut list: Vec<&Tunnel> = self.tunnels.iter().collect();
+        list.sort_by_key(|t| t.id);
+        let v: Vec<RpcValue> = list
+            .into_iter()
+            .map(|t| {
+                let mut m = Map::new();
+                m.insert(
+                    "id".into(),
+                    RpcValue::from(i64::try_from(t.id).unwrap_or(i64::MAX)),
+                );
+                m.insert("hosted".into(), RpcValue::from(t.hosted));
+                m.insert("agentPath".into(), RpcValue::from(t.agent_path.as_str()));
+                m.insert("user".into(), RpcValue::from(t.user.as_str()));
+                m.insert("command".into(), RpcValue::from(t.command.as_str()));
+                m.insert(
+                    "connected".into(),
+                    RpcValue::from(t.rexec_request_id.is_some()),
+                );
+                m.insert("openedAt".into(), RpcValue::from(ms(t.opened_at)));
+                m.insert("lastActivity".into(), RpcValue::from(ms(t.last_activity)));
+                let count = |n: u64| RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX));
+                m.insert("bytesToRsh".into(), count(t.bytes_to_rsh));
+                m.insert("bytesToRexec".into(), count(t.bytes_to_rexec));
+                RpcValue::from(m)
+            })
+            .collect();
+        v.into()
+    }
+}

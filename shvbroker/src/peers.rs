@@ -1,0 +1,63 @@
+//! Who is connected: one [`Peer`] per logged-in connection, of a [`PeerKind`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use libshv::ri::Ri;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Grants;
+use crate::queue::QueueSender;
+
+/// A connection's id, given at login (from 0).
+pub type PeerId = i64;
+
+/// What a connection is to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// A user's client or device (mounted or not).
+    User,
+    /// A tunnel end (shvrexec) logged in with the secret of this tunnel.
+    TunnelEnd { tunnel: u64 },
+    /// Our link to a parent broker (index in `connections`).
+    Parent { link: usize },
+}
+
+pub struct Peer {
+    pub id: PeerId,
+    pub kind: PeerKind,
+    pub user: String,
+    pub grants: Grants,
+    pub mount: Option<String>,
+    pub device_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub addr: String,
+    pub tx: QueueSender,
+    pub cancel: CancellationToken,
+    /// RI text → (parsed RI, expiry).
+    pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
+    /// What this broker appends to UserId for the peer's requests.
+    pub user_id: String,
+    /// Whether a mounted peer is itself a broker (asked with `ls(".broker")`).
+    pub is_broker: Option<bool>,
+    pub connected_at: SystemTime,
+    /// When the last frame from this peer arrived (`clientInfo:idleTime`).
+    pub last_rx: Instant,
+    /// The idle watchdog in force for this peer (None: off).
+    pub idle_max: Option<Duration>,
+}
+
+impl Peer {
+    pub fn is_parent(&self) -> bool {
+        matches!(self.kind, PeerKind::Parent { .. })
+    }
+
+    pub fn is_tunnel_end(&self) -> bool {
+        matches!(self.kind, PeerKind::TunnelEnd { .. })
+    }
+
+    /// A mounted peer known to be a broker itself (subscriptions are forwarded to it).
+    pub fn is_child_broker(&self) -> bool {
+        self.is_broker == Some(true) && self.mount.is_some()
+    }
+}
