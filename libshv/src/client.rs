@@ -16,6 +16,7 @@ use crate::frame::RpcFrame;
 use crate::login::{Credentials, LoginParams};
 use crate::message::{RpcError, RpcMessage};
 use crate::url::RpcUrl;
+use crate::writer::{write_batch, Outgoing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -428,7 +429,7 @@ async fn exchange(
 }
 
 async fn write_loop(
-    mut writer: FrameWriter,
+    writer: FrameWriter,
     mut rx: mpsc::Receiver<RpcFrame>,
     heartbeat: Option<Duration>,
     client: Client,
@@ -438,6 +439,7 @@ async fn write_loop(
     let weak = Arc::downgrade(&shared);
     drop(shared);
     let period = heartbeat.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+    let mut writer = crate::writer::outgoing_writer(writer);
     loop {
         let frame = match tokio::time::timeout(period, rx.recv()).await {
             Ok(Some(f)) => f,
@@ -448,30 +450,13 @@ async fn write_loop(
                 RpcMessage::new_request(id, ".app", "ping", None).into_frame()
             }
         };
-        if put(&mut writer, frame).await.is_err() {
-            break;
-        }
         // Batch what is already queued into one flush.
-        while let Ok(f) = rx.try_recv() {
-            if put(&mut writer, f).await.is_err() {
-                return;
-            }
-        }
-        if writer.flush().await.is_err() {
+        let more = || rx.try_recv().ok().map(Outgoing::Frame);
+        if write_batch(&mut writer, frame.into(), more).await.is_err() {
             break;
         }
     }
     let _ = writer.close().await;
-}
-
-/// Queues one frame; a large body (tunnel data) is written straight from its `Bytes`.
-async fn put(writer: &mut FrameWriter, frame: RpcFrame) -> std::io::Result<()> {
-    if frame.body.len() >= crate::codec::DIRECT_BODY {
-        writer.flush().await?;
-        crate::codec::write_frame(writer.get_mut(), &frame).await
-    } else {
-        writer.feed(frame).await
-    }
 }
 
 /// What the read loop holds: the connection closes (the writer ends, which shuts the

@@ -17,6 +17,7 @@ pub mod ri;
 pub mod tunnel;
 pub mod url;
 pub mod value;
+pub mod writer;
 
 pub use client::{Client, ClientConfig, ClientError, RequestHandler};
 pub use frame::RpcFrame;

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Connection;
 use crate::events::LinkStatus;
-use crate::peer::{write_loop, Conn, Event, LoginInfo, OutCodec, PeerContext, Registration};
+use crate::peer::{write_loop, Conn, Event, LoginInfo, PeerContext, Registration};
 
 pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
     let url = match RpcUrl::parse(&conf.url) {
@@ -81,7 +81,7 @@ async fn session(
     let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     // Login is done: from now on the link writes what the broker queues.
-    let writer = tokio_util::codec::FramedWrite::new(writer.into_inner(), OutCodec);
+    let writer = libshv::writer::outgoing_writer(writer);
     let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
     let (reply_tx, reply_rx) = oneshot::channel();
     let reg = Registration {

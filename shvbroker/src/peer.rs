@@ -11,10 +11,11 @@ use libshv::connection::{BoxRead, BoxWrite, FrameReader};
 use libshv::login::{sha1_hex, sha1_login};
 use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
+use libshv::writer::{write_batch, OutgoingCodec, OutgoingWriter};
 use libshv::{RpcFrame, RpcValue};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
@@ -128,7 +129,7 @@ pub async fn run(read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerCont
     let limits = &ctx.config.limits;
     let mut reader =
         FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
-    let writer = FramedWrite::new(write, OutCodec);
+    let writer = FramedWrite::new(write, OutgoingCodec);
     let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
@@ -484,48 +485,17 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
         .ok()?
 }
 
-pub(crate) struct OutCodec;
-
-impl Encoder<Outgoing> for OutCodec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, item: Outgoing, dst: &mut bytes::BytesMut) -> Result<(), Self::Error> {
-        match item {
-            Outgoing::Frame(f) => libshv::codec::encode_into(&f, dst),
-            Outgoing::Encoded(b) => dst.extend_from_slice(&b),
-        }
-        Ok(())
-    }
-}
-
-pub(crate) type PeerWriter = FramedWrite<BoxWrite, OutCodec>;
-
-/// Queues one frame on the writer; a large body (tunnel data) goes to the socket
-/// straight from its `Bytes`, not through a copy into the write buffer.
-async fn put(writer: &mut PeerWriter, item: Outgoing) -> std::io::Result<()> {
-    match item {
-        Outgoing::Frame(f) if f.body.len() >= libshv::codec::DIRECT_BODY => {
-            writer.flush().await?;
-            libshv::codec::write_frame(writer.get_mut(), &f).await
-        }
-        item => writer.feed(item).await,
-    }
-}
-
+/// Drains a peer's queue onto its socket until the queue ends or the peer is cancelled.
 pub(crate) async fn write_loop(
-    mut writer: PeerWriter,
+    mut writer: OutgoingWriter,
     mut rx: QueueReceiver,
     cancel: CancellationToken,
 ) {
     {
         let work = async {
-            while let Some(frame) = rx.recv().await {
-                put(&mut writer, frame).await?;
+            while let Some(first) = rx.recv().await {
                 // Batch what is already queued into one flush.
-                while let Some(f) = rx.try_recv() {
-                    put(&mut writer, f).await?;
-                }
-                writer.flush().await?;
+                write_batch(&mut writer, first, || rx.try_recv()).await?;
             }
             Ok::<(), std::io::Error>(())
         };

@@ -6,36 +6,21 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use libshv::RpcFrame;
 use tokio::sync::mpsc;
 
-/// What the broker queues to a peer: a frame to serialize in the peer's writer task, or
-/// bytes already framed (a signal encoded once for all its subscribers).
-#[derive(Debug)]
-pub enum Outgoing {
-    Frame(RpcFrame),
-    Encoded(bytes::Bytes),
-}
+pub use libshv::writer::Outgoing;
 
 /// What a queued frame is charged besides its body: its meta and the queue slot. A
 /// meta is at most `libshv::frame::MAX_META_BYTES` encoded (a few dozen values), so a
 /// queue holds at most `client_queue_bytes` + `client_queue` × that.
 pub const FRAME_OVERHEAD: usize = 256;
 
-impl Outgoing {
-    /// The bytes this item holds while queued (a shared signal counts whole for every
-    /// subscriber: the bound stays conservative).
-    fn cost(&self) -> usize {
-        match self {
-            Outgoing::Frame(f) => f.body.len() + FRAME_OVERHEAD,
-            Outgoing::Encoded(b) => b.len() + FRAME_OVERHEAD,
-        }
-    }
-}
-
-impl From<RpcFrame> for Outgoing {
-    fn from(f: RpcFrame) -> Self {
-        Outgoing::Frame(f)
+/// The bytes an item holds while queued (a shared signal counts whole for every
+/// subscriber: the bound stays conservative).
+fn cost(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Frame(f) => f.body.len() + FRAME_OVERHEAD,
+        Outgoing::Encoded(b) => b.len() + FRAME_OVERHEAD,
     }
 }
 
@@ -82,7 +67,7 @@ impl QueueSender {
     /// Queues without waiting.
     pub fn push(&self, item: impl Into<Outgoing>) -> Result<(), Full> {
         let item = item.into();
-        let cost = item.cost();
+        let cost = cost(&item);
         let queued = self.bytes.load(Ordering::Acquire);
         if queued > 0 && queued.saturating_add(cost) > self.max_bytes {
             return Err(Full::Full);
@@ -101,7 +86,7 @@ impl QueueSender {
     /// byte bound is not waited for: what a peer task sends itself is small.
     pub async fn send(&self, item: impl Into<Outgoing>) -> Result<(), Full> {
         let item = item.into();
-        let cost = item.cost();
+        let cost = cost(&item);
         // Counted before the item can be received (the receiver subtracts it), and
         // given back if the send fails or is cancelled while waiting for a slot.
         self.bytes.fetch_add(cost, Ordering::AcqRel);
@@ -145,13 +130,13 @@ impl Drop for Charge<'_> {
 impl QueueReceiver {
     pub async fn recv(&mut self) -> Option<Outgoing> {
         let item = self.rx.recv().await?;
-        self.bytes.fetch_sub(item.cost(), Ordering::AcqRel);
+        self.bytes.fetch_sub(cost(&item), Ordering::AcqRel);
         Some(item)
     }
 
     pub fn try_recv(&mut self) -> Option<Outgoing> {
         let item = self.rx.try_recv().ok()?;
-        self.bytes.fetch_sub(item.cost(), Ordering::AcqRel);
+        self.bytes.fetch_sub(cost(&item), Ordering::AcqRel);
         Some(item)
     }
 }
