@@ -225,26 +225,7 @@ pub fn skip_container_bounded(
 
 /// Skips a scalar or a whole container (a MetaMap counts as one) at `pos`, depth-limited.
 pub fn skip_container(data: &[u8], pos: usize, max_depth: usize) -> Result<usize, DecodeError> {
-    let mut depth = 0usize;
-    let mut p = pos;
-    loop {
-        let (next, d) = step(data, p)?;
-        p = next;
-        if d == 1 {
-            depth += 1;
-            if depth > max_depth {
-                return Err(DecodeError::TooDeep(max_depth));
-            }
-        } else if d == -1 {
-            if depth == 0 {
-                return Err(DecodeError::Unbalanced(p - 1));
-            }
-            depth -= 1;
-        }
-        if depth == 0 {
-            return Ok(p);
-        }
-    }
+    skip_container_bounded(data, pos, max_depth, usize::MAX)
 }
 
 /// Decodes ChainPack after the depth check.

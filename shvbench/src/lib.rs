@@ -257,11 +257,20 @@ pub struct CompareArgs {
     /// Our shvbroker binary (default: shvbroker next to this executable)
     #[arg(long)]
     pub ours: Option<PathBuf>,
-    /// The crates.io Rust shvbroker binary
-    #[arg(long, default_value = "/work/upstream/bin/shvbroker")]
+    /// The crates.io Rust shvbroker binary (built as shared/tools/README.md says); left
+    /// out with a note when missing
+    #[arg(
+        long,
+        env = "SHV_UPSTREAM_BROKER",
+        default_value = "shvbroker-upstream"
+    )]
     pub upstream: PathBuf,
-    /// pyshv's broker (pyshvbroker from PyPI pyshv)
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/pyshvbroker"))]
+    /// pyshv's broker (pyshvbroker from PyPI pyshv, e.g. in the repository's .venv)
+    #[arg(
+        long,
+        env = "SHV_PYSHV_BROKER",
+        default_value = ".venv/bin/pyshvbroker"
+    )]
     pub pyshv: PathBuf,
     /// rpc client counts
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]

@@ -382,31 +382,41 @@ async fn a_refused_launch_rexec_opens_nothing() {
     assert_eq!(list.to_cpon(), "[]");
 }
 
-#[tokio::test]
-async fn find_tunnel_request_for_a_launch_is_answered_with_a_secret() {
-    let b = TestBroker::start().await;
-    let (admin, _) = b.client("admin").await;
-    // A raw agent: it reads requests itself and answers with frames.
+/// A raw agent at `mount` that keeps `launchRexec` requests and answers nothing, and
+/// an admin's `launchRexec` to it: (the agent, the request id, the request as the
+/// agent got it).
+async fn launch_to_silent_agent(
+    b: &TestBroker,
+    admin: &libshv::Client,
+    mount: &str,
+) -> (libshv::Client, i64, RpcMessage) {
+    let silent = std::sync::Arc::new(Silent::default());
     let mut c = b.config("device", "device");
-    c.login.mount_point = Some("test/agent".into());
-    let (agent, _) = b
-        .try_connect(&c, Some(std::sync::Arc::new(Silent)))
+    c.login.mount_point = Some(mount.into());
+    let (agent, _) = b.try_connect(&c, Some(silent.clone())).await.unwrap();
+    let rid = admin.next_request_id();
+    admin
+        .send(RpcMessage::new_request(rid, mount, "launchRexec", None))
         .await
         .unwrap();
-    let rid = admin.next_request_id();
-    let _replies = admin.register_stream(rid, 4);
-    let req = RpcMessage::new_request(rid, "test/agent", "launchRexec", None);
-    admin.send(req).await.unwrap();
     let launch = tokio::time::timeout(TIMEOUT, async {
         loop {
-            if let Some(m) = Silent::take() {
+            if let Some(m) = silent.take() {
                 return m;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await
-    .unwrap();
+    .expect("the launch reaches the agent");
+    (agent, rid, launch)
+}
+
+#[tokio::test]
+async fn find_tunnel_request_for_a_launch_is_answered_with_a_secret() {
+    let b = TestBroker::start().await;
+    let (admin, _) = b.client("admin").await;
+    let (agent, rid, launch) = launch_to_silent_agent(&b, &admin, "test/agent").await;
     let mut stream = agent.register_stream(rid, 4);
     let find = libshv::tunnel::find_tunnel_request(&launch.meta, Some("n-1"));
     agent.send_frame(find).await.unwrap();
@@ -424,13 +434,12 @@ async fn find_tunnel_request_for_a_launch_is_answered_with_a_secret() {
 }
 
 /// A handler that keeps `launchRexec` requests for the test and answers nothing.
-struct Silent;
-
-static LAUNCH: std::sync::Mutex<Option<RpcMessage>> = std::sync::Mutex::new(None);
+#[derive(Default)]
+struct Silent(std::sync::Mutex<Option<RpcMessage>>);
 
 impl Silent {
-    fn take() -> Option<RpcMessage> {
-        LAUNCH.lock().unwrap().take()
+    fn take(&self) -> Option<RpcMessage> {
+        self.0.lock().unwrap().take()
     }
 }
 
@@ -442,7 +451,7 @@ impl libshv::RequestHandler for Silent {
         req: RpcMessage,
     ) -> Option<Result<RpcValue, libshv::RpcError>> {
         if req.to_frame().method() == Some("launchRexec") {
-            *LAUNCH.lock().unwrap() = Some(req);
+            *self.0.lock().unwrap() = Some(req);
             return None;
         }
         Some(Ok(RpcValue::null()))
@@ -633,33 +642,7 @@ async fn broker_client_path_does_not_reach_the_parent_link() {
 async fn a_device_cannot_supply_the_tunnel_secret() {
     let b = TestBroker::start().await;
     let (admin, _) = b.client("admin").await;
-    let mut c = b.config("device", "device");
-    c.login.mount_point = Some("test/liar".into());
-    let (agent, _) = b
-        .try_connect(&c, Some(std::sync::Arc::new(Silent)))
-        .await
-        .unwrap();
-    let rid = admin.next_request_id();
-    let _replies = admin.register_stream(rid, 4);
-    admin
-        .send(RpcMessage::new_request(
-            rid,
-            "test/liar",
-            "launchRexec",
-            None,
-        ))
-        .await
-        .unwrap();
-    let launch = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let Some(m) = Silent::take() {
-                return m;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let (agent, rid, launch) = launch_to_silent_agent(&b, &admin, "test/liar").await;
     let mut stream = agent.register_stream(rid, 4);
     let mut find = libshv::tunnel::find_tunnel_request(&launch.meta, None);
     let mut ctl = TunnelCtl::from_frame(&find).unwrap().unwrap();

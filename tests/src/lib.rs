@@ -778,20 +778,13 @@ impl RawConn {
         password: &str,
         sha1: bool,
     ) -> Result<RpcValue, RpcError> {
-        let hello = self.call("", "hello", None).await.result()?;
-        let nonce = hello
-            .get("nonce")
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_default();
         let params = libshv::login::LoginParams {
             user: user.to_string(),
             credentials: Credentials::Plain(password.to_string()),
             use_sha1: sha1,
             ..Default::default()
         };
-        self.call("", "login", Some(params.to_value(&nonce)))
-            .await
-            .result()
+        self.login_params(&params).await
     }
 
     /// hello + login with full login parameters (device id, mount point, …).
