@@ -142,7 +142,9 @@ pub async fn run(read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerCont
         ctx: ctx.clone(),
     };
     loop {
-        let Some(idle) = conn.login_phase(&mut reader).await else {
+        // Boxed: the login phase's state (timers, the login decoding) lives on the heap
+        // only while it runs, instead of enlarging every idle connection's task.
+        let Some(idle) = Box::pin(conn.login_phase(&mut reader)).await else {
             // A login cut off while the broker task registered it: let it forget.
             if conn.id != NOT_LOGGED_IN {
                 let _ = ctx.events.send(Event::Gone(conn.id)).await;
