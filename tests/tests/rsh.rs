@@ -394,7 +394,9 @@ async fn tunnel_secret_works_once_only() {
     let broker = Broker::start(None);
     let (ctl, _device, _rsh, launch) = capture_find_tunnel_response(&broker).await;
     let secret = ctl.secret.clone().unwrap();
-    let wrong = format!("{}0", &secret[..secret.len() - 1]);
+    // The secret with its last digit changed (to one it does not end with).
+    let last = if secret.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &secret[..secret.len() - 1]);
     assert!(
         secret_login(broker.port, &wrong).await.is_err(),
         "a wrong secret was accepted"
