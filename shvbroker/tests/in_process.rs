@@ -80,13 +80,7 @@ async fn non_canonical_paths_are_refused() {
 async fn broker_client_path_reaches_a_client_by_id() {
     let b = TestBroker::start().await;
     let (dev, _) = b.device("test/dev").await;
-    let id = dev
-        .call(".broker/currentClient", "info", None)
-        .await
-        .unwrap()
-        .get("clientId")
-        .unwrap()
-        .as_int();
+    let id = client_id(&dev).await;
     let (admin, _) = b.client("admin").await;
     let who = admin
         .call(&format!(".broker/client/{id}/x"), "whoami", None)
@@ -168,13 +162,7 @@ async fn lsmod_goes_on_the_parent_of_the_topmost_new_node() {
     let (well, _) = b.device("test/node/well").await;
     let s = signal_on(&mut signals, "test").await;
     assert_eq!(s.param().unwrap().to_cpon(), r#"{"node":true}"#);
-    let id = well
-        .call(".broker/currentClient", "info", None)
-        .await
-        .unwrap()
-        .get("clientId")
-        .unwrap()
-        .as_int();
+    let id = client_id(&well).await;
     admin
         .call(".broker", "disconnectClient", Some(RpcValue::from(id)))
         .await
@@ -328,13 +316,7 @@ async fn disconnect_client_unmounts_the_device() {
     let b = TestBroker::start().await;
     let (dev, _) = b.device("test/dev").await;
     let (admin, _) = b.client("admin").await;
-    let id = dev
-        .call(".broker/currentClient", "info", None)
-        .await
-        .unwrap()
-        .get("clientId")
-        .unwrap()
-        .as_int();
+    let id = client_id(&dev).await;
     admin
         .call(".broker", "disconnectClient", Some(RpcValue::from(id)))
         .await
@@ -351,13 +333,7 @@ async fn unsolicited_responses_are_dropped() {
     let b = TestBroker::start().await;
     let (dev, _) = b.device("test/dev").await;
     let (admin, mut signals) = b.client("admin").await;
-    let admin_id = admin
-        .call(".broker/currentClient", "info", None)
-        .await
-        .unwrap()
-        .get("clientId")
-        .unwrap()
-        .as_int();
+    let admin_id = client_id(&admin).await;
     // The device answers a request nobody sent.
     let mut forged = RpcMessage::new_request(77, "", "x", None);
     forged.meta.remove(tag::METHOD);

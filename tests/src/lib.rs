@@ -94,7 +94,11 @@ pub fn bin(name: &str) -> PathBuf {
             )
         });
     let root = repo_root();
-    let sources = [root.join(crate_of(name)), root.join("libshv")];
+    // What goes into the binary: its crate's and libshv's sources (not their tests).
+    let sources = [
+        root.join(crate_of(name)).join("src"),
+        root.join("libshv").join("src"),
+    ];
     if let Some(src) = sources.iter().filter_map(|d| newest_source(d)).max() {
         assert!(
             built >= src,

@@ -13,6 +13,23 @@ fn tunnel_section(public_address: Option<&str>) -> String {
 }
 
 struct Agent(Child);
+
+impl Agent {
+    /// shvagent logged in at `url`, mounted at test/agent.
+    fn start(url: &str) -> Agent {
+        Agent(
+            Command::new(bin("shvagent"))
+                .arg(url)
+                .args(["--mount", "test/agent"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn shvagent"),
+        )
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -36,16 +53,7 @@ async fn run_across_tree(site_public: bool) -> (String, String) {
         &["--listen", &format!("tcp://{site_addr}")],
     );
     let edge = Broker::start(Some(&child_broker_config("edge", site_port, "edge", "")));
-    let _agent = Agent(
-        Command::new(bin("shvagent"))
-            .arg(edge.url("device", "device"))
-            .args(["--mount", "test/agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shvagent"),
-    );
+    let _agent = Agent::start(&edge.url("device", "device"));
     let (client, _) = top.connect("admin", "admin").await;
     wait_for_child(&client, "site/edge/test", "agent").await;
 
@@ -115,16 +123,7 @@ async fn tunnel_hosted_by_site_broker_with_public_address() {
 async fn eight_concurrent_shells_through_a_tree_each_get_their_own_output() {
     let top = Broker::start(None);
     let site = Broker::start(Some(&child_broker_config("site", top.port, "site", "")));
-    let _agent = Agent(
-        Command::new(bin("shvagent"))
-            .arg(site.url("device", "device"))
-            .args(["--mount", "test/agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shvagent"),
-    );
+    let _agent = Agent::start(&site.url("device", "device"));
     let (client, _) = top.connect("admin", "admin").await;
     wait_for_child(&client, "site/test", "agent").await;
 

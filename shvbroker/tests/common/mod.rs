@@ -150,6 +150,17 @@ pub async fn signal_on(rx: &mut SignalReceiver, path: &str) -> RpcMessage {
     .unwrap_or_else(|_| panic!("no signal on {path}"))
 }
 
+/// The client id the broker gave `client`.
+pub async fn client_id(client: &Client) -> i64 {
+    client
+        .call(".broker/currentClient", "info", None)
+        .await
+        .expect("currentClient:info")
+        .get("clientId")
+        .expect("clientId")
+        .as_int()
+}
+
 pub fn strings(v: &RpcValue) -> Vec<String> {
     match &v.value {
         shvproto::Value::List(l) => l.iter().map(|x| x.as_str().to_string()).collect(),
