@@ -32,6 +32,17 @@ pub async fn connect(
             let (r, w) = s.into_split();
             Ok(framed(Box::pin(r), Box::pin(w), max_frame))
         }
+        Transport::Ssl { host, port, tls } => {
+            let config = crate::tls::client_config(tls).map_err(std::io::Error::other)?;
+            let name = crate::tls::server_name(host).map_err(std::io::Error::other)?;
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, s)
+                .await?;
+            let (r, w) = tokio::io::split(tls);
+            Ok(framed(Box::pin(r), Box::pin(w), max_frame))
+        }
         Transport::Unix { path } => {
             let s = tokio::net::UnixStream::connect(path).await?;
             let (r, w) = s.into_split();

@@ -2,12 +2,27 @@
 
 use std::fmt;
 
+use crate::tls::TlsOptions;
+
 pub const DEFAULT_PORT: u16 = 3755;
+/// The SHV URL standard's default port of `ssl://`.
+pub const DEFAULT_SSL_PORT: u16 = 3756;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    Tcp { host: String, port: u16 },
-    Unix { path: String },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// Block framing over TLS.
+    Ssl {
+        host: String,
+        port: u16,
+        tls: TlsOptions,
+    },
+    Unix {
+        path: String,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -26,7 +41,7 @@ pub struct RpcUrl {
 pub enum UrlError {
     #[error("invalid URL '{0}': {1}")]
     Invalid(String, String),
-    #[error("unsupported URL scheme '{0}' (supported: tcp, unix)")]
+    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, unix)")]
     Scheme(String),
 }
 
@@ -35,13 +50,19 @@ impl RpcUrl {
         // Error messages show the URL with its secrets masked: they end up in logs.
         let bad = |m: &str| UrlError::Invalid(redact(s), m.to_string());
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
-        let transport = match u.scheme() {
+        let host = || match u.host_str() {
+            None | Some("") => "localhost".to_string(),
+            Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        };
+        let mut transport = match u.scheme() {
             "tcp" => Transport::Tcp {
-                host: match u.host_str() {
-                    None | Some("") => "localhost".to_string(),
-                    Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                },
+                host: host(),
                 port: u.port().unwrap_or(DEFAULT_PORT),
+            },
+            "ssl" => Transport::Ssl {
+                host: host(),
+                port: u.port().unwrap_or(DEFAULT_SSL_PORT),
+                tls: TlsOptions::default(),
             },
             "unix" | "localsocket" => {
                 let path = url_decode(u.path());
@@ -53,7 +74,6 @@ impl RpcUrl {
             other => return Err(UrlError::Scheme(other.to_string())),
         };
         let mut url = RpcUrl {
-            transport: Some(transport),
             user: url_decode(u.username()),
             ..Default::default()
         };
@@ -62,6 +82,30 @@ impl RpcUrl {
         }
         for (k, v) in u.query_pairs() {
             let v = v.into_owned();
+            if let Transport::Ssl { tls, .. } = &mut transport {
+                let slot = match k.as_ref() {
+                    "ca" => Some(&mut tls.ca),
+                    "cert" => Some(&mut tls.cert),
+                    "key" => Some(&mut tls.key),
+                    _ => None,
+                };
+                if let Some(slot) = slot {
+                    *slot = Some(v);
+                    continue;
+                }
+                match k.as_ref() {
+                    "verify" => {
+                        tls.verify = Some(match v.as_str() {
+                            "true" | "1" | "yes" => true,
+                            "false" | "0" | "no" => false,
+                            _ => return Err(bad("verify must be true or false")),
+                        });
+                        continue;
+                    }
+                    "crl" => return Err(bad("certificate revocation lists are not supported yet")),
+                    _ => {}
+                }
+            }
             match k.as_ref() {
                 "password" => url.password = Some(v),
                 "shapass" => url.shapass = Some(v),
@@ -72,6 +116,7 @@ impl RpcUrl {
                 other => return Err(bad(&format!("unknown option '{other}'"))),
             }
         }
+        url.transport = Some(transport);
         Ok(url)
     }
 
@@ -88,7 +133,7 @@ impl RpcUrl {
 pub fn redact(s: &str) -> String {
     // Options that are never secret; every other option's value is masked (also one
     // spelled in percent-escapes, which `parse` would decode into `password`).
-    const PLAIN: [&str; 3] = ["user", "devid", "devmount"];
+    const PLAIN: [&str; 7] = ["user", "devid", "devmount", "ca", "cert", "key", "verify"];
     let (head, query) = match s.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (s, None),
@@ -145,6 +190,10 @@ impl fmt::Display for Transport {
                 write!(f, "tcp://[{host}]:{port}")
             }
             Transport::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Transport::Ssl { host, port, .. } if host.contains(':') => {
+                write!(f, "ssl://[{host}]:{port}")
+            }
+            Transport::Ssl { host, port, .. } => write!(f, "ssl://{host}:{port}"),
             Transport::Unix { path } => write!(f, "unix:{path}"),
         }
     }

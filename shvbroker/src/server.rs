@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use libshv::connection::{BoxRead, BoxWrite};
+use libshv::logsafe::shown;
 use libshv::url::{RpcUrl, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +25,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 enum Listener {
     Tcp(tokio::net::TcpListener),
+    /// TCP whose connections do a TLS handshake first (in their own task).
+    Ssl(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixListener, PathBuf),
+}
+
+/// An accepted connection, ready or still to shake hands.
+enum Accepted {
+    Ready(BoxRead, BoxWrite, String),
+    Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor, String),
 }
 
 /// A broker whose listeners are bound and which is not serving yet.
@@ -53,6 +63,18 @@ impl Server {
                     tcp_address.get_or_insert((local.ip().to_string(), local.port()));
                     addresses.push(format!("tcp://{local}"));
                     listeners.push(Listener::Tcp(l));
+                }
+                Transport::Ssl { host, port, tls } => {
+                    let config = libshv::tls::server_config(tls)
+                        .map_err(|e| anyhow::anyhow!("listen {}: {e}", libshv::url::redact(url)))?;
+                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot listen on {}: {e}", libshv::url::redact(url))
+                        })?;
+                    let local = l.local_addr()?;
+                    addresses.push(format!("ssl://{local}"));
+                    listeners.push(Listener::Ssl(l, tokio_rustls::TlsAcceptor::from(config)));
                 }
                 Transport::Unix { path } => {
                     let l = bind_unix(url, path)?;
@@ -192,8 +214,11 @@ async fn accept_loop(
             a = accept(&l) => a,
         };
         match accepted {
-            Ok((r, w, addr)) => {
+            Ok(Accepted::Ready(r, w, addr)) => {
                 connections.spawn(peer::run(r, w, addr, ctx.clone()));
+            }
+            Ok(Accepted::Tls(stream, acceptor, addr)) => {
+                connections.spawn(tls_then_run(stream, acceptor, addr, ctx.clone()));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -207,24 +232,53 @@ async fn accept_loop(
     }
 }
 
-async fn accept(
-    l: &Listener,
-) -> std::io::Result<(
-    libshv::connection::BoxRead,
-    libshv::connection::BoxWrite,
-    String,
-)> {
+async fn accept(l: &Listener) -> std::io::Result<Accepted> {
     match l {
         Listener::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             s.set_nodelay(true)?;
             let (r, w) = s.into_split();
-            Ok((Box::pin(r), Box::pin(w), format!("tcp:{addr}")))
+            Ok(Accepted::Ready(
+                Box::pin(r),
+                Box::pin(w),
+                format!("tcp:{addr}"),
+            ))
+        }
+        Listener::Ssl(l, acceptor) => {
+            let (s, addr) = l.accept().await?;
+            s.set_nodelay(true)?;
+            Ok(Accepted::Tls(s, acceptor.clone(), format!("ssl:{addr}")))
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;
             let (r, w) = s.into_split();
-            Ok((Box::pin(r), Box::pin(w), format!("unix:{}", path.display())))
+            let addr = format!("unix:{}", path.display());
+            Ok(Accepted::Ready(Box::pin(r), Box::pin(w), addr))
         }
+    }
+}
+
+/// The TLS handshake, bounded by `login_timeout` (a client that never finishes it is
+/// dropped like one that never logs in), then the connection as usual.
+async fn tls_then_run(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    addr: String,
+    ctx: Arc<PeerContext>,
+) {
+    let limit = Duration::from_secs(ctx.config.limits.login_timeout);
+    let tls = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return,
+        r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+    };
+    match tls {
+        Ok(Ok(tls)) => {
+            let (r, w) = tokio::io::split(tls);
+            peer::run(Box::pin(r), Box::pin(w), addr, ctx).await;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(addr = %shown(&addr), "TLS handshake failed: {}", shown(&e.to_string()));
+        }
+        Err(_) => tracing::info!(addr = %shown(&addr), "no TLS handshake within {limit:?}"),
     }
 }

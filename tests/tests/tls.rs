@@ -1,0 +1,153 @@
+//! `ssl://`: Block framing over TLS, for the broker's listeners and every client, with a
+//! test CA made by rcgen: verified connections, a client without the CA refused with a
+//! clear message, plain TCP to a TLS port, client certificates with `verify=true`, and
+//! pySHV over TLS.
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tests::*;
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM
+/// files in a temp dir.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = TempDir::new("pki");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "shv test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.pem", ca.pem());
+        for (name, sans) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            ),
+            ("client", vec!["client.test".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(sans)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A listen URL on a free port with the server certificate.
+    fn listen(&self, extra: &str) -> String {
+        format!(
+            "ssl://127.0.0.1:0?cert={}&key={}{extra}",
+            self.file("server.pem"),
+            self.file("server.key")
+        )
+    }
+}
+
+/// A broker listening on TLS (and TCP for the harness); returns it and the TLS port.
+fn tls_broker(pki: &Pki, extra: &str) -> (Broker, u16) {
+    let listen = pki.listen(extra);
+    let broker = Broker::start_with_args(
+        None,
+        &["--listen", &listen, "--listen", "tcp://127.0.0.1:0"],
+    );
+    let port = broker
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("listening on ssl://").nth(1).map(str::to_string))
+        .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
+        .and_then(|p| p.parse().ok())
+        .expect("the broker logs its ssl:// address");
+    (broker, port)
+}
+
+fn ssl_url(port: u16, user: &str, options: &str) -> String {
+    format!("ssl://{user}@127.0.0.1:{port}?password={user}{options}")
+}
+
+#[tokio::test]
+async fn shvcall_over_tls_with_the_ca() {
+    let pki = Pki::new();
+    let (_broker, port) = tls_broker(&pki, "");
+    let url = ssl_url(port, "admin", &format!("&ca={}", pki.file("ca.pem")));
+    let out = shvcall(&url, ".app", "shvVersionMajor", None).await;
+    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_client_without_the_ca_is_refused_clearly() {
+    let pki = Pki::new();
+    let (mut broker, port) = tls_broker(&pki, "");
+    let out = shvcall(&ssl_url(port, "admin", ""), ".app", "ping", None).await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("certificate") && out.stderr.contains("UnknownIssuer"),
+        "{out:?}"
+    );
+    broker.assert_running();
+}
+
+/// Plain TCP (an SHV hello) to the TLS port: the handshake fails, the connection is
+/// closed, the broker serves on.
+#[tokio::test]
+async fn plain_tcp_to_a_tls_port_is_closed() {
+    let pki = Pki::new();
+    let (mut broker, port) = tls_broker(&pki, "");
+    let mut raw = RawConn::connect(port).await;
+    raw.send(&libshv::RpcMessage::new_request(1, "", "hello", None))
+        .await
+        .unwrap();
+    raw.expect_closed().await;
+    broker.assert_running();
+    let url = ssl_url(port, "admin", &format!("&ca={}", pki.file("ca.pem")));
+    let out = shvcall(&url, ".app", "ping", None).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(broker.stderr().contains("TLS handshake failed"));
+}
+
+/// `verify=true` on the listener: a client without a certificate signed by the CA is
+/// refused; one with it logs in.
+#[tokio::test]
+async fn verify_true_requires_a_client_certificate() {
+    let pki = Pki::new();
+    let (_broker, port) = tls_broker(&pki, &format!("&ca={}&verify=true", pki.file("ca.pem")));
+    let ca = format!("&ca={}", pki.file("ca.pem"));
+    let out = shvcall(&ssl_url(port, "admin", &ca), ".app", "ping", None).await;
+    assert_ne!(
+        out.code, 0,
+        "a client without a certificate got in: {out:?}"
+    );
+    let with_cert = format!(
+        "{ca}&cert={}&key={}",
+        pki.file("client.pem"),
+        pki.file("client.key")
+    );
+    let out = shvcall(&ssl_url(port, "admin", &with_cert), ".app", "ping", None).await;
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// pySHV logs in to our broker over `ssl://` with `ca`.
+#[tokio::test]
+async fn pyshv_client_over_tls() {
+    let pki = Pki::new();
+    let (_broker, port) = tls_broker(&pki, "");
+    let url = format!(
+        "ssl://127.0.0.1:{port}?user=admin&password=admin&ca={}",
+        pki.file("ca.pem")
+    );
+    let mut py = PyProc::spawn("py_call.py", &[&url, ".app", "shvVersionMajor"]);
+    assert_eq!(py.line().await, "RESULT 3", "{}", py.stderr());
+    assert_eq!(py.line().await, "DONE");
+    assert_eq!(py.wait().await, 0, "{}", py.stderr());
+}
