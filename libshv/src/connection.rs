@@ -43,6 +43,17 @@ pub async fn connect(
             let (r, w) = tokio::io::split(tls);
             Ok(framed(Box::pin(r), Box::pin(w), max_frame))
         }
+        Transport::Tcps { host, port } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = crate::serial::bridge(s, false, max_frame);
+            Ok(framed(r, w, max_frame))
+        }
+        Transport::Unixs { path } => {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            let (r, w) = crate::serial::bridge(s, false, max_frame);
+            Ok(framed(r, w, max_frame))
+        }
         Transport::Unix { path } => {
             let s = tokio::net::UnixStream::connect(path).await?;
             let (r, w) = s.into_split();

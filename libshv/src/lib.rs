@@ -14,6 +14,7 @@ pub mod meta;
 pub mod node;
 pub mod path;
 pub mod ri;
+pub mod serial;
 pub mod tls;
 pub mod tunnel;
 pub mod url;

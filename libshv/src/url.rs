@@ -7,6 +7,8 @@ use crate::tls::TlsOptions;
 pub const DEFAULT_PORT: u16 = 3755;
 /// The SHV URL standard's default port of `ssl://`.
 pub const DEFAULT_SSL_PORT: u16 = 3756;
+/// The SHV URL standard's default port of `tcps://`.
+pub const DEFAULT_TCPS_PORT: u16 = 3765;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
@@ -21,6 +23,15 @@ pub enum Transport {
         tls: TlsOptions,
     },
     Unix {
+        path: String,
+    },
+    /// Serial framing (no CRC, as pySHV) over TCP.
+    Tcps {
+        host: String,
+        port: u16,
+    },
+    /// Serial framing over a Unix socket.
+    Unixs {
         path: String,
     },
 }
@@ -41,7 +52,7 @@ pub struct RpcUrl {
 pub enum UrlError {
     #[error("invalid URL '{0}': {1}")]
     Invalid(String, String),
-    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, unix)")]
+    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, tcps, unix, unixs)")]
     Scheme(String),
 }
 
@@ -59,6 +70,17 @@ impl RpcUrl {
                 host: host(),
                 port: u.port().unwrap_or(DEFAULT_PORT),
             },
+            "tcps" => Transport::Tcps {
+                host: host(),
+                port: u.port().unwrap_or(DEFAULT_TCPS_PORT),
+            },
+            "unixs" => {
+                let path = url_decode(u.path());
+                if path.is_empty() {
+                    return Err(bad("a unixs URL needs a socket path"));
+                }
+                Transport::Unixs { path }
+            }
             "ssl" => Transport::Ssl {
                 host: host(),
                 port: u.port().unwrap_or(DEFAULT_SSL_PORT),
@@ -195,6 +217,11 @@ impl fmt::Display for Transport {
             }
             Transport::Ssl { host, port, .. } => write!(f, "ssl://{host}:{port}"),
             Transport::Unix { path } => write!(f, "unix:{path}"),
+            Transport::Tcps { host, port } if host.contains(':') => {
+                write!(f, "tcps://[{host}]:{port}")
+            }
+            Transport::Tcps { host, port } => write!(f, "tcps://{host}:{port}"),
+            Transport::Unixs { path } => write!(f, "unixs:{path}"),
         }
     }
 }

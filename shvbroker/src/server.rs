@@ -28,6 +28,10 @@ enum Listener {
     /// TCP whose connections do a TLS handshake first (in their own task).
     Ssl(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixListener, PathBuf),
+    /// TCP with the Serial framing (`tcps://`), turned into Block framing per connection.
+    Tcps(tokio::net::TcpListener),
+    /// A Unix socket with the Serial framing (`unixs:`).
+    Unixs(tokio::net::UnixListener, PathBuf),
 }
 
 /// An accepted connection, ready or still to shake hands.
@@ -80,6 +84,18 @@ impl Server {
                     let l = bind_unix(url, path)?;
                     addresses.push(format!("unix:{path}"));
                     listeners.push(Listener::Unix(l, PathBuf::from(path)));
+                }
+                Transport::Tcps { host, port } => {
+                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                    addresses.push(format!("tcps://{}", l.local_addr()?));
+                    listeners.push(Listener::Tcps(l));
+                }
+                Transport::Unixs { path } => {
+                    let l = bind_unix(url, path)?;
+                    addresses.push(format!("unixs:{path}"));
+                    listeners.push(Listener::Unixs(l, PathBuf::from(path)));
                 }
             }
         }
@@ -227,7 +243,7 @@ async fn accept_loop(
             }
         }
     }
-    if let Listener::Unix(_, path) = &l {
+    if let Listener::Unix(_, path) | Listener::Unixs(_, path) = &l {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -254,6 +270,17 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
             let (r, w) = s.into_split();
             let addr = format!("unix:{}", path.display());
             Ok(Accepted::Ready(Box::pin(r), Box::pin(w), addr))
+        }
+        Listener::Tcps(l) => {
+            let (s, addr) = l.accept().await?;
+            s.set_nodelay(true)?;
+            let (r, w) = libshv::serial::bridge(s, false, libshv::codec::DEFAULT_MAX_FRAME);
+            Ok(Accepted::Ready(r, w, format!("tcps:{addr}")))
+        }
+        Listener::Unixs(l, path) => {
+            let (s, _) = l.accept().await?;
+            let (r, w) = libshv::serial::bridge(s, false, libshv::codec::DEFAULT_MAX_FRAME);
+            Ok(Accepted::Ready(r, w, format!("unixs:{}", path.display())))
         }
     }
 }

@@ -185,7 +185,10 @@ access.su = "**:*"
         .expect("spawn pyshvbroker");
     let deadline = std::time::Instant::now() + TIMEOUT;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "pyshvbroker did not listen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pyshvbroker did not listen"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let url = ssl_url(port, "admin", &format!("&ca={}", pki.file("ca.pem")));
