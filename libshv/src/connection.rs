@@ -43,6 +43,12 @@ pub async fn connect(
             let (r, w) = tokio::io::split(tls);
             Ok(framed(Box::pin(r), Box::pin(w), max_frame))
         }
+        Transport::Ws { host, port, .. } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = crate::ws::connect(s, &transport.to_string(), max_frame).await?;
+            Ok(framed(r, w, max_frame))
+        }
         Transport::Tcps { host, port } => {
             let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
             s.set_nodelay(true)?;

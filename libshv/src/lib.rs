@@ -20,6 +20,7 @@ pub mod tunnel;
 pub mod url;
 pub mod value;
 pub mod writer;
+pub mod ws;
 
 pub use client::{Client, ClientConfig, ClientError, RequestHandler};
 pub use frame::RpcFrame;

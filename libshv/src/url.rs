@@ -34,6 +34,12 @@ pub enum Transport {
     Unixs {
         path: String,
     },
+    /// WebSocket (`shv3` subprotocol, else Block frames in messages).
+    Ws {
+        host: String,
+        port: u16,
+        path: String,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -52,7 +58,7 @@ pub struct RpcUrl {
 pub enum UrlError {
     #[error("invalid URL '{0}': {1}")]
     Invalid(String, String),
-    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, tcps, unix, unixs)")]
+    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, tcps, ws, unix, unixs)")]
     Scheme(String),
 }
 
@@ -69,6 +75,11 @@ impl RpcUrl {
             "tcp" => Transport::Tcp {
                 host: host(),
                 port: u.port().unwrap_or(DEFAULT_PORT),
+            },
+            "ws" => Transport::Ws {
+                host: host(),
+                port: u.port().unwrap_or(80),
+                path: u.path().to_string(),
             },
             "tcps" => Transport::Tcps {
                 host: host(),
@@ -222,6 +233,10 @@ impl fmt::Display for Transport {
             }
             Transport::Tcps { host, port } => write!(f, "tcps://{host}:{port}"),
             Transport::Unixs { path } => write!(f, "unixs:{path}"),
+            Transport::Ws { host, port, path } if host.contains(':') => {
+                write!(f, "ws://[{host}]:{port}{path}")
+            }
+            Transport::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
         }
     }
 }

@@ -32,12 +32,15 @@ enum Listener {
     Tcps(tokio::net::TcpListener),
     /// A Unix socket with the Serial framing (`unixs:`).
     Unixs(tokio::net::UnixListener, PathBuf),
+    /// TCP whose connections do a WebSocket handshake first (`ws://`).
+    Ws(tokio::net::TcpListener),
 }
 
 /// An accepted connection, ready or still to shake hands.
 enum Accepted {
     Ready(BoxRead, BoxWrite, String),
     Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor, String),
+    Ws(tokio::net::TcpStream, String),
 }
 
 /// A broker whose listeners are bound and which is not serving yet.
@@ -84,6 +87,13 @@ impl Server {
                     let l = bind_unix(url, path)?;
                     addresses.push(format!("unix:{path}"));
                     listeners.push(Listener::Unix(l, PathBuf::from(path)));
+                }
+                Transport::Ws { host, port, .. } => {
+                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                    addresses.push(format!("ws://{}", l.local_addr()?));
+                    listeners.push(Listener::Ws(l));
                 }
                 Transport::Tcps { host, port } => {
                     let l = tokio::net::TcpListener::bind((host.as_str(), *port))
@@ -236,6 +246,9 @@ async fn accept_loop(
             Ok(Accepted::Tls(stream, acceptor, addr)) => {
                 connections.spawn(tls_then_run(stream, acceptor, addr, ctx.clone()));
             }
+            Ok(Accepted::Ws(stream, addr)) => {
+                connections.spawn(ws_then_run(stream, addr, ctx.clone()));
+            }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
@@ -271,6 +284,11 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
             let addr = format!("unix:{}", path.display());
             Ok(Accepted::Ready(Box::pin(r), Box::pin(w), addr))
         }
+        Listener::Ws(l) => {
+            let (s, addr) = l.accept().await?;
+            s.set_nodelay(true)?;
+            Ok(Accepted::Ws(s, format!("ws:{addr}")))
+        }
         Listener::Tcps(l) => {
             let (s, addr) = l.accept().await?;
             s.set_nodelay(true)?;
@@ -282,6 +300,23 @@ async fn accept(l: &Listener) -> std::io::Result<Accepted> {
             let (r, w) = libshv::serial::bridge(s, false, libshv::codec::DEFAULT_MAX_FRAME);
             Ok(Accepted::Ready(r, w, format!("unixs:{}", path.display())))
         }
+    }
+}
+
+/// The WebSocket handshake, bounded by `login_timeout`, then the connection as usual.
+async fn ws_then_run(stream: tokio::net::TcpStream, addr: String, ctx: Arc<PeerContext>) {
+    let limit = Duration::from_secs(ctx.config.limits.login_timeout);
+    let max = ctx.config.limits.max_frame_size;
+    let ws = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return,
+        r = tokio::time::timeout(limit, libshv::ws::accept(stream, max)) => r,
+    };
+    match ws {
+        Ok(Ok((r, w))) => peer::run(r, w, addr, ctx).await,
+        Ok(Err(e)) => {
+            tracing::info!(addr = %shown(&addr), "{}", shown(&e.to_string()));
+        }
+        Err(_) => tracing::info!(addr = %shown(&addr), "no WebSocket handshake within {limit:?}"),
     }
 }
 

@@ -1,0 +1,145 @@
+//! WebSocket (`ws://HOST:PORT[/PATH]`): with the `shv3` subprotocol one SHV message
+//! (format byte and ChainPack) per binary WebSocket message; without it, Block frames
+//! inside binary messages, as older peers send. [`connect`] and [`accept`] turn a
+//! WebSocket into a Block-framed byte stream (a pipe and two tasks), so that everything
+//! above the framing stays as it is.
+
+use bytes::{Buf, BytesMut};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::connection::{BoxRead, BoxWrite};
+
+/// The subprotocol of one SHV message per WebSocket message.
+pub const SUBPROTOCOL: &str = "shv3";
+const PROTOCOL_HEADER: &str = "Sec-WebSocket-Protocol";
+
+fn config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame.saturating_add(16)))
+        .max_frame_size(Some(max_frame.saturating_add(16)))
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("WebSocket: {e}"))
+}
+
+/// The client side: offers `shv3`, falls back to Block frames if the server declines.
+pub async fn connect<S>(
+    stream: S,
+    url: &str,
+    max_frame: usize,
+) -> std::io::Result<(BoxRead, BoxWrite)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut request = url.into_client_request().map_err(io_err)?;
+    request
+        .headers_mut()
+        .insert(PROTOCOL_HEADER, HeaderValue::from_static(SUBPROTOCOL));
+    let (ws, response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config(max_frame)))
+            .await
+            .map_err(io_err)?;
+    let shv3 = response
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .is_some_and(|v| v.as_bytes() == SUBPROTOCOL.as_bytes());
+    Ok(bridge(ws, shv3))
+}
+
+/// The server side: accepts `shv3` when offered, else Block frames in messages.
+pub async fn accept<S>(stream: S, max_frame: usize) -> std::io::Result<(BoxRead, BoxWrite)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shv3 = false;
+    // The callback's signature (and its large error type) is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, mut resp: Response| {
+        let offered = req
+            .headers()
+            .get_all(PROTOCOL_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == SUBPROTOCOL);
+        if offered {
+            shv3 = true;
+            resp.headers_mut()
+                .insert(PROTOCOL_HEADER, HeaderValue::from_static(SUBPROTOCOL));
+        }
+        Ok(resp)
+    };
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config(max_frame)))
+            .await
+            .map_err(io_err)?;
+    Ok(bridge(ws, shv3))
+}
+
+fn bridge<S>(ws: WebSocketStream<S>, shv3: bool) -> (BoxRead, BoxWrite)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut pipe_r, mut pipe_w) = tokio::io::split(theirs);
+    let (mut sink, mut stream) = ws.split();
+    // WebSocket messages in → Block bytes out.
+    tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            let data = match msg {
+                Ok(Message::Binary(b)) => b,
+                Ok(Message::Close(_)) | Err(_) => break,
+                // Text, ping, pong: nothing for us (pongs are answered by the library).
+                Ok(_) => continue,
+            };
+            let ok = if shv3 {
+                let (hdr, n) = crate::value::uint_bytes(data.len() as u64);
+                pipe_w.write_all(&hdr[..n]).await.is_ok() && pipe_w.write_all(&data).await.is_ok()
+            } else {
+                pipe_w.write_all(&data).await.is_ok()
+            };
+            if !ok {
+                break;
+            }
+        }
+        let _ = pipe_w.shutdown().await;
+    });
+    // Block bytes in → one WebSocket message per frame.
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            while let Ok((len, pos)) = crate::value::read_uint(&buf, 0) {
+                let Some(end) = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)) else {
+                    return;
+                };
+                if buf.len() < end {
+                    break;
+                }
+                let frame = if shv3 {
+                    buf[pos..end].to_vec()
+                } else {
+                    buf[..end].to_vec()
+                };
+                buf.advance(end);
+                if sink.send(Message::binary(frame)).await.is_err() {
+                    return;
+                }
+            }
+            match pipe_r.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let (r, w) = tokio::io::split(ours);
+    (Box::pin(r), Box::pin(w))
+}
