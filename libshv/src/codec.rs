@@ -124,6 +124,15 @@ impl Decoder for BlockCodec {
 }
 
 /// Writes the frame header for a payload of `payload_len` bytes (format byte excluded).
+/// The next whole Block frame at the start of `buf`: (where its payload starts, where it
+/// ends). None while more bytes are needed or if the length cannot be a frame's (the
+/// caller's stream is then broken: it comes from our own writer).
+pub fn next_block(buf: &[u8]) -> Option<(usize, usize)> {
+    let (len, pos) = crate::value::read_uint(buf, 0).ok()?;
+    let end = usize::try_from(len).ok()?.checked_add(pos)?;
+    (buf.len() >= end).then_some((pos, end))
+}
+
 pub fn write_header(dst: &mut BytesMut, payload_len: usize, format: u8) {
     let (hdr, n) = value::uint_bytes(payload_len as u64 + 1);
     dst.extend_from_slice(&hdr[..n]);

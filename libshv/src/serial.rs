@@ -280,13 +280,7 @@ where
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
             // Whole Block frames in the buffer go out as Serial frames.
-            while let Ok((len, pos)) = crate::value::read_uint(&buf, 0) {
-                let Some(end) = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)) else {
-                    return;
-                };
-                if buf.len() < end {
-                    break;
-                }
+            while let Some((pos, end)) = crate::codec::next_block(&buf) {
                 let frame = encode(&buf[pos..end], crc);
                 buf.advance(end);
                 if net_w.write_all(&frame).await.is_err() {

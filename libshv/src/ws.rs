@@ -116,13 +116,7 @@ where
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
-            while let Ok((len, pos)) = crate::value::read_uint(&buf, 0) {
-                let Some(end) = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)) else {
-                    return;
-                };
-                if buf.len() < end {
-                    break;
-                }
+            while let Some((pos, end)) = crate::codec::next_block(&buf) {
                 let frame = if shv3 {
                     buf[pos..end].to_vec()
                 } else {

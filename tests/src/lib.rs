@@ -274,6 +274,17 @@ impl Broker {
         }
     }
 
+    /// The port of the broker's `scheme://` listener, from its log.
+    pub fn listen_port(&self, scheme: &str) -> u16 {
+        let marker = format!("listening on {scheme}://");
+        self.stderr()
+            .lines()
+            .find_map(|l| l.split(marker.as_str()).nth(1).map(str::to_string))
+            .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the broker logs no {scheme}:// address"))
+    }
+
     /// Everything the broker wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

@@ -62,13 +62,7 @@ fn tls_broker(pki: &Pki, extra: &str) -> (Broker, u16) {
         None,
         &["--listen", &listen, "--listen", "tcp://127.0.0.1:0"],
     );
-    let port = broker
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("listening on ssl://").nth(1).map(str::to_string))
-        .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
-        .and_then(|p| p.parse().ok())
-        .expect("the broker logs its ssl:// address");
+    let port = broker.listen_port("ssl");
     (broker, port)
 }
 

@@ -16,13 +16,7 @@ fn ws_broker() -> (Broker, u16) {
             "tcp://127.0.0.1:0",
         ],
     );
-    let port = broker
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("listening on ws://").nth(1).map(str::to_string))
-        .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
-        .and_then(|p| p.parse().ok())
-        .expect("the broker logs its ws:// address");
+    let port = broker.listen_port("ws");
     (broker, port)
 }
 
