@@ -439,23 +439,11 @@ impl libshv::RequestHandler for Silent {
 #[tokio::test]
 async fn a_child_broker_links_up_and_its_devices_are_reachable() {
     let top = TestBroker::start().await;
-    let child_yaml = format!(
-        "{CONFIG}connections:\n  - url: 'tcp://admin@127.0.0.1:{}?password=admin'\n    mount_point: site\n    heartbeat: 1\n    reconnect_max: 1\n",
-        top.port
-    );
-    let child = TestBroker::with_config(&child_yaml).await;
+    let child = TestBroker::with_config(&child_config(top.port)).await;
     let (_dev, _) = child.device("test/dev").await;
     let (admin, _) = top.client("admin").await;
-    let who = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let Ok(v) = admin.call("site/test/dev", "whoami", None).await {
-                return v;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the child's device becomes reachable");
+    wait_reachable(&admin, "site/test/dev").await;
+    let who = admin.call("site/test/dev", "whoami", None).await.unwrap();
     assert_eq!(who.get("userId").unwrap().as_str(), "admin:inproc;inproc");
     let parents = child.client("admin").await.0;
     let p = parents.call(".broker", "parents", None).await.unwrap();
@@ -469,11 +457,7 @@ async fn a_child_broker_links_up_and_its_devices_are_reachable() {
 #[tokio::test]
 async fn subscriptions_are_forwarded_into_a_child_broker() {
     let top = TestBroker::start().await;
-    let child_yaml = format!(
-        "{CONFIG}connections:\n  - url: 'tcp://admin@127.0.0.1:{}?password=admin'\n    mount_point: site\n    heartbeat: 1\n    reconnect_max: 1\n",
-        top.port
-    );
-    let child = TestBroker::with_config(&child_yaml).await;
+    let child = TestBroker::with_config(&child_config(top.port)).await;
     let (dev, _) = child.device("test/dev").await;
     let (admin, mut signals) = top.client("admin").await;
     admin.subscribe("site/test/**:*:chng", None).await.unwrap();

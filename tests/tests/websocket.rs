@@ -43,14 +43,7 @@ async fn websocket_without_subprotocol_carries_block_frames() {
     ws.send(Message::binary(libshv::codec::encode_frame(&hello)))
         .await
         .unwrap();
-    let answer = tokio::time::timeout(TIMEOUT, ws.next())
-        .await
-        .expect("an answer")
-        .expect("a message")
-        .expect("no error");
-    let Message::Binary(bytes) = answer else {
-        panic!("not binary: {answer:?}")
-    };
+    let bytes = next_binary(&mut ws).await;
     let mut codec = libshv::codec::BlockCodec::new(1 << 20);
     let mut buf = bytes::BytesMut::from(&bytes[..]);
     use tokio_util::codec::Decoder;
@@ -101,15 +94,24 @@ async fn websocket_shv3_carries_one_message_per_binary_message() {
     let mut msg = vec![libshv::frame::FORMAT_CHAINPACK];
     msg.extend(hello.payload());
     ws.send(Message::binary(msg)).await.unwrap();
+    let bytes = next_binary(&mut ws).await;
+    assert_eq!(bytes[0], libshv::frame::FORMAT_CHAINPACK);
+    let f = libshv::RpcFrame::parse(bytes.slice(1..)).expect("one ChainPack message");
+    assert_eq!(f.request_id(), Some(5));
+}
+
+/// The next binary WebSocket message (within [`TIMEOUT`]).
+async fn next_binary<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> bytes::Bytes
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let answer = tokio::time::timeout(TIMEOUT, ws.next())
         .await
         .expect("an answer")
         .expect("a message")
         .expect("no error");
-    let Message::Binary(bytes) = answer else {
-        panic!("not binary: {answer:?}")
-    };
-    assert_eq!(bytes[0], libshv::frame::FORMAT_CHAINPACK);
-    let f = libshv::RpcFrame::parse(bytes.slice(1..)).expect("one ChainPack message");
-    assert_eq!(f.request_id(), Some(5));
+    match answer {
+        Message::Binary(bytes) => bytes,
+        other => panic!("not binary: {other:?}"),
+    }
 }
