@@ -1,4 +1,7 @@
-//! Opening a framed connection to a URL's transport.
+//! Opening a framed connection to a URL's transport: a byte stream (TCP, a Unix socket,
+//! a serial line), TLS over it if the scheme says so, then the framing (Block as is;
+//! Serial and WebSocket through a bridge to Block), so that everything above sees one
+//! Block-framed stream whatever the transport.
 
 use std::pin::Pin;
 
@@ -6,12 +9,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::codec::BlockCodec;
-use crate::url::Transport;
+use crate::url::{Endpoint, Framing, Transport};
 
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
 pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
 pub type FrameReader = FramedRead<BoxRead, BlockCodec>;
 pub type FrameWriter = FramedWrite<BoxWrite, BlockCodec>;
+
+/// A byte stream of any transport.
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+pub type BoxStream = Box<dyn ByteStream>;
 
 /// Wraps any byte stream halves into frame reader and writer.
 pub fn framed(read: BoxRead, write: BoxWrite, max_frame: usize) -> (FrameReader, FrameWriter) {
@@ -25,45 +33,60 @@ pub async fn connect(
     transport: &Transport,
     max_frame: usize,
 ) -> std::io::Result<(FrameReader, FrameWriter)> {
-    match transport {
-        Transport::Tcp { host, port } => {
-            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            let (r, w) = s.into_split();
-            Ok(framed(Box::pin(r), Box::pin(w), max_frame))
-        }
-        Transport::Ssl { host, port, tls } => {
-            let config = crate::tls::client_config(tls).map_err(std::io::Error::other)?;
-            let name = crate::tls::server_name(host).map_err(std::io::Error::other)?;
-            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, s)
-                .await?;
-            let (r, w) = tokio::io::split(tls);
-            Ok(framed(Box::pin(r), Box::pin(w), max_frame))
-        }
-        Transport::Ws { host, port, .. } => {
-            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            let (r, w) = crate::ws::connect(s, &transport.to_string(), max_frame).await?;
-            Ok(framed(r, w, max_frame))
-        }
-        Transport::Tcps { host, port } => {
-            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            let (r, w) = crate::serial::bridge(s, false, max_frame);
-            Ok(framed(r, w, max_frame))
-        }
-        Transport::Unixs { path } => {
-            let s = tokio::net::UnixStream::connect(path).await?;
-            let (r, w) = crate::serial::bridge(s, false, max_frame);
-            Ok(framed(r, w, max_frame))
-        }
-        Transport::Unix { path } => {
-            let s = tokio::net::UnixStream::connect(path).await?;
-            let (r, w) = s.into_split();
-            Ok(framed(Box::pin(r), Box::pin(w), max_frame))
-        }
+    let mut stream = open(&transport.endpoint).await?;
+    if let Some(tls) = &transport.tls {
+        let host = match &transport.endpoint {
+            Endpoint::Tcp { host, .. } => host.as_str(),
+            _ => return Err(std::io::Error::other("TLS needs a host name")),
+        };
+        let config = crate::tls::client_config(tls).map_err(std::io::Error::other)?;
+        let name = crate::tls::server_name(host).map_err(std::io::Error::other)?;
+        let s = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await?;
+        stream = Box::new(s);
     }
+    let (r, mut w) = match &transport.framing {
+        Framing::Block => split(stream),
+        Framing::Serial { crc } => crate::serial::bridge(stream, *crc, max_frame),
+        Framing::WebSocket { .. } => {
+            crate::ws::connect(stream, &transport.to_string(), max_frame).await?
+        }
+    };
+    if let Endpoint::Tty { .. } = transport.endpoint {
+        // A serial line outlives its users: the peer may still hold the session of
+        // whoever used the line before. ResetSession makes it start afresh (pySHV does
+        // the same when it opens a line).
+        use tokio::io::AsyncWriteExt;
+        w.write_all(&crate::codec::encode_reset_session()).await?;
+    }
+    Ok(framed(r, w, max_frame))
+}
+
+/// Splits a stream into boxed halves.
+pub fn split(stream: BoxStream) -> (BoxRead, BoxWrite) {
+    let (r, w) = tokio::io::split(stream);
+    (Box::pin(r), Box::pin(w))
+}
+
+/// Opens the byte stream of an endpoint.
+pub async fn open(endpoint: &Endpoint) -> std::io::Result<BoxStream> {
+    Ok(match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            Box::new(s)
+        }
+        Endpoint::Unix { path } => Box::new(tokio::net::UnixStream::connect(path).await?),
+        Endpoint::Tty { path, baudrate } => Box::new(open_tty(path, *baudrate)?),
+    })
+}
+
+/// Opens a serial line in raw mode at `baudrate`, exclusively (a second opener would
+/// interleave its bytes with ours).
+pub fn open_tty(path: &str, baudrate: u32) -> std::io::Result<tokio_serial::SerialStream> {
+    use tokio_serial::SerialPortBuilderExt;
+    tokio_serial::new(path, baudrate)
+        .open_native_async()
+        .map_err(|e| std::io::Error::other(format!("{path}: {e}")))
 }

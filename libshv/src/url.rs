@@ -9,37 +9,104 @@ pub const DEFAULT_PORT: u16 = 3755;
 pub const DEFAULT_SSL_PORT: u16 = 3756;
 /// The SHV URL standard's default port of `tcps://`.
 pub const DEFAULT_TCPS_PORT: u16 = 3765;
+/// The SHV URL standard's default port of `ssls://`.
+pub const DEFAULT_SSLS_PORT: u16 = 3766;
+/// pySHV's default speed of `serial:`/`tty:` lines.
+pub const DEFAULT_BAUDRATE: u32 = 115_200;
+
+/// Where an SHV connection goes, as three independent choices: the byte stream
+/// ([`Endpoint`]), whether TLS runs over it, and how messages are framed on it
+/// ([`Framing`]). Every URL scheme is one combination (see [`Transport::scheme`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    pub endpoint: Endpoint,
+    /// TLS over the stream (`ssl`, `ssls`, `wss`).
+    pub tls: Option<TlsOptions>,
+    pub framing: Framing,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
+pub enum Endpoint {
     Tcp {
         host: String,
         port: u16,
     },
-    /// Block framing over TLS.
-    Ssl {
-        host: String,
-        port: u16,
-        tls: TlsOptions,
-    },
     Unix {
         path: String,
     },
-    /// Serial framing (no CRC, as pySHV) over TCP.
-    Tcps {
-        host: String,
-        port: u16,
-    },
-    /// Serial framing over a Unix socket.
-    Unixs {
+    /// A serial line (a character device) at `baudrate`.
+    Tty {
         path: String,
+        baudrate: u32,
     },
-    /// WebSocket (`shv3` subprotocol, else Block frames in messages).
-    Ws {
-        host: String,
-        port: u16,
-        path: String,
-    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// A length-prefixed Block per message (`tcp`, `ssl`, `unix`).
+    Block,
+    /// STX/ETX with escapes (`tcps`, `ssls`, `unixs`); with a CRC-32 on serial lines.
+    Serial { crc: bool },
+    /// WebSocket (`ws`, `wss`): `shv3` subprotocol, else Block frames in messages.
+    WebSocket { path: String },
+}
+
+impl Transport {
+    /// Block framing over plain TCP (`tcp://HOST:PORT`).
+    pub fn tcp(host: impl Into<String>, port: u16) -> Self {
+        Transport {
+            endpoint: Endpoint::Tcp {
+                host: host.into(),
+                port,
+            },
+            tls: None,
+            framing: Framing::Block,
+        }
+    }
+
+    /// Block framing over a Unix socket (`unix:PATH`).
+    pub fn unix(path: impl Into<String>) -> Self {
+        Transport {
+            endpoint: Endpoint::Unix { path: path.into() },
+            tls: None,
+            framing: Framing::Block,
+        }
+    }
+
+    /// The URL scheme of this combination.
+    pub fn scheme(&self) -> &'static str {
+        match (&self.endpoint, self.tls.is_some(), &self.framing) {
+            (Endpoint::Tty { .. }, _, _) => "serial",
+            (Endpoint::Unix { .. }, _, Framing::Serial { .. }) => "unixs",
+            (Endpoint::Unix { .. }, _, _) => "unix",
+            (Endpoint::Tcp { .. }, false, Framing::Block) => "tcp",
+            (Endpoint::Tcp { .. }, true, Framing::Block) => "ssl",
+            (Endpoint::Tcp { .. }, false, Framing::Serial { .. }) => "tcps",
+            (Endpoint::Tcp { .. }, true, Framing::Serial { .. }) => "ssls",
+            (Endpoint::Tcp { .. }, false, Framing::WebSocket { .. }) => "ws",
+            (Endpoint::Tcp { .. }, true, Framing::WebSocket { .. }) => "wss",
+        }
+    }
+
+    /// Host and port of a TCP endpoint.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        match &self.endpoint {
+            Endpoint::Tcp { host, port } => Some((host, *port)),
+            _ => None,
+        }
+    }
+
+    /// The same transport with another host and port (a listener's chosen port).
+    pub fn with_host_port(&self, host: &str, port: u16) -> Self {
+        let mut t = self.clone();
+        if let Endpoint::Tcp { .. } = t.endpoint {
+            t.endpoint = Endpoint::Tcp {
+                host: host.to_string(),
+                port,
+            };
+        }
+        t
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -58,7 +125,7 @@ pub struct RpcUrl {
 pub enum UrlError {
     #[error("invalid URL '{0}': {1}")]
     Invalid(String, String),
-    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, tcps, ws, unix, unixs)")]
+    #[error("unsupported URL scheme '{0}' (supported: tcp, ssl, tcps, ssls, ws, wss, unix, unixs, serial, tty)")]
     Scheme(String),
 }
 
@@ -71,40 +138,62 @@ impl RpcUrl {
             None | Some("") => "localhost".to_string(),
             Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
         };
-        let mut transport = match u.scheme() {
-            "tcp" => Transport::Tcp {
-                host: host(),
-                port: u.port().unwrap_or(DEFAULT_PORT),
-            },
-            "ws" => Transport::Ws {
-                host: host(),
-                port: u.port().unwrap_or(80),
-                path: u.path().to_string(),
-            },
-            "tcps" => Transport::Tcps {
-                host: host(),
-                port: u.port().unwrap_or(DEFAULT_TCPS_PORT),
-            },
-            "unixs" => {
-                let path = url_decode(u.path());
-                if path.is_empty() {
-                    return Err(bad("a unixs URL needs a socket path"));
-                }
-                Transport::Unixs { path }
+        let tcp = |default_port: u16| Endpoint::Tcp {
+            host: host(),
+            port: u.port().unwrap_or(default_port),
+        };
+        let local = |what: &str| {
+            let path = url_decode(u.path());
+            if path.is_empty() {
+                Err(bad(&format!("a {what} URL needs a path")))
+            } else {
+                Ok(path)
             }
-            "ssl" => Transport::Ssl {
-                host: host(),
-                port: u.port().unwrap_or(DEFAULT_SSL_PORT),
-                tls: TlsOptions::default(),
-            },
-            "unix" | "localsocket" => {
-                let path = url_decode(u.path());
-                if path.is_empty() {
-                    return Err(bad("a unix URL needs a socket path"));
-                }
-                Transport::Unix { path }
-            }
+        };
+        let ws = || Framing::WebSocket {
+            path: u.path().to_string(),
+        };
+        let tls = || Some(TlsOptions::default());
+        let (endpoint, tls, framing) = match u.scheme() {
+            "tcp" => (tcp(DEFAULT_PORT), None, Framing::Block),
+            "ssl" => (tcp(DEFAULT_SSL_PORT), tls(), Framing::Block),
+            "tcps" => (tcp(DEFAULT_TCPS_PORT), None, Framing::Serial { crc: false }),
+            "ssls" => (
+                tcp(DEFAULT_SSLS_PORT),
+                tls(),
+                Framing::Serial { crc: false },
+            ),
+            "ws" => (tcp(80), None, ws()),
+            "wss" => (tcp(443), tls(), ws()),
+            "unix" | "localsocket" => (
+                Endpoint::Unix {
+                    path: local("unix")?,
+                },
+                None,
+                Framing::Block,
+            ),
+            "unixs" => (
+                Endpoint::Unix {
+                    path: local("unixs")?,
+                },
+                None,
+                Framing::Serial { crc: false },
+            ),
+            // A serial line: the Serial framing with its CRC, as pySHV's `tty:`.
+            "serial" | "tty" => (
+                Endpoint::Tty {
+                    path: local("serial")?,
+                    baudrate: DEFAULT_BAUDRATE,
+                },
+                None,
+                Framing::Serial { crc: true },
+            ),
             other => return Err(UrlError::Scheme(other.to_string())),
+        };
+        let mut transport = Transport {
+            endpoint,
+            tls,
+            framing,
         };
         let mut url = RpcUrl {
             user: url_decode(u.username()),
@@ -115,7 +204,17 @@ impl RpcUrl {
         }
         for (k, v) in u.query_pairs() {
             let v = v.into_owned();
-            if let Transport::Ssl { tls, .. } = &mut transport {
+            if let Endpoint::Tty { baudrate, .. } = &mut transport.endpoint {
+                if k == "baudrate" {
+                    *baudrate = v
+                        .parse()
+                        .ok()
+                        .filter(|b| *b > 0)
+                        .ok_or_else(|| bad("baudrate must be a positive number"))?;
+                    continue;
+                }
+            }
+            if let Some(tls) = &mut transport.tls {
                 let slot = match k.as_ref() {
                     "ca" => Some(&mut tls.ca),
                     "cert" => Some(&mut tls.cert),
@@ -166,7 +265,9 @@ impl RpcUrl {
 pub fn redact(s: &str) -> String {
     // Options that are never secret; every other option's value is masked (also one
     // spelled in percent-escapes, which `parse` would decode into `password`).
-    const PLAIN: [&str; 7] = ["user", "devid", "devmount", "ca", "cert", "key", "verify"];
+    const PLAIN: [&str; 8] = [
+        "user", "devid", "devmount", "ca", "cert", "key", "verify", "baudrate",
+    ];
     let (head, query) = match s.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (s, None),
@@ -218,25 +319,25 @@ fn url_decode(s: &str) -> String {
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Transport::Tcp { host, port } if host.contains(':') => {
-                write!(f, "tcp://[{host}]:{port}")
+        let scheme = self.scheme();
+        match &self.endpoint {
+            Endpoint::Tcp { host, port } => {
+                // `ws://h:p/` and `ws://h:p` are the same; the short form reads better.
+                let path = match &self.framing {
+                    Framing::WebSocket { path } if path != "/" => path.as_str(),
+                    _ => "",
+                };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}{path}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}{path}")
+                }
             }
-            Transport::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
-            Transport::Ssl { host, port, .. } if host.contains(':') => {
-                write!(f, "ssl://[{host}]:{port}")
+            Endpoint::Unix { path } => write!(f, "{scheme}:{path}"),
+            Endpoint::Tty { path, baudrate } if *baudrate == DEFAULT_BAUDRATE => {
+                write!(f, "{scheme}:{path}")
             }
-            Transport::Ssl { host, port, .. } => write!(f, "ssl://{host}:{port}"),
-            Transport::Unix { path } => write!(f, "unix:{path}"),
-            Transport::Tcps { host, port } if host.contains(':') => {
-                write!(f, "tcps://[{host}]:{port}")
-            }
-            Transport::Tcps { host, port } => write!(f, "tcps://{host}:{port}"),
-            Transport::Unixs { path } => write!(f, "unixs:{path}"),
-            Transport::Ws { host, port, path } if host.contains(':') => {
-                write!(f, "ws://[{host}]:{port}{path}")
-            }
-            Transport::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
+            Endpoint::Tty { path, baudrate } => write!(f, "{scheme}:{path}?baudrate={baudrate}"),
         }
     }
 }
@@ -294,13 +395,7 @@ mod tests {
         let u =
             RpcUrl::parse("tcp://admin@127.0.0.1:4000?password=se%20cret&devid=d1&devmount=test/a")
                 .unwrap();
-        assert_eq!(
-            u.transport(),
-            &Transport::Tcp {
-                host: "127.0.0.1".into(),
-                port: 4000
-            }
-        );
+        assert_eq!(u.transport(), &Transport::tcp("127.0.0.1", 4000));
         assert_eq!(u.user, "admin");
         assert_eq!(u.password.as_deref(), Some("se cret"));
         assert_eq!(u.device_id.as_deref(), Some("d1"));
@@ -312,30 +407,13 @@ mod tests {
     fn defaults_and_unix() {
         let u = RpcUrl::parse("tcp://user@")
             .unwrap_or_else(|_| RpcUrl::parse("tcp://user@localhost").unwrap());
-        assert_eq!(
-            u.transport(),
-            &Transport::Tcp {
-                host: "localhost".into(),
-                port: 3755
-            }
-        );
+        assert_eq!(u.transport(), &Transport::tcp("localhost", 3755));
         let u = RpcUrl::parse("unix:/run/shv.sock?user=x&shapass=abc").unwrap();
-        assert_eq!(
-            u.transport(),
-            &Transport::Unix {
-                path: "/run/shv.sock".into()
-            }
-        );
+        assert_eq!(u.transport(), &Transport::unix("/run/shv.sock"));
         assert_eq!(u.user, "x");
         assert_eq!(u.shapass.as_deref(), Some("abc"));
         let u = RpcUrl::parse("tcp://[::1]:5000").unwrap();
-        assert_eq!(
-            u.transport(),
-            &Transport::Tcp {
-                host: "::1".into(),
-                port: 5000
-            }
-        );
+        assert_eq!(u.transport(), &Transport::tcp("::1", 5000));
     }
 
     #[test]
@@ -346,5 +424,41 @@ mod tests {
         ));
         assert!(RpcUrl::parse("tcp://x?bogus=1").is_err());
         assert!(RpcUrl::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn every_scheme_round_trips_with_its_default_port() {
+        for (url, shown) in [
+            ("tcp://h", "tcp://h:3755"),
+            ("ssl://h", "ssl://h:3756"),
+            ("tcps://h", "tcps://h:3765"),
+            ("ssls://h", "ssls://h:3766"),
+            ("ws://h/shv", "ws://h:80/shv"),
+            ("wss://h:8443/x", "wss://h:8443/x"),
+            ("unix:/run/s", "unix:/run/s"),
+            ("unixs:/run/s", "unixs:/run/s"),
+            ("tty:/dev/ttyUSB0", "serial:/dev/ttyUSB0"),
+            (
+                "serial:/dev/ttyS1?baudrate=9600",
+                "serial:/dev/ttyS1?baudrate=9600",
+            ),
+        ] {
+            let t = RpcUrl::parse(url).unwrap().transport().clone();
+            assert_eq!(t.to_string(), shown, "{url}");
+            assert_eq!(RpcUrl::parse(shown).unwrap().transport(), &t, "{shown}");
+        }
+        let t = RpcUrl::parse("ssls://h?ca=c.pem&verify=false").unwrap();
+        let tls = t.transport().tls.clone().unwrap();
+        assert_eq!(
+            (tls.ca.as_deref(), tls.verify),
+            (Some("c.pem"), Some(false))
+        );
+        assert_eq!(
+            RpcUrl::parse("tty:/dev/x").unwrap().transport().framing,
+            Framing::Serial { crc: true }
+        );
+        assert!(RpcUrl::parse("serial:/dev/x?baudrate=fast").is_err());
+        assert!(RpcUrl::parse("tcp://h?baudrate=9600").is_err());
+        assert!(RpcUrl::parse("tcp://h?ca=x").is_err());
     }
 }

@@ -19,7 +19,7 @@ use libshv::message::{code, RpcError, RpcMessage};
 use libshv::meta::{self, tag};
 use libshv::node::{self, flag, MethodDesc};
 use libshv::shvproto::{Map, Value};
-use libshv::tunnel::{self, LaunchParams, TunnelCtl, TunnelState};
+use libshv::tunnel::{self, LaunchParams, RexecLine, TunnelCtl, TunnelState};
 use libshv::RpcValue;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -175,6 +175,8 @@ impl FindTunnel {
 pub struct Agent {
     rexec: PathBuf,
     find: Arc<FindTunnel>,
+    /// The CA of our own `ssl://` URL: shvrexec trusts it for a tunnel host over TLS.
+    tunnel_ca: Option<String>,
 }
 
 /// The agent's nodes: the root with the remote-shell methods, and `.app`.
@@ -296,10 +298,11 @@ pub async fn run_cmd(param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
 }
 
 impl Agent {
-    pub fn new(rexec: PathBuf) -> Self {
+    pub fn new(rexec: PathBuf, tunnel_ca: Option<String>) -> Self {
         Agent {
             rexec,
             find: Arc::new(FindTunnel::default()),
+            tunnel_ca,
         }
     }
 
@@ -363,7 +366,16 @@ impl Agent {
             ftr.port,
             started.elapsed()
         );
-        if let Err(e) = spawn_rexec(&rexec, &ftr, &param, client.clone(), req.meta.clone()).await {
+        if let Err(e) = spawn_rexec(
+            &rexec,
+            self.tunnel_ca.as_deref(),
+            &ftr,
+            &param,
+            client.clone(),
+            req.meta.clone(),
+        )
+        .await
+        {
             tracing::warn!("launchRexec {rid}: {}", shown(&e));
             let _ = client
                 .send_frame(tunnel::close_with_error(&req.meta, &e))
@@ -379,6 +391,7 @@ impl Agent {
 /// operator sees why (cannot connect, secret refused, …) instead of a timeout.
 async fn spawn_rexec(
     rexec: &Path,
+    tunnel_ca: Option<&str>,
     ftr: &TunnelCtl,
     call: &RpcValue,
     client: Client,
@@ -395,7 +408,12 @@ async fn spawn_rexec(
         .kill_on_drop(false)
         .spawn()
         .map_err(|e| format!("cannot start '{}': {e}", rexec.display()))?;
-    let line = shvrexec_line(ftr, call);
+    let line = RexecLine {
+        find_tunnel_response: ftr.clone(),
+        on_connected_call: call.clone(),
+        tunnel_ca: tunnel_ca.map(str::to_string),
+    }
+    .to_line();
     let mut stdin = child.stdin.take().expect("stdin was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
     let pid = child.id();
@@ -434,16 +452,6 @@ async fn spawn_rexec(
         }
     });
     Ok(())
-}
-
-/// The stdin line for shvrexec (tunnel.md step 4).
-pub fn shvrexec_line(ftr: &TunnelCtl, call: &RpcValue) -> String {
-    let mut m = Map::new();
-    m.insert("findTunnelResponse".into(), ftr.to_value());
-    m.insert("onConnectedCall".into(), call.clone());
-    let mut s = RpcValue::from(m).to_cpon();
-    s.push('\n');
-    s
 }
 
 #[async_trait::async_trait]
@@ -505,7 +513,13 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Returns only on a login failure at the first attempt (a wrong password does not
 /// fix itself); later failures are retried.
 pub async fn run(config: ClientConfig, rexec: PathBuf) -> Result<(), AgentError> {
-    let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec));
+    let ca = config
+        .url
+        .transport()
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca.clone());
+    let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec, ca));
     let mount = config
         .login
         .mount_point
@@ -577,10 +591,12 @@ mod tests {
             caller_ids: vec![1],
             nonce: None,
         };
-        let line = shvrexec_line(
-            &ftr,
-            &RpcValue::from_cpon(r#"{"method":"runCmd"}"#).unwrap(),
-        );
+        let line = RexecLine {
+            find_tunnel_response: ftr,
+            on_connected_call: RpcValue::from_cpon(r#"{"method":"runCmd"}"#).unwrap(),
+            tunnel_ca: None,
+        }
+        .to_line();
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.starts_with(r#"{"findTunnelResponse":<1:3>i{1:2,"#));
     }

@@ -529,11 +529,8 @@ async fn run_relay(opts: &CompareOpts, report: &mut Report) -> Result<(), BenchE
     Ok(())
 }
 
-pub fn tcp(addr: std::net::SocketAddr) -> Transport {
-    Transport::Tcp {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
+pub fn tcp(addr: std::net::SocketAddr) -> Box<Transport> {
+    Box::new(Transport::tcp(addr.ip().to_string(), addr.port()))
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ pub enum Target {
     },
     /// The raw relay: no login; one device connection per client.
     Relay {
-        client: Transport,
-        device: Transport,
+        client: Box<Transport>,
+        device: Box<Transport>,
     },
 }
 

@@ -34,6 +34,10 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// A directory of static files (the web terminal) that every `ws://`/`wss://`
+    /// listener also serves to plain HTTP GET requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_root: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,8 +93,9 @@ pub struct Connection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelConfig {
-    /// `host:port` a tunnel end (shvrexec) can reach this broker at; tunnels are hosted
-    /// by the nearest broker to the operator that has one.
+    /// `host:port`, or a URL (`ssl://host:3756`, `wss://host/shv`), at which a tunnel end
+    /// (shvrexec) can reach this broker; tunnels are hosted by the nearest broker to the
+    /// operator that has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_address: Option<String>,
     /// Seconds a tunnel secret stays valid.
@@ -286,6 +291,7 @@ impl Default for Config {
             connections: Vec::new(),
             tunnel: TunnelConfig::default(),
             limits: Limits::default(),
+            web_root: None,
         };
         c.hash_passwords();
         c
@@ -400,12 +406,7 @@ impl Config {
             return Err("limits.login_timeout and limits.idle_timeout are at most 86400".into());
         }
         if let Some(a) = &self.tunnel.public_address {
-            let ok = a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !ok {
-                return Err(format!("tunnel.public_address '{a}' must be host:port"));
-            }
+            public_tunnel_address(a).map_err(|e| e.to_string())?;
         }
         if self.limits.max_frame_size < 1024 {
             return Err("limits.max_frame_size must be at least 1024".into());
@@ -449,6 +450,25 @@ fn wipe(secret: String) {
     let mut b = secret.into_bytes();
     b.iter_mut().for_each(|x| *x = 0);
     std::hint::black_box(&b);
+}
+
+/// Parses `tunnel.public_address`: `host:port` (plain TCP) or a network transport URL
+/// without user or options.
+pub fn public_tunnel_address(a: &str) -> anyhow::Result<libshv::url::Transport> {
+    if a.contains("://") {
+        return libshv::tunnel::parse_tunnel_address(a, None)
+            .map_err(|e| anyhow::anyhow!("tunnel.public_address: {e}"));
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => match p.parse::<u16>() {
+            Ok(port) => Ok(libshv::url::Transport::tcp(
+                h.trim_start_matches('[').trim_end_matches(']'),
+                port,
+            )),
+            Err(_) => anyhow::bail!("tunnel.public_address '{a}' must be host:port or a URL"),
+        },
+        _ => anyhow::bail!("tunnel.public_address '{a}' must be host:port or a URL"),
+    }
 }
 
 #[cfg(test)]
@@ -508,5 +528,16 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains(&sha1_hex(b"hunter2")), "{shown}");
         assert!(shown.contains(REDACTED), "{shown}");
+    }
+
+    #[test]
+    fn public_tunnel_address_is_host_port_or_a_network_url() {
+        let t = public_tunnel_address("central.example:3755").unwrap();
+        assert_eq!(t.to_string(), "tcp://central.example:3755");
+        let t = public_tunnel_address("ssl://central.example:3756").unwrap();
+        assert_eq!(t.to_string(), "ssl://central.example:3756");
+        for bad in ["nohost", ":3755", "h:x", "unix:/x", "ssl://u@h?password=p"] {
+            assert!(public_tunnel_address(bad).is_err(), "{bad}");
+        }
     }
 }

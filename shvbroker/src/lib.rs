@@ -20,3 +20,4 @@ pub mod pending;
 pub mod queue;
 pub mod server;
 pub mod tunnel;
+pub mod web;

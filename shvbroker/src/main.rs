@@ -16,10 +16,16 @@ struct Args {
     /// YAML config file (see --print-config for the format and the defaults)
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// Listen on this URL instead of the config's (repeatable): tcp://HOST:PORT, unix:PATH.
+    /// Listen on this URL instead of the config's (repeatable): tcp://HOST:PORT,
+    /// ssl://HOST:PORT?cert=C.pem&key=K.pem[&ca=CA.pem&verify=true], tcps://, ssls://,
+    /// ws://HOST:PORT, wss://…, unix:PATH, unixs:PATH, serial:/dev/ttyX?baudrate=N.
     /// Port 0 picks a free port; the chosen one is logged as "listening on …".
     #[arg(long)]
     listen: Vec<String>,
+    /// Serve the static files of DIR (the web terminal, `web/`) to plain HTTP GETs on
+    /// every ws:// and wss:// listener (overrides the config's `web_root`)
+    #[arg(long, value_name = "DIR")]
+    web_root: Option<PathBuf>,
     /// Broker name (shown by .broker:name and appended to UserId)
     #[arg(long)]
     name: Option<String>,
@@ -63,6 +69,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     if !args.listen.is_empty() {
         config.listen = args.listen.clone();
+    }
+    if let Some(dir) = &args.web_root {
+        config.web_root = Some(dir.clone());
     }
     if let Some(n) = &args.name {
         config.name = n.clone();

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libshv::connection::{BoxRead, BoxWrite};
+use libshv::connection::{BoxRead, BoxStream, BoxWrite};
 use libshv::logsafe::shown;
-use libshv::url::{RpcUrl, Transport};
+use libshv::url::{Endpoint, Framing, RpcUrl, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,34 +23,34 @@ const EVENT_QUEUE: usize = 1024;
 /// How long shutdown waits for connections to deliver what is queued and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-enum Listener {
-    Tcp(tokio::net::TcpListener),
-    /// TCP whose connections do a TLS handshake first (in their own task).
-    Ssl(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
-    Unix(tokio::net::UnixListener, PathBuf),
-    /// TCP with the Serial framing (`tcps://`), turned into Block framing per connection.
-    Tcps(tokio::net::TcpListener),
-    /// A Unix socket with the Serial framing (`unixs:`).
-    Unixs(tokio::net::UnixListener, PathBuf),
-    /// TCP whose connections do a WebSocket handshake first (`ws://`).
-    Ws(tokio::net::TcpListener),
+/// A bound listener: where connections come from, and what each one does before it
+/// speaks SHV (a TLS handshake, the framing's bridge, a WebSocket handshake).
+struct Listener {
+    socket: Socket,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    framing: Framing,
 }
 
-/// An accepted connection, ready or still to shake hands.
-enum Accepted {
-    Ready(BoxRead, BoxWrite, String),
-    Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor, String),
-    Ws(tokio::net::TcpStream, String),
+enum Socket {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+    /// A serial line: one peer at a time, reopened when it goes away.
+    Tty {
+        path: String,
+        baudrate: u32,
+    },
 }
 
 /// A broker whose listeners are bound and which is not serving yet.
 pub struct Server {
     config: Arc<Config>,
     listeners: Vec<Listener>,
-    /// What clients can connect to: `tcp://IP:PORT` (the port chosen, for port 0) and
-    /// `unix:PATH`, in the order of the config's `listen`.
-    addresses: Vec<String>,
-    tcp_address: Option<(String, u16)>,
+    /// What clients can connect to (`tcp://IP:PORT` with the port chosen for port 0,
+    /// `unix:PATH`, …), in the order of the config's `listen`.
+    addresses: Vec<Transport>,
+    /// Where a tunnel end reaches us: `tunnel.public_address`, else our first network
+    /// listener.
+    tunnel_address: Option<Transport>,
 }
 
 impl Server {
@@ -58,76 +58,87 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
-        let mut tcp_address = None;
         for url in &config.listen {
+            let shown_url = libshv::url::redact(url);
             let parsed = RpcUrl::parse(url).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
-            match parsed.transport() {
-                Transport::Tcp { host, port } => {
+            let t = parsed.transport();
+            let tls = match &t.tls {
+                Some(o) => {
+                    let c = libshv::tls::server_config(o)
+                        .map_err(|e| anyhow::anyhow!("listen {shown_url}: {e}"))?;
+                    Some(tokio_rustls::TlsAcceptor::from(c))
+                }
+                None => None,
+            };
+            let (socket, address) = match &t.endpoint {
+                Endpoint::Tcp { host, port } => {
                     let l = tokio::net::TcpListener::bind((host.as_str(), *port))
                         .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {shown_url}: {e}"))?;
                     let local = l.local_addr()?;
-                    tcp_address.get_or_insert((local.ip().to_string(), local.port()));
-                    addresses.push(format!("tcp://{local}"));
-                    listeners.push(Listener::Tcp(l));
+                    let address = t.with_host_port(&local.ip().to_string(), local.port());
+                    (Socket::Tcp(l), address)
                 }
-                Transport::Ssl { host, port, tls } => {
-                    let config = libshv::tls::server_config(tls)
-                        .map_err(|e| anyhow::anyhow!("listen {}: {e}", libshv::url::redact(url)))?;
-                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!("cannot listen on {}: {e}", libshv::url::redact(url))
-                        })?;
-                    let local = l.local_addr()?;
-                    addresses.push(format!("ssl://{local}"));
-                    listeners.push(Listener::Ssl(l, tokio_rustls::TlsAcceptor::from(config)));
+                Endpoint::Unix { path } => {
+                    let l = bind_unix(&shown_url, path)?;
+                    (Socket::Unix(l, PathBuf::from(path)), t.clone())
                 }
-                Transport::Unix { path } => {
-                    let l = bind_unix(url, path)?;
-                    addresses.push(format!("unix:{path}"));
-                    listeners.push(Listener::Unix(l, PathBuf::from(path)));
+                Endpoint::Tty { path, baudrate } => {
+                    let socket = Socket::Tty {
+                        path: path.clone(),
+                        baudrate: *baudrate,
+                    };
+                    (socket, t.clone())
                 }
-                Transport::Ws { host, port, .. } => {
-                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
-                    addresses.push(format!("ws://{}", l.local_addr()?));
-                    listeners.push(Listener::Ws(l));
-                }
-                Transport::Tcps { host, port } => {
-                    let l = tokio::net::TcpListener::bind((host.as_str(), *port))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
-                    addresses.push(format!("tcps://{}", l.local_addr()?));
-                    listeners.push(Listener::Tcps(l));
-                }
-                Transport::Unixs { path } => {
-                    let l = bind_unix(url, path)?;
-                    addresses.push(format!("unixs:{path}"));
-                    listeners.push(Listener::Unixs(l, PathBuf::from(path)));
-                }
-            }
+            };
+            addresses.push(address);
+            listeners.push(Listener {
+                socket,
+                tls,
+                framing: t.framing.clone(),
+            });
         }
         if listeners.is_empty() {
             anyhow::bail!("no listen address configured");
         }
+        if let Some(root) = &config.web_root {
+            if !root.is_dir() {
+                anyhow::bail!("web_root {} is not a directory", root.display());
+            }
+            if !listeners
+                .iter()
+                .any(|l| matches!(l.framing, Framing::WebSocket { .. }))
+            {
+                tracing::warn!("web_root is set but no ws:// or wss:// listener serves it");
+            }
+        }
+        let tunnel_address = match &config.tunnel.public_address {
+            Some(a) => Some(crate::config::public_tunnel_address(a)?),
+            None => addresses
+                .iter()
+                .find(|a| matches!(a.endpoint, Endpoint::Tcp { .. }))
+                .cloned(),
+        };
         Ok(Server {
             config: Arc::new(config),
             listeners,
             addresses,
-            tcp_address,
+            tunnel_address,
         })
     }
 
-    /// The bound addresses (`tcp://127.0.0.1:PORT`, `unix:PATH`).
-    pub fn addresses(&self) -> &[String] {
+    /// The bound addresses (`tcp://127.0.0.1:PORT`, `unix:PATH`, …).
+    pub fn addresses(&self) -> &[Transport] {
         &self.addresses
     }
 
-    /// The port of the first TCP listener.
+    /// The port of the first plain TCP listener.
     pub fn tcp_port(&self) -> Option<u16> {
-        self.tcp_address.as_ref().map(|(_, p)| *p)
+        self.addresses
+            .iter()
+            .find(|a| a.scheme() == "tcp")
+            .and_then(|a| a.host_port())
+            .map(|(_, p)| p)
     }
 
     /// Serves until `shutdown` is cancelled. An `Err` is an internal failure (the broker
@@ -137,13 +148,13 @@ impl Server {
             config,
             listeners,
             addresses,
-            tcp_address,
+            tunnel_address,
         } = self;
         for a in &addresses {
             tracing::info!("listening on {a}");
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let broker = Broker::new(config.clone(), tcp_address);
+        let broker = Broker::new(config.clone(), tunnel_address);
         let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
         let ctx = Arc::new(PeerContext::new(
             config.clone(),
@@ -206,18 +217,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Server::bind(config).await?.serve(shutdown).await
 }
 
-fn bind_unix(url: &str, path: &str) -> anyhow::Result<tokio::net::UnixListener> {
+fn bind_unix(shown_url: &str, path: &str) -> anyhow::Result<tokio::net::UnixListener> {
     let p = std::path::Path::new(path);
     // A socket left by a broker that died; refuse to steal a live one.
     if p.exists() && std::os::unix::net::UnixStream::connect(p).is_err() {
         let _ = std::fs::remove_file(p);
     }
     let l = tokio::net::UnixListener::bind(p)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {shown_url}: {e}"))?;
     // Owner only: whoever can connect can try passwords and reach the login phase.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| anyhow::anyhow!("cannot restrict {url} to its owner: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot restrict {shown_url} to its owner: {e}"))?;
     Ok(l)
 }
 
@@ -234,20 +245,28 @@ async fn accept_loop(
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
+    let Listener {
+        socket,
+        tls,
+        framing,
+    } = l;
+    let handshake = Arc::new(Handshake { tls, framing });
+    if let Socket::Tty { path, baudrate } = &socket {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = serve_tty(path, *baudrate, handshake, &ctx) => {}
+        }
+        return;
+    }
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            a = accept(&l) => a,
+            a = accept(&socket) => a,
         };
         match accepted {
-            Ok(Accepted::Ready(r, w, addr)) => {
-                connections.spawn(peer::run(r, w, addr, ctx.clone()));
-            }
-            Ok(Accepted::Tls(stream, acceptor, addr)) => {
-                connections.spawn(tls_then_run(stream, acceptor, addr, ctx.clone()));
-            }
-            Ok(Accepted::Ws(stream, addr)) => {
-                connections.spawn(ws_then_run(stream, addr, ctx.clone()));
+            Ok((stream, addr)) => {
+                let h = handshake.clone();
+                connections.spawn(handshake_then_run(stream, addr, h, ctx.clone()));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -256,91 +275,109 @@ async fn accept_loop(
             }
         }
     }
-    if let Listener::Unix(_, path) | Listener::Unixs(_, path) = &l {
+    if let Socket::Unix(_, path) = &socket {
         let _ = std::fs::remove_file(path);
     }
 }
 
-async fn accept(l: &Listener) -> std::io::Result<Accepted> {
-    match l {
-        Listener::Tcp(l) => {
+async fn accept(socket: &Socket) -> std::io::Result<(BoxStream, String)> {
+    match socket {
+        Socket::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             s.set_nodelay(true)?;
-            let (r, w) = s.into_split();
-            Ok(Accepted::Ready(
-                Box::pin(r),
-                Box::pin(w),
-                format!("tcp:{addr}"),
-            ))
+            Ok((Box::new(s), format!("tcp:{addr}")))
         }
-        Listener::Ssl(l, acceptor) => {
-            let (s, addr) = l.accept().await?;
-            s.set_nodelay(true)?;
-            Ok(Accepted::Tls(s, acceptor.clone(), format!("ssl:{addr}")))
-        }
-        Listener::Unix(l, path) => {
+        Socket::Unix(l, path) => {
             let (s, _) = l.accept().await?;
-            let (r, w) = s.into_split();
-            let addr = format!("unix:{}", path.display());
-            Ok(Accepted::Ready(Box::pin(r), Box::pin(w), addr))
+            Ok((Box::new(s), format!("unix:{}", path.display())))
         }
-        Listener::Ws(l) => {
-            let (s, addr) = l.accept().await?;
-            s.set_nodelay(true)?;
-            Ok(Accepted::Ws(s, format!("ws:{addr}")))
-        }
-        Listener::Tcps(l) => {
-            let (s, addr) = l.accept().await?;
-            s.set_nodelay(true)?;
-            let (r, w) = libshv::serial::bridge(s, false, libshv::codec::DEFAULT_MAX_FRAME);
-            Ok(Accepted::Ready(r, w, format!("tcps:{addr}")))
-        }
-        Listener::Unixs(l, path) => {
-            let (s, _) = l.accept().await?;
-            let (r, w) = libshv::serial::bridge(s, false, libshv::codec::DEFAULT_MAX_FRAME);
-            Ok(Accepted::Ready(r, w, format!("unixs:{}", path.display())))
-        }
+        Socket::Tty { .. } => unreachable!("serial lines are served by serve_tty"),
     }
 }
 
-/// The WebSocket handshake, bounded by `login_timeout`, then the connection as usual.
-async fn ws_then_run(stream: tokio::net::TcpStream, addr: String, ctx: Arc<PeerContext>) {
-    let limit = Duration::from_secs(ctx.config.limits.login_timeout);
-    let max = ctx.config.limits.max_frame_size;
-    let ws = tokio::select! {
-        _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(limit, libshv::ws::accept(stream, max)) => r,
-    };
-    match ws {
-        Ok(Ok((r, w))) => peer::run(r, w, addr, ctx).await,
-        Ok(Err(e)) => {
-            tracing::info!(addr = %shown(&addr), "{}", shown(&e.to_string()));
+/// A serial line carries one peer at a time: open it (waiting for the device to
+/// appear), serve the peer until the line fails or it logs out, then open it again.
+async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Handshake>, ctx: &Arc<PeerContext>) {
+    let addr = format!("serial:{path}");
+    let mut logged = false;
+    loop {
+        match libshv::connection::open_tty(path, baudrate) {
+            Ok(s) => {
+                logged = false;
+                tracing::info!("serial line {} open", shown(path));
+                handshake_then_run(Box::new(s), addr.clone(), handshake.clone(), ctx.clone()).await;
+            }
+            Err(e) if !logged => {
+                tracing::warn!(
+                    "cannot open {}: {}; retrying",
+                    shown(path),
+                    shown(&e.to_string())
+                );
+                logged = true;
+            }
+            Err(_) => {}
         }
-        Err(_) => tracing::info!(addr = %shown(&addr), "no WebSocket handshake within {limit:?}"),
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// The TLS handshake, bounded by `login_timeout` (a client that never finishes it is
-/// dropped like one that never logs in), then the connection as usual.
-async fn tls_then_run(
-    stream: tokio::net::TcpStream,
-    acceptor: tokio_rustls::TlsAcceptor,
+/// What a connection does before it speaks SHV.
+struct Handshake {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    framing: Framing,
+}
+
+/// The TLS handshake and the framing's setup (a WebSocket handshake, or an HTTP GET of
+/// the web root on a WebSocket port), bounded by `login_timeout` — a client that never
+/// finishes them is dropped like one that never logs in — then the connection as usual.
+async fn handshake_then_run(
+    stream: BoxStream,
     addr: String,
+    handshake: Arc<Handshake>,
     ctx: Arc<PeerContext>,
 ) {
     let limit = Duration::from_secs(ctx.config.limits.login_timeout);
-    let tls = tokio::select! {
+    let shaken = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+        r = tokio::time::timeout(limit, shake(stream, &handshake, &ctx)) => r,
     };
-    match tls {
-        Ok(Ok(tls)) => {
-            let (r, w) = tokio::io::split(tls);
-            peer::run(Box::pin(r), Box::pin(w), addr, ctx).await;
-        }
+    match shaken {
+        Ok(Ok(Some((r, w)))) => peer::run(r, w, addr, ctx).await,
+        Ok(Ok(None)) => {}
         Ok(Err(e)) => {
-            tracing::info!(addr = %shown(&addr), "TLS handshake failed: {}", shown(&e.to_string()));
+            tracing::info!(addr = %shown(&addr), "{}", shown(&e.to_string()));
         }
-        Err(_) => tracing::info!(addr = %shown(&addr), "no TLS handshake within {limit:?}"),
+        Err(_) => tracing::info!(addr = %shown(&addr), "no handshake within {limit:?}"),
     }
+}
+
+/// Returns the Block-framed halves, or None when the connection was an HTTP request
+/// that has been answered.
+async fn shake(
+    mut stream: BoxStream,
+    handshake: &Handshake,
+    ctx: &PeerContext,
+) -> std::io::Result<Option<(BoxRead, BoxWrite)>> {
+    let max = ctx.config.limits.max_frame_size;
+    if let Some(acceptor) = &handshake.tls {
+        let s = acceptor
+            .accept(stream)
+            .await
+            .map_err(|e| std::io::Error::other(format!("TLS handshake failed: {e}")))?;
+        stream = Box::new(s);
+    }
+    Ok(Some(match &handshake.framing {
+        Framing::Block => libshv::connection::split(stream),
+        Framing::Serial { crc } => libshv::serial::bridge(stream, *crc, max),
+        Framing::WebSocket { .. } => {
+            let stream = match &ctx.config.web_root {
+                Some(root) => match crate::web::serve_or_upgrade(stream, root).await? {
+                    Some(s) => s,
+                    None => return Ok(None),
+                },
+                None => stream,
+            };
+            libshv::ws::accept(stream, max).await?
+        }
+    }))
 }

@@ -17,15 +17,18 @@ use std::time::Duration;
 
 use libshv::client::{Client, ClientConfig};
 use libshv::login::{Credentials, LoginParams};
-use libshv::tunnel::{CloseStatus, LaunchParams, TunnelCtl, TunnelEnd, TunnelState};
-use libshv::url::{RpcUrl, Transport, DEFAULT_PORT};
-use libshv::RpcValue;
+use libshv::tunnel::{
+    parse_tunnel_address, CloseStatus, LaunchParams, RexecLine, TunnelCtl, TunnelEnd, TunnelState,
+};
+use libshv::url::RpcUrl;
 
 /// What the agent hands over on stdin.
 pub struct Launch {
     /// The FindTunnelResponse with RequestId (5) = rsh's request id R.
     pub find_tunnel_response: TunnelCtl,
     pub call: LaunchParams,
+    /// The CA the agent trusts, for a tunnel host reached over TLS.
+    pub tunnel_ca: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +44,8 @@ pub enum RexecError {
 impl Launch {
     /// Parses the stdin line. Never echoes the line in errors: it holds the secret.
     pub fn parse(line: &str) -> Result<Launch, RexecError> {
-        let v = libshv::value::from_cpon(line.trim())
-            .map_err(|e| RexecError::BadLine(format!("not CPON ({e})")))?;
-        let ftr = v
-            .get("findTunnelResponse")
-            .ok_or_else(|| RexecError::BadLine("no findTunnelResponse".into()))?;
-        let ftr = TunnelCtl::parse(ftr).map_err(|e| RexecError::BadLine(e.to_string()))?;
+        let l = RexecLine::parse(line).map_err(RexecError::BadLine)?;
+        let ftr = l.find_tunnel_response;
         if ftr.state != TunnelState::FindTunnelResponse {
             return Err(RexecError::BadLine(format!(
                 "findTunnelResponse has state {:?}",
@@ -63,39 +62,27 @@ impl Launch {
                 "findTunnelResponse has no Secret".into(),
             ));
         }
-        let call = v
-            .get("onConnectedCall")
-            .ok_or_else(|| RexecError::BadLine("no onConnectedCall".into()))?;
-        let call = LaunchParams::from_value(call).map_err(|e| RexecError::BadLine(e.message))?;
+        let call = LaunchParams::from_value(&l.on_connected_call)
+            .map_err(|e| RexecError::BadLine(e.message))?;
         Ok(Launch {
             find_tunnel_response: ftr,
             call,
+            tunnel_ca: l.tunnel_ca,
         })
     }
 
-    /// Builds the launch line (used by shvagent).
-    pub fn to_line(ftr: &TunnelCtl, call: &RpcValue) -> String {
-        let mut m = libshv::shvproto::Map::new();
-        m.insert("findTunnelResponse".into(), ftr.to_value());
-        m.insert("onConnectedCall".into(), call.clone());
-        let mut s = RpcValue::from(m).to_cpon();
-        s.push('\n');
-        s
-    }
-
-    /// Client configuration for the tunnel broker: Host:Port from the tctl (default
-    /// port when absent), empty user, the secret, no idle watchdog.
-    pub fn client_config(&self) -> ClientConfig {
+    /// Client configuration for the tunnel broker: the transport from the tctl's Host
+    /// and Port (a host name means plain TCP), empty user, the secret, no idle
+    /// watchdog.
+    pub fn client_config(&self) -> Result<ClientConfig, RexecError> {
         let ftr = &self.find_tunnel_response;
+        let mut transport = parse_tunnel_address(ftr.host.as_deref().unwrap_or(""), ftr.port)
+            .map_err(|e| RexecError::BadLine(e.to_string()))?;
+        if let Some(tls) = &mut transport.tls {
+            tls.ca = self.tunnel_ca.clone();
+        }
         let url = RpcUrl {
-            transport: Some(Transport::Tcp {
-                host: ftr
-                    .host
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| "localhost".into()),
-                port: ftr.port.unwrap_or(DEFAULT_PORT),
-            }),
+            transport: Some(transport),
             ..Default::default()
         };
         let mut cfg = ClientConfig::from_url(url);
@@ -109,7 +96,7 @@ impl Launch {
             idle_timeout: Some(0),
             user_agent: Some(format!("shvrexec/{}", env!("CARGO_PKG_VERSION"))),
         };
-        cfg
+        Ok(cfg)
     }
 }
 
@@ -125,7 +112,7 @@ pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP) {
         tracing::warn!("cannot ask for SIGHUP when the agent dies: {e}");
     }
-    let cfg = launch.client_config();
+    let cfg = launch.client_config()?;
     tracing::info!(
         "connecting to tunnel broker {} for request {:?}",
         cfg.url.transport(),
@@ -172,18 +159,20 @@ mod tests {
             cmd: vec!["echo".into(), "hi".into()],
             ..Default::default()
         };
-        let line = Launch::to_line(&ftr, &call.to_value());
+        let line = RexecLine {
+            find_tunnel_response: ftr.clone(),
+            on_connected_call: call.to_value(),
+            tunnel_ca: None,
+        }
+        .to_line();
         assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
         let l = Launch::parse(&line).unwrap();
         assert_eq!(l.find_tunnel_response, ftr);
         assert_eq!(l.call.cmd, call.cmd);
-        let cfg = l.client_config();
+        let cfg = l.client_config().unwrap();
         assert_eq!(
             cfg.url.transport(),
-            &Transport::Tcp {
-                host: "127.0.0.1".into(),
-                port: 4567
-            }
+            &libshv::url::Transport::tcp("127.0.0.1", 4567)
         );
         let login = cfg.login.to_value("nonce");
         assert_eq!(

@@ -5,14 +5,14 @@ import asyncio
 import json
 import sys
 
-from common import out
+from common import connect, out
 from shv.rpcapi.client import SHVClient
 from shv.rpcdef.errors import RpcError
 
 
 async def main(url: str, path: str, method: str, param: object) -> None:
     async with asyncio.timeout(20):
-        client = await SHVClient.connect(url)
+        client = await connect(SHVClient, url)
         try:
             out("RESULT", await client.call(path, method, param))
         except RpcError as exc:

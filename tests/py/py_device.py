@@ -11,7 +11,7 @@ Usage: py_device.py URL
 import asyncio
 import sys
 
-from common import out
+from common import connect, out
 from shv.rpcapi.device import SHVDevice
 from shv.rpcdef import RpcAccess, RpcDir, RpcMethodNotFoundError
 
@@ -55,7 +55,7 @@ class Device(SHVDevice):
 
 async def main(url: str) -> None:
     async with asyncio.timeout(20):
-        dev = await Device.connect(url)
+        dev = await connect(Device, url)
     out("READY")
     await dev.task
 

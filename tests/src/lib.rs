@@ -8,6 +8,8 @@
 //! - [`RawConn`] speaks raw bytes / frames for the bad-input tests.
 //! - [`python`] and [`PyProc`] run the pyshv interop scripts in `tests/py/`.
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -275,14 +277,26 @@ impl Broker {
     }
 
     /// The port of the broker's `scheme://` listener, from its log.
+    /// Waits for the line: the broker logs its listeners one after another, and the
+    /// harness returns as soon as it has seen the TCP one.
     pub fn listen_port(&self, scheme: &str) -> u16 {
         let marker = format!("listening on {scheme}://");
-        self.stderr()
-            .lines()
-            .find_map(|l| l.split(marker.as_str()).nth(1).map(str::to_string))
-            .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the broker logs no {scheme}:// address"))
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let port = self
+                .stderr()
+                .lines()
+                .find_map(|l| l.split(marker.as_str()).nth(1).map(str::to_string))
+                .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
+                .and_then(|p| p.parse().ok());
+            match port {
+                Some(p) => return p,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                None => panic!("the broker logs no {scheme}:// address"),
+            }
+        }
     }
 
     /// Everything the broker wrote to stderr so far.

@@ -3,57 +3,8 @@
 //! clear message, plain TCP to a TLS port, client certificates with `verify=true`, and
 //! pySHV over TLS.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tests::pki::Pki;
 use tests::*;
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM
-/// files in a temp dir.
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = TempDir::new("pki");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "shv test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
-        write("ca.pem", ca.pem());
-        for (name, sans) in [
-            (
-                "server",
-                vec!["127.0.0.1".to_string(), "localhost".to_string()],
-            ),
-            ("client", vec!["client.test".to_string()]),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(sans)
-                .unwrap()
-                .signed_by(&key, &ca)
-                .unwrap();
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
-        Pki { dir }
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// A listen URL on a free port with the server certificate.
-    fn listen(&self, extra: &str) -> String {
-        format!(
-            "ssl://127.0.0.1:0?cert={}&key={}{extra}",
-            self.file("server.pem"),
-            self.file("server.key")
-        )
-    }
-}
 
 /// A broker listening on TLS (and TCP for the harness); returns it and the TLS port.
 fn tls_broker(pki: &Pki, extra: &str) -> (Broker, u16) {
@@ -167,7 +118,7 @@ access.su = "**:*"
         cert = pki.file("server.pem"),
         key = pki.file("server.key"),
     );
-    let cfg = pki.dir.path().join("pybroker.toml");
+    let cfg = pki.path("pybroker.toml");
     std::fs::write(&cfg, toml).unwrap();
     let exe = python().parent().unwrap().join("pyshvbroker");
     let mut child = std::process::Command::new(exe)

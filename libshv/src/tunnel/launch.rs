@@ -135,3 +135,51 @@ pub(super) fn cmd_from_value(v: Option<&RpcValue>) -> Result<Vec<String>, RpcErr
         )),
     }
 }
+
+/// The one CPON line an agent writes to shvrexec's stdin (tunnel.md step 4):
+/// `{"findTunnelResponse": <tctl>, "onConnectedCall": {...}, "tunnelCa": "PATH"}`.
+/// **[ext]** `tunnelCa`: the CA file the agent itself trusts, for a tunnel host reached
+/// over TLS. The line holds the secret: never put it in an error or a log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RexecLine {
+    pub find_tunnel_response: super::TunnelCtl,
+    pub on_connected_call: RpcValue,
+    pub tunnel_ca: Option<String>,
+}
+
+impl RexecLine {
+    pub fn to_line(&self) -> String {
+        let mut m = shvproto::Map::new();
+        m.insert(
+            "findTunnelResponse".into(),
+            self.find_tunnel_response.to_value(),
+        );
+        m.insert("onConnectedCall".into(), self.on_connected_call.clone());
+        if let Some(ca) = &self.tunnel_ca {
+            m.insert("tunnelCa".into(), RpcValue::from(ca.as_str()));
+        }
+        let mut s = RpcValue::from(m).to_cpon();
+        s.push('\n');
+        s
+    }
+
+    /// Parses the line; the error never echoes it.
+    pub fn parse(line: &str) -> Result<RexecLine, String> {
+        let v = crate::value::from_cpon(line.trim()).map_err(|e| format!("not CPON ({e})"))?;
+        let ftr = v.get("findTunnelResponse").ok_or("no findTunnelResponse")?;
+        let find_tunnel_response = super::TunnelCtl::parse(ftr).map_err(|e| e.to_string())?;
+        let on_connected_call = v
+            .get("onConnectedCall")
+            .ok_or("no onConnectedCall")?
+            .clone();
+        let tunnel_ca = v
+            .get("tunnelCa")
+            .map(|c| c.as_str().to_string())
+            .filter(|c| !c.is_empty());
+        Ok(RexecLine {
+            find_tunnel_response,
+            on_connected_call,
+            tunnel_ca,
+        })
+    }
+}

@@ -28,12 +28,14 @@ use crate::frame::RpcFrame;
 use crate::message::{RpcError, RpcMessage};
 use crate::meta::{self, key, tag};
 
+mod address;
 mod ctl;
 mod endpoint;
 mod fast;
 mod frames;
 mod launch;
 
+pub use address::*;
 pub use ctl::*;
 pub use endpoint::*;
 use fast::*;

@@ -54,8 +54,9 @@ pub struct Broker {
     tunnels: Tunnels,
     /// Responses dropped because nothing authorized them.
     dropped_responses: u64,
-    /// The address (host, port) of our first TCP listener, for tunnels.
-    tcp_address: Option<(String, u16)>,
+    /// Where tunnel ends reach us (the public address, else our first network
+    /// listener).
+    tunnel_address: Option<libshv::url::Transport>,
     links: Links,
     forwarding: Forwarding,
     /// Peers to disconnect once the current event is dealt with (a full queue found
@@ -65,7 +66,7 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Arc<Config>, tcp_address: Option<(String, u16)>) -> Self {
+    pub fn new(config: Arc<Config>, tunnel_address: Option<libshv::url::Transport>) -> Self {
         let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
             peers: HashMap::new(),
@@ -75,7 +76,7 @@ impl Broker {
             dropped_responses: 0,
             links: Links::new(&config.connections),
             config,
-            tcp_address,
+            tunnel_address,
             forwarding: Forwarding::default(),
             doomed: Vec::new(),
         }

@@ -157,11 +157,11 @@ impl Broker {
             && tctl
                 .get(&key::SECRET)
                 .is_some_and(|s| !s.as_str().is_empty());
-        let public = self.config.tunnel.public_address.clone();
+        let public = self.config.tunnel.public_address.is_some();
         let last_broker = cids.len() == 1;
         // The nearest broker to rsh with a public address hosts the tunnel; rsh's own
         // broker does if nobody on the way could.
-        let host_here = public.is_some() || (last_broker && !has_host);
+        let host_here = public || (last_broker && !has_host);
         if host_here || has_host {
             let rsh_rest = below.to_vec();
             let Some(t) = self
@@ -175,12 +175,9 @@ impl Broker {
             };
             if host_here {
                 tracing::info!(target: "audit", tunnel = t.id, user = %shown(&t.user), agent = %shown(&t.agent_path), command = %shown(&t.command), "tunnel requested");
-                let (host, port) = match public.as_deref().and_then(|a| a.rsplit_once(':')) {
-                    Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
-                    None => self
-                        .tcp_address
-                        .clone()
-                        .unwrap_or_else(|| ("127.0.0.1".into(), 0)),
+                let (host, port) = match &self.tunnel_address {
+                    Some(t) => libshv::tunnel::tunnel_host_port(t),
+                    None => ("127.0.0.1".into(), 0),
                 };
                 tctl.insert(key::HOST, RpcValue::from(host));
                 tctl.insert(key::PORT, RpcValue::from(i64::from(port)));

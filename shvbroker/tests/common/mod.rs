@@ -45,7 +45,10 @@ impl TestBroker {
         config.listen = vec!["tcp://127.0.0.1:0".into()];
         let server = Server::bind(config).await.expect("bind");
         let port = server.tcp_port().expect("a TCP port");
-        assert_eq!(server.addresses(), [format!("tcp://127.0.0.1:{port}")]);
+        assert_eq!(
+            server.addresses()[0].to_string(),
+            format!("tcp://127.0.0.1:{port}")
+        );
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.serve(shutdown.clone()));
         TestBroker {

@@ -25,8 +25,13 @@ pub struct Agent {
 impl Agent {
     /// `shvagent URL --mount MOUNT` as `device`, and waits until the broker lists it.
     pub async fn start(broker: &Broker, mount: &str) -> Agent {
+        Self::start_with_url(broker, &broker.url("device", "device"), mount).await
+    }
+
+    /// `shvagent URL --mount MOUNT` over any transport (`url` logs in as `device`).
+    pub async fn start_with_url(broker: &Broker, url: &str, mount: &str) -> Agent {
         let mut child = Command::new(bin("shvagent"))
-            .arg(broker.url("device", "device"))
+            .arg(url)
             .args(["--mount", mount])
             // A known login shell for the interactive test (a developer's zsh with its
             // rc files would make the prompt and timing unpredictable).

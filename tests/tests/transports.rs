@@ -1,0 +1,364 @@
+//! The transports together, and with the peers: `wss://`, `ssls://` and `serial:` for
+//! our clients and broker; pySHV over `ws://`, `ssls://` and a serial line; a pySHV
+//! device on `ws://` called over `ssl://`; pySHV's broker on `ws://`; a remote shell
+//! whose three ends use three transports; the web root of a `ws://` listener; an
+//! expired server certificate.
+
+mod rsh_common;
+
+use std::time::Duration;
+
+use rand::RngCore;
+use rsh_common::Agent;
+use sha2::{Digest, Sha256};
+use tests::pki::Pki;
+use tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A broker listening on each of `listens` and on TCP (for the harness), in that order.
+fn broker_on(listens: &[String]) -> Broker {
+    let mut args: Vec<&str> = Vec::new();
+    for l in listens {
+        args.extend(["--listen", l.as_str()]);
+    }
+    args.extend(["--listen", "tcp://127.0.0.1:0"]);
+    Broker::start_with_args(None, &args)
+}
+
+fn url(scheme: &str, port: u16, user: &str, tail: &str) -> String {
+    format!("{scheme}://{user}@127.0.0.1:{port}{tail}")
+}
+
+#[tokio::test]
+async fn shvcall_over_wss_and_ssls() {
+    let pki = Pki::new();
+    let broker = broker_on(&[pki.listen_scheme("wss", ""), pki.listen_scheme("ssls", "")]);
+    let ca = pki.file("ca.pem");
+    for scheme in ["wss", "ssls"] {
+        let port = broker.listen_port(scheme);
+        let u = url(scheme, port, "admin", &format!("?password=admin&ca={ca}"));
+        let out = shvcall(&u, ".app", "shvVersionMajor", None).await;
+        assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{scheme}: {out:?}");
+        // A parameter with every byte value the framings escape.
+        let param = format!("b\"{}\"", "\\a2\\a3\\a4\\aa\\00\\ff".repeat(4000));
+        let out = shvcall(&u, ".app", "ping", Some(&param)).await;
+        assert_eq!(out.code, 0, "{scheme}: {out:?}");
+        // Without the CA: refused, and the message says why.
+        let u = url(scheme, port, "admin", "?password=admin");
+        let out = shvcall(&u, ".app", "ping", None).await;
+        assert!(
+            out.code != 0 && out.stderr.contains("UnknownIssuer"),
+            "{scheme}: {out:?}"
+        );
+    }
+}
+
+/// A broker whose certificate has expired: clients refuse it with a message that says
+/// so; the broker serves on.
+#[tokio::test]
+async fn an_expired_server_certificate_is_refused_clearly() {
+    let pki = Pki::new();
+    let listen = format!(
+        "ssl://127.0.0.1:0?cert={}&key={}",
+        pki.file("expired.pem"),
+        pki.file("expired.key")
+    );
+    let mut broker = broker_on(&[listen]);
+    let port = broker.listen_port("ssl");
+    let u = url(
+        "ssl",
+        port,
+        "admin",
+        &format!("?password=admin&ca={}", pki.file("ca.pem")),
+    );
+    let out = shvcall(&u, ".app", "ping", None).await;
+    assert!(
+        out.code != 0 && out.stderr.contains("certificate expired"),
+        "an expired certificate was not refused clearly: {out:?}"
+    );
+    broker.assert_running();
+    let (c, _) = broker.connect("admin", "admin").await;
+    assert_served(&c).await;
+}
+
+#[tokio::test]
+async fn pyshv_clients_over_ws_and_ssls() {
+    let pki = Pki::new();
+    let broker = broker_on(&["ws://127.0.0.1:0".into(), pki.listen_scheme("ssls", "")]);
+    let ws = format!(
+        "ws://127.0.0.1:{}?user=admin&password=admin",
+        broker.listen_port("ws")
+    );
+    let ssls = format!(
+        "ssls://127.0.0.1:{}?user=admin&password=admin&ca={}",
+        broker.listen_port("ssls"),
+        pki.file("ca.pem")
+    );
+    for u in [ws, ssls] {
+        let mut py = PyProc::spawn("py_call.py", &[&u, ".app", "shvVersionMajor"]);
+        assert_eq!(py.line().await, "RESULT 3", "{u}: {}", py.stderr());
+        assert_eq!(py.line().await, "DONE");
+        assert_eq!(py.wait().await, 0, "{}", py.stderr());
+    }
+}
+
+/// A pySHV device mounted over `ws://` is called by our shvcall over `ssl://`.
+#[tokio::test]
+async fn pyshv_device_on_ws_called_over_ssl() {
+    let pki = Pki::new();
+    let broker = broker_on(&["ws://127.0.0.1:0".into(), pki.listen("")]);
+    let dev_url = format!(
+        "ws://127.0.0.1:{}?user=device&password=device&devmount=test/pydev",
+        broker.listen_port("ws")
+    );
+    let mut dev = PyProc::spawn("py_device.py", &[&dev_url]);
+    assert_eq!(dev.line().await, "READY", "{}", dev.stderr());
+    let u = url(
+        "ssl",
+        broker.listen_port("ssl"),
+        "admin",
+        &format!("?password=admin&ca={}", pki.file("ca.pem")),
+    );
+    let out = shvcall(&u, "test/pydev/counter", "get", None).await;
+    assert_eq!((out.code, out.stdout.trim()), (0, "123"), "{out:?}");
+    let out = shvcall(&u, "test/pydev", "echo", Some(r#"{"a":[1,2,b"\ff"]}"#)).await;
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, r#"{"a":[1,2,b"\ff"]}"#),
+        "{out:?}"
+    );
+}
+
+/// Our shvcall talks to pySHV's broker listening on `ws://`.
+#[tokio::test]
+async fn shvcall_to_pyshv_broker_over_ws() {
+    let dir = TempDir::new("pyws");
+    let port = free_port();
+    let cfg = dir.path().join("pybroker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"pyws\"\nlisten = [\"ws://127.0.0.1:{port}\"]\n\n[user.admin]\n\
+             password = \"admin\"\nrole = \"admin\"\n\n[role.admin]\nmountPoints = \"**\"\n\
+             access.su = \"**:*\"\n"
+        ),
+    )
+    .unwrap();
+    let exe = python().parent().unwrap().join("pyshvbroker");
+    let mut child = std::process::Command::new(exe)
+        .arg("-c")
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn pyshvbroker");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pyshvbroker did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = shvcall(
+        &url("ws", port, "admin", "?password=admin"),
+        ".app",
+        "shvVersionMajor",
+        None,
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+}
+
+/// Two pseudo-terminals whose masters are joined, as a null-modem cable joins two
+/// serial ports: what is written to one slave is read from the other.
+struct NullModem {
+    a: String,
+    b: String,
+    // The slaves stay open here so that the line does not hang up when a peer closes
+    // and reopens its end.
+    _slaves: [std::os::fd::OwnedFd; 2],
+}
+
+impl NullModem {
+    fn new() -> NullModem {
+        use std::os::fd::AsRawFd;
+        let a = nix::pty::openpty(None, None).unwrap();
+        let b = nix::pty::openpty(None, None).unwrap();
+        let name =
+            |fd: &std::os::fd::OwnedFd| nix::unistd::ttyname(fd).unwrap().display().to_string();
+        let (name_a, name_b) = (name(&a.slave), name(&b.slave));
+        for s in [&a.slave, &b.slave] {
+            let mut t = nix::sys::termios::tcgetattr(s).unwrap();
+            nix::sys::termios::cfmakeraw(&mut t);
+            nix::sys::termios::tcsetattr(s, nix::sys::termios::SetArg::TCSANOW, &t).unwrap();
+            let _ = s.as_raw_fd();
+        }
+        let (ma, mb) = (std::fs::File::from(a.master), std::fs::File::from(b.master));
+        for (mut from, mut to) in [(ma.try_clone().unwrap(), mb.try_clone().unwrap()), (mb, ma)] {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf) {
+                    // EIO when no slave is open at the moment: wait for one.
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            });
+        }
+        NullModem {
+            a: name_a,
+            b: name_b,
+            _slaves: [a.slave, b.slave],
+        }
+    }
+}
+
+/// The broker on one end of a serial line (`serial:`), our shvcall and then pySHV on
+/// the other, with the Serial framing and its CRC.
+#[tokio::test]
+async fn shvcall_and_pyshv_over_a_serial_line() {
+    let line = NullModem::new();
+    let listen = format!("serial:{}?baudrate=115200", line.a);
+    let mut broker = broker_on(&[listen]);
+    let u = format!("tty:{}?user=admin&password=admin", line.b);
+    let out = shvcall(&u, ".app", "shvVersionMajor", None).await;
+    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+    let param = format!("b\"{}\"", "\\a2\\a3\\a4\\aa".repeat(2000));
+    let out = shvcall(&u, ".app", "ping", Some(&param)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut py = PyProc::spawn("py_call.py", &[&u, ".app", "shvVersionMajor"]);
+    assert_eq!(py.line().await, "RESULT 3", "{}", py.stderr());
+    assert_eq!(py.line().await, "DONE");
+    assert_eq!(py.wait().await, 0, "{}", py.stderr());
+    broker.assert_running();
+}
+
+/// A remote shell whose three ends use three transports: shvrsh over `wss://`, the
+/// agent over `ssl://`, and shvrexec reaching the broker's tunnel host over `ssl://`
+/// (the broker's first network listener, with the agent's CA). 10 MiB go through
+/// `cat` and come back byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_across_wss_ssl_and_a_tls_tunnel_host_is_byte_exact() {
+    let pki = Pki::new();
+    let broker = broker_on(&[pki.listen(""), pki.listen_scheme("wss", "")]);
+    let ca = pki.file("ca.pem");
+    let agent_url = url(
+        "ssl",
+        broker.listen_port("ssl"),
+        "device",
+        &format!("?password=device&ca={ca}"),
+    );
+    let agent = Agent::start_with_url(&broker, &agent_url, "test/agent").await;
+    let rsh_url = url(
+        "wss",
+        broker.listen_port("wss"),
+        "admin",
+        &format!("?password=admin&ca={ca}"),
+    );
+    let mut data = vec![0u8; 10 << 20];
+    rand::thread_rng().fill_bytes(&mut data);
+    let want = Sha256::digest(&data);
+    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
+        .args([rsh_url.as_str(), "test/agent", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn shvrsh");
+    let mut stdin = rsh.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&data).await.expect("write to shvrsh");
+    });
+    let mut stdout = rsh.stdout.take().unwrap();
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::with_capacity(10 << 20);
+        stdout.read_to_end(&mut out).await.expect("read shvrsh");
+        out
+    });
+    let mut stderr = rsh.stderr.take().unwrap();
+    let err = tokio::spawn(async move {
+        let mut e = String::new();
+        let _ = stderr.read_to_string(&mut e).await;
+        e
+    });
+    // Generous: 10 MiB through debug builds, TLS three times, on a busy machine.
+    let status = tokio::time::timeout(Duration::from_secs(180), rsh.wait())
+        .await
+        .expect("shvrsh -- cat did not finish")
+        .unwrap();
+    writer.await.unwrap();
+    let out = reader.await.unwrap();
+    let err = err.await.unwrap();
+    assert_eq!(status.code(), Some(0), "shvrsh stderr: {err}");
+    assert_eq!(out.len(), 10 << 20, "length of what came back");
+    assert_eq!(Sha256::digest(&out), want, "sha256 of what came back");
+    // shvrexec went to the tunnel host over TLS, not plain TCP.
+    let ssl = format!(
+        "connecting to tunnel broker ssl://127.0.0.1:{}",
+        broker.listen_port("ssl")
+    );
+    assert!(
+        agent.stderr().contains(&ssl),
+        "agent stderr:\n{}",
+        agent.stderr()
+    );
+}
+
+/// A `ws://` listener with a web root answers plain HTTP GETs with its files (and
+/// nothing outside it) and still upgrades WebSockets on the same port.
+#[tokio::test]
+async fn the_web_root_is_served_beside_websockets() {
+    let dir = TempDir::new("webroot");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    let root_arg = root.display().to_string();
+    let mut broker = Broker::start_with_args(
+        None,
+        &["--listen", "ws://127.0.0.1:0", "--web-root", &root_arg],
+    );
+    let port = broker.listen_port("ws");
+    let get = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(TIMEOUT, s.read_to_string(&mut out))
+            .await
+            .expect("an HTTP answer")
+            .unwrap();
+        out
+    };
+    let page = get("GET / HTTP/1.1\r\nHost: x\r\n\r\n".into()).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.ends_with("<!doctype html><title>t</title>"), "{page}");
+    for bad in ["/../secret.txt", "/%2e%2e/secret.txt", "/nope.js"] {
+        let r = get(format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{bad}: {r}");
+        assert!(
+            !r.contains("secret\n") && !r.ends_with("secret"),
+            "{bad}: {r}"
+        );
+    }
+    let r = get("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    let r = get(format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(10_000))).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let out = shvcall(
+        &url("ws", port, "admin", "?password=admin"),
+        ".app",
+        "shvVersionMajor",
+        None,
+    )
+    .await;
+    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+    broker.assert_running();
+}
