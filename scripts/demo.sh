@@ -4,13 +4,25 @@
 # a command over a remote-shell tunnel with shvrsh, then (on a terminal) open an
 # interactive remote shell: type `exit` (or `~.` after Enter) to end the demo.
 #
-#   scripts/demo.sh            # broker on tcp://127.0.0.1:3755 (the default config)
-#   SHV_DEMO_PORT=0 scripts/demo.sh   # any free port instead
+# The broker also serves the web terminal (web/, xterm.js from npm) on its WebSocket
+# port: the demo prints the URL to open in a browser.
+#
+#   scripts/demo.sh            # tcp://127.0.0.1:3755, web terminal on http://127.0.0.1:3777/
+#   SHV_DEMO_PORT=0 SHV_DEMO_WS_PORT=0 scripts/demo.sh   # any free ports instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --workspace
 BIN="${CARGO_TARGET_DIR:-target}/debug"
+# The web terminal's pinned npm packages (xterm.js), installed once from the lockfile.
+WEB=1
+if [ ! -d web/node_modules ]; then
+    if command -v npm >/dev/null; then
+        (cd web && npm ci --no-audit --no-fund --loglevel=error) || WEB=0
+    else
+        WEB=0
+    fi
+fi
 
 RUN_DIR="$(mktemp -d)"
 BROKER_PID=""
@@ -25,9 +37,9 @@ trap cleanup EXIT
 
 # The default config listens on tcp://127.0.0.1:3755 and unix:$XDG_RUNTIME_DIR/shvbroker.sock;
 # a private runtime dir keeps the socket away from any other broker.
-LISTEN=()
-if [ -n "${SHV_DEMO_PORT:-}" ]; then
-    LISTEN=(--listen "tcp://127.0.0.1:${SHV_DEMO_PORT}" --listen "unix:${RUN_DIR}/shvbroker.sock")
+LISTEN=(--listen "tcp://127.0.0.1:${SHV_DEMO_PORT:-3755}" --listen "unix:${RUN_DIR}/shvbroker.sock")
+if [ "$WEB" = 1 ]; then
+    LISTEN+=(--listen "ws://127.0.0.1:${SHV_DEMO_WS_PORT:-3777}" --web-root web)
 fi
 XDG_RUNTIME_DIR="$RUN_DIR" "$BIN/shvbroker" "${LISTEN[@]}" 2>"$RUN_DIR/broker.log" &
 BROKER_PID=$!
@@ -82,8 +94,14 @@ head -c 1048576 /dev/urandom >"$RUN_DIR/blob"
 sha256sum <"$RUN_DIR/blob"
 call "$ADMIN" .broker/tunnels list
 
+if [ "$WEB" = 1 ]; then
+    WSPORT="$(sed -n 's/.*listening on ws:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$RUN_DIR/broker.log" | head -n1)"
+    echo "== web terminal: open http://127.0.0.1:$WSPORT/ and log in as admin/admin (pick test/agent)"
+else
+    echo "== (npm not found: the web terminal needs 'cd web && npm ci')"
+fi
 if [ -t 0 ] && [ -t 1 ]; then
-    echo "== interactive remote shell on test/agent (exit or ~. to leave)"
+    echo "== interactive remote shell on test/agent (exit or ~. to leave; the web terminal works meanwhile)"
     echo "\$ shvrsh '$ADMIN' test/agent"
     "$BIN/shvrsh" "$ADMIN" test/agent || true
 else
