@@ -4,6 +4,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use libshv::tunnel::{
@@ -22,6 +24,11 @@ nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 /// background job holding them open must not keep the tunnel alive forever, so stop
 /// once they stay silent this long.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
+/// After the command exits, how long output may wait for the operator's acks without
+/// any progress before the session ends with an error (instead of a clean exit status
+/// over output that never arrived).
+const ACK_STALL: Duration = Duration::from_secs(60);
 
 /// Size of one data frame's payload.
 const CHUNK: usize = 256 * 1024;
@@ -342,15 +349,23 @@ pub async fn run(
     // which arrive only while this loop keeps receiving (and acknowledging) stdin.
     let (progress_tx, mut progress_rx) = mpsc::channel::<()>(1);
     let mut output = std::mem::replace(&mut r.output, mpsc::channel(1).1);
+    // Set while output waits for the far side's acks (not for more output): then the
+    // command's end must not cut it off.
+    let sending = Arc::new(AtomicBool::new(false));
+    let in_send = sending.clone();
     let forward = tokio::spawn(async move {
         while let Some((ch, data)) = output.recv().await {
-            if sender.send_data_buf(ch, data).await.is_err() {
+            in_send.store(true, Ordering::Relaxed);
+            let sent = sender.send_data_buf(ch, data).await;
+            in_send.store(false, Ordering::Relaxed);
+            if sent.is_err() {
                 return false;
             }
             let _ = progress_tx.try_send(());
         }
         true
     });
+    let mut last_progress = tokio::time::Instant::now();
     tokio::pin!(forward);
     // SIGHUP: the agent that started us died (PR_SET_PDEATHSIG) or someone hung us up.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -398,7 +413,8 @@ pub async fn run(
                 }
             }
             Some(()) = progress_rx.recv(), if outputs_open && exited.is_some() => {
-                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE);
+                last_progress = tokio::time::Instant::now();
+                drain.as_mut().reset(last_progress + DRAIN_IDLE);
             }
             st = r.child.wait(), if exited.is_none() => {
                 let st = match st {
@@ -417,6 +433,20 @@ pub async fn run(
                 return Some(CloseStatus::Error("the agent on the device stopped".into()));
             }
             _ = &mut drain, if exited.is_some() && outputs_open => {
+                let now = tokio::time::Instant::now();
+                if sending.load(Ordering::Relaxed) {
+                    // Output is there, waiting for the operator to read it.
+                    if now.duration_since(last_progress) < ACK_STALL {
+                        drain.as_mut().reset(now + DRAIN_IDLE);
+                        continue;
+                    }
+                    forward.abort();
+                    r.hangup();
+                    return Some(CloseStatus::Error(format!(
+                        "output not acknowledged for {ACK_STALL:?} after the command ended; \
+                         the rest was dropped"
+                    )));
+                }
                 tracing::debug!("output still open {DRAIN_IDLE:?} after exit; closing");
                 outputs_open = false;
                 forward.abort();

@@ -69,3 +69,41 @@ async fn slow_reader_gets_everything() {
         broker.stderr()
     );
 }
+
+/// A command that ends while its output still waits for the operator's acks: the
+/// output must all arrive once the operator reads again, and only then the exit status
+/// (the tunnel may not close over unsent output because the reader paused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_pending_on_acks_when_the_command_exits_is_not_lost() {
+    let broker = Broker::start(None);
+    let _agent = Agent::start(&broker, "test/agent").await;
+    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
+        .arg(broker.url("admin", "admin"))
+        .arg("test/agent")
+        .args(["--", "sh", "-c", "head -c 8000000 /dev/zero; exit 5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shvrsh");
+    let mut stdout = rsh.stdout.take().unwrap();
+    // The command writes what the window, the pipes and the queues hold, then exits;
+    // we pause well past the end of the command before reading anything.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut out = Vec::new();
+    tokio::time::timeout(TIMEOUT, stdout.read_to_end(&mut out))
+        .await
+        .expect("output never ended")
+        .unwrap();
+    let done = tokio::time::timeout(TIMEOUT, rsh.wait_with_output())
+        .await
+        .expect("shvrsh hung")
+        .unwrap();
+    assert_eq!(
+        out.len(),
+        8_000_000,
+        "stderr: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(done.status.code(), Some(5));
+}
