@@ -4,7 +4,7 @@
 cd "$(dirname "$0")" || exit 1
 secs=${1:-300}
 shift
-targets=${*:-"cpon_parse block_codec frame_parse message_decode tunnel_ctl login_params"}
+targets=${*:-"cpon_parse block_codec frame_parse message_decode tunnel_ctl login_params serial_decoder url_parse"}
 mkdir -p logs
 for t in $targets; do
     dict=""

@@ -14,13 +14,12 @@ cd "$(dirname "$0")/.."
 
 cargo build --workspace
 BIN="${CARGO_TARGET_DIR:-target}/debug"
-# The web terminal's pinned npm packages (xterm.js), installed once from the lockfile.
-WEB=1
-if [ ! -d web/node_modules ]; then
-    if command -v npm >/dev/null; then
-        (cd web && npm ci --no-audit --no-fund --loglevel=error) || WEB=0
-    else
-        WEB=0
+# The web terminal: its pinned npm packages (xterm.js) installed once from the lockfile,
+# then web/dist built (the only directory the broker serves).
+WEB=0
+if command -v npm >/dev/null; then
+    if [ -d web/node_modules ] || (cd web && npm ci --no-audit --no-fund --loglevel=error); then
+        (cd web && npm run --silent build) && WEB=1
     fi
 fi
 
@@ -39,7 +38,7 @@ trap cleanup EXIT
 # a private runtime dir keeps the socket away from any other broker.
 LISTEN=(--listen "tcp://127.0.0.1:${SHV_DEMO_PORT:-3755}" --listen "unix:${RUN_DIR}/shvbroker.sock")
 if [ "$WEB" = 1 ]; then
-    LISTEN+=(--listen "ws://127.0.0.1:${SHV_DEMO_WS_PORT:-3777}" --web-root web)
+    LISTEN+=(--listen "ws://127.0.0.1:${SHV_DEMO_WS_PORT:-3777}" --web-root web/dist)
 fi
 XDG_RUNTIME_DIR="$RUN_DIR" "$BIN/shvbroker" "${LISTEN[@]}" 2>"$RUN_DIR/broker.log" &
 BROKER_PID=$!
@@ -98,7 +97,7 @@ if [ "$WEB" = 1 ]; then
     WSPORT="$(sed -n 's/.*listening on ws:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$RUN_DIR/broker.log" | head -n1)"
     echo "== web terminal: open http://127.0.0.1:$WSPORT/ and log in as admin/admin (pick test/agent)"
 else
-    echo "== (npm not found: the web terminal needs 'cd web && npm ci')"
+    echo "== (no web terminal: it needs npm, then 'cd web && npm ci && npm run build')"
 fi
 if [ -t 0 ] && [ -t 1 ]; then
     echo "== interactive remote shell on test/agent (exit or ~. to leave; the web terminal works meanwhile)"

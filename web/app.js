@@ -1,9 +1,11 @@
 // The page: log in to a broker over WebSocket, find agents, open remote shells in tabs.
-import { Terminal } from './node_modules/@xterm/xterm/lib/xterm.mjs';
-import { FitAddon } from './node_modules/@xterm/addon-fit/lib/addon-fit.mjs';
+// The page is served from dist/ (npm run build): xterm.js is copied to vendor/ there.
+import { Terminal } from './vendor/xterm.mjs';
+import { FitAddon } from './vendor/addon-fit.mjs';
 import { RpcClient, LoginError } from './shv/rpc.js';
 import { Tunnel, describeClose } from './shv/tunnel.js';
 import { findAgents } from './shv/discover.js';
+import { printable } from './shv/printable.js';
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -27,11 +29,26 @@ const THEME = {
 };
 const ANSI = { red: '\x1b[1;31m', yellow: '\x1b[33m', green: '\x1b[32m', dim: '\x1b[2m', reset: '\x1b[0m' };
 
-function defaultWsUrl() {
-  const q = new URLSearchParams(location.search).get('ws');
-  if (q) return q;
-  if (!location.host) return '';
-  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
+/**
+ * The broker's WebSocket: always the page's own origin (ws: for http:, wss: for https:,
+ * the same host and port), never anything the URL or the user names. The broker's CSP
+ * (connect-src 'self') would block any other target anyway.
+ */
+function brokerUrl() {
+  if ((location.protocol !== 'http:' && location.protocol !== 'https:') || !location.host) return null;
+  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/`;
+}
+
+// Only the user name is remembered (earlier versions also stored a WebSocket URL).
+const STORE = 'shv-web-terminal';
+function savedUser() {
+  try {
+    const v = JSON.parse(localStorage.getItem(STORE) ?? '{}');
+    return typeof v?.user === 'string' ? v.user : '';
+  } catch { return ''; }
+}
+function saveUser(user) {
+  try { localStorage.setItem(STORE, JSON.stringify({ user })); } catch { /* storage disabled */ }
 }
 
 // --- a shell session in a tab --------------------------------------------------------
@@ -128,7 +145,8 @@ class Session {
       await tunnel.open();
     } catch (e) {
       if (this.tunnel !== tunnel) return;
-      const msg = e.message || String(e);
+      // Built from RPC errors of the broker or the device: shown without control characters.
+      const msg = printable(e.message || String(e));
       this.term.write(`\r\n${ANSI.red}${msg}${ANSI.reset}\r\n`);
       this.setStatus('failed', msg, this.app.client?.isOpen ? 'Enter: retry · Alt+W: close' : 'Alt+W: close');
       return;
@@ -139,7 +157,8 @@ class Session {
   #closed(st) {
     if (st.local || this.disposed) return;
     const lost = st.error !== undefined && !this.app.client?.isOpen;
-    const msg = lost ? 'Connection to the broker lost' : describeClose(st);
+    // The CloseTunnel's "error" is the far side's text: shown without control characters.
+    const msg = lost ? 'Connection to the broker lost' : printable(describeClose(st));
     const failed = st.error !== undefined;
     const colour = failed ? ANSI.red : st.exitCode === 0 ? ANSI.green : ANSI.yellow;
     this.term.write(`\r\n${colour}[${msg}]${ANSI.reset}\r\n`);
@@ -191,13 +210,15 @@ class App {
     this.searchGen = 0;
     this.loggingOut = false;
 
-    const saved = JSON.parse(localStorage.getItem('shv-web-terminal') ?? '{}');
-    $('#user').value = new URLSearchParams(location.search).get('user') ?? saved.user ?? '';
-    $('#ws-url').value = defaultWsUrl() || saved.url || '';
-    if (!$('#ws-url').value) $('#advanced').open = true;
+    const saved = savedUser();
+    try { if (localStorage.getItem(STORE) !== null) saveUser(saved); } catch { /* storage disabled */ } // keeps only the user
+    $('#user').value = new URLSearchParams(location.search).get('user') ?? saved;
     if ($('#user').value) $('#password').focus();
 
+    // The form never submits natively (that would send the password to the server): the
+    // button is disabled in the HTML, so Enter does nothing until this handler exists.
     $('#login-form').addEventListener('submit', (ev) => { ev.preventDefault(); this.login(); });
+    $('#login-button').disabled = false;
     $('#logout').addEventListener('click', () => this.logout());
     $('#refresh').addEventListener('click', () => this.search());
     const filter = $('#device-filter');
@@ -216,10 +237,10 @@ class App {
   async login() {
     const user = $('#user').value.trim();
     const password = $('#password').value;
-    const url = $('#ws-url').value.trim() || defaultWsUrl();
+    const url = brokerUrl();
     const err = $('#login-error');
     err.hidden = true;
-    if (!url) { this.loginError('Enter the broker\'s WebSocket URL under Advanced (e.g. ws://host:3777/).'); return; }
+    if (!url) { this.loginError('Open this page from the broker (http://HOST:PORT/ of its ws:// listener).'); return; }
     const button = $('#login-button');
     button.disabled = true;
     button.textContent = 'Connecting…';
@@ -227,14 +248,14 @@ class App {
       this.client = await RpcClient.connect(url, { user, password, userAgent: `shv-web-terminal ${navigator.userAgent}` });
     } catch (e) {
       this.loginError(e instanceof LoginError
-        ? `Login failed: ${e.message}`
+        ? `Login failed: ${printable(e.message)}`
         : `Cannot connect to ${url}: the broker is not reachable there, or that listener does not speak WebSocket.`);
       return;
     } finally {
       button.disabled = false;
       button.textContent = 'Log in';
     }
-    localStorage.setItem('shv-web-terminal', JSON.stringify({ user, url }));
+    saveUser(user);
     $('#password').value = '';
     this.user = user;
     this.url = url;
@@ -283,7 +304,7 @@ class App {
     const banner = $('#banner');
     const again = el('button', {}, 'Log in again');
     again.addEventListener('click', () => { banner.hidden = true; this.logout(); });
-    banner.replaceChildren(el('span', {}, `Connection to the broker lost (${reason}). Open sessions have ended.`), again);
+    banner.replaceChildren(el('span', {}, `Connection to the broker lost (${printable(reason)}). Open sessions have ended.`), again);
     banner.hidden = false;
     $('#device-status').textContent = 'Disconnected';
   }

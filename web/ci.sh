@@ -2,9 +2,10 @@
 # CI for the web terminal (web/): run from anywhere, as root on a fresh Debian machine.
 # Assumes the Rust binaries are built (cargo build --workspace → target/debug/, or set
 # SHV_BIN_DIR). Installs Debian's Chromium if missing (no browser download by npm),
-# installs the pinned npm packages from package-lock.json, runs the node tests (codec
-# vectors, SHA-1, RPC client and tunnel against the real broker and agent), then the
-# headless browser test, which also rewrites docs/web-terminal.png.
+# installs the pinned npm packages from package-lock.json, builds web/dist/ (what the
+# broker serves with --web-root web/dist), runs the node tests (codec vectors, SHA-1,
+# RPC client and tunnel against the real broker and agent), then the headless browser
+# test, which also rewrites docs/web-terminal.png.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,9 @@ fi
 
 export PUPPETEER_SKIP_DOWNLOAD=1   # puppeteer-core downloads nothing anyway; belt and braces
 npm ci --no-audit --no-fund --loglevel=error
+
+echo "== build (web/dist)"
+npm run --silent build
 
 echo "== node tests"
 node --test test/

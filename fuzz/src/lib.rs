@@ -26,6 +26,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("cpon_parse", cpon_parse),
     ("tunnel_ctl", tunnel_ctl),
     ("login_params", login_params),
+    ("serial_decoder", serial_decoder),
+    ("url_parse", url_parse),
 ];
 
 /// Runs a codec over `chunks` of a stream until it wants more data or fails; returns a
@@ -202,4 +204,66 @@ pub fn login_params(data: &[u8]) {
         return;
     };
     let _ = libshv::login::parse_login(&v);
+}
+
+/// The Serial framing's reader (tcps, ssls, unixs, serial lines) over arbitrary chunk
+/// boundaries. Byte 0 picks CRC on/off and a small size limit (so the skip path is
+/// reached), byte 1 the chunk size. The result must not depend on the split, and every
+/// message re-encodes to a frame that decodes to itself.
+pub fn serial_decoder(data: &[u8]) {
+    use libshv::serial::{encode, SerialDecoder, SerialItem};
+    if data.len() < 2 {
+        return;
+    }
+    let crc = data[0] & 1 == 1;
+    let max = usize::from(data[0] >> 1) + 1;
+    let chunk = usize::from(data[1] % 16) + 1;
+    let stream = &data[2..];
+    let run = |chunks: &[&[u8]]| {
+        let mut dec = SerialDecoder::new(crc, max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            while let Ok(Some(item)) = dec.decode(&mut buf) {
+                if let SerialItem::Message(m) = &item {
+                    assert!(m.len() <= max, "a message beyond the limit came through");
+                    let mut again = SerialDecoder::new(crc, max);
+                    let mut b = BytesMut::from(&encode(m, crc)[..]);
+                    match again.decode(&mut b) {
+                        Ok(Some(SerialItem::Message(m2))) => assert_eq!(&m2, m),
+                        other => panic!("re-encoded message did not decode: {other:?}"),
+                    }
+                }
+                out.push(format!("{item:?}"));
+            }
+        }
+        out
+    };
+    let whole = run(&[stream]);
+    let chunks: Vec<&[u8]> = stream.chunks(chunk).collect();
+    assert_eq!(whole, run(&chunks), "decoding depends on chunk boundaries");
+}
+
+/// URLs (command lines, configs) and tunnel hosts (sent by a broker above): parsing
+/// never panics, a parsed URL prints and parses back to the same transport, and a
+/// tunnel host never names a local socket or serial line.
+pub fn url_parse(data: &[u8]) {
+    use libshv::url::{Endpoint, RpcUrl};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(u) = RpcUrl::parse(text) {
+        let shown = u.without_secrets();
+        let back = RpcUrl::parse(&shown)
+            .unwrap_or_else(|e| panic!("{shown:?} (from {text:?}) does not parse: {e}"));
+        assert_eq!(back.transport(), u.transport(), "{text:?} → {shown:?}");
+        let _ = libshv::url::redact(text);
+    }
+    if let Ok(t) = libshv::tunnel::parse_tunnel_address(text, Some(1)) {
+        assert!(
+            matches!(t.endpoint, Endpoint::Tcp { .. }),
+            "{text:?} → {t:?}"
+        );
+    }
 }

@@ -237,6 +237,9 @@ impl Decoder for SerialDecoder {
     }
 }
 
+/// How long shutting the stream down may wait for a peer that does not read.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Turns a Serial-framed byte stream into a Block-framed one (a pipe and two tasks):
 /// messages read are handed on with a length prefix, Block frames written are sent as
 /// Serial frames. The tasks end when either side closes.
@@ -248,7 +251,7 @@ where
     let (mut net_r, mut net_w) = tokio::io::split(stream);
     let (mut pipe_r, mut pipe_w) = tokio::io::split(theirs);
     // Serial in → Block out.
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut dec = SerialDecoder::new(crc, max_frame);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
@@ -275,16 +278,19 @@ where
         }
         let _ = pipe_w.shutdown().await;
     });
-    // Block in → Serial out.
+    // Block in → Serial out. This side ends when the connection above is done with the
+    // stream (it dropped its halves); it then shuts the stream down, bounded, and stops
+    // the reader, which would otherwise hold the socket (or the serial line) for as long
+    // as the peer stays silent.
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        loop {
+        'pipe: loop {
             // Whole Block frames in the buffer go out as Serial frames.
             while let Some((pos, end)) = crate::codec::next_block(&buf) {
                 let frame = encode(&buf[pos..end], crc);
                 buf.advance(end);
                 if net_w.write_all(&frame).await.is_err() {
-                    return;
+                    break 'pipe;
                 }
             }
             match pipe_r.read_buf(&mut buf).await {
@@ -292,7 +298,8 @@ where
                 Ok(_) => {}
             }
         }
-        let _ = net_w.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, net_w.shutdown()).await;
+        reader.abort();
     });
     let (r, w) = tokio::io::split(ours);
     (Box::pin(r), Box::pin(w))

@@ -252,6 +252,44 @@ impl RpcUrl {
         Ok(url)
     }
 
+    /// The URL with every option but its secrets (`password`, `shapass`, `token`): what
+    /// may go on a command line or into a log, and parses back to the same transport.
+    pub fn without_secrets(&self) -> String {
+        let Some(t) = &self.transport else {
+            return self.to_string();
+        };
+        let mut s = t.to_string();
+        let mut q: Vec<String> = Vec::new();
+        if !self.user.is_empty() {
+            match s.split_once("://") {
+                Some((scheme, rest)) => {
+                    s = format!("{scheme}://{}@{rest}", query_escape(&self.user))
+                }
+                None => q.push(format!("user={}", query_escape(&self.user))),
+            }
+        }
+        if let Some(tls) = &t.tls {
+            for (k, v) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", query_escape(v)));
+                }
+            }
+            if let Some(v) = tls.verify {
+                q.push(format!("verify={v}"));
+            }
+        }
+        for (k, v) in [("devid", &self.device_id), ("devmount", &self.mount_point)] {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", query_escape(v)));
+            }
+        }
+        if !q.is_empty() {
+            s.push(if s.contains('?') { '&' } else { '?' });
+            s.push_str(&q.join("&"));
+        }
+        s
+    }
+
     pub fn transport(&self) -> &Transport {
         self.transport
             .as_ref()
@@ -308,6 +346,10 @@ fn mask_query(q: &str, plain: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+fn query_escape(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn url_decode(s: &str) -> String {
@@ -460,5 +502,26 @@ mod tests {
         assert!(RpcUrl::parse("serial:/dev/x?baudrate=fast").is_err());
         assert!(RpcUrl::parse("tcp://h?baudrate=9600").is_err());
         assert!(RpcUrl::parse("tcp://h?ca=x").is_err());
+    }
+
+    #[test]
+    fn without_secrets_keeps_every_other_option() {
+        for url in [
+            "ssl://admin@h:1?password=pw&ca=/etc/my%20ca.pem&verify=false&devmount=test/a",
+            "unix:/run/s?user=u&password=pw&devid=d",
+            "serial:/dev/ttyS0?baudrate=9600&user=u&token=pw",
+            "wss://u@h:443/shv?shapass=pw&cert=c.pem&key=k.pem",
+        ] {
+            let u = RpcUrl::parse(url).unwrap();
+            let shown = u.without_secrets();
+            assert!(!shown.contains("pw"), "{shown}");
+            let back = RpcUrl::parse(&shown).unwrap();
+            assert_eq!(back.transport(), u.transport(), "{shown}");
+            assert_eq!(
+                (back.user, back.device_id, back.mount_point),
+                (u.user, u.device_id, u.mount_point),
+                "{shown}"
+            );
+        }
     }
 }

@@ -54,15 +54,35 @@ where
     Ok(bridge(ws, shv3))
 }
 
+/// A listener's origin policy: `(Origin, Host)` of an upgrade request → admitted, or
+/// refused with a reason.
+pub type Admit<'a> = dyn Fn(Option<&str>, Option<&str>) -> Result<(), String> + Sync + 'a;
+
 /// The server side: accepts `shv3` when offered, else Block frames in messages.
-pub async fn accept<S>(stream: S, max_frame: usize) -> std::io::Result<(BoxRead, BoxWrite)>
+/// `admit` sees the upgrade request's `Origin` and `Host` headers (when present) and
+/// may refuse it with a reason (answered with 403): the listener's origin policy.
+pub async fn accept<S>(
+    stream: S,
+    max_frame: usize,
+    admit: &Admit<'_>,
+) -> std::io::Result<(BoxRead, BoxWrite)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut shv3 = false;
+    let mut refused = None;
     // The callback's signature (and its large error type) is tungstenite's.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Err(why) = admit(header("Origin"), header("Host")) {
+            let mut r = tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(
+                Some(format!("{why}\n")),
+            );
+            *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+            refused = Some(why);
+            return Err(r);
+        }
         let offered = req
             .headers()
             .get_all(PROTOCOL_HEADER)
@@ -79,10 +99,15 @@ where
     };
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config(max_frame)))
-            .await
-            .map_err(io_err)?;
-    Ok(bridge(ws, shv3))
+            .await;
+    if let Some(why) = refused {
+        return Err(io_err(format!("upgrade refused: {why}")));
+    }
+    Ok(bridge(ws.map_err(io_err)?, shv3))
 }
+
+/// How long closing a WebSocket may wait for a peer that does not read.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn bridge<S>(ws: WebSocketStream<S>, shv3: bool) -> (BoxRead, BoxWrite)
 where
@@ -92,7 +117,7 @@ where
     let (mut pipe_r, mut pipe_w) = tokio::io::split(theirs);
     let (mut sink, mut stream) = ws.split();
     // WebSocket messages in → Block bytes out.
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         while let Some(msg) = stream.next().await {
             let data = match msg {
                 Ok(Message::Binary(b)) => b,
@@ -112,10 +137,13 @@ where
         }
         let _ = pipe_w.shutdown().await;
     });
-    // Block bytes in → one WebSocket message per frame.
+    // Block bytes in → one WebSocket message per frame. This side ends when the
+    // connection above is done with the stream (it dropped its halves); it then closes
+    // the socket, bounded, and stops the reader, which would otherwise hold the socket
+    // for as long as the peer stays silent.
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        loop {
+        'pipe: loop {
             while let Some((pos, end)) = crate::codec::next_block(&buf) {
                 let frame = if shv3 {
                     buf[pos..end].to_vec()
@@ -124,7 +152,7 @@ where
                 };
                 buf.advance(end);
                 if sink.send(Message::binary(frame)).await.is_err() {
-                    return;
+                    break 'pipe;
                 }
             }
             match pipe_r.read_buf(&mut buf).await {
@@ -132,7 +160,8 @@ where
                 Ok(_) => {}
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+        reader.abort();
     });
     let (r, w) = tokio::io::split(ours);
     (Box::pin(r), Box::pin(w))

@@ -195,30 +195,70 @@ pub async fn start(
         child,
         log,
     };
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(broker);
+    broker.wait_listening().await?;
+    Ok(broker)
+}
+
+impl RunningBroker {
+    /// Waits until the port accepts TCP connections (or the broker exits).
+    async fn wait_listening(&mut self) -> Result<(), BenchError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BenchError::Io(format!(
+                    "{} exited at start ({status}); see {}",
+                    self.kind.label(),
+                    self.log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Timeout(format!(
+                    "{} did not listen within {START_TIMEOUT:?}; see {}",
+                    self.kind.label(),
+                    self.log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Ok(Some(status)) = broker.child.try_wait() {
-            return Err(BenchError::Io(format!(
-                "{} exited at start ({status}); see {}",
-                kind.label(),
-                broker.log.display()
-            )));
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout(format!(
-                "{} did not listen within {START_TIMEOUT:?}; see {}",
-                kind.label(),
-                broker.log.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts our broker listening on `listen` only (any transport; `port` is its TCP
+/// port, polled until it accepts), with its log in `workdir`.
+pub async fn start_ours_on(
+    bin: &Path,
+    workdir: &Path,
+    listen: &str,
+    port: u16,
+) -> Result<RunningBroker, BenchError> {
+    std::fs::create_dir_all(workdir).map_err(|e| BenchError::Io(e.to_string()))?;
+    let scheme = listen.split("://").next().unwrap_or("x");
+    let log = workdir.join(format!("ours-{scheme}-{port}.log"));
+    let logfile = std::fs::File::create(&log).map_err(|e| BenchError::Io(e.to_string()))?;
+    let child = Command::new(bin)
+        .args(["--listen", listen, "-v", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(logfile))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::Io(format!("cannot start {}: {e}", bin.display())))?;
+    let pid = child.id().ok_or(BenchError::Closed)?;
+    let mut broker = RunningBroker {
+        kind: BrokerKind::Ours,
+        port,
+        pid,
+        child,
+        log,
+    };
+    broker.wait_listening().await?;
+    Ok(broker)
 }
 
 /// The crates.io broker's own default (`--print-effective-config`) with our listener,

@@ -16,6 +16,7 @@ pub mod proto;
 pub mod relay;
 pub mod scenarios;
 pub mod stats;
+pub mod transports;
 pub mod tunnel;
 
 use std::path::PathBuf;
@@ -159,6 +160,39 @@ pub enum Command {
     /// Markdown table of medians and ours/peer ratios. Missing brokers are skipped
     /// with a note.
     Compare(Box<CompareArgs>),
+    /// What a transport costs: our broker on tcp, ssl, ws, wss and tcps in turn (one
+    /// listener each, a throwaway CA for TLS), the rpc load and a `shvrsh -- cat` tunnel
+    /// with every end on that transport; a Markdown table of medians and each
+    /// transport's ratio to tcp.
+    Transports {
+        /// Rounds over all transports; the table shows medians over rounds
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of measurement per rpc client count
+        #[arg(long, default_value_t = 3.0)]
+        duration: f64,
+        /// rpc client counts
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        rpc_clients: Vec<usize>,
+        /// MiB through the tunnel per round (0 leaves the tunnel rows out)
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Transports, tcp first (the base of the ratios)
+        #[arg(long, value_delimiter = ',', default_value = "tcp,ssl,ws,wss,tcps")]
+        transports: Vec<String>,
+        /// Our shvbroker binary (default: shvbroker next to this executable)
+        #[arg(long)]
+        ours: Option<PathBuf>,
+        /// Directory with shvagent, shvrexec and shvrsh (default: next to shvbench)
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Directory for the certificates and broker logs
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("shvbench-transports"))]
+        workdir: PathBuf,
+        /// Also write the Markdown report to this file
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -371,6 +405,14 @@ pub async fn smoke(
     })
 }
 
+/// `shvbroker` next to this executable (a release shvbench runs the release broker).
+fn ours_next_to_exe() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("shvbroker")))
+        .unwrap_or_else(|| PathBuf::from("shvbroker"))
+}
+
 fn print_rpc(r: &scenarios::RpcResult) {
     println!(
         "rpc clients={:<4} calls={:<8} errors={:<4} calls/s={:>10.0} p50={:>7.0}µs p99={:>7.0}µs",
@@ -558,14 +600,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("smoke: no calls or no signals went through");
             }
         }
-        Command::Compare(a) => {
-            let ours = match a.ours {
-                Some(p) => p,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(|d| d.join("shvbroker"))
-                    .unwrap_or_else(|| PathBuf::from("shvbroker")),
+        Command::Transports {
+            rounds,
+            duration,
+            rpc_clients,
+            mib,
+            transports,
+            ours,
+            bin_dir,
+            workdir,
+            output,
+        } => {
+            if transports.first().map(String::as_str) != Some("tcp") {
+                anyhow::bail!("--transports must start with tcp (the base of the ratios)");
+            }
+            let opts = transports::TransportsOpts {
+                ours: ours.unwrap_or_else(ours_next_to_exe),
+                bins: match &bin_dir {
+                    Some(d) => tunnel::TunnelBins::in_dir(d),
+                    None => tunnel::TunnelBins::next_to_exe(),
+                },
+                workdir,
+                rounds,
+                duration: secs(duration),
+                rpc_clients,
+                tunnel_bytes: mib << 20,
+                transports: transports.clone(),
             };
+            let report = transports::run(&opts).await?;
+            let md = report.markdown(&transports);
+            println!("{md}");
+            if let Some(p) = output {
+                std::fs::write(&p, &md)?;
+            }
+        }
+        Command::Compare(a) => {
+            let ours = a.ours.unwrap_or_else(ours_next_to_exe);
             let with_tunnel = !a.no_tunnel && a.brokers.contains(&brokers::BrokerKind::Ours);
             let mut opts = compare::CompareOpts {
                 rounds: a.rounds.max(1),

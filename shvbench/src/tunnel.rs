@@ -94,7 +94,10 @@ impl TunnelBins {
 
 /// The URL for a command line (no password: that goes in SHV_PASSWORD).
 fn url_arg(url: &RpcUrl) -> (String, String) {
-    (url.to_string(), url.password.clone().unwrap_or_default())
+    (
+        url.without_secrets(),
+        url.password.clone().unwrap_or_default(),
+    )
 }
 
 /// A running shvagent; killed on drop (its shvrexec children die with it).

@@ -34,10 +34,17 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     #[serde(default)]
     pub limits: Limits,
-    /// A directory of static files (the web terminal) that every `ws://`/`wss://`
-    /// listener also serves to plain HTTP GET requests.
+    /// A directory of static files (the web terminal, `web/dist`) that every
+    /// `ws://`/`wss://` listener also serves to plain HTTP GET requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_root: Option<std::path::PathBuf>,
+    /// Host names browsers reach this broker by (`broker.example.com`). A browser's
+    /// WebSocket must come from a page of the same origin, and that origin's host must
+    /// be an IP address, `localhost` or one of these: a page of another site can never
+    /// use the broker with the visitor's network position (cross-site WebSocket
+    /// hijacking, DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub web_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -292,11 +299,27 @@ impl Default for Config {
             tunnel: TunnelConfig::default(),
             limits: Limits::default(),
             web_root: None,
+            web_hosts: Vec::new(),
         };
         c.hash_passwords();
         c
     }
 }
+
+/// What `listen` takes, one line per transport (printed by `--print-config`).
+const LISTEN_EXAMPLES: &str = "\
+# listen: URLs, one per transport wanted (port 0 picks a free one):
+#   tcp://0.0.0.0:3755                                  Block framing over TCP
+#   ssl://0.0.0.0:3756?cert=server.pem&key=server.key   TLS (add &ca=ca.pem&verify=true
+#                                                       to require client certificates)
+#   tcps://0.0.0.0:3765                                 Serial framing over TCP
+#   ssls://0.0.0.0:3766?cert=server.pem&key=server.key  Serial framing over TLS
+#   ws://0.0.0.0:8080                                   WebSocket (shv3); with web_root
+#                                                       also the web terminal's page
+#   wss://0.0.0.0:8443?cert=server.pem&key=server.key   WebSocket over TLS
+#   unix:/run/shvbroker.sock   unixs:/run/shvbroker-serial.sock
+#   serial:/dev/ttyUSB0?baudrate=115200                 a serial line (one peer at a time)
+";
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -349,7 +372,8 @@ impl Config {
         }
         format!(
             "# Secrets are shown as {REDACTED}: set `password: ...` (or `sha1pass: <hex SHA1>`)\n\
-             # for each user, and the password in each connection URL, before using this.\n{}",
+             # for each user, and the password in each connection URL, before using this.\n\
+             {LISTEN_EXAMPLES}{}",
             c.to_yaml()
         )
     }

@@ -22,8 +22,9 @@ struct Args {
     /// Port 0 picks a free port; the chosen one is logged as "listening on …".
     #[arg(long)]
     listen: Vec<String>,
-    /// Serve the static files of DIR (the web terminal, `web/`) to plain HTTP GETs on
-    /// every ws:// and wss:// listener (overrides the config's `web_root`)
+    /// Serve the static files of DIR (the web terminal: `web/dist`, built by
+    /// `cd web && npm ci && npm run build`) to plain HTTP GETs on every ws:// and wss://
+    /// listener (overrides the config's `web_root`)
     #[arg(long, value_name = "DIR")]
     web_root: Option<PathBuf>,
     /// Broker name (shown by .broker:name and appended to UserId)

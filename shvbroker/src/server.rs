@@ -377,7 +377,11 @@ async fn shake(
                 },
                 None => stream,
             };
-            libshv::ws::accept(stream, max).await?
+            let names = &ctx.config.web_hosts;
+            let admit = |origin: Option<&str>, host: Option<&str>| {
+                crate::web::check_origin(origin, host, names)
+            };
+            libshv::ws::accept(stream, max, &admit).await?
         }
     }))
 }

@@ -2,9 +2,13 @@
 //! static files (the browser terminal), so that the page and its WebSocket share one
 //! origin and no other server is needed.
 //!
-//! Deliberately small: one request per connection, files only (no directory listing),
-//! nothing outside the root (dot segments refused, symlinks resolved and checked), a
-//! bounded request head and file size.
+//! Deliberately small: one request per connection, files only (no directory listing,
+//! no dotfiles), nothing outside the root (dot segments refused, symlinks resolved and
+//! checked), a bounded request head, file size and number of requests served at once,
+//! files streamed rather than loaded.
+//!
+//! Browsers may open a WebSocket to any address from any page, with the visitor's
+//! network position: [`check_origin`] is the listener's policy against that.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,8 +22,55 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// Largest request head (request line and headers) we read.
 const MAX_HEAD: usize = 8 * 1024;
 /// Largest file we serve (the page's scripts are far smaller).
-const MAX_FILE: u64 = 16 * 1024 * 1024;
+const MAX_FILE: u64 = 8 * 1024 * 1024;
 const MAX_HEADERS: usize = 64;
+/// HTTP requests answered at once (each holds a file open and a buffer); more wait.
+const MAX_CONCURRENT: usize = 32;
+/// Time to answer one HTTP request, the file included: a client that does not read is
+/// dropped.
+const HTTP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+static SERVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT);
+
+/// The origin policy of a WebSocket upgrade. Without `Origin` the client is not a
+/// browser and no page can be driving it: admitted. With it, the page must be from this
+/// very origin (`http(s)://` + the request's `Host`), and that host must be an IP
+/// address, `localhost` or one of `names` — not a name an attacker controls and points
+/// at us (DNS rebinding).
+pub fn check_origin(
+    origin: Option<&str>,
+    host: Option<&str>,
+    names: &[String],
+) -> Result<(), String> {
+    let Some(origin) = origin else {
+        return Ok(());
+    };
+    let host = host.ok_or("a browser's upgrade without Host")?;
+    let same = ["http://", "https://"]
+        .iter()
+        .any(|s| origin.eq_ignore_ascii_case(&format!("{s}{host}")));
+    if !same {
+        return Err(format!(
+            "the page's origin {} is not this broker's ({})",
+            shown(origin),
+            shown(host)
+        ));
+    }
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let known = name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if !known {
+        return Err(format!(
+            "host {} is not in web_hosts (add it if browsers reach the broker by this name)",
+            shown(name)
+        ));
+    }
+    Ok(())
+}
 
 /// Reads the HTTP request head. A WebSocket upgrade gets the stream back, with the
 /// head still to be read (by the WebSocket handshake); anything else is answered from
@@ -68,45 +119,67 @@ pub async fn serve_or_upgrade(mut stream: BoxStream, root: &Path) -> io::Result<
             inner: stream,
         })));
     }
-    let method = req.method.unwrap_or("");
-    let target = req.path.unwrap_or("");
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        respond(
-            &mut stream,
-            405,
-            "text/plain",
-            b"only GET and HEAD\n",
-            false,
-        )
-        .await?;
+    let method = req.method.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("").to_string();
+    // Never log a query: a form may put a password in it.
+    let logged = target.split(['?', '#']).next().unwrap_or("").to_string();
+    let Ok(_slot) = SERVING.acquire().await else {
         return Ok(None);
-    }
-    match resolve(root, target).await {
-        Some(file) => match read_file(&file).await {
-            Ok(body) => {
-                let ct = content_type(&file);
-                tracing::debug!("GET {} 200", shown(target));
-                respond(&mut stream, 200, ct, &body, head_only).await?;
-            }
-            Err(e) => {
-                tracing::warn!("GET {}: {}", shown(target), shown(&e.to_string()));
-                respond(
-                    &mut stream,
-                    500,
-                    "text/plain",
-                    b"cannot read the file\n",
-                    head_only,
-                )
-                .await?;
-            }
-        },
-        None => {
-            tracing::debug!("GET {} 404", shown(target));
-            respond(&mut stream, 404, "text/plain", b"not found\n", head_only).await?;
-        }
+    };
+    let answer = answer(&mut stream, root, &method, &target, &logged);
+    match tokio::time::timeout(HTTP_DEADLINE, answer).await {
+        Ok(r) => r?,
+        Err(_) => tracing::debug!("{method} {} not done in {HTTP_DEADLINE:?}", shown(&logged)),
     }
     Ok(None)
+}
+
+async fn answer(
+    stream: &mut BoxStream,
+    root: &Path,
+    method: &str,
+    target: &str,
+    logged: &str,
+) -> io::Result<()> {
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(stream, 405, "text/plain", b"only GET and HEAD\n", false).await;
+    }
+    let Some(path) = resolve(root, target).await else {
+        tracing::debug!("{method} {} 404", shown(logged));
+        return respond(stream, 404, "text/plain", b"not found\n", head_only).await;
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("{method} {}: {}", shown(logged), shown(&e.to_string()));
+            return respond(
+                stream,
+                500,
+                "text/plain",
+                b"cannot read the file\n",
+                head_only,
+            )
+            .await;
+        }
+    };
+    let len = file.metadata().await?.len();
+    if len > MAX_FILE {
+        tracing::warn!("{method} {}: larger than {MAX_FILE} bytes", shown(logged));
+        return respond(stream, 500, "text/plain", b"file too large\n", head_only).await;
+    }
+    tracing::debug!("{method} {} 200", shown(logged));
+    write_head(stream, 200, content_type(&path), len).await?;
+    if !head_only {
+        // Streamed: a reader that does not read holds one buffer, not the file.
+        let copied = tokio::io::copy(&mut file.take(len), stream).await?;
+        if copied != len {
+            return Err(io::Error::other("the file changed while it was sent"));
+        }
+    }
+    stream.flush().await?;
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -122,9 +195,9 @@ pub async fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
         .ok()?;
     let mut file = root.to_path_buf();
     for seg in decoded.split('/') {
-        // Dot segments, empty segments (`//`), backslashes and NULs never name a file
-        // of the root; refusing them keeps the mapping one-to-one.
-        if seg == "." || seg == ".." || seg.contains(['\\', '\0']) {
+        // Dot segments, dotfiles (`.git`, `.env`), backslashes and NULs never name a
+        // file of the page; empty segments (`//`) are skipped.
+        if seg.starts_with('.') || seg.contains(['\\', '\0']) {
             return None;
         }
         if !seg.is_empty() {
@@ -142,16 +215,6 @@ pub async fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
     }
     let meta = tokio::fs::metadata(&real).await.ok()?;
     meta.is_file().then_some(real)
-}
-
-async fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let f = tokio::fs::File::open(path).await?;
-    if f.metadata().await?.len() > MAX_FILE {
-        return Err(io::Error::other("file too large to serve"));
-    }
-    let mut body = Vec::new();
-    f.take(MAX_FILE).read_to_end(&mut body).await?;
-    Ok(body)
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -187,25 +250,33 @@ async fn respond(
     body: &[u8],
     head_only: bool,
 ) -> io::Result<()> {
-    // The page runs a terminal with the user's rights: it may not be framed by another
-    // site, nor load scripts from elsewhere; it connects only back to its own origin.
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
-         X-Frame-Options: DENY\r\n\
-         Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; \
-         style-src 'self' 'unsafe-inline'; frame-ancestors 'none'\r\n\
-         Connection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
+    write_head(stream, status, content_type, body.len() as u64).await?;
     if !head_only {
         stream.write_all(body).await?;
     }
     stream.flush().await?;
     let _ = stream.shutdown().await;
     Ok(())
+}
+
+async fn write_head(
+    stream: &mut BoxStream,
+    status: u16,
+    content_type: &str,
+    len: u64,
+) -> io::Result<()> {
+    // The page runs a terminal with the user's rights: it may not be framed by another
+    // site, load scripts from elsewhere, or connect anywhere but back to its broker.
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
+         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
+         X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n\
+         Content-Security-Policy: default-src 'self'; connect-src 'self'; \
+         style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'\r\n\
+         Connection: close\r\n\r\n",
+        reason(status),
+    );
+    stream.write_all(head.as_bytes()).await
 }
 
 /// A stream whose first bytes were already read: they are read again first.
@@ -284,9 +355,36 @@ mod tests {
             "relative",
             "/sub\\a.js",
             "/%00",
+            "/.hidden",
+            "/sub/.git/config",
         ] {
             assert!(!ok(bad).await, "{bad}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_pages_of_this_broker_may_open_websockets() {
+        let names = vec!["broker.example.com".to_string()];
+        let ok = |o: Option<&str>, h: Option<&str>| check_origin(o, h, &names).is_ok();
+        // Not a browser.
+        assert!(ok(None, None));
+        assert!(ok(None, Some("anything:1")));
+        // The page served here.
+        assert!(ok(Some("http://127.0.0.1:3777"), Some("127.0.0.1:3777")));
+        assert!(ok(Some("http://[::1]:3777"), Some("[::1]:3777")));
+        assert!(ok(Some("http://localhost:3777"), Some("localhost:3777")));
+        assert!(ok(
+            Some("https://Broker.Example.com"),
+            Some("broker.example.com")
+        ));
+        // Another site's page, and DNS rebinding (an attacker's name pointed at us).
+        assert!(!ok(Some("https://evil.example"), Some("127.0.0.1:3777")));
+        assert!(!ok(
+            Some("http://evil.example:3777"),
+            Some("evil.example:3777")
+        ));
+        assert!(!ok(Some("null"), Some("127.0.0.1:3777")));
+        assert!(!ok(Some("http://127.0.0.1:3777"), None));
     }
 }

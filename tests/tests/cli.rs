@@ -26,6 +26,27 @@ async fn print_config_round_trips() {
         "{}",
         out.stdout
     );
+    // An example of each transport, and each example parses.
+    let examples: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .flat_map(|l| l.split_whitespace().take(2))
+        .filter(|w| w.contains(':') && !w.ends_with(':'))
+        .collect();
+    for scheme in [
+        "tcp", "ssl", "tcps", "ssls", "ws", "wss", "unix", "unixs", "serial",
+    ] {
+        assert!(
+            examples
+                .iter()
+                .any(|e| e.starts_with(&format!("{scheme}:"))),
+            "no {scheme} example in {examples:?}"
+        );
+    }
+    for e in &examples {
+        libshv::url::RpcUrl::parse(e).unwrap_or_else(|err| panic!("example {e}: {err}"));
+    }
     // Secrets are masked; with them filled in again, the printed config is a valid
     // config (listen is overridden by the harness).
     assert!(

@@ -362,3 +362,186 @@ async fn the_web_root_is_served_beside_websockets() {
     assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
     broker.assert_running();
 }
+
+/// Open file descriptors of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Peers that finish the WebSocket handshake (or connect to a Serial-framed port) and
+/// then stay silent are cut off at `login_timeout`, and their sockets are really
+/// released: the bridges between the framings must not keep them open.
+#[tokio::test]
+async fn silent_websocket_and_serial_peers_release_their_sockets() {
+    let broker = Broker::start_with_args(
+        Some(&config_yaml(&[], "limits: {login_timeout: 2}\n")),
+        &[
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--listen",
+            "tcps://127.0.0.1:0",
+            "--listen",
+            "tcp://127.0.0.1:0",
+        ],
+    );
+    let (ws, tcps) = (broker.listen_port("ws"), broker.listen_port("tcps"));
+    let before = fd_count(broker.pid());
+    let mut held = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", ws))
+            .await
+            .unwrap();
+        let (conn, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{ws}/"), tcp)
+            .await
+            .expect("WebSocket handshake");
+        held.push(conn);
+        sockets.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", tcps))
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = fd_count(broker.pid());
+        if now <= before + 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker still holds {now} fds (had {before} before 40 silent peers)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop((held, sockets));
+}
+
+/// A browser page of another site (or of a name pointed at us) may not open a
+/// WebSocket to the broker; the broker's own page may, and so may non-browser clients.
+#[tokio::test]
+async fn a_page_of_another_site_cannot_open_a_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut broker = broker_on(&["ws://127.0.0.1:0".into()]);
+    let port = broker.listen_port("ws");
+    let try_origin = |origin: &'static str, host: String| async move {
+        let mut req = format!("ws://127.0.0.1:{port}/")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        req.headers_mut().insert("Host", host.parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio_tungstenite::client_async(req, tcp).await.map(|_| ())
+    };
+    let own = format!("127.0.0.1:{port}");
+    let err = try_origin("https://evil.example", own.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let err = try_origin("http://evil.example", "evil.example".into())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let own_origin: &'static str = Box::leak(format!("http://{own}").into_boxed_str());
+    try_origin(own_origin, own)
+        .await
+        .expect("the broker's own page");
+    assert!(
+        broker.stderr().contains("upgrade refused"),
+        "{}",
+        broker.stderr()
+    );
+    broker.assert_running();
+}
+
+/// Hostile WebSocket inputs (the transports' part of the bad-input catalogue): each
+/// gets its connection refused or closed, and the broker keeps serving WebSocket
+/// clients afterwards.
+#[tokio::test]
+async fn hostile_websocket_inputs_are_refused_and_the_broker_serves_on() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut broker = Broker::start_with_args(
+        Some(&config_yaml(
+            &[],
+            "limits: {max_frame_size: 65536, login_timeout: 3}\n",
+        )),
+        &[
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--listen",
+            "tcp://127.0.0.1:0",
+        ],
+    );
+    let port = broker.listen_port("ws");
+    let served = |what: &'static str| async move {
+        let u = url("ws", port, "admin", "?password=admin");
+        let out = shvcall(&u, ".app", "ping", None).await;
+        assert_eq!(out.code, 0, "after {what}: {out:?}");
+    };
+    // Raw requests: the answer (if any) and then the close, within the login timeout.
+    let raw_cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "an upgrade without Sec-WebSocket-Key",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n"
+                .to_vec(),
+            "",
+        ),
+        (
+            "a header that never ends",
+            b"GET / HTTP/1.1\r\n"
+                .iter()
+                .chain(b"X-A: b\r\n".repeat(20_000).iter())
+                .copied()
+                .collect(),
+            "",
+        ),
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), ""),
+        (
+            "TLS to a plain port",
+            vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],
+            "",
+        ),
+    ];
+    for (name, bytes, answer) in raw_cases {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let _ = s.write_all(&bytes).await;
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{name}: the connection was not closed");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(answer), "{name}: answered {text:?}");
+        served(name).await;
+    }
+    // A binary message beyond max_frame_size: the connection is closed.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp)
+        .await
+        .unwrap();
+    let _ = ws.send(Message::binary(vec![0u8; 200_000])).await;
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        use futures::StreamExt;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an oversized message did not close the connection"
+    );
+    served("an oversized message").await;
+    broker.assert_running();
+    // Each refusal is logged with its reason.
+    let log = broker.stderr();
+    for reason in ["Sec-WebSocket-Key", "Too many headers", "httparse error"] {
+        assert!(log.contains(reason), "no log line names {reason}:\n{log}");
+    }
+}

@@ -1,14 +1,19 @@
 #!/usr/bin/env node
 // End-to-end test of the page in headless Chromium (Debian's /usr/bin/chromium, driven
 // by puppeteer-core; nothing is downloaded). The broker serves the page itself from its
-// --web-root on the same ws:// listener the page then connects to.
+// --web-root (web/dist/, rebuilt from the sources first: npm run build) on the same
+// ws:// listener the page then connects to; the page is loaded from
+// http://127.0.0.1:PORT/ and opens ws://127.0.0.1:PORT/ (Origin http://127.0.0.1:PORT).
 //
 //   node test/browser.mjs            (SHV_BIN_DIR, CHROMIUM, SCREENSHOT override defaults)
 //
-// Checks: log in, open a shell on test/agent with the keyboard, `echo $((6*7))` → 42,
-// viewport resize changes `stty size`, `exit 3` shows the status; wrong password,
+// Checks: the web root serves the built page only; the login form never submits
+// natively; the page connects only to its own origin (?ws= is ignored) and stores only
+// the user name; log in, open a shell on test/agent with the keyboard, `echo $((6*7))`
+// → 42, viewport resize changes `stty size`, `exit 3` shows the status; wrong password,
 // unknown agent, insufficient access (viewer) and a dropped connection each show a
-// clear message. Writes a screenshot of a live session to docs/web-terminal.png.
+// clear message; escape sequences in an error message do not reach the terminal.
+// Writes a screenshot of a live session to docs/web-terminal.png.
 
 import { execFileSync } from 'node:child_process';
 import { parseCpon } from '../shv/cpon.js';
@@ -16,13 +21,13 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
-import { startBroker, bin, webRoot } from './harness.mjs';
+import { startBroker, bin, build, webDir, distDir } from './harness.mjs';
 
 // BROWSER=firefox runs the same checks in Firefox (Debian's firefox-esr, WebDriver BiDi).
 const FIREFOX = process.env.BROWSER === 'firefox';
 const EXECUTABLE = process.env.CHROMIUM ?? (FIREFOX ? '/usr/bin/firefox-esr' : '/usr/bin/chromium');
 const SCREENSHOT = process.env.SCREENSHOT
-  ?? (FIREFOX ? path.join(tmpdir(), 'web-terminal-firefox.png') : path.resolve(webRoot, '../docs/web-terminal.png'));
+  ?? (FIREFOX ? path.join(tmpdir(), 'web-terminal-firefox.png') : path.resolve(webDir, '../docs/web-terminal.png'));
 const STEP_TIMEOUT = 15000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -65,7 +70,8 @@ if (!help.includes('--web-root')) {
   process.exit(1);
 }
 
-const env = await startBroker();
+build(); // the page as the sources are now
+const env = await startBroker({ webRoot: distDir });
 // A few more devices, so that the list and the screenshot look like a real site.
 await env.startAgent('test/lab/plc-gateway');
 await env.startAgent('test/site-b/router');
@@ -93,6 +99,14 @@ const browser = await puppeteer.launch(FIREFOX ? {
   ],
 });
 const page = await browser.newPage();
+// Every WebSocket the page opens, by URL.
+await page.evaluateOnNewDocument(() => {
+  const Native = window.WebSocket;
+  window.wsOpened = [];
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) { super(url, protocols); window.wsOpened.push(String(url)); }
+  };
+});
 const pageErrors = [];
 page.on('pageerror', (e) => pageErrors.push(`pageerror: ${e.message}`));
 page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`); });
@@ -190,18 +204,81 @@ function brokerTunnels() {
 const tunnelsAre = (n, what) => expect(what, `${n} open tunnel(s) in .broker/tunnels:list`,
   async () => { const k = brokerTunnels(); return { ok: k === n, shown: `${k} open tunnel(s)` }; });
 
+/** HTTP status of a GET of `p` on the broker's web listener. */
+const status = async (p) => (await fetch(new URL(p, env.httpUrl))).status;
+const STORE = 'shv-web-terminal';
+
 let failure = null;
 try {
+  // The web root is dist/: the page, not the directory with node_modules, tests, tools.
+  const hidden = ['node_modules/puppeteer-core/package.json', 'node_modules/@xterm/xterm/lib/xterm.mjs',
+    'package.json', 'package-lock.json', 'ci.sh', 'README.md', 'test/browser.mjs', 'test/harness.mjs',
+    'tools/build.mjs', 'shv/cpon.js', 'dist/index.html'];
+  const served = ['', 'index.html', 'app.js', 'style.css', 'favicon.svg', 'shv/rpc.js', 'vendor/xterm.mjs', 'vendor/xterm.css', 'vendor/addon-fit.mjs'];
+  await expect('the web root serves the built page only', `404 for ${hidden.join(', ')}; 200 for the page's files`, async () => {
+    const got = {};
+    for (const p of [...hidden, ...served]) got[`/${p}`] = await status(p);
+    const ok = hidden.every((p) => got[`/${p}`] === 404) && served.every((p) => got[`/${p}`] === 200);
+    return { ok, shown: got };
+  });
+
+  // Before its script runs, the form does nothing on Enter (a native GET would put the
+  // password into the URL). The page itself sees to that, whatever CSP it is served with:
+  const html = await (await fetch(env.httpUrl)).text();
+  const form = /<form id="login-form"[^>]*>/.exec(html)?.[0] ?? '';
+  const button = /<button id="login-button"[^>]*>/.exec(html)?.[0] ?? '';
+  const fields = html.match(/<input id="(?:user|password)"[^>]*>/g) ?? [];
+  if (!/method="post"/.test(form) || !/\sdisabled\b/.test(button) || fields.length !== 2 || fields.some((f) => /\sname=/.test(f))) {
+    throw new CheckFailed(`FAILED: the login form cannot submit natively\n  expected: method="post", a disabled submit button, no name on the user and password fields\n  the page showed: ${form} ${button} ${fields.join(' ')}`);
+  }
+  ok('the login form cannot submit natively (POST, unnamed fields, button disabled until the script runs)');
+  // Scripts off shows that state for as long as we like (Firefox's BiDi cannot do it).
+  let noScript = true;
+  try { await page.setJavaScriptEnabled(false); } catch { noScript = false; }
+  if (noScript) {
+    await page.goto(env.httpUrl, { waitUntil: 'load' });
+    const requests = [];
+    // Navigations (a submit) and anything carrying the password (the favicon may still load).
+    const onRequest = (r) => {
+      const line = `${r.method()} ${r.url()} ${r.postData() ?? ''}`;
+      if (r.isNavigationRequest() || line.includes('secret-password')) requests.push(line);
+    };
+    page.on('request', onRequest);
+    await page.type('#user', 'admin');
+    await page.type('#password', 'secret-password');
+    await page.keyboard.press('Enter');
+    await page.click('#login-button').catch(() => {});
+    await sleep(700);
+    page.off('request', onRequest);
+    const url = page.url();
+    if (requests.length || url !== env.httpUrl) {
+      throw new CheckFailed(`FAILED: Enter before the script loaded must do nothing\n  expected: no request, the URL still ${env.httpUrl}\n  the page showed: ${JSON.stringify({ url, requests })}`);
+    }
+    ok('without its script the login form does nothing (Enter, click)');
+    await page.setJavaScriptEnabled(true);
+  }
+
+  // The page connects to its own origin only; ?ws= is no longer an override, and an
+  // old stored WebSocket URL is dropped (only the user name is kept).
   await page.goto(env.httpUrl, { waitUntil: 'load' });
+  await page.evaluate((k) => localStorage.setItem(k, JSON.stringify({ user: 'admin', url: 'ws://127.0.0.1:9/' })), STORE);
+  await page.goto(`${env.httpUrl}?ws=${encodeURIComponent('ws://127.0.0.1:9/')}`, { waitUntil: 'load' });
   await expect('the broker serves the page (login form visible)', 'the login form',
-    async () => ({ ok: await visible('#login-form'), shown: await page.title() }));
-  await expect('the WebSocket URL defaults to the page\'s origin', env.wsUrl,
-    async () => { const v = await page.$eval('#ws-url', (e) => e.value); return { ok: v === env.wsUrl, shown: v }; });
+    async () => ({ ok: await visible('#login-form') && !(await page.$('#ws-url')), shown: await page.title() }));
+  await expect('only the user name is stored', `{"user":"admin"} in localStorage, #user = admin`, async () => {
+    const stored = await page.evaluate((k) => localStorage.getItem(k), STORE);
+    const user = await page.$eval('#user', (e) => e.value);
+    return { ok: stored === '{"user":"admin"}' && user === 'admin', shown: { stored, user } };
+  });
 
   // Wrong password ---------------------------------------------------------------------
   await login('admin', 'not-the-password');
   await expect('wrong password gives a clear message', 'Login failed: … wrong user name or password',
     async () => { const t = await text('#login-error'); return { ok: /Login failed/.test(t) && /wrong user name or password/i.test(t), shown: t }; });
+  await expect('the page connects to its own origin only (?ws= is ignored)', `WebSockets to ${env.wsUrl} only`, async () => {
+    const urls = await page.evaluate(() => window.wsOpened);
+    return { ok: urls.length > 0 && urls.every((u) => u === env.wsUrl), shown: urls };
+  });
 
   // Log in, find the agent -----------------------------------------------------------------
   await login('admin', 'admin');
@@ -284,6 +361,25 @@ try {
   await openFromFilter('test', true);
   await expect('a node without launchRexec gives a clear message', 'status "test is not an shvagent …"',
     async () => { const a = await active(); return { ok: a?.state === 'failed' && /test is not an shvagent/.test(a.status), shown: a && { path: a.path, status: a.status } }; });
+
+  // Escape sequences in an error message (here the path, echoed in "no such path") ---------
+  await page.$eval('#device-filter', (e) => {
+    e.value = `test/\x1b[?1049h\x1b]0;pwned\x07\x9b2J${'x'.repeat(600)}`;
+    e.dispatchEvent(new Event('input'));
+  });
+  await page.focus('#device-filter');
+  await page.keyboard.press('ArrowUp'); // "Open “PATH”", the last item
+  await page.keyboard.press('Enter');
+  await expect('an error message cannot drive the terminal', 'no such path \'test/… (capped), no control characters, no alternate screen, no "pwned"',
+    async () => {
+      const a = await active();
+      const buf = await page.evaluate(() => window.shvApp.active.term.buffer.active.type);
+      // eslint-disable-next-line no-control-regex
+      const clean = (t) => !/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(t);
+      const ok = a?.state === 'failed' && /no such path 'test\/x{100}/.test(a.status) && a.status.length <= 500
+        && a.status.endsWith('…') && clean(a.status) && buf === 'normal' && !/pwned/.test(a.screen) && /no such path/.test(a.screen);
+      return { ok, shown: a && { status: a.status, length: a.status.length, buffer: buf, screen: a.screen.trim().slice(-300) } };
+    });
 
   // Insufficient access ------------------------------------------------------------------------
   await page.click('#logout');

@@ -1,13 +1,21 @@
 // Starts the real shvbroker (ws:// + tcp:// on ephemeral loopback ports, web root =
-// web/) and an shvagent mounted at test/agent, for the node and browser tests.
-import { spawn } from 'node:child_process';
+// web/dist/, what `npm run build` writes) and an shvagent mounted at test/agent, for the
+// node and browser tests.
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const webRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const binDir = path.resolve(webRoot, process.env.SHV_BIN_DIR ?? '../target/debug');
+export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The broker's web root: the built page only (never web/ with node_modules, tests, tools). */
+export const distDir = path.join(webDir, 'dist');
+export const binDir = path.resolve(webDir, process.env.SHV_BIN_DIR ?? '../target/debug');
+
+/** `npm run build` (tools/build.mjs): writes dist/ from the current sources. */
+export function build() {
+  execFileSync(process.execPath, [path.join(webDir, 'tools/build.mjs'), '-q'], { stdio: 'inherit' });
+}
 
 export function bin(name) {
   const p = path.join(binDir, name);
@@ -46,7 +54,10 @@ function track(child, name) {
 /**
  * @returns {{wsUrl, wsPort, tcpPort, broker, agent, stop, log, startAgent}}
  */
-export async function startBroker({ webRoot: root = webRoot, agent = true, extraArgs = [] } = {}) {
+export async function startBroker({ webRoot: root = distDir, agent = true, extraArgs = [] } = {}) {
+  if (root && !existsSync(path.join(root, 'index.html'))) {
+    throw new Error(`${root}/index.html is missing: run \`npm run build\` first`);
+  }
   const args = ['--listen', 'ws://127.0.0.1:0', '--listen', 'tcp://127.0.0.1:0', ...extraArgs];
   if (root) args.push('--web-root', root);
   const broker = spawn(bin('shvbroker'), args, {

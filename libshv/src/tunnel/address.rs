@@ -37,8 +37,9 @@ pub fn parse_tunnel_address(
             && url.device_id.is_none()
             && url.mount_point.is_none();
         if !NETWORK_SCHEMES.contains(&t.scheme()) || !plain_tls || !no_credentials {
+            // A host sent by a lying broker may hold a password: never show it.
             return Err(TunnelAddressError::NotNetwork(
-                crate::logsafe::shown(host).to_string(),
+                crate::logsafe::shown(&crate::url::redact(host)).to_string(),
             ));
         }
         return Ok(t);
@@ -101,7 +102,8 @@ mod tests {
             "gopher://h",
             "localhost:4000",
         ] {
-            assert!(parse_tunnel_address(bad, None).is_err(), "{bad}");
+            let e = parse_tunnel_address(bad, None).unwrap_err().to_string();
+            assert!(!e.contains("password=x"), "{e}");
         }
     }
 }
