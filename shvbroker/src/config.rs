@@ -147,6 +147,19 @@ pub struct Limits {
     /// Default idle watchdog in seconds (a client may ask for another value at login).
     #[serde(default = "default_idle")]
     pub idle_timeout: u64,
+    /// Connections that have not logged in yet, in all; more are closed at once.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// The same, per source address.
+    #[serde(default = "default_max_unauthenticated_per_address")]
+    pub max_unauthenticated_per_address: usize,
+}
+
+fn default_max_unauthenticated() -> usize {
+    512
+}
+fn default_max_unauthenticated_per_address() -> usize {
+    128
 }
 
 fn default_name() -> String {
@@ -217,6 +230,8 @@ impl Default for Limits {
             login_attempts: default_login_attempts(),
             login_timeout: default_login_timeout(),
             idle_timeout: default_idle(),
+            max_unauthenticated: default_max_unauthenticated(),
+            max_unauthenticated_per_address: default_max_unauthenticated_per_address(),
         }
     }
 }

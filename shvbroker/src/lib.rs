@@ -7,6 +7,7 @@
 //! - [`config`] and [`access`] describe users, roles and limits.
 
 pub mod access;
+pub mod admission;
 pub mod autosetup;
 pub mod broker;
 pub mod config;

@@ -36,6 +36,8 @@ pub struct PeerContext {
     /// Bytes of frames on their way from peer tasks to the broker task: the event
     /// channel is bounded in frames, this bounds it in bytes.
     pub inflight: Arc<Semaphore>,
+    /// Connections not logged in yet (bounded).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl PeerContext {
@@ -45,7 +47,12 @@ impl PeerContext {
         shutdown: CancellationToken,
     ) -> PeerContext {
         let inflight = Arc::new(Semaphore::new(config.limits.inflight_bytes));
+        let admission = crate::admission::Admission::new(
+            config.limits.max_unauthenticated,
+            config.limits.max_unauthenticated_per_address,
+        );
         PeerContext {
+            admission,
             config,
             next_id: std::sync::atomic::AtomicI64::new(0),
             events,
@@ -125,7 +132,16 @@ fn source_of(addr: &str) -> &str {
 
 /// Serves one connection. Its client id is given at each successful login (a new one
 /// after ResetSession), as pySHV does: ids count logins, not sockets.
-pub async fn run(read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerContext>) {
+/// Serves one connection until it ends. `ticket` is its place among the connections
+/// not logged in, given back at login.
+pub async fn run(
+    read: BoxRead,
+    write: BoxWrite,
+    addr: String,
+    ctx: Arc<PeerContext>,
+    ticket: crate::admission::Ticket,
+) {
+    let mut ticket = Some(ticket);
     let limits = &ctx.config.limits;
     let mut reader =
         FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
@@ -151,6 +167,7 @@ pub async fn run(read: BoxRead, write: BoxWrite, addr: String, ctx: Arc<PeerCont
             }
             break;
         };
+        drop(ticket.take());
         let reset = conn.serve(&mut reader, idle).await;
         let _ = ctx.events.send(Event::Gone(conn.id)).await;
         if !reset {

@@ -258,15 +258,20 @@ async fn accept_loop(
         }
         return;
     }
+    let mut refused = Refused::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = accept(&socket) => a,
         };
         match accepted {
-            Ok((stream, addr)) => {
+            Ok((stream, addr, ip)) => {
+                let Some(ticket) = ctx.admission.admit(ip) else {
+                    refused.note(&addr);
+                    continue;
+                };
                 let h = handshake.clone();
-                connections.spawn(handshake_then_run(stream, addr, h, ctx.clone()));
+                connections.spawn(handshake_then_run(stream, addr, h, ctx.clone(), ticket));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -280,16 +285,43 @@ async fn accept_loop(
     }
 }
 
-async fn accept(socket: &Socket) -> std::io::Result<(BoxStream, String)> {
+/// Connections closed at accept because too many were not logged in: logged once per
+/// burst, not once per connection (the log must not grow with an attack).
+#[derive(Default)]
+struct Refused {
+    count: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl Refused {
+    fn note(&mut self, addr: &str) {
+        self.count += 1;
+        let due = self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if due {
+            tracing::warn!(
+                addr = %shown(addr),
+                "too many connections not logged in: closed {} (limits.max_unauthenticated*)",
+                self.count
+            );
+            self.last_log = Some(std::time::Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+/// An accepted stream, its address for logs, and its source IP (None: local socket).
+async fn accept(socket: &Socket) -> std::io::Result<(BoxStream, String, Option<std::net::IpAddr>)> {
     match socket {
         Socket::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             s.set_nodelay(true)?;
-            Ok((Box::new(s), format!("tcp:{addr}")))
+            Ok((Box::new(s), format!("tcp:{addr}"), Some(addr.ip())))
         }
         Socket::Unix(l, path) => {
             let (s, _) = l.accept().await?;
-            Ok((Box::new(s), format!("unix:{}", path.display())))
+            Ok((Box::new(s), format!("unix:{}", path.display()), None))
         }
         Socket::Tty { .. } => unreachable!("serial lines are served by serve_tty"),
     }
@@ -305,7 +337,12 @@ async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Handshake>, ctx: &A
             Ok(s) => {
                 logged = false;
                 tracing::info!("serial line {} open", shown(path));
-                handshake_then_run(Box::new(s), addr.clone(), handshake.clone(), ctx.clone()).await;
+                // One peer at a time on a line: it always has its place.
+                let Some(ticket) = crate::admission::Admission::new(1, 1).admit(None) else {
+                    continue;
+                };
+                let (h, c) = (handshake.clone(), ctx.clone());
+                handshake_then_run(Box::new(s), addr.clone(), h, c, ticket).await;
             }
             Err(e) if !logged => {
                 tracing::warn!(
@@ -335,6 +372,7 @@ async fn handshake_then_run(
     addr: String,
     handshake: Arc<Handshake>,
     ctx: Arc<PeerContext>,
+    ticket: crate::admission::Ticket,
 ) {
     let limit = Duration::from_secs(ctx.config.limits.login_timeout);
     let shaken = tokio::select! {
@@ -342,7 +380,7 @@ async fn handshake_then_run(
         r = tokio::time::timeout(limit, shake(stream, &handshake, &ctx)) => r,
     };
     match shaken {
-        Ok(Ok(Some((r, w)))) => peer::run(r, w, addr, ctx).await,
+        Ok(Ok(Some((r, w)))) => peer::run(r, w, addr, ctx, ticket).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {
             tracing::info!(addr = %shown(&addr), "{}", shown(&e.to_string()));

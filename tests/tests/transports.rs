@@ -545,3 +545,55 @@ async fn hostile_websocket_inputs_are_refused_and_the_broker_serves_on() {
         assert!(log.contains(reason), "no log line names {reason}:\n{log}");
     }
 }
+
+/// Connections that do not log in are bounded per source address (and in all): past
+/// the bound new ones are closed at once, the refusals are logged once per burst, and
+/// the places come back when those connections go.
+#[tokio::test]
+async fn connections_not_logged_in_are_bounded() {
+    let broker = Broker::start(Some(&config_yaml(
+        &[],
+        "limits: {max_unauthenticated_per_address: 4, login_timeout: 30}\n",
+    )));
+    let port = broker.listen_port("tcp");
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Let the broker accept them before the next ones arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "connection {i} was not closed: {r:?}"
+        );
+    }
+    let log = broker.stderr();
+    let warnings = log.matches("too many connections not logged in").count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for 20 refusals:\n{log}"
+    );
+    drop(silent);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let cfg = broker.config("viewer", "viewer");
+        if broker.try_connect(&cfg, None).await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no login after the silent ones left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
