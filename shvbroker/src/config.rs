@@ -108,6 +108,17 @@ pub struct TunnelConfig {
     /// Seconds a tunnel secret stays valid.
     #[serde(default = "default_secret_ttl")]
     pub secret_ttl: u64,
+    /// Record every tunnel hosted here into this directory (asciicast v2, one file per
+    /// session, named in the audit entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_dir: Option<std::path::PathBuf>,
+    /// Record what the operator types too (off by default: it may hold passwords).
+    #[serde(default)]
+    pub record_input: bool,
+    /// JSON lines of every session's open and close (who, from where, what, bytes each
+    /// way, exit status, recording file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -213,6 +224,9 @@ impl Default for TunnelConfig {
         TunnelConfig {
             public_address: None,
             secret_ttl: default_secret_ttl(),
+            record_dir: None,
+            record_input: false,
+            audit_log: None,
         }
     }
 }

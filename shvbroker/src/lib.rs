@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod audit;
 pub mod autosetup;
 pub mod broker;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod peer;
 pub mod peers;
 pub mod pending;
 pub mod queue;
+pub mod recording;
 pub mod server;
 pub mod tunnel;
 pub mod web;

@@ -20,6 +20,11 @@ pub struct Launch {
     pub user: String,
     pub agent_path: String,
     pub command: String,
+    /// What kind of session: `shell`, `command`, `forward`, `copy`.
+    pub kind: &'static str,
+    /// The terminal size asked for (PTY sessions; else 80×24).
+    pub cols: u16,
+    pub rows: u16,
 }
 
 /// Longest command text kept for the tunnel table and the audit log.
@@ -28,12 +33,22 @@ const MAX_COMMAND_TEXT: usize = 256;
 /// Who launches what (a `launchRexec` request on its way to `agent_path`). Only a short
 /// text is kept: the request may carry a command of megabytes.
 pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
-    let command = RpcMessage::from_frame(frame)
+    let param = RpcMessage::from_frame(frame)
         .ok()
-        .and_then(|m| m.param().cloned())
-        .map(|p| describe_command(&p))
-        .unwrap_or_default();
+        .and_then(|m| m.param().cloned());
+    let command = param.as_ref().map(describe_command).unwrap_or_default();
+    let launch = param
+        .as_ref()
+        .and_then(|p| libshv::tunnel::LaunchParams::from_value(p).ok());
+    let (kind, cols, rows) = match &launch {
+        Some(l) => (l.kind(), l.cols, l.rows),
+        None => ("command", 0, 0),
+    };
+    let size = |v: u16, default: u16| if v == 0 { default } else { v };
     Launch {
+        kind,
+        cols: size(cols, 80),
+        rows: size(rows, 24),
         // The end of the chain is what this broker appended (the authenticated user);
         // what comes before is the callers' own word.
         user: tail(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
@@ -227,6 +242,9 @@ mod tests {
             user: "u".into(),
             agent_path: "a".into(),
             command: "c".into(),
+            kind: "command",
+            cols: 80,
+            rows: 24,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Server {
     /// Where a tunnel end reaches us: `tunnel.public_address`, else our first network
     /// listener.
     tunnel_address: Option<Transport>,
+    audit: crate::audit::AuditLog,
+    recorder: Option<crate::recording::Recorder>,
 }
 
 impl Server {
@@ -119,11 +121,25 @@ impl Server {
                 .find(|a| matches!(a.endpoint, Endpoint::Tcp { .. }))
                 .cloned(),
         };
+        let audit = match &config.tunnel.audit_log {
+            Some(p) => crate::audit::AuditLog::open(p)
+                .map_err(|e| anyhow::anyhow!("tunnel.audit_log {}: {e}", p.display()))?,
+            None => crate::audit::AuditLog::disabled(),
+        };
+        let recorder = match &config.tunnel.record_dir {
+            Some(d) => Some(
+                crate::recording::Recorder::open(d, config.tunnel.record_input)
+                    .map_err(|e| anyhow::anyhow!("tunnel.record_dir {}: {e}", d.display()))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             config: Arc::new(config),
             listeners,
             addresses,
             tunnel_address,
+            audit,
+            recorder,
         })
     }
 
@@ -149,12 +165,14 @@ impl Server {
             listeners,
             addresses,
             tunnel_address,
+            audit,
+            recorder,
         } = self;
         for a in &addresses {
             tracing::info!("listening on {a}");
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let broker = Broker::new(config.clone(), tunnel_address);
+        let broker = Broker::new(config.clone(), tunnel_address, audit, recorder);
         let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
         let ctx = Arc::new(PeerContext::new(
             config.clone(),

@@ -51,6 +51,17 @@ pub struct Tunnel {
     pub last_activity: SystemTime,
     pub bytes_to_rsh: u64,
     pub bytes_to_rexec: u64,
+    /// `shell`, `command`, `forward`, `copy` (for the audit trail).
+    pub kind: &'static str,
+    /// The terminal size the session started with.
+    pub cols: u16,
+    pub rows: u16,
+    /// Where the operator's connection comes from (this broker's view).
+    pub client_addr: String,
+    /// The user this broker authenticated on the operator's connection.
+    pub login: String,
+    /// The session's recording file (hosted, with `tunnel.record_dir`).
+    pub recording: Option<String>,
 }
 
 pub use crate::pending::Launch;
@@ -98,6 +109,12 @@ impl Tunnel {
             agent_path: launch.agent_path,
             user: launch.user,
             command: launch.command,
+            kind: launch.kind,
+            cols: launch.cols,
+            rows: launch.rows,
+            client_addr: String::new(),
+            login: String::new(),
+            recording: None,
             opened_at: now,
             last_activity: now,
             bytes_to_rsh: 0,

@@ -3,8 +3,9 @@
 
 use super::*;
 
-/// Interprets a frame received on a tunnel's stream.
-pub(super) fn frame_event(frame: &RpcFrame) -> Result<Option<TunnelEvent>, TunnelError> {
+/// Interprets a frame received on a tunnel's stream (also what a broker that records
+/// a session reads from the frames it forwards).
+pub fn frame_event(frame: &RpcFrame) -> Result<Option<TunnelEvent>, TunnelError> {
     if frame.tunnel_ctl().is_none() {
         if let Some(ev) = fast_data(&frame.body) {
             return Ok(Some(ev));

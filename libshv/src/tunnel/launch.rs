@@ -19,6 +19,16 @@ pub const METHOD_RUN_PTY_CMD: &str = "runPtyCmd";
 pub const METHOD_RUN_CMD: &str = "runCmd";
 
 impl LaunchParams {
+    /// The kind of session, for audit trails: an interactive `shell` (a PTY with the
+    /// login shell) or a `command`.
+    pub fn kind(&self) -> &'static str {
+        if self.pty && self.cmd.is_empty() {
+            "shell"
+        } else {
+            "command"
+        }
+    }
+
     pub fn method(&self) -> &'static str {
         if self.pty {
             METHOD_RUN_PTY_CMD

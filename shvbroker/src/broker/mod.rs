@@ -57,6 +57,10 @@ pub struct Broker {
     /// Where tunnel ends reach us (the public address, else our first network
     /// listener).
     tunnel_address: Option<libshv::url::Transport>,
+    /// `tunnel.audit_log`: every session's open and close.
+    audit: crate::audit::AuditLog,
+    /// `tunnel.record_dir`: the sessions hosted here, as asciicast files.
+    recorder: Option<crate::recording::Recorder>,
     links: Links,
     forwarding: Forwarding,
     /// Peers to disconnect once the current event is dealt with (a full queue found
@@ -66,7 +70,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Arc<Config>, tunnel_address: Option<libshv::url::Transport>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        tunnel_address: Option<libshv::url::Transport>,
+        audit: crate::audit::AuditLog,
+        recorder: Option<crate::recording::Recorder>,
+    ) -> Self {
         let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
             peers: HashMap::new(),
@@ -77,6 +86,8 @@ impl Broker {
             links: Links::new(&config.connections),
             config,
             tunnel_address,
+            audit,
+            recorder,
             forwarding: Forwarding::default(),
             doomed: Vec::new(),
         }

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use libshv::logsafe::shown;
 use libshv::message::RpcMessage;
 use libshv::meta::{self, tag};
-use libshv::tunnel::{tctl_key as key, TunnelState};
+use libshv::tunnel::{tctl_key as key, CloseStatus, Control, TunnelEvent, TunnelState};
 use libshv::{RpcFrame, RpcValue};
 use shvproto::{Map, MetaMap};
 
@@ -62,6 +62,8 @@ impl Broker {
                     t.rexec_rest = rcid;
                     if t.hosted {
                         tracing::info!(target: "audit", tunnel = t.id, user = %shown(&t.user), agent = %shown(&t.agent_path), command = %shown(&t.command), "tunnel open");
+                        let tid = t.id;
+                        self.session_opened(tid);
                     }
                 }
                 false
@@ -114,12 +116,12 @@ impl Broker {
         }
         self.send_to(target, out);
         if let Some(t) = tid.and_then(|tid| self.tunnels.remove(tid)) {
-            let status = RpcMessage::from_frame(frame)
-                .ok()
-                .and_then(|m| m.result().ok())
-                .map(|r| r.to_cpon())
-                .unwrap_or_default();
-            audit_close(&t, &status);
+            let status = match RpcMessage::from_frame(frame).map(|m| m.result()) {
+                Ok(Ok(v)) => CloseStatus::from_value(Some(&v)),
+                Ok(Err(e)) => CloseStatus::Error(e.message),
+                Err(e) => CloseStatus::Error(e.to_string()),
+            };
+            self.session_closed(t, status);
         }
     }
 
@@ -229,21 +231,91 @@ impl Broker {
             .map(|t| t.id)
     }
 
-    /// Authorizes tunnel data and accounts for it.
+    /// Authorizes tunnel data and accounts for it (and records it, if recording).
     pub fn tunnel_authorizes(&mut self, from: PeerId, target: PeerId, frame: &RpcFrame) -> bool {
         let Some(tid) = self.tunnel_of(from, target, frame) else {
             return false;
         };
+        let mut recorded = None;
         if let Some(t) = self.tunnels.get_mut(tid) {
             let n = frame.body.len() as u64;
-            if target == t.rsh_peer {
+            let to_rsh = target == t.rsh_peer;
+            if to_rsh {
                 t.bytes_to_rsh = t.bytes_to_rsh.saturating_add(n);
             } else {
                 t.bytes_to_rexec = t.bytes_to_rexec.saturating_add(n);
             }
             t.last_activity = SystemTime::now();
+            if t.recording.is_some() {
+                recorded = Some(to_rsh);
+            }
+        }
+        if let (Some(to_rsh), Some(rec)) = (recorded, self.recorder.as_mut()) {
+            record(rec, tid, to_rsh, frame);
         }
         true
+    }
+
+    /// A hosted session began (rexec opened it): its recording and audit entry.
+    fn session_opened(&mut self, tid: u64) {
+        let Some(t) = self.tunnels.get(tid) else {
+            return;
+        };
+        let (client_addr, login) = self
+            .peers
+            .get(&t.rsh_peer)
+            .map(|p| (p.addr.clone(), p.user.clone()))
+            .unwrap_or_default();
+        let recording = self.recorder.as_mut().map(|r| {
+            r.start(crate::recording::SessionStart {
+                id: t.id,
+                width: t.cols,
+                height: t.rows,
+                command: t.command.clone(),
+                user: login.clone(),
+                agent: t.agent_path.clone(),
+            })
+        });
+        if let Some(t) = self.tunnels.get_mut(tid) {
+            t.client_addr = client_addr;
+            t.login = login;
+            t.recording = recording;
+        }
+        if let Some(t) = self.tunnels.get(tid) {
+            let entry = audit_entry(t, "open");
+            self.audit.write(entry);
+        }
+    }
+
+    /// A tunnel this broker took part in is gone: the log line, and for a hosted one
+    /// the end of its recording and its audit entry.
+    fn session_closed(&mut self, t: Tunnel, status: CloseStatus) {
+        let text = status.to_value().to_cpon();
+        audit_close(&t, &text);
+        if !t.hosted {
+            return;
+        }
+        if let (Some(rec), Some(_)) = (self.recorder.as_mut(), &t.recording) {
+            rec.close(t.id);
+        }
+        let mut entry = audit_entry(&t, "close");
+        let (key, value): (&str, serde_json::Value) = match &status {
+            CloseStatus::ExitCode(c) => ("exit_code", (*c).into()),
+            CloseStatus::Signal(s) => ("signal", (*s).into()),
+            CloseStatus::Error(e) => ("error", shown(e).to_string().into()),
+            CloseStatus::Detached => ("detached", true.into()),
+        };
+        entry.insert(key.into(), value);
+        entry.insert("bytes_to_operator".into(), t.bytes_to_rsh.into());
+        entry.insert("bytes_to_device".into(), t.bytes_to_rexec.into());
+        let secs = SystemTime::now()
+            .duration_since(t.opened_at)
+            .map_or(0.0, |d| d.as_secs_f64());
+        entry.insert(
+            "duration_s".into(),
+            ((secs * 1000.0).round() / 1000.0).into(),
+        );
+        self.audit.write(entry);
     }
 
     /// A tunnel never hangs half-open: when one side goes, the other gets CloseTunnel.
@@ -265,7 +337,7 @@ impl Broker {
                     );
                     self.send_to(rexec, f);
                 }
-                audit_close(&t, "rsh side disconnected");
+                self.session_closed(t, gone_status("the operator's end disconnected"));
             } else {
                 let f = close_frame(
                     t.request_id,
@@ -273,7 +345,7 @@ impl Broker {
                     "the device's end of the tunnel disconnected",
                 );
                 self.send_to(t.rsh_peer, f);
-                audit_close(&t, "rexec side disconnected");
+                self.session_closed(t, gone_status("the device's end disconnected"));
             }
         }
     }
@@ -292,7 +364,7 @@ impl Broker {
                     "the device's end did not connect to the tunnel in time",
                 );
                 self.send_to(t.rsh_peer, f);
-                audit_close(&t, "rexec never connected");
+                self.session_closed(t, gone_status("the device's end never connected"));
             }
         }
         self.tunnels.expire_find_pending(now, None);
@@ -311,7 +383,7 @@ impl Broker {
         if let (true, Some(rexec)) = (t.hosted, t.rexec_peer) {
             self.disconnect(rexec, "tunnel closed");
         }
-        audit_close(&t, "closed by an administrator");
+        self.session_closed(t, gone_status(why));
         true
     }
 
@@ -349,5 +421,47 @@ impl Broker {
             })
             .collect();
         v.into()
+    }
+}
+
+fn gone_status(why: &str) -> CloseStatus {
+    CloseStatus::Error(why.to_string())
+}
+
+/// The fields every audit entry of a session has.
+fn audit_entry(t: &Tunnel, event: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("event".into(), event.into());
+    m.insert("session".into(), t.id.into());
+    m.insert("kind".into(), t.kind.into());
+    // As this broker authenticated the operator's connection; `user_chain` is the
+    // UserId the request arrived with (what brokers below vouch for, then ours).
+    m.insert("user".into(), shown(&t.login).to_string().into());
+    m.insert("user_chain".into(), shown(&t.user).to_string().into());
+    m.insert("client".into(), shown(&t.client_addr).to_string().into());
+    m.insert("agent".into(), shown(&t.agent_path).to_string().into());
+    m.insert("command".into(), shown(&t.command).to_string().into());
+    if let Some(r) = &t.recording {
+        m.insert("recording".into(), r.clone().into());
+    }
+    m
+}
+
+/// Hands a data frame of a recorded session to the recorder: output towards the
+/// operator, input and resizes from them.
+fn record(rec: &mut crate::recording::Recorder, tid: u64, to_rsh: bool, frame: &RpcFrame) {
+    use libshv::tunnel::channel;
+    match libshv::tunnel::frame_event(frame) {
+        Ok(Some(TunnelEvent::Data { channel: ch, data })) => {
+            if to_rsh && (ch == channel::STDOUT || ch == channel::STDERR) {
+                rec.output(tid, &data);
+            } else if !to_rsh && ch == channel::STDIN {
+                rec.input(tid, &data);
+            }
+        }
+        Ok(Some(TunnelEvent::Control(Control::Resize { cols, rows }))) if !to_rsh => {
+            rec.resize(tid, cols, rows);
+        }
+        _ => {}
     }
 }

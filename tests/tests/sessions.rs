@@ -1,0 +1,209 @@
+//! Session recording and the audit trail (`tunnel.record_dir`, `tunnel.audit_log`): a
+//! PTY session is recorded as asciicast v2 that asciinema itself reads, and every
+//! session has an open and a close entry naming the user the broker authenticated,
+//! whatever UserId the client sent.
+
+mod rsh_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use libshv::meta::tag;
+use libshv::tunnel::{CloseStatus, Control, LaunchParams, TunnelEnd, TunnelEvent};
+use libshv::{RpcMessage, RpcValue};
+use rsh_common::Agent;
+use tests::*;
+
+fn broker_with_records(dir: &Path, record_input: bool) -> Broker {
+    let extra = format!(
+        "tunnel: {{record_dir: '{}', audit_log: '{}', record_input: {record_input}}}\n",
+        dir.join("rec").display(),
+        dir.join("audit.jsonl").display()
+    );
+    Broker::start(Some(&config_yaml(&[], &extra)))
+}
+
+/// The audit entries (JSON objects), waiting until `pred` holds for them.
+async fn audit_entries(
+    dir: &Path,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+        let entries: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        if pred(&entries) {
+            return entries;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit log never got there:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pty_session_is_recorded_as_asciicast_and_audited() {
+    let dir = TempDir::new("sessions");
+    let broker = broker_with_records(dir.path(), false);
+    let _agent = Agent::start(&broker, "test/agent").await;
+    let (client, _) = broker.connect("admin", "admin").await;
+    let params = LaunchParams {
+        pty: true,
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            // Like a password prompt: what is typed is not echoed.
+            "stty -echo; printf 'password: '; read line; stty echo; stty size; \
+             printf 'hello \\342\\202\\254 recorded\\n'; exit 3"
+                .into(),
+        ],
+        cols: 100,
+        rows: 30,
+        ..Default::default()
+    };
+    let end = TunnelEnd::launch(&client, "test/agent", &params, TIMEOUT)
+        .await
+        .expect("tunnel");
+    let (sender, mut receiver) = end.split();
+    let mut shown = Vec::new();
+    // Typed at the prompt, once echo is off.
+    while !String::from_utf8_lossy(&shown).contains("password: ") {
+        match tokio::time::timeout(TIMEOUT, receiver.recv()).await {
+            Ok(Some(TunnelEvent::Data { data, .. })) => shown.extend(data),
+            other => panic!("no prompt: {other:?}"),
+        }
+    }
+    sender
+        .send_control(Control::Resize {
+            cols: 120,
+            rows: 40,
+        })
+        .await
+        .unwrap();
+    sender.send_data(0, b"typed-secret\n").await.unwrap();
+    let status = loop {
+        match tokio::time::timeout(TIMEOUT, receiver.recv()).await {
+            Ok(Some(TunnelEvent::Data { data, .. })) => shown.extend(data),
+            Ok(Some(TunnelEvent::Closed(st))) => break st,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                panic!("session did not end: {:?}", String::from_utf8_lossy(&shown))
+            }
+        }
+    };
+    assert_eq!(status, CloseStatus::ExitCode(3));
+    let shown = String::from_utf8_lossy(&shown).into_owned();
+    assert!(
+        shown.contains("40 120") && shown.contains("hello € recorded"),
+        "{shown}"
+    );
+
+    let entries = audit_entries(dir.path(), |e| e.iter().any(|x| x["event"] == "close")).await;
+    let open = entries
+        .iter()
+        .find(|e| e["event"] == "open")
+        .expect("open entry");
+    let close = entries
+        .iter()
+        .find(|e| e["event"] == "close")
+        .expect("close entry");
+    assert_eq!(open["session"], close["session"]);
+    for e in [open, close] {
+        assert_eq!(e["user"], "admin", "{e}");
+        assert_eq!(e["agent"], "test/agent", "{e}");
+        assert_eq!(e["kind"], "command", "{e}");
+        assert!(
+            e["client"].as_str().unwrap().starts_with("tcp:127.0.0.1:"),
+            "{e}"
+        );
+        assert!(e["time"].as_str().unwrap().ends_with('Z'), "{e}");
+    }
+    assert_eq!(close["exit_code"], 3, "{close}");
+    assert!(close["bytes_to_operator"].as_u64().unwrap() > 0, "{close}");
+    assert!(close["bytes_to_device"].as_u64().unwrap() > 0, "{close}");
+    let name = close["recording"].as_str().expect("recording named");
+    assert_eq!(open["recording"], close["recording"]);
+
+    // The recording: asciicast v2, as asciinema reads it.
+    let cast = dir.path().join("rec").join(name);
+    let text = std::fs::read_to_string(&cast).expect("the recording");
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (&header["version"], &header["width"], &header["height"]),
+        (&2.into(), &100.into(), &30.into()),
+        "{header}"
+    );
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut last = 0.0;
+    for e in &events {
+        let t = e[0].as_f64().expect("time");
+        assert!(t >= last, "times go forward: {text}");
+        last = t;
+    }
+    assert!(
+        events.iter().any(|e| e[1] == "r" && e[2] == "120x40"),
+        "no resize event: {text}"
+    );
+    // Without record_input, what was typed (and not echoed) is nowhere in the file.
+    assert!(
+        !events.iter().any(|e| e[1] == "i") && !text.contains("typed-secret"),
+        "input recorded without record_input: {text}"
+    );
+    let out = std::process::Command::new(python().parent().unwrap().join("asciinema"))
+        .arg("cat")
+        .arg(&cast)
+        .output()
+        .expect("run asciinema (pinned in the venv)");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "asciinema cat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("hello € recorded") && printed.contains("40 120"),
+        "{printed}"
+    );
+}
+
+/// The audit user is the broker's own login, even when the client sends a forged
+/// UserId; the close entry comes when the operator's connection goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_user_is_the_login_not_a_forged_user_id() {
+    let dir = TempDir::new("forged");
+    let broker = broker_with_records(dir.path(), true);
+    let _agent = Agent::start(&broker, "test/agent").await;
+    let mut raw = RawConn::connect(broker.port).await;
+    raw.login("admin", "admin", true).await.expect("login");
+    let params = LaunchParams {
+        cmd: vec!["sleep".into(), "30".into()],
+        ..Default::default()
+    };
+    let mut req = RpcMessage::new_request(
+        raw.next_id(),
+        "test/agent",
+        "launchRexec",
+        Some(params.to_value()),
+    );
+    req.meta
+        .insert(tag::USER_ID, RpcValue::from("root:elsewhere"));
+    raw.send(&req).await.unwrap();
+    let entries = audit_entries(dir.path(), |e| e.iter().any(|x| x["event"] == "open")).await;
+    let open = entries.iter().find(|e| e["event"] == "open").unwrap();
+    assert_eq!(open["user"], "admin", "{open}");
+    assert_eq!(
+        open["user_chain"], "root:elsewhere;admin:testbroker",
+        "{open}"
+    );
+    drop(raw);
+    let entries = audit_entries(dir.path(), |e| e.iter().any(|x| x["event"] == "close")).await;
+    let close = entries.iter().find(|e| e["event"] == "close").unwrap();
+    assert_eq!(close["user"], "admin", "{close}");
+    assert_eq!(close["error"], "the operator's end disconnected", "{close}");
+}
