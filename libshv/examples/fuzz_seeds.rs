@@ -173,6 +173,7 @@ fn main() {
             rows: 30,
             env: vec![("TERM".into(), "xterm-256color".into())],
             cwd: Some("/tmp".into()),
+            forward: None,
         };
         s.put("tunnel_ctl", &lp.to_value().to_chainpack());
     }

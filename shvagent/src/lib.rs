@@ -177,6 +177,8 @@ pub struct Agent {
     find: Arc<FindTunnel>,
     /// The CA of our own `ssl://` URL: shvrexec trusts it for a tunnel host over TLS.
     tunnel_ca: Option<String>,
+    /// Port forwarding (`forwardTcp`, `listenTcp`) is allowed (`--allow-forward`).
+    allow_forward: bool,
 }
 
 /// The agent's nodes: the root with the remote-shell methods, and `.app`.
@@ -298,11 +300,12 @@ pub async fn run_cmd(param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
 }
 
 impl Agent {
-    pub fn new(rexec: PathBuf, tunnel_ca: Option<String>) -> Self {
+    pub fn new(rexec: PathBuf, tunnel_ca: Option<String>, allow_forward: bool) -> Self {
         Agent {
             rexec,
             find: Arc::new(FindTunnel::default()),
             tunnel_ca,
+            allow_forward,
         }
     }
 
@@ -319,6 +322,18 @@ impl Agent {
             Ok(l) => l,
             Err(e) => return Some(Err(e)),
         };
+        if let Some(f) = &launch.forward {
+            // A forward makes the device a hop into its network: the device's owner
+            // decides (the broker already required command-level access).
+            if !self.allow_forward {
+                return Some(Err(RpcError::new(
+                    code::METHOD_CALL_EXCEPTION,
+                    "port forwarding is not allowed on this device (shvagent --allow-forward)",
+                )));
+            }
+            let user = req.meta.get(tag::USER_ID).map(|u| u.as_str()).unwrap_or("");
+            tracing::info!("forward for {}: {f:?}", shown(user));
+        }
         let Some(rexec) = resolve_program(&self.rexec) else {
             return Some(Err(RpcError::new(
                 code::METHOD_CALL_EXCEPTION,
@@ -512,14 +527,18 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Runs the agent forever: connect, serve until the link drops, back off, reconnect.
 /// Returns only on a login failure at the first attempt (a wrong password does not
 /// fix itself); later failures are retried.
-pub async fn run(config: ClientConfig, rexec: PathBuf) -> Result<(), AgentError> {
+pub async fn run(
+    config: ClientConfig,
+    rexec: PathBuf,
+    allow_forward: bool,
+) -> Result<(), AgentError> {
     let ca = config
         .url
         .transport()
         .tls
         .as_ref()
         .and_then(|t| t.ca.clone());
-    let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec, ca));
+    let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec, ca, allow_forward));
     let mount = config
         .login
         .mount_point

@@ -34,6 +34,11 @@ struct Args {
     /// Log in with PLAIN (password sent as is) instead of SHA1
     #[arg(long)]
     plain: bool,
+    /// Allow port forwarding (shvrsh -L/-R): operators with command access may then
+    /// reach any address this device can reach, and open listeners on it. Off by
+    /// default; each forward is logged.
+    #[arg(long)]
+    allow_forward: bool,
 }
 
 #[tokio::main]
@@ -63,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let rexec = args.rexec.unwrap_or_else(shvagent::default_rexec_path);
     tokio::select! {
-        r = shvagent::run(config, rexec) => r.context("shvagent")?,
+        r = shvagent::run(config, rexec, args.allow_forward) => r.context("shvagent")?,
         _ = shutdown() => tracing::info!("terminated"),
     }
     Ok(())

@@ -80,6 +80,13 @@ fn describe_command(param: &RpcValue) -> String {
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
     let params = param.get("params");
+    // A forward: its target (or the device's listener).
+    if let Some(p) = params.filter(|p| p.is_map()) {
+        let host = p.get("host").or_else(|| p.get("bind"));
+        if let (Some(h), Some(port)) = (host, p.get("port")) {
+            return format!("{method}: {}:{}", h.as_str(), port.as_int());
+        }
+    }
     let cmd = params.and_then(|p| {
         if p.is_map() {
             p.get("cmd")

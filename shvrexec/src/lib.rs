@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use libshv::client::{Client, ClientConfig};
 use libshv::login::{Credentials, LoginParams};
+use libshv::tunnel::mux::{run_mux, MuxRole};
 use libshv::tunnel::{
-    parse_tunnel_address, CloseStatus, LaunchParams, RexecLine, TunnelCtl, TunnelEnd, TunnelState,
+    parse_tunnel_address, CloseStatus, Forward, LaunchParams, RexecLine, TunnelCtl, TunnelEnd,
+    TunnelReceiver, TunnelSender, TunnelState,
 };
 use libshv::url::RpcUrl;
 
@@ -100,6 +102,34 @@ impl Launch {
     }
 }
 
+/// A port forward on the device (tunnel.md [ext], `libshv::tunnel::mux`): connect each
+/// of the operator's connections to the target (`-L`), or listen and carry each
+/// connection back (`-R`). Ends when the operator's side goes.
+async fn forward(f: &Forward, sender: TunnelSender, receiver: TunnelReceiver) -> CloseStatus {
+    match f {
+        Forward::Connect { host, port } => {
+            let label = format!("forward to {host}:{port}");
+            let role = MuxRole::Connect {
+                host: host.clone(),
+                port: *port,
+            };
+            run_mux(sender, receiver, role, &label).await
+        }
+        Forward::Listen { bind, port } => {
+            match tokio::net::TcpListener::bind((bind.as_str(), *port)).await {
+                Ok(l) => {
+                    let label = format!("listener on {bind}:{port}");
+                    tracing::info!("{label}: open");
+                    run_mux(sender, receiver, MuxRole::Accept(l), &label).await
+                }
+                Err(e) => {
+                    CloseStatus::Error(format!("cannot listen on {bind}:{port} on the device: {e}"))
+                }
+            }
+        }
+    }
+}
+
 /// How long rsh has to answer the CreateTunnelRequest.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -126,7 +156,10 @@ pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
         launch.call.cmd
     );
     let (sender, receiver) = end.split();
-    let status = process::run(&launch.call, sender.clone(), receiver).await;
+    let status = match &launch.call.forward {
+        Some(f) => Some(forward(f, sender.clone(), receiver).await),
+        None => process::run(&launch.call, sender.clone(), receiver).await,
+    };
     if let Some(status) = &status {
         tracing::info!("command ended: {status:?}");
         sender.close(status).await?;

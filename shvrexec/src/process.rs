@@ -284,8 +284,11 @@ impl Running {
                 Input::Pipe(tx) => *tx = None,
             },
             Control::Signal(s) => self.signal(s),
-            // Flow control is the tunnel end's business.
-            Control::Ack(_) => {}
+            // Flow control is the tunnel end's business; connections belong to forwards.
+            Control::Ack(_)
+            | Control::ConnOpen(_)
+            | Control::ConnEof(_)
+            | Control::ConnClose(_) => {}
         }
     }
 
@@ -471,6 +474,7 @@ mod tests {
             rows: 33,
             env: vec![("TERM".into(), "vt100".into())],
             cwd: None,
+            forward: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! shvrsh: a remote shell over SHV tunnels, used like ssh (tunnel.md, tools.md).
 
+pub mod forward;
 pub mod term;
 
 use std::io::Write;
@@ -32,6 +33,8 @@ pub enum RshError {
     Tunnel(String),
     #[error("connection to the broker lost")]
     Disconnected,
+    #[error("{0}")]
+    Forward(String),
 }
 
 pub struct Options {
@@ -44,6 +47,10 @@ pub struct Options {
     pub escape: bool,
     /// How long launchRexec may take until the tunnel is open.
     pub open_timeout: Duration,
+    /// Port forwards (`-L`, `-R`), opened before the command.
+    pub forwards: Vec<forward::ForwardSpec>,
+    /// `-N`: forwards only, no command.
+    pub no_command: bool,
 }
 
 fn connect_error(url: &ClientConfig, e: ClientError) -> RshError {
@@ -70,17 +77,30 @@ async fn diagnose(client: &Client, path: &str, e: libshv::RpcError) -> RshError 
     }
 }
 
-/// Connects and opens the tunnel.
-pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
+/// Connects to the broker.
+pub async fn connect(opts: &Options) -> Result<Client, RshError> {
     let (client, _signals) = Client::connect(&opts.config, None)
         .await
         .map_err(|e| connect_error(&opts.config, e))?;
+    Ok(client)
+}
+
+/// Connects and opens the tunnel.
+pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
+    let client = connect(opts).await?;
     match TunnelEnd::launch(&client, &opts.agent_path, &opts.launch, opts.open_timeout).await {
         Ok(end) => Ok((client, end)),
-        Err(TunnelError::Rpc(e)) => Err(diagnose(&client, &opts.agent_path, e).await),
-        Err(TunnelError::Client(ClientError::Disconnected)) => Err(RshError::Disconnected),
-        Err(TunnelError::Failed(m)) => Err(RshError::Tunnel(m)),
-        Err(e) => Err(RshError::Tunnel(e.to_string())),
+        Err(e) => Err(launch_error(&client, &opts.agent_path, e).await),
+    }
+}
+
+/// The one-line reason a launch failed.
+pub async fn launch_error(client: &Client, agent_path: &str, e: TunnelError) -> RshError {
+    match e {
+        TunnelError::Rpc(e) => diagnose(client, agent_path, e).await,
+        TunnelError::Client(ClientError::Disconnected) => RshError::Disconnected,
+        TunnelError::Failed(m) => RshError::Tunnel(m),
+        e => RshError::Tunnel(e.to_string()),
     }
 }
 
@@ -335,16 +355,50 @@ pub async fn relay(
     EXIT_FAILURE
 }
 
-/// The whole session: connect, open, relay. Returns the exit status.
+/// The whole session: connect, open the forwards and the command's tunnel, relay.
+/// Returns the exit status.
 pub async fn run(opts: Options) -> i32 {
-    let stdin = spawn_stdin_reader();
-    let (client, end) = match open(&opts).await {
-        Ok(x) => x,
+    let stdin = (!opts.no_command).then(spawn_stdin_reader);
+    let client = match connect(&opts).await {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("shvrsh: {e}");
             return EXIT_FAILURE;
         }
     };
+    let mut forwards = Vec::new();
+    for spec in &opts.forwards {
+        match forward::start(&client, &opts, spec).await {
+            Ok(task) => forwards.push((spec.to_string(), task)),
+            Err(e) => {
+                eprintln!("shvrsh: {e}");
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    let Some(stdin) = stdin else {
+        return wait_forwards(forwards).await;
+    };
+    // Forwards that end early (say, the device could not listen) are reported; the
+    // command goes on.
+    for (label, task) in forwards {
+        tokio::spawn(async move {
+            if let Ok(CloseStatus::Error(e)) = task.await {
+                eprintln!("shvrsh: {label}: {e}");
+            }
+        });
+    }
+    let end =
+        match TunnelEnd::launch(&client, &opts.agent_path, &opts.launch, opts.open_timeout).await {
+            Ok(end) => end,
+            Err(e) => {
+                eprintln!(
+                    "shvrsh: {}",
+                    launch_error(&client, &opts.agent_path, e).await
+                );
+                return EXIT_FAILURE;
+            }
+        };
     if opts.raw {
         if let Err(e) = term::set_raw() {
             eprintln!("shvrsh: cannot set the terminal to raw mode: {e}");
@@ -352,6 +406,26 @@ pub async fn run(opts: Options) -> i32 {
     }
     let code = relay(client, end, stdin, opts.escape, opts.launch.pty).await;
     term::restore();
+    code
+}
+
+/// `-N`: runs until every forward has ended (the broker went, or the device could not
+/// listen); 0 if they ended cleanly, 255 with the reasons otherwise.
+async fn wait_forwards(forwards: Vec<(String, tokio::task::JoinHandle<CloseStatus>)>) -> i32 {
+    let mut code = 0;
+    for (label, task) in forwards {
+        match task.await {
+            Ok(CloseStatus::Error(e)) => {
+                eprintln!("shvrsh: {label}: {e}");
+                code = EXIT_FAILURE;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("shvrsh: {label}: {e}");
+                code = EXIT_FAILURE;
+            }
+        }
+    }
     code
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::Parser;
 use libshv::tunnel::LaunchParams;
 use libshv::ClientConfig;
+use shvrsh::forward::{Direction, ForwardSpec};
 use shvrsh::{term, Options, EXIT_FAILURE};
 
 /// shvrsh: a remote shell on an SHV device running shvagent, used like ssh.
@@ -44,6 +45,18 @@ struct Args {
     /// Disable the `~.` escape
     #[arg(long)]
     no_escape: bool,
+    /// Forward a local port to HOST:HOSTPORT as the device sees it, like ssh:
+    /// [BIND:]PORT:HOST:HOSTPORT (BIND defaults to 127.0.0.1; repeatable). The agent
+    /// must allow forwarding (shvagent --allow-forward).
+    #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+    local: Vec<String>,
+    /// Listen on the device at [BIND:]PORT and forward each connection to HOST:HOSTPORT
+    /// as this machine sees it (BIND defaults to 127.0.0.1 on the device; repeatable)
+    #[arg(short = 'R', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+    remote: Vec<String>,
+    /// No command: only forward ports, until interrupted or the broker goes
+    #[arg(short = 'N')]
+    no_command: bool,
 }
 
 fn options(args: Args) -> anyhow::Result<Options> {
@@ -61,7 +74,24 @@ fn options(args: Args) -> anyhow::Result<Options> {
             .unwrap_or_else(|| "xterm-256color".into());
         env.push(("TERM".to_string(), t));
     }
+    let mut forwards = Vec::new();
+    for (dir, specs) in [
+        (Direction::Local, &args.local),
+        (Direction::Remote, &args.remote),
+    ] {
+        for s in specs {
+            forwards.push(ForwardSpec::parse(dir, s).map_err(anyhow::Error::msg)?);
+        }
+    }
+    if args.no_command && forwards.is_empty() {
+        anyhow::bail!("-N needs at least one -L or -R");
+    }
+    if args.no_command && !args.cmd.is_empty() {
+        anyhow::bail!("-N and a command exclude each other");
+    }
     Ok(Options {
+        forwards,
+        no_command: args.no_command,
         config,
         agent_path: args.agent_path.trim_matches('/').to_string(),
         launch: LaunchParams {
@@ -71,6 +101,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
             rows,
             env,
             cwd: None,
+            forward: None,
         },
         raw: pty && tty,
         escape: tty && !args.no_escape,

@@ -39,7 +39,7 @@ async fn setup(stop: &CancellationToken) -> String {
     let _ = connect(&admin).await;
     let cfg = ClientConfig::from_url(RpcUrl::parse(&agent_url).unwrap());
     let rexec = tests::bin("shvrexec");
-    tokio::spawn(shvagent::run(cfg, rexec));
+    tokio::spawn(shvagent::run(cfg, rexec, false));
     let probe = connect(&admin).await;
     for _ in 0..50 {
         if probe.call("test/agent/.app", "name", None).await.is_ok() {
@@ -84,6 +84,7 @@ fn cmd(pty: bool, c: &[&str]) -> LaunchParams {
         rows: 30,
         env: vec![("TERM".into(), "xterm-256color".into())],
         cwd: None,
+        forward: None,
     }
 }
 

@@ -240,10 +240,18 @@ impl CloseStatus {
 /// consumed (`{"ack": bytes}`, flow control).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     Eof,
     Signal(i32),
     Ack(u64),
+    /// **[ext]** Forwarding tunnels ([`super::mux`]): connection N was accepted (the
+    /// other side connects it), its sender will send no more, or it is gone.
+    ConnOpen(u32),
+    ConnEof(u32),
+    ConnClose(u32),
 }
 
 impl Control {
@@ -259,6 +267,9 @@ impl Control {
             Control::Eof => ("eof", RpcValue::from(true)),
             Control::Signal(s) => ("signal", RpcValue::from(i64::from(s))),
             Control::Ack(n) => ("ack", RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX))),
+            Control::ConnOpen(n) => ("connOpen", RpcValue::from(i64::from(n))),
+            Control::ConnEof(n) => ("connEof", RpcValue::from(i64::from(n))),
+            Control::ConnClose(n) => ("connClose", RpcValue::from(i64::from(n))),
         };
         let mut m = Map::new();
         m.insert(key.into(), v);
@@ -297,6 +308,20 @@ impl Control {
             return as_i64(n)
                 .and_then(|n| u64::try_from(n).ok())
                 .map(Control::Ack);
+        }
+        let conn = |key: &str| {
+            m.get(key)
+                .and_then(as_i64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        if let Some(n) = conn("connOpen") {
+            return Some(Control::ConnOpen(n));
+        }
+        if let Some(n) = conn("connEof") {
+            return Some(Control::ConnEof(n));
+        }
+        if let Some(n) = conn("connClose") {
+            return Some(Control::ConnClose(n));
         }
         None
     }

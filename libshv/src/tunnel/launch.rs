@@ -13,16 +13,34 @@ pub struct LaunchParams {
     pub rows: u16,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// **[ext]** A port forward instead of a command (then `cmd` and the rest are
+    /// unused): the tunnel carries TCP connections as channels ([`super::mux`]).
+    pub forward: Option<Forward>,
+}
+
+/// What a forwarding tunnel does on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forward {
+    /// `forwardTcp` (ssh `-L`): every connection the operator's side accepts is
+    /// connected to `host:port` as the device sees it.
+    Connect { host: String, port: u16 },
+    /// `listenTcp` (ssh `-R`): the device listens on `bind:port`; every connection it
+    /// accepts is carried back to the operator's side.
+    Listen { bind: String, port: u16 },
 }
 
 pub const METHOD_RUN_PTY_CMD: &str = "runPtyCmd";
 pub const METHOD_RUN_CMD: &str = "runCmd";
+pub const METHOD_FORWARD_TCP: &str = "forwardTcp";
+pub const METHOD_LISTEN_TCP: &str = "listenTcp";
 
 impl LaunchParams {
     /// The kind of session, for audit trails: an interactive `shell` (a PTY with the
     /// login shell) or a `command`.
     pub fn kind(&self) -> &'static str {
-        if self.pty && self.cmd.is_empty() {
+        if self.forward.is_some() {
+            "forward"
+        } else if self.pty && self.cmd.is_empty() {
             "shell"
         } else {
             "command"
@@ -30,6 +48,11 @@ impl LaunchParams {
     }
 
     pub fn method(&self) -> &'static str {
+        match self.forward {
+            Some(Forward::Connect { .. }) => return METHOD_FORWARD_TCP,
+            Some(Forward::Listen { .. }) => return METHOD_LISTEN_TCP,
+            None => {}
+        }
         if self.pty {
             METHOD_RUN_PTY_CMD
         } else {
@@ -40,6 +63,18 @@ impl LaunchParams {
     /// `{"method": ..., "params": {"cmd": [...], "cols": c, "rows": r, "env": {...}}}`
     pub fn to_value(&self) -> RpcValue {
         let mut p = Map::new();
+        if let Some(f) = &self.forward {
+            let (k, host, port) = match f {
+                Forward::Connect { host, port } => ("host", host, port),
+                Forward::Listen { bind, port } => ("bind", bind, port),
+            };
+            p.insert(k.into(), RpcValue::from(host.as_str()));
+            p.insert("port".into(), RpcValue::from(i64::from(*port)));
+            let mut m = Map::new();
+            m.insert("method".into(), RpcValue::from(self.method()));
+            m.insert("params".into(), RpcValue::from(p));
+            return RpcValue::from(m);
+        }
         p.insert(
             "cmd".into(),
             RpcValue::from(
@@ -85,6 +120,12 @@ impl LaunchParams {
         let pty = match method {
             METHOD_RUN_PTY_CMD => true,
             METHOD_RUN_CMD => false,
+            METHOD_FORWARD_TCP | METHOD_LISTEN_TCP => {
+                return Ok(LaunchParams {
+                    forward: Some(forward_from(method, m.get("params"))?),
+                    ..Default::default()
+                });
+            }
             other => return Err(bad(&format!("unknown launchRexec method '{other}'"))),
         };
         let mut out = LaunchParams {
@@ -125,6 +166,34 @@ impl LaunchParams {
         }
         Ok(out)
     }
+}
+
+/// The params `{"host"|"bind": s, "port": i}` of a forwarding method.
+fn forward_from(method: &str, params: Option<&RpcValue>) -> Result<Forward, RpcError> {
+    let bad = |m: &str| RpcError::invalid_param(format!("{method}: {m}"));
+    let Some(Value::Map(p)) = params.map(|v| &v.value) else {
+        return Err(bad("params must be a Map"));
+    };
+    let key = if method == METHOD_FORWARD_TCP {
+        "host"
+    } else {
+        "bind"
+    };
+    let host = match p.get(key).map(|v| &v.value) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => s.to_string(),
+        _ => return Err(bad(&format!("'{key}' must be a host name or address"))),
+    };
+    let port = p
+        .get("port")
+        .and_then(as_i64)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad("'port' must be 1..65535"))?;
+    Ok(if method == METHOD_FORWARD_TCP {
+        Forward::Connect { host, port }
+    } else {
+        Forward::Listen { bind: host, port }
+    })
 }
 
 /// A command as String (`/bin/sh -c STRING`) or List of Strings; Null = login shell.

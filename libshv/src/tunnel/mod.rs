@@ -34,6 +34,7 @@ mod endpoint;
 mod fast;
 mod frames;
 mod launch;
+pub mod mux;
 
 pub use address::*;
 pub use ctl::*;

@@ -253,6 +253,7 @@ fn launch_params_forms() {
         rows: 40,
         env: vec![("TERM".into(), "xterm-256color".into())],
         cwd: None,
+        forward: None,
     };
     let v = p.to_value();
     assert_eq!(
@@ -315,4 +316,43 @@ fn control_messages_round_trip() {
             "{odd}"
         );
     }
+}
+
+#[test]
+fn forward_launches_and_connection_controls_round_trip() {
+    for f in [
+        Forward::Connect {
+            host: "10.0.0.5".into(),
+            port: 502,
+        },
+        Forward::Listen {
+            bind: "0.0.0.0".into(),
+            port: 8080,
+        },
+    ] {
+        let p = LaunchParams {
+            forward: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(p.kind(), "forward");
+        assert_eq!(LaunchParams::from_value(&p.to_value()).unwrap(), p);
+    }
+    for bad in [
+        r#"{"method":"forwardTcp","params":{"host":"h","port":0}}"#,
+        r#"{"method":"forwardTcp","params":{"host":"","port":80}}"#,
+        r#"{"method":"listenTcp","params":{"port":80}}"#,
+        r#"{"method":"listenTcp","params":[1]}"#,
+    ] {
+        let v = RpcValue::from_cpon(bad).unwrap();
+        assert!(LaunchParams::from_value(&v).is_err(), "{bad}");
+    }
+    for c in [
+        Control::ConnOpen(7),
+        Control::ConnEof(0),
+        Control::ConnClose(u32::MAX),
+    ] {
+        assert_eq!(Control::parse(&c.to_value()), Some(c));
+    }
+    let negative = RpcValue::from_cpon(r#"{"connOpen":-1}"#).unwrap();
+    assert_eq!(Control::parse(&negative), None);
 }

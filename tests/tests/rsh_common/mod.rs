@@ -30,8 +30,14 @@ impl Agent {
 
     /// `shvagent URL --mount MOUNT` over any transport (`url` logs in as `device`).
     pub async fn start_with_url(broker: &Broker, url: &str, mount: &str) -> Agent {
+        Self::start_with_args(broker, url, mount, &[]).await
+    }
+
+    /// The same, with more shvagent options.
+    pub async fn start_with_args(broker: &Broker, url: &str, mount: &str, args: &[&str]) -> Agent {
         let mut child = Command::new(bin("shvagent"))
             .arg(url)
+            .args(args)
             .args(["--mount", mount])
             // A known login shell for the interactive test (a developer's zsh with its
             // rc files would make the prompt and timing unpredictable).

@@ -1,0 +1,217 @@
+//! **[ext]** TCP connections carried over one tunnel (port forwarding, ssh's `-L`/`-R`).
+//!
+//! One side accepts connections (a local listener for `-L`, a listener on the device
+//! for `-R`), the other connects each to a fixed target. Connection N's bytes travel
+//! as data on channel [`FIRST_CONN_CHANNEL`] + N, both ways; channel-3 controls open it
+//! (`connOpen`, from the accepting side), half-close it (`connEof`: the sender's read
+//! side ended) and drop it (`connClose`: refused or broken). The tunnel's flow-control
+//! window covers all connections together: a connection whose local peer stops reading
+//! holds up the others once its queue is full (at most [`CONN_QUEUE`] chunks), instead
+//! of buffering without bound.
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::*;
+
+/// Data channel of connection 0; connection N uses this + N.
+pub const FIRST_CONN_CHANNEL: i64 = 16;
+/// Chunks queued towards one connection's socket.
+pub const CONN_QUEUE: usize = 16;
+/// Connections open at once over one tunnel; more are refused.
+pub const MAX_CONNS: usize = 256;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// This side's part in the forward.
+pub enum MuxRole {
+    /// Accepts connections and announces each (`connOpen`).
+    Accept(TcpListener),
+    /// Connects each announced connection to `host:port`.
+    Connect { host: String, port: u16 },
+}
+
+struct Conn {
+    /// Bytes for the socket; None = the far side will send no more (shut down writing).
+    to_socket: mpsc::Sender<Option<Vec<u8>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Runs the forward until the tunnel closes; returns how it closed. `label` names the
+/// forward in logs.
+pub async fn run_mux(
+    sender: TunnelSender,
+    mut receiver: TunnelReceiver,
+    role: MuxRole,
+    label: &str,
+) -> CloseStatus {
+    let mut conns: HashMap<u32, Conn> = HashMap::new();
+    let mut next_id: u32 = 0;
+    // Connections that ended on their own report here, to be forgotten.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+    let (listener, target) = match role {
+        MuxRole::Accept(l) => (Some(l), None),
+        MuxRole::Connect { host, port } => (None, Some((host, port))),
+    };
+    loop {
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = accept => match accepted {
+                Ok((socket, peer)) => {
+                    if conns.len() >= MAX_CONNS {
+                        tracing::warn!("{label}: {MAX_CONNS} connections open; refusing {peer}");
+                        continue;
+                    }
+                    let id = next_id;
+                    next_id = next_id.wrapping_add(1);
+                    tracing::info!("{label}: connection {id} from {peer}");
+                    if sender.send_control(Control::ConnOpen(id)).await.is_err() {
+                        return CloseStatus::Error("tunnel lost".into());
+                    }
+                    conns.insert(id, start_conn(id, socket, &sender, &done_tx));
+                }
+                Err(e) => {
+                    tracing::warn!("{label}: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(id) = done_rx.recv() => {
+                conns.remove(&id);
+            }
+            ev = receiver.recv() => match ev {
+                None => return CloseStatus::Detached,
+                Some(TunnelEvent::Closed(st)) => return st,
+                Some(TunnelEvent::Data { channel, data }) => {
+                    let Some(id) = conn_of(channel) else { continue };
+                    if let Some(c) = conns.get(&id) {
+                        // Waits while this connection's socket is slow (see above).
+                        let _ = c.to_socket.send(Some(data)).await;
+                    }
+                }
+                Some(TunnelEvent::Control(Control::ConnOpen(id))) => {
+                    let Some((host, port)) = &target else { continue };
+                    if conns.len() >= MAX_CONNS || conns.contains_key(&id) {
+                        let _ = sender.send_control(Control::ConnClose(id)).await;
+                        continue;
+                    }
+                    // Connecting may take a while: in a task, announcing a failure.
+                    let (host, port) = (host.clone(), *port);
+                    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+                    let s = sender.clone();
+                    let done = done_tx.clone();
+                    let label = label.to_string();
+                    let task = tokio::spawn(async move {
+                        match TcpStream::connect((host.as_str(), port)).await {
+                            Ok(socket) => {
+                                tracing::info!("{label}: connection {id} to {host}:{port}");
+                                relay(id, socket, rx, s, done).await;
+                            }
+                            Err(e) => {
+                                tracing::info!("{label}: cannot connect to {host}:{port}: {e}");
+                                let _ = s.send_control(Control::ConnClose(id)).await;
+                                let _ = done.send(id);
+                            }
+                        }
+                    });
+                    conns.insert(id, Conn { to_socket: tx, tasks: vec![task] });
+                }
+                Some(TunnelEvent::Control(Control::ConnEof(id))) => {
+                    if let Some(c) = conns.get(&id) {
+                        let _ = c.to_socket.send(None).await;
+                    }
+                }
+                Some(TunnelEvent::Control(Control::ConnClose(id))) => {
+                    conns.remove(&id);
+                }
+                Some(TunnelEvent::Control(_)) => {}
+            },
+        }
+    }
+}
+
+fn conn_of(channel: i64) -> Option<u32> {
+    channel
+        .checked_sub(FIRST_CONN_CHANNEL)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+fn start_conn(
+    id: u32,
+    socket: TcpStream,
+    sender: &TunnelSender,
+    done: &mpsc::UnboundedSender<u32>,
+) -> Conn {
+    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+    let task = tokio::spawn(relay(id, socket, rx, sender.clone(), done.clone()));
+    Conn {
+        to_socket: tx,
+        tasks: vec![task],
+    }
+}
+
+/// Both directions of one connection; reports `id` on `done` when both have ended.
+async fn relay(
+    id: u32,
+    socket: TcpStream,
+    mut from_tunnel: mpsc::Receiver<Option<Vec<u8>>>,
+    sender: TunnelSender,
+    done: mpsc::UnboundedSender<u32>,
+) {
+    let _ = socket.set_nodelay(true);
+    let (mut r, mut w) = socket.into_split();
+    let channel = FIRST_CONN_CHANNEL + i64::from(id);
+    let s = sender.clone();
+    let upstream = async move {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = s.send_control(Control::ConnEof(id)).await;
+                    return true;
+                }
+                Ok(n) => {
+                    if s.send_data(channel, &buf[..n]).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    };
+    let downstream = async move {
+        while let Some(chunk) = from_tunnel.recv().await {
+            match chunk {
+                Some(data) => {
+                    if w.write_all(&data).await.is_err() {
+                        return false;
+                    }
+                }
+                None => {
+                    let _ = w.shutdown().await;
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let (up, down) = tokio::join!(upstream, downstream);
+    if !(up && down) {
+        let _ = sender.send_control(Control::ConnClose(id)).await;
+    }
+    let _ = done.send(id);
+}

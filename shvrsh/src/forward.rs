@@ -1,0 +1,184 @@
+//! Port forwarding, with ssh's syntax: `-L [BIND:]PORT:HOST:HOSTPORT` listens here and
+//! connects each accepted connection to HOST:HOSTPORT as the device sees it; `-R
+//! [BIND:]PORT:HOST:HOSTPORT` listens on the device and connects each connection to
+//! HOST:HOSTPORT as this machine sees it. Each forward is one tunnel whose connections
+//! travel as channels (`libshv::tunnel::mux`); it lives as long as this shvrsh.
+
+use std::fmt;
+use std::str::FromStr;
+
+use libshv::tunnel::mux::{run_mux, MuxRole};
+use libshv::tunnel::{CloseStatus, Forward, LaunchParams, TunnelEnd};
+use libshv::Client;
+use tokio::task::JoinHandle;
+
+use crate::{launch_error, Options, RshError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `-L`: listen here, connect on the device.
+    Local,
+    /// `-R`: listen on the device, connect here.
+    Remote,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSpec {
+    pub direction: Direction,
+    /// Where the listener binds (default loopback, as ssh).
+    pub bind: String,
+    pub port: u16,
+    pub host: String,
+    pub host_port: u16,
+}
+
+impl ForwardSpec {
+    /// Parses the argument of `-L`/`-R`: `[BIND:]PORT:HOST:HOSTPORT`, IPv6 addresses in
+    /// brackets.
+    pub fn parse(direction: Direction, s: &str) -> Result<ForwardSpec, String> {
+        let parts = split_colons(s);
+        let (bind, rest) = match parts.len() {
+            3 => ("127.0.0.1".to_string(), &parts[..]),
+            4 => (parts[0].clone(), &parts[1..]),
+            _ => return Err(format!("'{s}': expected [BIND:]PORT:HOST:HOSTPORT")),
+        };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("'{s}': '{p}' is not a port (1..65535)"))
+        };
+        if rest[1].is_empty() || bind.is_empty() {
+            return Err(format!("'{s}': empty host"));
+        }
+        Ok(ForwardSpec {
+            direction,
+            bind,
+            port: port(&rest[0])?,
+            host: rest[1].clone(),
+            host_port: port(&rest[2])?,
+        })
+    }
+}
+
+/// Splits at ':' outside `[...]`, dropping the brackets.
+fn split_colons(s: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut bracket = false;
+    for c in s.chars() {
+        match c {
+            '[' if !bracket => bracket = true,
+            ']' if bracket => bracket = false,
+            ':' if !bracket => parts.push(String::new()),
+            c => parts.last_mut().expect("never empty").push(c),
+        }
+    }
+    parts
+}
+
+impl fmt::Display for ForwardSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flag = match self.direction {
+            Direction::Local => "-L",
+            Direction::Remote => "-R",
+        };
+        write!(
+            f,
+            "{flag} {}:{}:{}:{}",
+            self.bind, self.port, self.host, self.host_port
+        )
+    }
+}
+
+impl FromStr for Direction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "L" => Ok(Direction::Local),
+            "R" => Ok(Direction::Remote),
+            _ => Err(format!("unknown direction {s}")),
+        }
+    }
+}
+
+/// Opens the forward's tunnel (and for `-L` its local listener first, so that a port
+/// in use fails at once) and runs it in a task; the task's result is how it ended.
+pub async fn start(
+    client: &Client,
+    opts: &Options,
+    spec: &ForwardSpec,
+) -> Result<JoinHandle<CloseStatus>, RshError> {
+    let label = spec.to_string();
+    let (forward, role) = match spec.direction {
+        Direction::Local => {
+            let l = tokio::net::TcpListener::bind((spec.bind.as_str(), spec.port))
+                .await
+                .map_err(|e| {
+                    RshError::Forward(format!(
+                        "{label}: cannot listen on {}:{}: {e}",
+                        spec.bind, spec.port
+                    ))
+                })?;
+            let forward = Forward::Connect {
+                host: spec.host.clone(),
+                port: spec.host_port,
+            };
+            (forward, MuxRole::Accept(l))
+        }
+        Direction::Remote => {
+            let forward = Forward::Listen {
+                bind: spec.bind.clone(),
+                port: spec.port,
+            };
+            let role = MuxRole::Connect {
+                host: spec.host.clone(),
+                port: spec.host_port,
+            };
+            (forward, role)
+        }
+    };
+    let params = LaunchParams {
+        forward: Some(forward),
+        ..Default::default()
+    };
+    let end = TunnelEnd::launch(client, &opts.agent_path, &params, opts.open_timeout).await;
+    let end = match end {
+        Ok(end) => end,
+        Err(e) => return Err(launch_error(client, &opts.agent_path, e).await),
+    };
+    let (sender, receiver) = end.split();
+    Ok(tokio::spawn(async move {
+        run_mux(sender, receiver, role, &label).await
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_forward_syntax() {
+        let l = ForwardSpec::parse(Direction::Local, "8080:localhost:80").unwrap();
+        assert_eq!(
+            (l.bind.as_str(), l.port, l.host.as_str(), l.host_port),
+            ("127.0.0.1", 8080, "localhost", 80)
+        );
+        let r = ForwardSpec::parse(Direction::Remote, "0.0.0.0:9000:10.0.0.5:502").unwrap();
+        assert_eq!(
+            (r.bind.as_str(), r.port, r.host.as_str(), r.host_port),
+            ("0.0.0.0", 9000, "10.0.0.5", 502)
+        );
+        let v6 = ForwardSpec::parse(Direction::Local, "[::1]:8080:[fe80::1]:80").unwrap();
+        assert_eq!((v6.bind.as_str(), v6.host.as_str()), ("::1", "fe80::1"));
+        for bad in [
+            "8080",
+            "8080:h",
+            "x:h:80",
+            "8080:h:0",
+            "1:2:3:4:5",
+            "8080::80",
+        ] {
+            assert!(ForwardSpec::parse(Direction::Local, bad).is_err(), "{bad}");
+        }
+    }
+}
