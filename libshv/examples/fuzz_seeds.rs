@@ -174,6 +174,7 @@ fn main() {
             env: vec![("TERM".into(), "xterm-256color".into())],
             cwd: Some("/tmp".into()),
             forward: None,
+            copy: None,
         };
         s.put("tunnel_ctl", &lp.to_value().to_chainpack());
     }

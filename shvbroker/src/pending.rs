@@ -80,6 +80,16 @@ fn describe_command(param: &RpcValue) -> String {
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
     let params = param.get("params");
+    // A copy: where to or what.
+    if let Some(p) = params.filter(|p| p.is_map()) {
+        if let Some(d) = p.get("dest") {
+            return format!("{method}: {}", d.as_str());
+        }
+        if let Some(Value::List(l)) = p.get("paths").map(|v| &v.value) {
+            let paths: Vec<&str> = l.iter().map(|x| x.as_str()).collect();
+            return format!("{method}: {}", paths.join(" "));
+        }
+    }
     // A forward: its target (or the device's listener).
     if let Some(p) = params.filter(|p| p.is_map()) {
         let host = p.get("host").or_else(|| p.get("bind"));

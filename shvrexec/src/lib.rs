@@ -19,8 +19,8 @@ use libshv::client::{Client, ClientConfig};
 use libshv::login::{Credentials, LoginParams};
 use libshv::tunnel::mux::{run_mux, MuxRole};
 use libshv::tunnel::{
-    parse_tunnel_address, CloseStatus, Forward, LaunchParams, RexecLine, TunnelCtl, TunnelEnd,
-    TunnelReceiver, TunnelSender, TunnelState,
+    parse_tunnel_address, CloseStatus, FileCopy, Forward, LaunchParams, RexecLine, TunnelCtl,
+    TunnelEnd, TunnelReceiver, TunnelSender, TunnelState,
 };
 use libshv::url::RpcUrl;
 
@@ -130,6 +130,81 @@ async fn forward(f: &Forward, sender: TunnelSender, receiver: TunnelReceiver) ->
     }
 }
 
+/// A file copy on the device (`libshv::tunnel::copy`, shvcp): send a tar stream of the
+/// paths (`copyOut`), or extract the one received into `dest` (`copyIn`). The status
+/// is exit code 0 or the one-line error (a missing file, a full disk).
+async fn copy_files(
+    c: &FileCopy,
+    sender: TunnelSender,
+    mut receiver: TunnelReceiver,
+) -> CloseStatus {
+    use libshv::tunnel::copy::{archive, extract, ChannelReader, ChannelWriter};
+    use libshv::tunnel::{Control, TunnelEvent};
+    match c.clone() {
+        FileCopy::Out { paths, recursive } => {
+            tracing::info!("copy out: {paths:?}");
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let paths: Vec<std::path::PathBuf> = paths.iter().map(Into::into).collect();
+            let job = tokio::task::spawn_blocking(move || {
+                archive(&paths, recursive, ChannelWriter::new(tx))
+            });
+            loop {
+                tokio::select! {
+                    chunk = rx.recv() => match chunk {
+                        Some(data) => {
+                            if sender.send_data(1, &data).await.is_err() {
+                                return CloseStatus::Detached;
+                            }
+                        }
+                        None => break,
+                    },
+                    ev = receiver.recv() => if matches!(ev, Some(TunnelEvent::Closed(_)) | None) {
+                        return CloseStatus::Detached;
+                    },
+                }
+            }
+            match job.await {
+                Ok(Ok(_)) => CloseStatus::ExitCode(0),
+                Ok(Err(e)) => CloseStatus::Error(e.to_string()),
+                Err(e) => CloseStatus::Error(format!("copy failed: {e}")),
+            }
+        }
+        FileCopy::In { dest, preserve } => {
+            tracing::info!("copy in: {dest}");
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            let dest_path = std::path::PathBuf::from(&dest);
+            let job = tokio::task::spawn_blocking(move || {
+                extract(ChannelReader::new(rx), &dest_path, preserve)
+            });
+            let mut tx = Some(tx);
+            while let Some(t) = &tx {
+                match receiver.recv().await {
+                    Some(TunnelEvent::Data { channel: 0, data }) => {
+                        // The extractor stopped (an error): it has the reason.
+                        if t.send(data).await.is_err() {
+                            tx = None;
+                        }
+                    }
+                    Some(TunnelEvent::Control(Control::Eof)) => tx = None,
+                    // The operator went: the extractor, cut short, removes what it had
+                    // half written.
+                    Some(TunnelEvent::Closed(_)) | None => {
+                        drop(tx.take());
+                        let _ = job.await;
+                        return CloseStatus::Detached;
+                    }
+                    Some(_) => {}
+                }
+            }
+            match job.await {
+                Ok(Ok(_)) => CloseStatus::ExitCode(0),
+                Ok(Err(e)) => CloseStatus::Error(e.to_string()),
+                Err(e) => CloseStatus::Error(format!("copy failed: {e}")),
+            }
+        }
+    }
+}
+
 /// How long rsh has to answer the CreateTunnelRequest.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -156,9 +231,10 @@ pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
         launch.call.cmd
     );
     let (sender, receiver) = end.split();
-    let status = match &launch.call.forward {
-        Some(f) => Some(forward(f, sender.clone(), receiver).await),
-        None => process::run(&launch.call, sender.clone(), receiver).await,
+    let status = match (&launch.call.forward, &launch.call.copy) {
+        (Some(f), _) => Some(forward(f, sender.clone(), receiver).await),
+        (None, Some(c)) => Some(copy_files(c, sender.clone(), receiver).await),
+        (None, None) => process::run(&launch.call, sender.clone(), receiver).await,
     };
     if let Some(status) = &status {
         tracing::info!("command ended: {status:?}");

@@ -475,6 +475,7 @@ mod tests {
             env: vec![("TERM".into(), "vt100".into())],
             cwd: None,
             forward: None,
+            copy: None,
         }
     }
 

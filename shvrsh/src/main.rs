@@ -102,6 +102,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
             env,
             cwd: None,
             forward: None,
+            copy: None,
         },
         raw: pty && tty,
         escape: tty && !args.no_escape,

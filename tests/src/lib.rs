@@ -57,7 +57,7 @@ pub fn profile_dir() -> PathBuf {
 /// The crate a workspace binary is built from.
 fn crate_of(name: &str) -> &str {
     match name {
-        "shvbroker" | "shvagent" | "shvrexec" | "shvrsh" | "shvcall" | "shvbench" => name,
+        "shvbroker" | "shvagent" | "shvrexec" | "shvrsh" | "shvcall" | "shvcp" | "shvbench" => name,
         other => panic!("unknown workspace binary {other}"),
     }
 }

@@ -207,3 +207,64 @@ async fn the_audit_user_is_the_login_not_a_forged_user_id() {
     assert_eq!(close["user"], "admin", "{close}");
     assert_eq!(close["error"], "the operator's end disconnected", "{close}");
 }
+
+/// A copy and a forward get their open and close entries too, with their kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_and_forwards_are_audited() {
+    let dir = TempDir::new("audit-kinds");
+    let broker = broker_with_records(dir.path(), false);
+    let url = broker.url("device", "device");
+    let _agent = Agent::start_with_args(&broker, &url, "test/agent", &["--allow-forward"]).await;
+    std::fs::write(dir.path().join("f.txt"), "x").unwrap();
+    let remote = format!("test/agent:{}", dir.path().join("g.txt").display());
+    let out = tokio::process::Command::new(bin("shvcp"))
+        .args(["-q", &broker.url("admin", "admin")])
+        .arg(dir.path().join("f.txt"))
+        .arg(&remote)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
+        .args([&broker.url("admin", "admin"), "test/agent", "-N", "-L"])
+        .arg(format!("{port}:127.0.0.1:9"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    audit_entries(dir.path(), |e| e.iter().any(|x| x["kind"] == "forward")).await;
+    rsh.kill().await.unwrap();
+    let entries = audit_entries(dir.path(), |e| {
+        e.iter().filter(|x| x["event"] == "close").count() >= 2
+    })
+    .await;
+    for kind in ["copy", "forward"] {
+        for event in ["open", "close"] {
+            let n = entries
+                .iter()
+                .filter(|x| x["kind"] == kind && x["event"] == event)
+                .count();
+            assert_eq!(n, 1, "{kind} {event}: {entries:?}");
+        }
+    }
+    let copy_close = entries
+        .iter()
+        .find(|x| x["kind"] == "copy" && x["event"] == "close")
+        .unwrap();
+    assert_eq!(copy_close["exit_code"], 0, "{copy_close}");
+    assert!(
+        copy_close["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("copyIn: "),
+        "{copy_close}"
+    );
+}

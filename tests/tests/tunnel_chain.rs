@@ -85,6 +85,7 @@ fn cmd(pty: bool, c: &[&str]) -> LaunchParams {
         env: vec![("TERM".into(), "xterm-256color".into())],
         cwd: None,
         forward: None,
+        copy: None,
     }
 }
 

@@ -16,6 +16,17 @@ pub struct LaunchParams {
     /// **[ext]** A port forward instead of a command (then `cmd` and the rest are
     /// unused): the tunnel carries TCP connections as channels ([`super::mux`]).
     pub forward: Option<Forward>,
+    /// **[ext]** A file copy instead of a command ([`super::copy`]).
+    pub copy: Option<FileCopy>,
+}
+
+/// What a copying tunnel does on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCopy {
+    /// `copyOut`: the device sends a tar stream of `paths`.
+    Out { paths: Vec<String>, recursive: bool },
+    /// `copyIn`: the device extracts the stream it receives into `dest`.
+    In { dest: String, preserve: bool },
 }
 
 /// What a forwarding tunnel does on the device.
@@ -33,6 +44,8 @@ pub const METHOD_RUN_PTY_CMD: &str = "runPtyCmd";
 pub const METHOD_RUN_CMD: &str = "runCmd";
 pub const METHOD_FORWARD_TCP: &str = "forwardTcp";
 pub const METHOD_LISTEN_TCP: &str = "listenTcp";
+pub const METHOD_COPY_OUT: &str = "copyOut";
+pub const METHOD_COPY_IN: &str = "copyIn";
 
 impl LaunchParams {
     /// The kind of session, for audit trails: an interactive `shell` (a PTY with the
@@ -40,6 +53,8 @@ impl LaunchParams {
     pub fn kind(&self) -> &'static str {
         if self.forward.is_some() {
             "forward"
+        } else if self.copy.is_some() {
+            "copy"
         } else if self.pty && self.cmd.is_empty() {
             "shell"
         } else {
@@ -53,6 +68,11 @@ impl LaunchParams {
             Some(Forward::Listen { .. }) => return METHOD_LISTEN_TCP,
             None => {}
         }
+        match self.copy {
+            Some(FileCopy::Out { .. }) => return METHOD_COPY_OUT,
+            Some(FileCopy::In { .. }) => return METHOD_COPY_IN,
+            None => {}
+        }
         if self.pty {
             METHOD_RUN_PTY_CMD
         } else {
@@ -63,6 +83,24 @@ impl LaunchParams {
     /// `{"method": ..., "params": {"cmd": [...], "cols": c, "rows": r, "env": {...}}}`
     pub fn to_value(&self) -> RpcValue {
         let mut p = Map::new();
+        if let Some(c) = &self.copy {
+            match c {
+                FileCopy::Out { paths, recursive } => {
+                    let list: Vec<RpcValue> =
+                        paths.iter().map(|s| RpcValue::from(s.as_str())).collect();
+                    p.insert("paths".into(), RpcValue::from(list));
+                    p.insert("recursive".into(), RpcValue::from(*recursive));
+                }
+                FileCopy::In { dest, preserve } => {
+                    p.insert("dest".into(), RpcValue::from(dest.as_str()));
+                    p.insert("preserve".into(), RpcValue::from(*preserve));
+                }
+            }
+            let mut m = Map::new();
+            m.insert("method".into(), RpcValue::from(self.method()));
+            m.insert("params".into(), RpcValue::from(p));
+            return RpcValue::from(m);
+        }
         if let Some(f) = &self.forward {
             let (k, host, port) = match f {
                 Forward::Connect { host, port } => ("host", host, port),
@@ -120,6 +158,12 @@ impl LaunchParams {
         let pty = match method {
             METHOD_RUN_PTY_CMD => true,
             METHOD_RUN_CMD => false,
+            METHOD_COPY_OUT | METHOD_COPY_IN => {
+                return Ok(LaunchParams {
+                    copy: Some(copy_from(method, m.get("params"))?),
+                    ..Default::default()
+                });
+            }
             METHOD_FORWARD_TCP | METHOD_LISTEN_TCP => {
                 return Ok(LaunchParams {
                     forward: Some(forward_from(method, m.get("params"))?),
@@ -165,6 +209,42 @@ impl LaunchParams {
             _ => out.cmd = cmd_from_value(Some(&params))?,
         }
         Ok(out)
+    }
+}
+
+/// The params of a copying method: `{"paths": [s], "recursive": b}` (copyOut) or
+/// `{"dest": s, "preserve": b}` (copyIn).
+fn copy_from(method: &str, params: Option<&RpcValue>) -> Result<FileCopy, RpcError> {
+    let bad = |m: &str| RpcError::invalid_param(format!("{method}: {m}"));
+    let Some(Value::Map(p)) = params.map(|v| &v.value) else {
+        return Err(bad("params must be a Map"));
+    };
+    let flag = |k: &str| matches!(p.get(k).map(|v| &v.value), Some(Value::Bool(true)));
+    if method == METHOD_COPY_OUT {
+        let Some(Value::List(l)) = p.get("paths").map(|v| &v.value) else {
+            return Err(bad("'paths' must be a List of Strings"));
+        };
+        let paths = l
+            .iter()
+            .map(|v| match &v.value {
+                Value::String(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(bad("'paths' must be a List of non-empty Strings")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if paths.is_empty() || paths.len() > 4096 {
+            return Err(bad("'paths' must name 1..4096 files"));
+        }
+        return Ok(FileCopy::Out {
+            paths,
+            recursive: flag("recursive"),
+        });
+    }
+    match p.get("dest").map(|v| &v.value) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(FileCopy::In {
+            dest: s.to_string(),
+            preserve: flag("preserve"),
+        }),
+        _ => Err(bad("'dest' must be a path")),
     }
 }
 

@@ -29,6 +29,7 @@ use crate::message::{RpcError, RpcMessage};
 use crate::meta::{self, key, tag};
 
 mod address;
+pub mod copy;
 mod ctl;
 mod endpoint;
 mod fast;

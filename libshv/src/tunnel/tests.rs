@@ -254,6 +254,7 @@ fn launch_params_forms() {
         env: vec![("TERM".into(), "xterm-256color".into())],
         cwd: None,
         forward: None,
+        copy: None,
     };
     let v = p.to_value();
     assert_eq!(
