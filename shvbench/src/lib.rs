@@ -12,6 +12,7 @@
 
 pub mod brokers;
 pub mod compare;
+pub mod files;
 pub mod proto;
 pub mod relay;
 pub mod scenarios;
@@ -160,6 +161,29 @@ pub enum Command {
     /// Markdown table of medians and ours/peer ratios. Missing brokers are skipped
     /// with a note.
     Compare(Box<CompareArgs>),
+    /// Port forwarding and file copy: MiB through `shvrsh -N -L` to a sink, `shvcp`
+    /// up and down, and `shvrsh -- cat`, against our broker (started here), next to the
+    /// raw relay; a Markdown table of medians and ratios to the relay.
+    Files {
+        /// Rounds; the table shows medians
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// MiB per transfer
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Our shvbroker binary (default: shvbroker next to this executable)
+        #[arg(long)]
+        ours: Option<PathBuf>,
+        /// Directory with shvagent, shvrexec, shvrsh and shvcp (default: next to shvbench)
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Directory for the payload, copies and logs
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("shvbench-files"))]
+        workdir: PathBuf,
+        /// Also write the Markdown report to this file
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// What a transport costs: our broker on tcp, ssl, ws, wss and tcps in turn (one
     /// listener each, a throwaway CA for TLS), the rpc load and a `shvrsh -- cat` tunnel
     /// with every end on that transport; a Markdown table of medians and each
@@ -598,6 +622,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if r.rpc.calls == 0 || r.relay.calls == 0 || r.fanout.delivered == 0 {
                 anyhow::bail!("smoke: no calls or no signals went through");
+            }
+        }
+        Command::Files {
+            rounds,
+            mib,
+            ours,
+            bin_dir,
+            workdir,
+            output,
+        } => {
+            let bins = match &bin_dir {
+                Some(d) => tunnel::TunnelBins::in_dir(d),
+                None => tunnel::TunnelBins::next_to_exe(),
+            };
+            let shvcp = bins.rsh.with_file_name("shvcp");
+            let opts = files::FilesOpts {
+                ours: ours.unwrap_or_else(ours_next_to_exe),
+                bins,
+                shvcp,
+                workdir,
+                rounds,
+                bytes: mib.max(1) << 20,
+            };
+            let report = files::run(&opts).await?;
+            let md = report.markdown(mib.max(1));
+            println!("{md}");
+            if let Some(p) = output {
+                std::fs::write(&p, &md)?;
             }
         }
         Command::Transports {

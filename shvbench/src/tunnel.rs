@@ -117,6 +117,18 @@ impl Agent {
         mount: &str,
         log: &Path,
     ) -> Result<Agent, BenchError> {
+        Self::start_with(bins, device, admin, mount, log, &[]).await
+    }
+
+    /// The same, with more shvagent options (e.g. `--allow-forward`).
+    pub async fn start_with(
+        bins: &TunnelBins,
+        device: &RpcUrl,
+        admin: &RpcUrl,
+        mount: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<Agent, BenchError> {
         bins.check()?;
         if let Some(d) = log.parent() {
             std::fs::create_dir_all(d).map_err(|e| BenchError::Io(e.to_string()))?;
@@ -126,6 +138,7 @@ impl Agent {
         let child = Command::new(&bins.agent)
             .arg(&url)
             .args(["--mount", mount])
+            .args(extra)
             .arg("--rexec")
             .arg(&bins.rexec)
             .env("SHV_PASSWORD", password)
@@ -211,7 +224,7 @@ fn pattern() -> Vec<u8> {
     (0..CHUNK + PERIOD).map(|i| (i % PERIOD) as u8).collect()
 }
 
-fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+pub fn mb_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64().max(1e-9) / 1e6
 }
 

@@ -1,0 +1,225 @@
+//! `shvbench files`: the throughput of a port forward (`shvrsh -N -L`) and of `shvcp`
+//! (upload and download) through our broker, next to `shvrsh -- cat` and the raw
+//! relay (the same bytes from one socket to another through one relay process: the
+//! machine's limit for one extra hop). Medians over rounds, ratios to the relay.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::brokers::{self, BrokerKind};
+use crate::stats::median;
+use crate::tunnel::{self, mb_per_s, TunnelBins};
+use crate::BenchError;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone)]
+pub struct FilesOpts {
+    pub ours: PathBuf,
+    pub bins: TunnelBins,
+    pub shvcp: PathBuf,
+    pub workdir: PathBuf,
+    pub rounds: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct FilesReport {
+    pub relay: Vec<f64>,
+    pub cat: Vec<f64>,
+    pub forward: Vec<f64>,
+    pub upload: Vec<f64>,
+    pub download: Vec<f64>,
+}
+
+impl FilesReport {
+    pub fn markdown(&self, mib: u64) -> String {
+        let relay = median(&self.relay);
+        let mut out =
+            format!("| {mib} MiB, one way | MB/s (median) | / raw relay |\n|---|---:|---:|\n");
+        for (name, v) in [
+            ("raw relay (baseline)", &self.relay),
+            ("`shvrsh -- cat` (each way)", &self.cat),
+            ("`shvrsh -N -L` forward", &self.forward),
+            ("`shvcp` upload", &self.upload),
+            ("`shvcp` download", &self.download),
+        ] {
+            let m = median(v);
+            out.push_str(&format!("| {name} | {m:.1} | {:.2} |\n", m / relay));
+        }
+        out
+    }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
+    move |e| BenchError::Io(format!("{what}: {e}"))
+}
+
+pub async fn run(opts: &FilesOpts) -> Result<FilesReport, BenchError> {
+    opts.bins.check()?;
+    if !opts.shvcp.is_file() {
+        return Err(BenchError::Config(format!(
+            "missing {} (cargo build --release -p shvcp)",
+            opts.shvcp.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.workdir).map_err(io("workdir"))?;
+    let mut report = FilesReport::default();
+    let file = opts.workdir.join("payload.bin");
+    let data: Vec<u8> = (0..opts.bytes).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).map_err(io("payload"))?;
+    for round in 0..opts.rounds.max(1) {
+        eprintln!("round {}/{}", round + 1, opts.rounds.max(1));
+        report
+            .relay
+            .push(tunnel::relay_bulk(opts.bytes).await?.mb_per_s);
+        let broker = brokers::start(BrokerKind::Ours, &opts.ours, &opts.workdir).await?;
+        let r = measure(opts, &broker, &file, &mut report).await;
+        broker.stop().await;
+        r?;
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(report)
+}
+
+async fn measure(
+    opts: &FilesOpts,
+    broker: &brokers::RunningBroker,
+    file: &Path,
+    report: &mut FilesReport,
+) -> Result<(), BenchError> {
+    let (admin, device) = (broker.admin_url(), broker.device_url());
+    let log = opts.workdir.join("shvagent-files.log");
+    let agent = tunnel::Agent::start_with(
+        &opts.bins,
+        &device,
+        &admin,
+        "test/agent",
+        &log,
+        &["--allow-forward"],
+    )
+    .await?;
+    let result = async {
+        let cat = tunnel::bulk_cat(&opts.bins, &admin, "test/agent", opts.bytes).await?;
+        report.cat.push(cat.mb_per_s);
+        report.forward.push(forward(opts, &admin).await?);
+        let admin_arg = admin.without_secrets();
+        let up = opts.workdir.join("up.bin");
+        let remote = format!("test/agent:{}", up.display());
+        report
+            .upload
+            .push(shvcp(opts, &admin_arg, &[&file.display().to_string(), &remote]).await?);
+        let down = opts.workdir.join("down.bin");
+        report
+            .download
+            .push(shvcp(opts, &admin_arg, &[&remote, &down.display().to_string()]).await?);
+        for f in [up, down] {
+            let got = std::fs::metadata(&f).map_err(io("copied file"))?.len();
+            if got != opts.bytes {
+                return Err(BenchError::Io(format!("{}: {got} bytes", f.display())));
+            }
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
+    }
+    .await;
+    agent.stop().await;
+    result
+}
+
+/// `bytes` through `shvrsh -N -L` to a sink on "the device's side"; MB/s from the first
+/// byte sent to the last one read by the sink.
+async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl) -> Result<f64, BenchError> {
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("sink"))?;
+    let sink_port = sink.local_addr().map_err(io("sink"))?.port();
+    let lport = brokers::free_port()?;
+    let mut rsh = tokio::process::Command::new(&opts.bins.rsh)
+        .arg(admin.without_secrets())
+        .args([
+            "test/agent",
+            "-N",
+            "-L",
+            &format!("{lport}:127.0.0.1:{sink_port}"),
+        ])
+        .env("SHV_PASSWORD", admin.password.clone().unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io("shvrsh"))?;
+    let deadline = Instant::now() + TIMEOUT;
+    let mut client = loop {
+        if let Ok(c) = tokio::net::TcpStream::connect(("127.0.0.1", lport)).await {
+            break c;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout("shvrsh -L never listened".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let bytes = opts.bytes;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = sink.accept().await?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        while got < bytes {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        Ok::<_, std::io::Error>((got, Instant::now()))
+    });
+    let chunk = vec![0x5au8; 256 * 1024];
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = chunk.len().min((bytes - sent) as usize);
+        client.write_all(&chunk[..n]).await.map_err(io("forward"))?;
+        sent += n as u64;
+    }
+    let (got, t1) = tokio::time::timeout(TIMEOUT, reader)
+        .await
+        .map_err(|_| BenchError::Timeout("forward transfer".into()))?
+        .map_err(|e| BenchError::Io(e.to_string()))?
+        .map_err(io("sink"))?;
+    let _ = rsh.kill().await;
+    if got != bytes {
+        return Err(BenchError::Io(format!("forward: {got} of {bytes} bytes")));
+    }
+    Ok(mb_per_s(bytes, t1 - t0))
+}
+
+/// One `shvcp` run (connect, tunnel, transfer, rename); MB/s over the whole run.
+async fn shvcp(opts: &FilesOpts, url: &str, args: &[&str]) -> Result<f64, BenchError> {
+    let password = libshv::RpcUrl::parse(url)
+        .ok()
+        .and_then(|u| u.password)
+        .unwrap_or_else(|| "admin".into());
+    let t0 = Instant::now();
+    let out = tokio::time::timeout(
+        TIMEOUT,
+        tokio::process::Command::new(&opts.shvcp)
+            .arg("-q")
+            .arg(url)
+            .args(args)
+            .env("SHV_PASSWORD", password)
+            .output(),
+    )
+    .await
+    .map_err(|_| BenchError::Timeout("shvcp".into()))?
+    .map_err(io("shvcp"))?;
+    if !out.status.success() {
+        return Err(BenchError::Io(format!(
+            "shvcp: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(mb_per_s(opts.bytes, t0.elapsed()))
+}
