@@ -184,22 +184,33 @@ pub async fn start(
         .stdout(Stdio::null())
         .stderr(Stdio::from(logfile))
         .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| BenchError::Io(format!("cannot start {}: {e}", bin.display())))?;
-    let pid = child.id().ok_or(BenchError::Closed)?;
-    let mut broker = RunningBroker {
-        kind,
-        port,
-        pid,
-        child,
-        log,
-    };
-    broker.wait_listening().await?;
-    Ok(broker)
+    RunningBroker::spawn(cmd, bin, kind, port, log).await
 }
 
 impl RunningBroker {
+    /// Spawns `cmd` (its output already set up) and waits until it listens on `port`.
+    async fn spawn(
+        mut cmd: Command,
+        bin: &Path,
+        kind: BrokerKind,
+        port: u16,
+        log: PathBuf,
+    ) -> Result<RunningBroker, BenchError> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| BenchError::Io(format!("cannot start {}: {e}", bin.display())))?;
+        let pid = child.id().ok_or(BenchError::Closed)?;
+        let mut broker = RunningBroker {
+            kind,
+            port,
+            pid,
+            child,
+            log,
+        };
+        broker.wait_listening().await?;
+        Ok(broker)
+    }
+
     /// Waits until the port accepts TCP connections (or the broker exits).
     async fn wait_listening(&mut self) -> Result<(), BenchError> {
         let deadline = Instant::now() + START_TIMEOUT;
@@ -241,24 +252,13 @@ pub async fn start_ours_on(
     let scheme = listen.split("://").next().unwrap_or("x");
     let log = workdir.join(format!("ours-{scheme}-{port}.log"));
     let logfile = std::fs::File::create(&log).map_err(|e| BenchError::Io(e.to_string()))?;
-    let child = Command::new(bin)
-        .args(["--listen", listen, "-v", "warn"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", listen, "-v", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(logfile))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BenchError::Io(format!("cannot start {}: {e}", bin.display())))?;
-    let pid = child.id().ok_or(BenchError::Closed)?;
-    let mut broker = RunningBroker {
-        kind: BrokerKind::Ours,
-        port,
-        pid,
-        child,
-        log,
-    };
-    broker.wait_listening().await?;
-    Ok(broker)
+        .kill_on_drop(true);
+    RunningBroker::spawn(cmd, bin, BrokerKind::Ours, port, log).await
 }
 
 /// The crates.io broker's own default (`--print-effective-config`) with our listener,

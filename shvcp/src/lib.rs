@@ -59,18 +59,14 @@ pub struct Request {
 }
 
 impl Request {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        url: &str,
-        password_file: Option<&Path>,
-        plain: bool,
+        config: ClientConfig,
         paths: &[String],
         recursive: bool,
         preserve: bool,
-        timeout: f64,
+        open_timeout: Duration,
         quiet: bool,
     ) -> anyhow::Result<Request> {
-        let config = ClientConfig::from_command_line(url, password_file, plain)?;
         let (dst, srcs) = paths.split_last().context("give SRC… DST")?;
         let srcs: Vec<Location> = srcs.iter().map(|s| Location::parse(s)).collect();
         let direction = match Location::parse(dst) {
@@ -114,7 +110,7 @@ impl Request {
             direction,
             recursive,
             preserve,
-            open_timeout: Duration::from_secs_f64(timeout.max(0.1)),
+            open_timeout,
             progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         })
     }

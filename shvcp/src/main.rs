@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 use clap::Parser;
 
 /// shvcp: copy files to and from an SHV device running shvagent, like scp.
@@ -25,15 +23,8 @@ struct Args {
     /// Sources, then the destination
     #[arg(required = true, num_args = 2..)]
     paths: Vec<String>,
-    /// Read the password from this file (first line) instead of the URL
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// Log in with PLAIN (password sent as is) instead of SHA1
-    #[arg(long)]
-    plain: bool,
-    /// Seconds to wait for the tunnel to open
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
+    #[command(flatten)]
+    login: shvrsh::cli::LoginArgs,
     /// No progress bar (there is none when stderr is not a terminal anyway)
     #[arg(short = 'q')]
     quiet: bool,
@@ -47,21 +38,24 @@ fn main() {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    let result = shvcp::Request::new(
-        &a.url,
-        a.password_file.as_deref(),
-        a.plain,
-        &a.paths,
-        a.recursive,
-        a.preserve,
-        a.timeout,
-        a.quiet,
-    )
-    .and_then(|req| {
-        tokio::runtime::Runtime::new()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(shvcp::run(req)))
-    });
+    let result = a
+        .login
+        .config(&a.url)
+        .and_then(|config| {
+            shvcp::Request::new(
+                config,
+                &a.paths,
+                a.recursive,
+                a.preserve,
+                a.login.open_timeout(),
+                a.quiet,
+            )
+        })
+        .and_then(|req| {
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(shvcp::run(req)))
+        });
     if let Err(e) = result {
         eprintln!("shvcp: {e:#}");
         std::process::exit(1);

@@ -1,5 +1,6 @@
 //! shvrsh: a remote shell over SHV tunnels, used like ssh (tunnel.md, tools.md).
 
+pub mod cli;
 pub mod forward;
 pub mod term;
 

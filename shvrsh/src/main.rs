@@ -1,9 +1,6 @@
-use std::path::PathBuf;
-use std::time::Duration;
-
 use clap::Parser;
 use libshv::tunnel::LaunchParams;
-use libshv::ClientConfig;
+use shvrsh::cli::LoginArgs;
 use shvrsh::forward::{Direction, ForwardSpec};
 use shvrsh::{term, Options, EXIT_FAILURE};
 
@@ -33,15 +30,8 @@ struct Args {
     /// for shvrsh's); none = interactive login shell
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
-    /// Read the password from this file (first line) instead of the URL
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// Log in with PLAIN (password sent as is) instead of SHA1
-    #[arg(long)]
-    plain: bool,
-    /// Seconds to wait for the tunnel to open
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Disable the `~.` escape
     #[arg(long)]
     no_escape: bool,
@@ -60,8 +50,7 @@ struct Args {
 }
 
 fn options(args: Args) -> anyhow::Result<Options> {
-    let config =
-        ClientConfig::from_command_line(&args.url, args.password_file.as_deref(), args.plain)?;
+    let config = args.login.config(&args.url)?;
     let tty = term::stdin_is_tty();
     // As ssh: a PTY for an interactive shell on a terminal, or when forced with -t.
     let pty = args.pty || (args.cmd.is_empty() && tty && !args.no_pty);
@@ -106,7 +95,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
         },
         raw: pty && tty,
         escape: tty && !args.no_escape,
-        open_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
+        open_timeout: args.login.open_timeout(),
     })
 }
 

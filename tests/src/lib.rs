@@ -1128,6 +1128,68 @@ connections:
     )
 }
 
+/// pySHV's broker (`pyshvbroker` from the venv) running a TOML config; killed on Drop.
+pub struct PyBroker {
+    child: Child,
+    /// The port its (first) listener uses.
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl PyBroker {
+    /// Starts it with `toml` and waits until `port` (the one `toml` listens on)
+    /// accepts connections.
+    pub fn start(toml: &str, port: u16) -> PyBroker {
+        let dir = TempDir::new("pybroker");
+        let cfg = dir.path().join("pybroker.toml");
+        std::fs::write(&cfg, toml).expect("write pyshvbroker config");
+        let exe = python().parent().expect("venv bin").join("pyshvbroker");
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn pyshvbroker");
+        let b = PyBroker {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pyshvbroker did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
+    /// `tcp://USER@127.0.0.1:PORT?password=PASSWORD`
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("tcp://{user}@127.0.0.1:{}?password={password}", self.port)
+    }
+}
+
+impl Drop for PyBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pySHV broker config with one user `admin`/`admin` allowed everything, listening
+/// on `listen`.
+pub fn pyshv_admin_config(name: &str, listen: &str) -> String {
+    format!(
+        "name = \"{name}\"\nlisten = [\"{listen}\"]\n\n[user.admin]\npassword = \"admin\"\n\
+         role = \"admin\"\n\n[role.admin]\nmountPoints = \"**\"\naccess.su = \"**:*\"\n"
+    )
+}
+
 /// A TCP port that was free a moment ago (for brokers that must come back on the same
 /// port after a restart).
 pub fn free_port() -> u16 {

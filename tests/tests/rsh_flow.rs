@@ -10,21 +10,27 @@ use rsh_common::Agent;
 use tests::{bin, config_yaml, Broker, TIMEOUT};
 use tokio::io::AsyncReadExt;
 
+/// `shvrsh URL test/agent -- CMD…` as admin, stdout and stderr piped.
+fn spawn_rsh(broker: &Broker, cmd: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(bin("shvrsh"))
+        .arg(broker.url("admin", "admin"))
+        .arg("test/agent")
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shvrsh")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_gets_everything() {
     // A short per-client queue: without flow control 100 MB in pipe-sized chunks would
     // overflow it while the reader sleeps.
     let broker = Broker::start(Some(&config_yaml(&[], "limits:\n  client_queue: 64\n")));
     let _agent = Agent::start(&broker, "test/agent").await;
-    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
-        .arg(broker.url("admin", "admin"))
-        .arg("test/agent")
-        .args(["--", "head", "-c", "100000000", "/dev/zero"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shvrsh");
+    let mut rsh = spawn_rsh(&broker, &["head", "-c", "100000000", "/dev/zero"]);
     let mut stdout = rsh.stdout.take().unwrap();
     // Let the command run far ahead of us before reading anything.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -77,15 +83,7 @@ async fn slow_reader_gets_everything() {
 async fn output_pending_on_acks_when_the_command_exits_is_not_lost() {
     let broker = Broker::start(None);
     let _agent = Agent::start(&broker, "test/agent").await;
-    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
-        .arg(broker.url("admin", "admin"))
-        .arg("test/agent")
-        .args(["--", "sh", "-c", "head -c 8000000 /dev/zero; exit 5"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shvrsh");
+    let mut rsh = spawn_rsh(&broker, &["sh", "-c", "head -c 8000000 /dev/zero; exit 5"]);
     let mut stdout = rsh.stdout.take().unwrap();
     // The command writes what the window, the pipes and the queues hold, then exits;
     // we pause well past the end of the command before reading anything.

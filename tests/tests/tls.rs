@@ -102,43 +102,14 @@ async fn pyshv_client_over_tls() {
 async fn shvcall_to_pyshv_broker_over_tls() {
     let pki = Pki::new();
     let port = free_port();
-    let toml = format!(
-        r#"name = "pytls"
-listen = ["ssl://127.0.0.1:{port}?ca={ca}&cert={cert}&key={key}"]
-
-[user.admin]
-password = "admin"
-role = "admin"
-
-[role.admin]
-mountPoints = "**"
-access.su = "**:*"
-"#,
-        ca = pki.file("ca.pem"),
-        cert = pki.file("server.pem"),
-        key = pki.file("server.key"),
+    let listen = format!(
+        "ssl://127.0.0.1:{port}?ca={}&cert={}&key={}",
+        pki.file("ca.pem"),
+        pki.file("server.pem"),
+        pki.file("server.key")
     );
-    let cfg = pki.path("pybroker.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    let exe = python().parent().unwrap().join("pyshvbroker");
-    let mut child = std::process::Command::new(exe)
-        .arg("-c")
-        .arg(&cfg)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn pyshvbroker");
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pyshvbroker did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let _py = PyBroker::start(&pyshv_admin_config("pytls", &listen), port);
     let url = ssl_url(port, "admin", &format!("&ca={}", pki.file("ca.pem")));
     let out = shvcall(&url, ".app", "shvVersionMajor", None).await;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
 }

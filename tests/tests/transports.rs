@@ -29,6 +29,13 @@ fn url(scheme: &str, port: u16, user: &str, tail: &str) -> String {
     format!("{scheme}://{user}@127.0.0.1:{port}{tail}")
 }
 
+/// Our shvcall gets an answer from the broker on `ws://127.0.0.1:PORT`.
+async fn assert_ws_served(port: u16) {
+    let u = url("ws", port, "admin", "?password=admin");
+    let out = shvcall(&u, ".app", "shvVersionMajor", None).await;
+    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+}
+
 #[tokio::test]
 async fn shvcall_over_wss_and_ssls() {
     let pki = Pki::new();
@@ -132,44 +139,12 @@ async fn pyshv_device_on_ws_called_over_ssl() {
 /// Our shvcall talks to pySHV's broker listening on `ws://`.
 #[tokio::test]
 async fn shvcall_to_pyshv_broker_over_ws() {
-    let dir = TempDir::new("pyws");
     let port = free_port();
-    let cfg = dir.path().join("pybroker.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "name = \"pyws\"\nlisten = [\"ws://127.0.0.1:{port}\"]\n\n[user.admin]\n\
-             password = \"admin\"\nrole = \"admin\"\n\n[role.admin]\nmountPoints = \"**\"\n\
-             access.su = \"**:*\"\n"
-        ),
-    )
-    .unwrap();
-    let exe = python().parent().unwrap().join("pyshvbroker");
-    let mut child = std::process::Command::new(exe)
-        .arg("-c")
-        .arg(&cfg)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn pyshvbroker");
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pyshvbroker did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = shvcall(
-        &url("ws", port, "admin", "?password=admin"),
-        ".app",
-        "shvVersionMajor",
-        None,
-    )
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+    let _py = PyBroker::start(
+        &pyshv_admin_config("pyws", &format!("ws://127.0.0.1:{port}")),
+        port,
+    );
+    assert_ws_served(port).await;
 }
 
 /// Two pseudo-terminals whose masters are joined, as a null-modem cable joins two
@@ -352,14 +327,7 @@ async fn the_web_root_is_served_beside_websockets() {
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
     let r = get(format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(10_000))).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
-    let out = shvcall(
-        &url("ws", port, "admin", "?password=admin"),
-        ".app",
-        "shvVersionMajor",
-        None,
-    )
-    .await;
-    assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+    assert_ws_served(port).await;
     broker.assert_running();
 }
 

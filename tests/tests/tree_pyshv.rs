@@ -1,28 +1,17 @@
 //! Brokers in a tree with the Python pyshv broker (`pyshvbroker`, PyPI pyshv 0.13.0) at
 //! the other end of the link, both ways round: a call and a signal through each.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use libshv::{Client, RpcValue};
-use tests::{
-    free_port, python, signal_parts, wait_for_child, Broker, TempDir, TestDevice, TIMEOUT,
-};
+use tests::{free_port, signal_parts, wait_for_child, Broker, PyBroker, TestDevice, TIMEOUT};
 
-/// A pyshvbroker process with a TOML config; killed on Drop.
-struct PyBroker {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl PyBroker {
-    /// `connect`: an optional `[[connect]]` URL to a parent broker.
-    fn start(name: &str, connect: Option<&str>) -> PyBroker {
-        let port = free_port();
-        let dir = TempDir::new("pybroker");
-        let mut toml = format!(
-            r#"name = "{name}"
+/// A pyshvbroker with users admin and device; `connect`: an optional `[[connect]]` URL
+/// to a parent broker.
+fn start_pybroker(name: &str, connect: Option<&str>) -> PyBroker {
+    let port = free_port();
+    let mut toml = format!(
+        r#"name = "{name}"
 listen = ["tcp://127.0.0.1:{port}"]
 
 [user.admin]
@@ -41,49 +30,13 @@ access.su = "**:*"
 mountPoints = "test/**"
 access.rd = "**:*"
 "#
-        );
-        if let Some(url) = connect {
-            toml.push_str(&format!(
-                "\n[[connect]]\nurl = \"{url}\"\nrole = \"admin\"\n"
-            ));
-        }
-        let cfg = dir.path().join("pybroker.toml");
-        std::fs::write(&cfg, toml).unwrap();
-        let exe = python().parent().unwrap().join("pyshvbroker");
-        let child = Command::new(exe)
-            .arg("-c")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn pyshvbroker");
-        let b = PyBroker {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pyshvbroker did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        b
+    );
+    if let Some(url) = connect {
+        toml.push_str(&format!(
+            "\n[[connect]]\nurl = \"{url}\"\nrole = \"admin\"\n"
+        ));
     }
-
-    fn url(&self, user: &str, password: &str) -> String {
-        format!("tcp://{user}@127.0.0.1:{}?password={password}", self.port)
-    }
-}
-
-impl Drop for PyBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    PyBroker::start(&toml, port)
 }
 
 async fn connect(url: &str) -> (Client, libshv::client::SignalReceiver) {
@@ -121,7 +74,7 @@ async fn signal_arrives(top: &Client, signals: &mut libshv::client::SignalReceiv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_broker_as_child_of_pyshvbroker() {
-    let top = PyBroker::start("pytop", None);
+    let top = start_pybroker("pytop", None);
     let child_cfg = format!(
         r#"name: rsite
 users:
@@ -155,7 +108,7 @@ connections:
 async fn pyshvbroker_as_child_of_our_broker() {
     let ours = Broker::start(None);
     let parent_url = format!("{}&devmount=pysite", ours.url("admin", "admin"));
-    let py = PyBroker::start("pysite", Some(&parent_url));
+    let py = start_pybroker("pysite", Some(&parent_url));
     let (dev_client, _dev_signals) = {
         let mut c = libshv::ClientConfig::from_url(
             libshv::RpcUrl::parse(&format!("{}&devmount=test/dev", py.url("device", "device")))
