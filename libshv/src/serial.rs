@@ -18,16 +18,31 @@ pub const ETX: u8 = 0xA3;
 pub const ATX: u8 = 0xA4;
 pub const ESC: u8 = 0xAA;
 
-/// Escapes `data` into `out`.
+fn is_special(b: u8) -> bool {
+    matches!(b, STX | ETX | ATX | ESC)
+}
+
+/// Escapes `data` into `out`. Runs of plain bytes are copied whole (bulk data is
+/// mostly plain; a byte-at-a-time loop made the Serial framing a fifth as fast as
+/// Block framing).
 pub fn escape(data: &[u8], out: &mut Vec<u8>) {
-    for &b in data {
-        match b {
-            STX => out.extend_from_slice(&[ESC, 0x02]),
-            ETX => out.extend_from_slice(&[ESC, 0x03]),
-            ATX => out.extend_from_slice(&[ESC, 0x04]),
-            ESC => out.extend_from_slice(&[ESC, 0x0A]),
-            b => out.push(b),
-        }
+    out.reserve(data.len() + data.len() / 64);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|&b| is_special(b))
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some(&b) = rest.get(run) else { break };
+        let code = match b {
+            STX => 0x02,
+            ETX => 0x03,
+            ATX => 0x04,
+            _ => 0x0A,
+        };
+        out.extend_from_slice(&[ESC, code]);
+        rest = &rest[run + 1..];
     }
 }
 
@@ -106,7 +121,19 @@ impl SerialDecoder {
         self.state = State::Message { escaped: false };
     }
 
+    /// Adds escaped bytes to the CRC (only on lines that use one).
+    fn sum_all(&mut self, bytes: &[u8]) {
+        if self.crc {
+            for &b in bytes {
+                self.sum(b);
+            }
+        }
+    }
+
     fn sum(&mut self, b: u8) {
+        if !self.crc {
+            return;
+        }
         let mut crc = self.crc_sum ^ u32::from(b);
         for _ in 0..8 {
             crc = if crc & 1 != 0 {
@@ -143,6 +170,36 @@ impl Decoder for SerialDecoder {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<SerialItem>, std::io::Error> {
         while !src.is_empty() {
+            // Fast paths over runs: looking for STX, and the plain bytes of a message.
+            match self.state {
+                State::Idle | State::Skipping => {
+                    let skip = src.iter().position(|&b| b == STX).unwrap_or(src.len());
+                    src.advance(skip);
+                    if src.is_empty() {
+                        break;
+                    }
+                }
+                State::Message { escaped: false } => {
+                    let room = self.max.saturating_sub(self.msg.len()).saturating_add(1);
+                    let run = src
+                        .iter()
+                        .take(room)
+                        .position(|&b| is_special(b))
+                        .unwrap_or(src.len().min(room));
+                    if run > 0 {
+                        self.sum_all(&src[..run]);
+                        self.msg.extend_from_slice(&src[..run]);
+                        src.advance(run);
+                        if self.msg.len() > self.max {
+                            self.msg = Vec::new();
+                            self.state = State::Skipping;
+                            return Ok(Some(SerialItem::Dropped("message too large")));
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             let b = src[0];
             src.advance(1);
             match self.state {
@@ -348,5 +405,52 @@ mod tests {
             decode_all(&big, false)[0],
             SerialItem::Dropped("message too large")
         );
+    }
+
+    #[test]
+    fn large_messages_in_any_chunking_with_and_without_crc() {
+        // Mostly plain bytes (the fast path) with specials sprinkled in.
+        let msg: Vec<u8> = (0..200_000u32)
+            .map(|i| match i % 97 {
+                0 => STX,
+                1 => ESC,
+                2 => ATX,
+                3 => ETX,
+                _ => (i * 31 % 251) as u8,
+            })
+            .collect();
+        for crc in [false, true] {
+            let mut wire = vec![0x55, 0x66]; // garbage before the first STX
+            wire.extend(encode(&msg, crc));
+            wire.extend(encode(&[1, 2], crc));
+            for chunk in [1, 7, 4096, wire.len()] {
+                let mut dec = SerialDecoder::new(crc, 1 << 20);
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                for c in wire.chunks(chunk) {
+                    buf.extend_from_slice(c);
+                    while let Some(item) = dec.decode(&mut buf).unwrap() {
+                        got.push(item);
+                    }
+                }
+                assert!(
+                    matches!(&got[..], [SerialItem::Message(a), SerialItem::Message(b)] if *a == msg && b == &[1, 2]),
+                    "crc {crc}, chunk {chunk}: {} items",
+                    got.len()
+                );
+            }
+            // Beyond the limit: dropped, and the next message still decodes.
+            let mut dec = SerialDecoder::new(crc, 1000);
+            let mut buf = BytesMut::from(&wire[..]);
+            let mut got = Vec::new();
+            while let Some(item) = dec.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+            assert!(
+                matches!(&got[..], [SerialItem::Dropped(_), SerialItem::Message(b)] if b == &[1, 2]),
+                "crc {crc}: {} items",
+                got.len()
+            );
+        }
     }
 }

@@ -299,6 +299,20 @@ impl Broker {
         }
     }
 
+    /// Waits until the broker's log contains `needle` (it is read by another thread,
+    /// so a line written a moment ago may not be there yet); panics after TIMEOUT.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !self.stderr().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker never logged {needle:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the broker wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
