@@ -1,5 +1,6 @@
-//! Port forwarding over tunnels (`shvrsh -L` / `-R` / `-N`): two concurrent
-//! connections of 5 MiB each way through an echo server on the far side, byte-exact;
+//! Port forwarding over tunnels (`shvrsh -L` / `-R` / `-N`, two forwards at once): two
+//! concurrent HTTP GETs of a 5 MiB file from a real web server on the far side, and two
+//! concurrent 5 MiB uploads through an echo service, byte-exact;
 //! the forward ends with its shvrsh; an agent that does not allow forwarding says so.
 
 mod rsh_common;
@@ -29,6 +30,89 @@ async fn echo_server() -> u16 {
         }
     });
     port
+}
+
+/// A real HTTP server (Python's `http.server` from the venv) serving a 5 MiB file;
+/// killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+    /// SHA-256 of the file.
+    sha: Vec<u8>,
+    _dir: TempDir,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let dir = TempDir::new("www");
+        let mut data = vec![0u8; MIB5];
+        rand::thread_rng().fill_bytes(&mut data);
+        std::fs::write(dir.path().join("blob.bin"), &data).unwrap();
+        let port = free_port_now();
+        let child = std::process::Command::new(python())
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python -m http.server");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer {
+            child,
+            port,
+            sha: Sha256::digest(&data).to_vec(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /blob.bin` through `port`; the body must be the server's file, byte-exact.
+async fn http_get(port: u16, want: &[u8]) -> Result<(), String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(b"GET /blob.bin HTTP/1.0\r\nHost: device\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), s.read_to_end(&mut resp))
+        .await
+        .map_err(|_| "no end of response".to_string())?
+        .map_err(|e| e.to_string())?;
+    let head_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP head")?;
+    let head = String::from_utf8_lossy(&resp[..head_end]);
+    if !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("answered {head}"));
+    }
+    let body = &resp[head_end + 4..];
+    if body.len() != MIB5 || Sha256::digest(body).as_slice() != want {
+        return Err(format!("{} bytes of body, not the file", body.len()));
+    }
+    Ok(())
 }
 
 fn free_port_now() -> u16 {
@@ -111,20 +195,28 @@ async fn start(allow: bool) -> (Broker, Agent) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_forward_carries_two_concurrent_connections_and_ends_with_shvrsh() {
     let (broker, _agent) = start(true).await;
-    let target = echo_server().await; // on the device's side
-    let lport = free_port_now();
+    // On the device's side: a web server, and an echo service for the other direction.
+    let http = HttpServer::start();
+    let target = echo_server().await;
+    let (lport, lport2) = (free_port_now(), free_port_now());
     let mut rsh = spawn_rsh(
         &broker,
         &[
             "-N".into(),
             "-L".into(),
-            format!("{lport}:127.0.0.1:{target}"),
+            format!("{lport}:127.0.0.1:{}", http.port),
+            "-L".into(),
+            format!("127.0.0.1:{lport2}:127.0.0.1:{target}"),
         ],
     );
     wait_listening(lport, &mut rsh).await;
-    let (a, b) = tokio::join!(round_trip(lport), round_trip(lport));
-    a.expect("first connection");
-    b.expect("second connection");
+    wait_listening(lport2, &mut rsh).await;
+    let (a, b) = tokio::join!(http_get(lport, &http.sha), http_get(lport, &http.sha));
+    a.expect("first HTTP GET");
+    b.expect("second HTTP GET");
+    let (a, b) = tokio::join!(round_trip(lport2), round_trip(lport2));
+    a.expect("first upload and echo");
+    b.expect("second upload and echo");
     // The forward is listed as a live session.
     let (admin, _) = broker.connect("admin", "admin").await;
     let list = admin.call(".broker/tunnels", "list", None).await.unwrap();
@@ -156,20 +248,28 @@ async fn local_forward_carries_two_concurrent_connections_and_ends_with_shvrsh()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_forward_listens_on_the_device_until_shvrsh_goes() {
     let (broker, _agent) = start(true).await;
-    let target = echo_server().await; // on the operator's side
-    let rport = free_port_now();
+    // On the operator's side: a web server and an echo service.
+    let http = HttpServer::start();
+    let target = echo_server().await;
+    let (rport, rport2) = (free_port_now(), free_port_now());
     let mut rsh = spawn_rsh(
         &broker,
         &[
             "-N".into(),
             "-R".into(),
-            format!("127.0.0.1:{rport}:127.0.0.1:{target}"),
+            format!("127.0.0.1:{rport}:127.0.0.1:{}", http.port),
+            "-R".into(),
+            format!("{rport2}:127.0.0.1:{target}"),
         ],
     );
     wait_listening(rport, &mut rsh).await;
-    let (a, b) = tokio::join!(round_trip(rport), round_trip(rport));
-    a.expect("first connection");
-    b.expect("second connection");
+    wait_listening(rport2, &mut rsh).await;
+    let (a, b) = tokio::join!(http_get(rport, &http.sha), http_get(rport, &http.sha));
+    a.expect("first HTTP GET");
+    b.expect("second HTTP GET");
+    let (a, b) = tokio::join!(round_trip(rport2), round_trip(rport2));
+    a.expect("first upload and echo");
+    b.expect("second upload and echo");
     rsh.kill().await.unwrap();
     let _ = rsh.wait().await;
     // The device's listener closes when the tunnel does.
