@@ -216,12 +216,12 @@ impl Encoder<RpcFrame> for BlockCodec {
     }
 }
 
-/// Encodes one frame to bytes (header included), e.g. for raw test clients.
 /// A ResetSession message as a Block frame (length 1, format 0).
 pub fn encode_reset_session() -> [u8; 2] {
     [0x01, FORMAT_RESET_SESSION]
 }
 
+/// Encodes one frame to bytes (header included), e.g. for raw test clients.
 pub fn encode_frame(frame: &RpcFrame) -> Vec<u8> {
     let mut b = BytesMut::new();
     encode_into(frame, &mut b);

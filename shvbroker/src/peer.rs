@@ -130,10 +130,9 @@ fn source_of(addr: &str) -> &str {
     addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr)
 }
 
-/// Serves one connection. Its client id is given at each successful login (a new one
-/// after ResetSession), as pySHV does: ids count logins, not sockets.
-/// Serves one connection until it ends. `ticket` is its place among the connections
-/// not logged in, given back at login.
+/// Serves one connection until it ends. Its client id is given at each successful
+/// login (a new one after ResetSession), as pySHV does: ids count logins, not sockets.
+/// `ticket` is its place among the connections not logged in, given back at login.
 pub async fn run(
     read: BoxRead,
     write: BoxWrite,
