@@ -1204,6 +1204,16 @@ pub fn pyshv_admin_config(name: &str, listen: &str) -> String {
     )
 }
 
+/// Plain SHV (a `hello` in a Block frame) to a port that expects a handshake first
+/// (TLS, WebSocket): the broker closes the connection.
+pub async fn assert_plain_hello_closed(port: u16) {
+    let mut raw = RawConn::connect(port).await;
+    raw.send(&RpcMessage::new_request(1, "", "hello", None))
+        .await
+        .unwrap();
+    raw.expect_closed().await;
+}
+
 /// A TCP port that was free a moment ago (for brokers that must come back on the same
 /// port after a restart).
 pub fn free_port() -> u16 {

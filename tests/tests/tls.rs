@@ -49,11 +49,7 @@ async fn a_client_without_the_ca_is_refused_clearly() {
 async fn plain_tcp_to_a_tls_port_is_closed() {
     let pki = Pki::new();
     let (mut broker, port) = tls_broker(&pki, "");
-    let mut raw = RawConn::connect(port).await;
-    raw.send(&libshv::RpcMessage::new_request(1, "", "hello", None))
-        .await
-        .unwrap();
-    raw.expect_closed().await;
+    assert_plain_hello_closed(port).await;
     broker.assert_running();
     let url = ssl_url(port, "admin", &format!("&ca={}", pki.file("ca.pem")));
     let out = shvcall(&url, ".app", "ping", None).await;

@@ -61,11 +61,7 @@ async fn websocket_without_subprotocol_carries_block_frames() {
 #[tokio::test]
 async fn plain_tcp_to_a_websocket_port_is_closed() {
     let (mut broker, port) = ws_broker();
-    let mut raw = RawConn::connect(port).await;
-    raw.send(&libshv::RpcMessage::new_request(1, "", "hello", None))
-        .await
-        .unwrap();
-    raw.expect_closed().await;
+    assert_plain_hello_closed(port).await;
     broker.assert_running();
     let url = format!("ws://admin@127.0.0.1:{port}/?password=admin");
     assert_eq!(shvcall(&url, ".app", "ping", None).await.code, 0);
