@@ -80,26 +80,33 @@ impl Ri {
     /// must be subscribed to so that every signal this RI matches there reaches us.
     /// None if the RI cannot match anything under `mount`.
     pub fn relative_to(&self, mount: &str) -> Option<Ri> {
-        let pat = split(&self.path);
-        let mnt = split(mount);
-        let (mut p, mut m) = (0, 0);
-        while m < mnt.len() {
-            match pat.get(p) {
-                None => return None,
-                // `**` may swallow the rest of the mount point: keep it.
-                Some(&"**") => break,
-                Some(seg) if glob(seg, mnt[m]) => {
-                    p += 1;
-                    m += 1;
-                }
-                Some(_) => return None,
-            }
-        }
+        let p = self.mount_prefix(mount)?;
         Some(Ri::new(
-            pat[p..].join("/"),
+            self.segments[p..].join("/"),
             self.method.clone(),
             self.signal.clone(),
         ))
+    }
+
+    /// Can this RI match anything under `mount`? (`relative_to` without building it:
+    /// asked for every mount when subscriptions change.)
+    pub fn reaches(&self, mount: &str) -> bool {
+        self.mount_prefix(mount).is_some()
+    }
+
+    /// How many of this RI's path segments the mount point `mount` consumes.
+    fn mount_prefix(&self, mount: &str) -> Option<usize> {
+        let mut p = 0;
+        for m in mount.split('/').filter(|_| !mount.is_empty()) {
+            match self.segments.get(p).map(String::as_str) {
+                None => return None,
+                // `**` may swallow the rest of the mount point: keep it.
+                Some("**") => break,
+                Some(seg) if glob(seg, m) => p += 1,
+                Some(_) => return None,
+            }
+        }
+        Some(p)
     }
 }
 
@@ -274,6 +281,19 @@ mod tests {
         assert_eq!(rel("other/**:*:*", "site"), None);
         assert_eq!(rel("site:*:*", "site/a"), None);
         assert_eq!(rel("site/**:*:*", "site").as_deref(), Some("**:*:*"));
+        assert_eq!(rel("**:*:*", "").as_deref(), Some("**:*:*"));
+        for (ri, m) in [
+            ("site/dev/**:*:chng", "site"),
+            ("**:*:*", "site/a"),
+            ("*/dev:get:*", "site"),
+            ("other/**:*:*", "site"),
+            ("site:*:*", "site/a"),
+            ("site/**:*:*", "site"),
+            ("s?te/**", "site/b"),
+        ] {
+            let ri = Ri::parse(ri);
+            assert_eq!(ri.reaches(m), ri.relative_to(m).is_some(), "{ri} in {m}");
+        }
     }
 
     #[test]

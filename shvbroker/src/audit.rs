@@ -53,19 +53,54 @@ impl AuditLog {
     }
 
     /// Writes one entry (a JSON object; `time` is added).
-    pub fn write(&mut self, mut entry: serde_json::Map<String, serde_json::Value>) {
-        let Some(tx) = &self.tx else {
+    pub fn write(&mut self, entry: serde_json::Map<String, serde_json::Value>) {
+        let Some(line) = self.line(entry) else {
             return;
         };
+        match line.tx.try_send(line.line) {
+            Ok(()) => self.lost = 0,
+            Err(_) => self.lost = self.lost.saturating_add(1),
+        }
+    }
+
+    /// One entry, stamped now, to be written when something it names is complete:
+    /// the close entry of a recorded session waits until its recording is on disk, so
+    /// that whoever reads the trail finds the whole file. None when the log is off.
+    pub fn defer(&mut self, entry: serde_json::Map<String, serde_json::Value>) -> Option<Deferred> {
+        let line = self.line(entry)?;
+        // It will get through (Deferred::write waits for room): the count is in it.
+        self.lost = 0;
+        Some(line)
+    }
+
+    fn line(&self, mut entry: serde_json::Map<String, serde_json::Value>) -> Option<Deferred> {
+        let tx = self.tx.as_ref()?;
         entry.insert("time".into(), now_rfc3339().into());
         if self.lost > 0 {
             entry.insert("lost_before".into(), self.lost.into());
         }
-        let line = serde_json::Value::Object(entry).to_string();
-        match tx.try_send(line) {
-            Ok(()) => self.lost = 0,
-            Err(_) => self.lost = self.lost.saturating_add(1),
-        }
+        Some(Deferred {
+            tx: tx.clone(),
+            line: serde_json::Value::Object(entry).to_string(),
+        })
+    }
+}
+
+/// An audit line written later, from another thread ([`AuditLog::defer`]).
+pub struct Deferred {
+    tx: mpsc::SyncSender<String>,
+    line: String,
+}
+
+impl Deferred {
+    /// Writes the line, waiting for room in the queue (call it off the broker task).
+    pub fn write(self) {
+        let _ = self.tx.send(self.line);
+    }
+
+    /// Writes the line if the queue has room (on the broker task).
+    pub fn try_write(self) {
+        let _ = self.tx.try_send(self.line);
     }
 }
 

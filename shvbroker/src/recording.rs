@@ -38,7 +38,8 @@ enum Event {
     Resize(u64, Instant, u16, u16),
     /// Events of the session were dropped before this point.
     Truncated(u64, Instant),
-    Close(u64),
+    /// The session ended: close its file, then write its audit entry.
+    Close(u64, Option<crate::audit::Deferred>),
 }
 
 pub struct Recorder {
@@ -114,14 +115,25 @@ impl Recorder {
         self.send(id, Event::Resize(id, Instant::now(), cols, rows), 0);
     }
 
-    pub fn close(&mut self, id: u64) {
+    /// Ends a session's file; `then` (its audit close entry) is written once the file
+    /// is complete on disk. Given back if it could not be queued (the queue is full):
+    /// write it at once then.
+    pub fn close(
+        &mut self,
+        id: u64,
+        then: Option<crate::audit::Deferred>,
+    ) -> Option<crate::audit::Deferred> {
         self.truncated.remove(&id);
-        self.send(id, Event::Close(id), 0);
+        match self.send(id, Event::Close(id, then), 0) {
+            Some(Event::Close(_, then)) => then,
+            _ => None,
+        }
     }
 
-    fn send(&mut self, id: u64, ev: Event, bytes: usize) {
+    /// Queues `ev`; gives it back if it could not be queued.
+    fn send(&mut self, id: u64, ev: Event, bytes: usize) -> Option<Event> {
         let Some(tx) = &self.tx else {
-            return;
+            return Some(ev);
         };
         let over = self
             .queued_bytes
@@ -132,17 +144,23 @@ impl Recorder {
         let droppable = matches!(ev, Event::Output(..) | Event::Input(..) | Event::Resize(..));
         if over && droppable {
             self.truncated.insert(id, ());
-            return;
+            return Some(ev);
         }
         if droppable && self.truncated.remove(&id).is_some() {
             // The gap is marked before this event.
             let _ = tx.try_send(Event::Truncated(id, Instant::now()));
         }
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if tx.try_send(ev).is_err() {
-            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            if droppable {
-                self.truncated.insert(id, ());
+        match tx.try_send(ev) {
+            Ok(()) => None,
+            Err(e) => {
+                self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                if droppable {
+                    self.truncated.insert(id, ());
+                }
+                Some(match e {
+                    mpsc::TrySendError::Full(ev) | mpsc::TrySendError::Disconnected(ev) => ev,
+                })
             }
         }
     }
@@ -297,9 +315,14 @@ fn write_events(rx: mpsc::Receiver<Event>, queued: Arc<AtomicUsize>) {
                     f.event(at, "m", "recording truncated: the recorder fell behind");
                 }
             }
-            Event::Close(id) => {
+            Event::Close(id, then) => {
                 if let Some(mut f) = files.remove(&id) {
-                    let _ = f.out.flush();
+                    if let Err(e) = f.out.flush() {
+                        tracing::error!("recording {}: {e}", f.path.display());
+                    }
+                }
+                if let Some(line) = then {
+                    line.write();
                 }
             }
         }
@@ -352,7 +375,7 @@ mod tests {
             r.output(7, &vec![b'x'; QUEUE_BYTES + 1]);
         }
         r.output(7, b"after");
-        r.close(7);
+        r.close(7, None);
         drop(r);
         let text = std::fs::read_to_string(dir.join(&name)).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -368,5 +391,39 @@ mod tests {
         let marker = gap.find(r#""m","recording truncated"#).expect("a marker");
         assert!(marker < gap.find("after").unwrap(), "{gap}");
         assert!(!gap.contains("xxxx"), "the dropped output is not there");
+    }
+
+    #[test]
+    fn the_audit_close_entry_comes_after_the_recording_is_complete() {
+        let dir = std::env::temp_dir().join(format!("shv-rec-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = Recorder::open(&dir, false).unwrap();
+        let mut audit = crate::audit::AuditLog::open(&dir.join("audit.jsonl")).unwrap();
+        let name = r.start(SessionStart {
+            id: 1,
+            width: 80,
+            height: 24,
+            command: "sh".into(),
+            user: "admin".into(),
+            agent: "test/agent".into(),
+        });
+        r.output(1, b"last words");
+        let mut entry = serde_json::Map::new();
+        entry.insert("event".into(), "close".into());
+        assert!(r.close(1, audit.defer(entry)).is_none(), "queued");
+        // Both writers run on their own; nothing is joined yet.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let trail = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+            if trail.contains(r#""event":"close""#) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no close entry");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let cast = std::fs::read_to_string(dir.join(&name)).unwrap();
+        assert!(cast.contains(r#""o","last words""#), "{cast}");
+        drop((r, audit));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

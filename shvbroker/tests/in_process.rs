@@ -206,6 +206,83 @@ async fn unsubscribe_stops_signals() {
     assert!(signals.try_recv().is_err());
 }
 
+/// A device that notes every request it gets (`path:method`) and answers `echo`;
+/// `ls` it answers `false`, as a device that is not a broker does for `ls(".broker")`.
+#[derive(Default)]
+struct Noting(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl libshv::client::RequestHandler for Noting {
+    async fn handle(
+        &self,
+        _c: &libshv::client::Client,
+        req: RpcMessage,
+    ) -> Option<Result<RpcValue, libshv::message::RpcError>> {
+        let f = req.to_frame();
+        let method = f.method().unwrap_or("").to_string();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}:{method}", f.shv_path()));
+        Some(Ok(match method.as_str() {
+            "ls" => RpcValue::from(false),
+            _ => req.param().cloned().unwrap_or_else(RpcValue::null),
+        }))
+    }
+}
+
+impl Noting {
+    fn taken(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_mount_is_asked_whether_it_is_a_broker_only_once_subscriptions_or_launches_reach_it() {
+    let b = TestBroker::start().await;
+    let mount = |m: &str| {
+        let mut c = b.config("device", "device");
+        c.login.mount_point = Some(m.into());
+        let noted = std::sync::Arc::new(Noting::default());
+        let b = &b;
+        async move {
+            let conn = b.try_connect(&c, Some(noted.clone())).await.unwrap();
+            (conn, noted)
+        }
+    };
+    let (_dev, noted) = mount("test/dev").await;
+    let (_dev2, noted2) = mount("test/dev2").await;
+    let (admin, _) = b.client("admin").await;
+    // Tests run on one thread: a request the broker sent a device before routing the
+    // next call to it is handled (and noted) before that call is.
+    let echo = |m: &'static str| admin.call(m, "echo", None);
+    echo("test/dev").await.unwrap();
+    admin.subscribe("other/**:*:*", None).await.unwrap();
+    echo("test/dev").await.unwrap();
+    assert_eq!(
+        noted.taken(),
+        [":echo", ":echo"],
+        "no subscription reaches it"
+    );
+
+    // A launch is preceded by the question (a host in its answer counts only from a
+    // broker).
+    admin.call("test/dev2", "launchRexec", None).await.unwrap();
+    assert_eq!(noted2.taken(), [":ls", ":launchRexec"]);
+
+    admin.subscribe("test/**:*:chng", None).await.unwrap();
+    admin.subscribe("test/dev/**:*:*", None).await.unwrap();
+    echo("test/dev").await.unwrap();
+    echo("test/dev2").await.unwrap();
+    assert_eq!(noted.taken(), [":ls", ":echo"], "asked once");
+    assert_eq!(noted2.taken(), [":echo"], "asked before already");
+
+    // Mounted where a subscription already reaches: asked at once.
+    let (_dev3, noted3) = mount("test/dev3").await;
+    echo("test/dev3").await.unwrap();
+    assert_eq!(noted3.taken(), [":ls", ":echo"]);
+}
+
 #[tokio::test]
 async fn subscriptions_are_listed_with_their_ttl() {
     let b = TestBroker::start().await;

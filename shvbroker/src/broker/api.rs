@@ -284,7 +284,13 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
             format!("subscribe: at most {max_subs} subscriptions per client"),
         ));
     }
-    let new = peer.subscriptions.insert(key, (ri, expiry)).is_none();
+    let new = peer
+        .subscriptions
+        .insert(key, (ri.clone(), expiry))
+        .is_none();
+    if new {
+        broker.probe_mounts_reached(from, &ri);
+    }
     Ok(RpcValue::from(new))
 }
 

@@ -25,6 +25,14 @@ pub struct Forwarding {
     own_requests: HashMap<(PeerId, i64), (OwnRequest, Instant)>,
     /// Subscriptions forwarded to each sub-broker: RI → when last (re)sent.
     forwarded: HashMap<PeerId, HashMap<String, Instant>>,
+    /// Mounted peers not asked yet whether they are brokers, with their mount points:
+    /// asked only once some other peer's subscription reaches into the mount (as pySHV
+    /// does) or a `launchRexec` goes to it, so that a plain device never gets a request
+    /// it did not expect (a client that resets its session while answering one can
+    /// lose its send loop: pySHV's can).
+    unprobed: HashMap<PeerId, String>,
+    /// A probe could not be sent (the peer's queue was busy): try again on the tick.
+    probe_retry: bool,
     next_rid: i64,
 }
 
@@ -49,6 +57,7 @@ impl Forwarding {
     pub fn peer_gone(&mut self, id: PeerId) {
         self.own_requests.retain(|(p, _), _| *p != id);
         self.forwarded.remove(&id);
+        self.unprobed.remove(&id);
     }
 }
 
@@ -75,6 +84,66 @@ impl Broker {
             .own_requests
             .insert((to, rid), (what, Instant::now()));
         true
+    }
+
+    /// A peer was just mounted at `mount`: ask it whether it is a broker if some
+    /// subscription reaches into it, else once one does.
+    pub fn probe_when_subscribed(&mut self, id: PeerId, mount: String) {
+        if self.subscribed_into(id, &mount) {
+            self.probe(id, mount);
+        } else {
+            self.forwarding.unprobed.insert(id, mount);
+        }
+    }
+
+    /// `from` subscribed `ri`: probe the mounts it reaches into that were not asked yet.
+    pub fn probe_mounts_reached(&mut self, from: PeerId, ri: &Ri) {
+        let reached: Vec<(PeerId, String)> = self
+            .forwarding
+            .unprobed
+            .iter()
+            .filter(|(id, mount)| **id != from && ri.reaches(mount))
+            .map(|(id, mount)| (*id, mount.clone()))
+            .collect();
+        for (id, mount) in reached {
+            self.forwarding.unprobed.remove(&id);
+            self.probe(id, mount);
+        }
+    }
+
+    /// A `launchRexec` is about to go to `id`: ask it first, if nobody did yet.
+    pub fn probe_before_launch(&mut self, id: PeerId) {
+        if let Some(mount) = self.forwarding.unprobed.remove(&id) {
+            self.probe(id, mount);
+        }
+    }
+
+    /// Probes that could not be sent earlier, if any, against every subscription.
+    pub fn retry_probes(&mut self) {
+        if !std::mem::take(&mut self.forwarding.probe_retry) {
+            return;
+        }
+        let waiting: Vec<(PeerId, String)> = self.forwarding.unprobed.drain().collect();
+        for (id, mount) in waiting {
+            self.probe_when_subscribed(id, mount);
+        }
+    }
+
+    /// Does a subscription of a peer other than `id` reach into `mount`?
+    fn subscribed_into(&self, id: PeerId, mount: &str) -> bool {
+        self.peers
+            .values()
+            .filter(|p| p.id != id)
+            .flat_map(|p| p.subscriptions.values())
+            .any(|(ri, _)| ri.reaches(mount))
+    }
+
+    fn probe(&mut self, id: PeerId, mount: String) {
+        let mut ls = RpcMessage::new_request(0, "", "ls", Some(RpcValue::from(".broker")));
+        if !self.send_own_request(id, &mut ls, OwnRequest::IsBroker) {
+            self.forwarding.unprobed.insert(id, mount);
+            self.forwarding.probe_retry = true;
+        }
     }
 
     pub fn own_response(&mut self, from: PeerId, own: OwnRequest, frame: &RpcFrame) {

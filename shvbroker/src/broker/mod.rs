@@ -39,7 +39,7 @@ use crate::peers::{Peer, PeerId, PeerKind};
 use crate::pending::{self, PendingRequests};
 use crate::queue::{Full, Outgoing};
 use crate::tunnel::Tunnels;
-use forwarding::{Forwarding, OwnRequest};
+use forwarding::Forwarding;
 
 /// Longest shvPath the broker routes; longer requests are refused, longer signals
 /// dropped (paths are matched against every access rule and subscription).
@@ -153,6 +153,7 @@ impl Broker {
         self.pending.expire(now);
         self.forwarding.expire(now);
         self.tunnels_housekeeping(now);
+        self.retry_probes();
         self.sync_forwarded_subscriptions();
         self.disconnect_doomed();
     }

@@ -122,8 +122,16 @@ impl Broker {
             self.mounts.insert(&m, id);
             self.emit_lsmod(&m, true);
             // Is it a broker? Then subscriptions reaching into it must be forwarded.
-            let mut ls = RpcMessage::new_request(0, "", "ls", Some(RpcValue::from(".broker")));
-            self.send_own_request(id, &mut ls, OwnRequest::IsBroker);
+            self.probe_when_subscribed(id, m);
+        }
+        // Its own subscriptions (from autosetup) may reach into other mounts.
+        let own: Vec<Ri> = self
+            .peers
+            .get(&id)
+            .map(|p| p.subscriptions.values().map(|(ri, _)| ri.clone()).collect())
+            .unwrap_or_default();
+        for ri in &own {
+            self.probe_mounts_reached(id, ri);
         }
     }
 

@@ -131,6 +131,12 @@ impl Broker {
             meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
             let launch =
                 (method == "launchRexec").then(|| crate::pending::launch_of(&path, &frame));
+            if launch.is_some() {
+                // Whether a tunnel host named in the answer counts depends on the
+                // target being a broker: ask now, ahead of the launch. A broker answers
+                // `ls` itself, the launch only after the agent below it did.
+                self.probe_before_launch(target);
+            }
             // Cannot fail: there was room above, and nothing ran in between.
             let _ = self.pending.insert(key, launch);
             self.send_to(target, frame);

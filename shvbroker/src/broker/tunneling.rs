@@ -295,9 +295,6 @@ impl Broker {
         if !t.hosted {
             return;
         }
-        if let (Some(rec), Some(_)) = (self.recorder.as_mut(), &t.recording) {
-            rec.close(t.id);
-        }
         let mut entry = audit_entry(&t, "close");
         let (key, value): (&str, serde_json::Value) = match &status {
             CloseStatus::ExitCode(c) => ("exit_code", (*c).into()),
@@ -315,7 +312,15 @@ impl Broker {
             "duration_s".into(),
             ((secs * 1000.0).round() / 1000.0).into(),
         );
-        self.audit.write(entry);
+        match (self.recorder.as_mut(), &t.recording) {
+            (Some(rec), Some(_)) => {
+                let line = self.audit.defer(entry);
+                if let Some(line) = rec.close(t.id, line) {
+                    line.try_write();
+                }
+            }
+            _ => self.audit.write(entry),
+        }
     }
 
     /// A tunnel never hangs half-open: when one side goes, the other gets CloseTunnel.
