@@ -397,12 +397,12 @@ async fn handshake_then_run(
     addr: String,
     handshake: Arc<Handshake>,
     ctx: Arc<PeerContext>,
-    ticket: crate::admission::Ticket,
+    mut ticket: crate::admission::Ticket,
 ) {
     let limit = Duration::from_secs(ctx.config.limits.login_timeout);
     let shaken = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(limit, shake(stream, &handshake, &ctx)) => r,
+        r = tokio::time::timeout(limit, shake(stream, &handshake, &ctx, &mut ticket, &addr)) => r,
     };
     match shaken {
         Ok(Ok(Some((r, w)))) => peer::run(r, w, addr, ctx, ticket).await,
@@ -420,6 +420,8 @@ async fn shake(
     raw: RawStream,
     handshake: &Handshake,
     ctx: &PeerContext,
+    ticket: &mut crate::admission::Ticket,
+    addr: &str,
 ) -> std::io::Result<Option<(BoxRead, BoxWrite)>> {
     let max = ctx.config.limits.max_frame_size;
     let mut stream = raw.boxed();
@@ -429,6 +431,12 @@ async fn shake(
             .await
             .map_err(|e| std::io::Error::other(format!("TLS handshake failed: {e}")))?;
         stream = Box::new(s);
+    }
+    if !matches!(handshake.framing, Framing::Block) {
+        // The bridges gather whole messages of up to `max` before login could refuse
+        // them; the cap keeps that to PRE_LOGIN_BYTES. (Block frames before login are
+        // drained over 64 KiB by the login code itself.)
+        stream = Box::new(ticket.cap(stream, addr));
     }
     Ok(Some(match &handshake.framing {
         Framing::Block => libshv::connection::split(stream),
