@@ -135,6 +135,8 @@ pub struct Key {
 
 struct Entry {
     at: Instant,
+    /// The client below a relaying caller it was counted for ([`Budget`]).
+    origin: Option<i64>,
     /// Set for `launchRexec`: only such a request may be answered by a
     /// FindTunnelRequest, and the tunnel table takes this over.
     launch: Option<Launch>,
@@ -147,7 +149,24 @@ pub struct TooMany(pub usize);
 pub struct PendingRequests {
     entries: HashMap<Key, Entry>,
     per_caller: HashMap<PeerId, usize>,
+    /// Counts of a relaying caller's requests by the client below it that sent them.
+    per_origin: HashMap<(PeerId, i64), usize>,
     max_per_caller: usize,
+}
+
+/// Callers that relay for many clients (our parent broker) have a budget per client
+/// below them, `max_pending` each, so that one user up the tree cannot use up what all
+/// of them share; in all such a caller may have this many times `max_pending`.
+pub const RELAY_SHARE: usize = 16;
+
+/// How a caller's requests are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// One budget for the caller.
+    Caller,
+    /// One per client below the caller (the last of its CallerIds), for a caller that
+    /// relays for others and is trusted to say who (a parent broker).
+    PerOrigin,
 }
 
 impl PendingRequests {
@@ -155,33 +174,67 @@ impl PendingRequests {
         PendingRequests {
             entries: HashMap::new(),
             per_caller: HashMap::new(),
+            per_origin: HashMap::new(),
             max_per_caller,
         }
     }
 
     /// Notes a forwarded request. A request id the caller reuses while it is pending
     /// replaces the old entry.
-    pub fn insert(&mut self, key: Key, launch: Option<Launch>) -> Result<(), TooMany> {
-        let entry = Entry {
-            at: Instant::now(),
-            launch,
-        };
+    pub fn insert(
+        &mut self,
+        key: Key,
+        budget: Budget,
+        launch: Option<Launch>,
+    ) -> Result<(), TooMany> {
         if let Some(old) = self.entries.get_mut(&key) {
-            *old = entry;
+            old.at = Instant::now();
+            old.launch = launch;
             return Ok(());
         }
-        let n = self.per_caller.entry(key.caller).or_default();
-        if *n >= self.max_per_caller {
+        if !self.has_room(&key, budget) {
             return Err(TooMany(self.max_per_caller));
         }
-        *n += 1;
+        let origin = Self::origin(&key, budget);
+        self.count(key.caller, origin);
+        let entry = Entry {
+            at: Instant::now(),
+            origin,
+            launch,
+        };
         self.entries.insert(key, entry);
         Ok(())
     }
 
     /// Would [`insert`](Self::insert) accept `key`?
-    pub fn has_room(&self, key: &Key) -> bool {
-        self.entries.contains_key(key) || self.count_of(key.caller) < self.max_per_caller
+    pub fn has_room(&self, key: &Key, budget: Budget) -> bool {
+        if self.entries.contains_key(key) {
+            return true;
+        }
+        let total = self.count_of(key.caller);
+        match Self::origin(key, budget) {
+            None => total < self.max_per_caller,
+            Some(o) => {
+                let mine = self.per_origin.get(&(key.caller, o)).copied().unwrap_or(0);
+                mine < self.max_per_caller
+                    && total < self.max_per_caller.saturating_mul(RELAY_SHARE)
+            }
+        }
+    }
+
+    fn origin(key: &Key, budget: Budget) -> Option<i64> {
+        match budget {
+            Budget::Caller => None,
+            // A parent's own requests (no CallerIds) share one budget too.
+            Budget::PerOrigin => Some(key.below.last().copied().unwrap_or(-1)),
+        }
+    }
+
+    fn count(&mut self, caller: PeerId, origin: Option<i64>) {
+        *self.per_caller.entry(caller).or_default() += 1;
+        if let Some(o) = origin {
+            *self.per_origin.entry((caller, o)).or_default() += 1;
+        }
     }
 
     /// Takes the entry a response answers; false if there is none.
@@ -197,16 +250,22 @@ impl PendingRequests {
 
     fn take(&mut self, key: &Key) -> Option<Entry> {
         let e = self.entries.remove(key)?;
-        self.uncount(key.caller);
+        self.uncount(key.caller, e.origin);
         Some(e)
     }
 
-    fn uncount(&mut self, caller: PeerId) {
-        if let Some(n) = self.per_caller.get_mut(&caller) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_caller.remove(&caller);
+    fn uncount(&mut self, caller: PeerId, origin: Option<i64>) {
+        fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: K) {
+            if let Some(n) = map.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&k);
+                }
             }
+        }
+        down(&mut self.per_caller, caller);
+        if let Some(o) = origin {
+            down(&mut self.per_origin, (caller, o));
         }
     }
 
@@ -214,7 +273,6 @@ impl PendingRequests {
     pub fn peer_gone(&mut self, id: PeerId) {
         self.entries
             .retain(|k, _| k.responder != id && k.caller != id);
-        self.per_caller.remove(&id);
         self.recount();
     }
 
@@ -230,8 +288,14 @@ impl PendingRequests {
 
     fn recount(&mut self) {
         self.per_caller.clear();
-        for k in self.entries.keys() {
-            *self.per_caller.entry(k.caller).or_default() += 1;
+        self.per_origin.clear();
+        let counted: Vec<(PeerId, Option<i64>)> = self
+            .entries
+            .iter()
+            .map(|(k, e)| (k.caller, e.origin))
+            .collect();
+        for (caller, origin) in counted {
+            self.count(caller, origin);
         }
     }
 
@@ -268,16 +332,16 @@ mod tests {
     #[test]
     fn bounded_per_caller() {
         let mut p = PendingRequests::new(2);
-        p.insert(key(1, 7, 1, &[]), None).unwrap();
-        p.insert(key(1, 7, 2, &[]), None).unwrap();
+        p.insert(key(1, 7, 1, &[]), Budget::Caller, None).unwrap();
+        p.insert(key(1, 7, 2, &[]), Budget::Caller, None).unwrap();
         // The same key again replaces, it does not count twice.
-        p.insert(key(1, 7, 2, &[]), None).unwrap();
-        assert!(p.insert(key(1, 7, 3, &[]), None).is_err());
+        p.insert(key(1, 7, 2, &[]), Budget::Caller, None).unwrap();
+        assert!(p.insert(key(1, 7, 3, &[]), Budget::Caller, None).is_err());
         // Another caller has its own budget.
-        p.insert(key(1, 8, 3, &[]), None).unwrap();
+        p.insert(key(1, 8, 3, &[]), Budget::Caller, None).unwrap();
         assert!(p.answer(&key(1, 7, 1, &[])));
         assert!(!p.answer(&key(1, 7, 1, &[])));
-        p.insert(key(1, 7, 3, &[]), None).unwrap();
+        p.insert(key(1, 7, 3, &[]), Budget::Caller, None).unwrap();
         assert_eq!(p.count_of(7), 2);
         p.peer_gone(1);
         assert_eq!(p.count_of(7), 0);
@@ -285,10 +349,39 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_has_a_budget_per_client_below_it() {
+        let mut p = PendingRequests::new(2);
+        let relay = Budget::PerOrigin;
+        p.insert(key(1, 9, 1, &[40, 4]), relay, None).unwrap();
+        p.insert(key(1, 9, 2, &[41, 4]), relay, None).unwrap();
+        // Client 4 of the parent has used its two; client 5 has its own.
+        assert!(!p.has_room(&key(1, 9, 3, &[4]), relay));
+        assert!(p.insert(key(1, 9, 3, &[4]), relay, None).is_err());
+        p.insert(key(1, 9, 3, &[5]), relay, None).unwrap();
+        assert_eq!(p.count_of(9), 3);
+        assert!(p.answer(&key(1, 9, 1, &[40, 4])));
+        p.insert(key(1, 9, 4, &[4]), relay, None).unwrap();
+        // In all at most RELAY_SHARE budgets, however many clients it names.
+        for c in 100..200 {
+            let _ = p.insert(key(1, 9, c, &[c]), relay, None);
+        }
+        assert_eq!(p.count_of(9), 2 * RELAY_SHARE);
+        // Expiry and departures keep the counts true.
+        p.expire(Instant::now() + PENDING_TTL);
+        assert_eq!(p.count_of(9), 0);
+        assert!(p.per_origin.is_empty());
+        p.insert(key(1, 9, 1, &[4]), relay, None).unwrap();
+        p.peer_gone(9);
+        assert!(p.per_origin.is_empty() && p.per_caller.is_empty());
+    }
+
+    #[test]
     fn relayed_requests_with_equal_ids_are_kept_apart() {
         let mut p = PendingRequests::new(10);
-        p.insert(key(1, 9, 10, &[4]), Some(launch())).unwrap();
-        p.insert(key(1, 9, 10, &[5]), Some(launch())).unwrap();
+        p.insert(key(1, 9, 10, &[4]), Budget::Caller, Some(launch()))
+            .unwrap();
+        p.insert(key(1, 9, 10, &[5]), Budget::Caller, Some(launch()))
+            .unwrap();
         assert!(p.answer_launch(&key(1, 9, 10, &[5])).is_some());
         assert!(p.answer_launch(&key(1, 9, 10, &[4])).is_some());
     }
@@ -296,7 +389,7 @@ mod tests {
     #[test]
     fn find_tunnel_request_answers_only_a_launch() {
         let mut p = PendingRequests::new(10);
-        p.insert(key(1, 2, 3, &[]), None).unwrap();
+        p.insert(key(1, 2, 3, &[]), Budget::Caller, None).unwrap();
         assert!(p.answer_launch(&key(1, 2, 3, &[])).is_none());
         // … and the plain request stays answerable.
         assert!(p.answer(&key(1, 2, 3, &[])));

@@ -555,6 +555,61 @@ async fn subscriptions_are_forwarded_into_a_child_broker() {
     assert_eq!(got.to_frame().shv_path(), "site/test/dev/x");
 }
 
+/// A device whose `hang` is never answered; the rest as [`Echo`].
+struct Hangs;
+
+#[async_trait::async_trait]
+impl libshv::client::RequestHandler for Hangs {
+    async fn handle(
+        &self,
+        c: &libshv::client::Client,
+        req: RpcMessage,
+    ) -> Option<Result<RpcValue, libshv::message::RpcError>> {
+        if req.to_frame().method() == Some("hang") {
+            std::future::pending::<()>().await;
+        }
+        Echo.handle(c, req).await
+    }
+}
+
+/// Through a parent link every user of the parent is counted on its own for
+/// `max_pending`: a read-only user who keeps requests waiting on a silent device
+/// under the child does not lock the other users out of the child.
+#[tokio::test]
+async fn one_user_up_the_tree_cannot_use_up_the_pending_budget_of_all() {
+    const LIMITS: &str = "limits: {max_pending: 4}\n";
+    let top = TestBroker::with_config(&format!("{CONFIG}{LIMITS}")).await;
+    let child = TestBroker::with_config(&format!("{}{LIMITS}", child_config(top.port))).await;
+    let mut c = child.config("device", "device");
+    c.login.mount_point = Some("test/dev".into());
+    let _dev = child
+        .try_connect(&c, Some(std::sync::Arc::new(Hangs)))
+        .await
+        .unwrap();
+    let (admin, _) = top.client("admin").await;
+    wait_reachable(&admin, "site/test/dev").await;
+    let (viewer, _) = top.client("viewer").await;
+    let mut hanging = Vec::new();
+    for _ in 0..4 {
+        let v = viewer.clone();
+        hanging.push(tokio::spawn(async move {
+            v.call("site/test/dev", "hang", None).await
+        }));
+    }
+    // One thread: the four are sent while this round trip is under way.
+    viewer.call(".app", "ping", None).await.unwrap();
+    // Its fifth is refused by its own broker: four wait already.
+    let r = viewer.call("site/test/dev", "hang", None).await;
+    assert_eq!(error_code(r), code::TRY_AGAIN_LATER);
+    // The child still takes requests from other users of the same parent.
+    let who = admin.call("site/test/dev", "whoami", None).await.unwrap();
+    assert_eq!(who.get("path").unwrap().as_str(), "");
+    for h in hanging {
+        assert!(!h.is_finished(), "a hanging call was answered");
+        h.abort();
+    }
+}
+
 // ---- lifecycle -------------------------------------------------------------------
 
 #[tokio::test]

@@ -106,7 +106,13 @@ impl Broker {
                 request_id: frame.request_id().unwrap_or_default(),
                 below: meta::stack_from_value(frame.meta.get(tag::CALLER_IDS)),
             };
-            if !self.pending.has_room(&key) {
+            // A parent relays for all users up the tree: each of them has a budget.
+            let budget = if peer.is_parent() {
+                pending::Budget::PerOrigin
+            } else {
+                pending::Budget::Caller
+            };
+            if !self.pending.has_room(&key, budget) {
                 let e = RpcError::new(
                     code::TRY_AGAIN_LATER,
                     format!(
@@ -138,7 +144,7 @@ impl Broker {
                 self.probe_before_launch(target);
             }
             // Cannot fail: there was room above, and nothing ran in between.
-            let _ = self.pending.insert(key, launch);
+            let _ = self.pending.insert(key, budget, launch);
             self.send_to(target, frame);
             return;
         }
