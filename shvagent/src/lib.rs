@@ -437,6 +437,8 @@ async fn spawn_rexec(
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         let mut last = String::new();
         while let Ok(Some(l)) = lines.next_line().await {
+            // shvrexec's own log, which quotes what operators and brokers sent.
+            let l = libshv::logsafe::shown(&l).to_string();
             eprintln!("{l}");
             last = l;
         }

@@ -132,6 +132,7 @@ async fn session(
         cancel: cancel.clone(),
         addr: url.transport().to_string(),
         ctx: ctx.clone(),
+        bad_frames: Default::default(),
     };
     // The parent's silence for three heartbeats means the link is dead.
     let _ = conn.serve(&mut reader, Some(heartbeat * 3)).await;

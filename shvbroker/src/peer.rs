@@ -155,6 +155,7 @@ pub async fn run(
         cancel: cancel.clone(),
         addr,
         ctx: ctx.clone(),
+        bad_frames: Default::default(),
     };
     loop {
         // Boxed: the login phase's state (timers, the login decoding) lives on the heap
@@ -177,6 +178,10 @@ pub async fn run(
     }
     cancel.cancel();
     let id = conn.id;
+    let bad = conn.bad_frames.load(std::sync::atomic::Ordering::Relaxed);
+    if bad > BAD_FRAMES_LOGGED {
+        tracing::info!(peer = id, addr = %shown(&conn.addr), "{bad} bad frames dropped in all");
+    }
     drop(conn);
     let _ = writer_task.await;
     tracing::debug!(peer = id, "disconnected");
@@ -194,7 +199,15 @@ pub(crate) struct Conn {
     pub(crate) cancel: CancellationToken,
     pub(crate) addr: String,
     pub(crate) ctx: Arc<PeerContext>,
+    /// Frames that were not messages (see [`Conn::bad_frame`]).
+    pub(crate) bad_frames: std::sync::atomic::AtomicU32,
 }
+
+/// Bad frames logged per connection; after these, only a count when it ends.
+const BAD_FRAMES_LOGGED: u32 = 3;
+/// Bad frames a connection may send before login: a peer that sends garbage is not
+/// speaking SHV (one zero byte is a frame: without a bound, a log line per byte).
+const BAD_FRAMES_BEFORE_LOGIN: u32 = 16;
 
 enum Read {
     Frame(RpcFrame),
@@ -204,6 +217,27 @@ enum Read {
 }
 
 impl Conn {
+    /// A frame that is not a message: dropped, logged only the first few times; before
+    /// login a few of them close the connection.
+    fn bad_frame(&self, why: &str) -> Read {
+        use std::sync::atomic::Ordering;
+        let n = self
+            .bad_frames
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if n <= BAD_FRAMES_LOGGED {
+            tracing::warn!(peer = self.id, addr = %shown(&self.addr), "bad frame dropped: {}", shown(why));
+            if n == BAD_FRAMES_LOGGED {
+                tracing::warn!(peer = self.id, addr = %shown(&self.addr), "further bad frames of this connection are not logged");
+            }
+        }
+        if self.id == NOT_LOGGED_IN && n >= BAD_FRAMES_BEFORE_LOGIN {
+            tracing::info!(peer = self.id, addr = %shown(&self.addr), "{n} bad frames before login, disconnecting");
+            return Read::Closed;
+        }
+        Read::Skip
+    }
+
     async fn respond(&self, request: &RpcFrame, result: Result<RpcValue, RpcError>) {
         let msg = RpcMessage::response_to(&request.meta).with_result_or_error(result);
         let _ = self.tx.send(msg.into_frame()).await;
@@ -232,10 +266,7 @@ impl Conn {
             }
             Ok(Some(Ok(Incoming::Frame(f)))) => Read::Frame(f),
             Ok(Some(Ok(Incoming::ResetSession))) => Read::Reset,
-            Ok(Some(Ok(Incoming::Invalid(why)))) => {
-                tracing::warn!(peer = self.id, addr = %shown(&self.addr), "bad frame dropped: {}", shown(&why.to_string()));
-                Read::Skip
-            }
+            Ok(Some(Ok(Incoming::Invalid(why)))) => self.bad_frame(&why.to_string()),
             Ok(Some(Ok(Incoming::Oversized { size, format, head }))) => {
                 tracing::warn!(peer = self.id, addr = %shown(&self.addr), size, "oversized frame skipped");
                 if format != libshv::frame::FORMAT_CHAINPACK {

@@ -170,7 +170,7 @@ async fn copy_files(
             }
         }
         FileCopy::In { dest, preserve } => {
-            tracing::info!("copy in: {dest}");
+            tracing::info!("copy in: {}", libshv::logsafe::shown(&dest));
             let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
             let dest_path = std::path::PathBuf::from(&dest);
             let job = tokio::task::spawn_blocking(move || {
@@ -220,7 +220,7 @@ pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
     let cfg = launch.client_config()?;
     tracing::info!(
         "connecting to tunnel broker {} for request {:?}",
-        cfg.url.transport(),
+        libshv::logsafe::shown(&cfg.url.transport().to_string()),
         launch.find_tunnel_response.request_id
     );
     let (client, _signals) = Client::connect(&cfg, None).await?;

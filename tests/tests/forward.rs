@@ -245,6 +245,44 @@ async fn local_forward_carries_two_concurrent_connections_and_ends_with_shvrsh()
     }
 }
 
+/// 80 connections open at once through one forward, each with its own bytes: those
+/// past the 48th have channel numbers beyond a one-byte Int (16 + N), and every one
+/// gets back exactly what it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eighty_connections_at_once_each_get_their_own_bytes() {
+    let (broker, _agent) = start(true).await;
+    let target = echo_server().await;
+    let lport = free_port_now();
+    let mut rsh = spawn_rsh(
+        &broker,
+        &[
+            "-N".into(),
+            "-L".into(),
+            format!("{lport}:127.0.0.1:{target}"),
+        ],
+    );
+    wait_listening(lport, &mut rsh).await;
+    let mut conns = Vec::new();
+    for i in 0..80u8 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", lport))
+            .await
+            .unwrap();
+        s.write_all(&[i; 1000]).await.unwrap();
+        conns.push(s);
+    }
+    for (i, mut s) in conns.into_iter().enumerate() {
+        let mut back = [0u8; 1000];
+        tokio::time::timeout(TIMEOUT, s.read_exact(&mut back))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i}: nothing came back"))
+            .unwrap();
+        assert!(
+            back.iter().all(|&b| usize::from(b) == i),
+            "connection {i} got another's bytes"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_forward_listens_on_the_device_until_shvrsh_goes() {
     let (broker, _agent) = start(true).await;

@@ -295,11 +295,16 @@ async fn tilde_dot_detaches_and_restores_the_terminal() {
         // After the Enter of the last line, as ssh wants it.
         rsh.type_keys("~.");
         assert_eq!(rsh.wait_exit(), 255, "output:\n{}", rsh.text());
-        assert!(
-            rsh.text().contains("detached"),
-            "no word about detaching:\n{}",
-            rsh.text()
-        );
+        // What shvrsh wrote last may still be on its way from the PTY to our reader.
+        let deadline = Instant::now() + TIMEOUT;
+        while !rsh.text().contains("detached") {
+            assert!(
+                Instant::now() < deadline,
+                "no word about detaching:\n{}",
+                rsh.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(
             mode(&rsh.termios()),
             mode(&before),

@@ -273,6 +273,28 @@ async fn pending_requests_are_bounded_per_caller() {
     }
 }
 
+/// A `launchRexec` of megabytes is refused by the broker itself, which would otherwise
+/// decode it on its routing task (for the tunnel table and the audit trail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_of_megabytes_is_refused_before_it_is_decoded() {
+    let mut broker = Broker::start(None);
+    let _dev = broker.mount_device("device", "device", "test/dev", TestDevice::new());
+    let mut viewer = broker.raw().await;
+    viewer.login("viewer", "viewer", true).await.unwrap();
+    let args = vec!["\"a\""; 400_000].join(",");
+    let p = RpcValue::from_cpon(format!(r#"{{"method":"runCmd","params":[{args}]}}"#)).unwrap();
+    let r = viewer.call("test/dev", "launchRexec", Some(p)).await;
+    assert_eq!(error_code(&r), code::INVALID_PARAM);
+    assert!(
+        r.result()
+            .unwrap_err()
+            .message
+            .contains("launchRexec parameters over"),
+        "{r:?}"
+    );
+    broker.assert_running();
+}
+
 /// Refused `launchRexec` calls with 64 KiB commands are forgotten when answered: 3000
 /// of them leave the broker's memory where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

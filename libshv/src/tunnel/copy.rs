@@ -168,6 +168,14 @@ pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopySta
         let mtime = header.mtime().unwrap_or(0);
         match header.entry_type() {
             tar::EntryType::Directory => {
+                // A symlink sent earlier under this name would make `create_dir_all`
+                // succeed and the modes below land on whatever it points to.
+                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(CopyError::Unsafe(format!(
+                        "{}: a directory over a symlink",
+                        name.display()
+                    )));
+                }
                 std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
                 if preserve {
                     dirs.push((target, mode, mtime));
@@ -191,9 +199,18 @@ pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopySta
     }
     // Directories' times last: writing into them changed them.
     for (d, mode, mtime) in dirs.into_iter().rev() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o7777));
-        let _ = filetime::set_file_mtime(&d, filetime::FileTime::from_unix_time(mtime as i64, 0));
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Through a handle opened without following links: never onto a link's target.
+        let Ok(dir) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(&d)
+        else {
+            continue;
+        };
+        let _ = dir.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+        let mtime = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
+        let _ = filetime::set_file_handle_times(&dir, None, Some(mtime));
     }
     Ok(stats)
 }
@@ -398,6 +415,7 @@ mod tests {
 
     #[test]
     fn a_lying_sender_cannot_write_outside_the_destination() {
+        use std::os::unix::fs::PermissionsExt;
         let dst = tmp("evil");
         // `../escape` and an absolute path.
         for name in ["../escape", "/tmp/shvcp-abs"] {
@@ -429,6 +447,30 @@ mod tests {
         let e = extract(&stream[..], &dst, false).unwrap_err();
         assert!(matches!(e, CopyError::Unsafe(_)), "{e}");
         assert!(!Path::new("/etc/passwd-shvcp-test").exists());
+        // A symlink to elsewhere, then a directory of that name with mode 0777 (with -p
+        // the mode would have gone to the link's target).
+        let outside = tmp("outside");
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "d", &outside).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_data(&mut h, "d", &b""[..]).unwrap();
+        let stream = b.into_inner().unwrap();
+        let e = extract(&stream[..], &dst.join("t"), true).unwrap_err();
+        assert!(matches!(e, CopyError::Unsafe(_)), "{e}");
+        let m = std::fs::metadata(&outside).unwrap();
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            0o700,
+            "chmod through a link"
+        );
+        let _ = std::fs::remove_dir_all(&outside);
         let _ = std::fs::remove_dir_all(&dst);
     }
 

@@ -228,7 +228,8 @@ impl CloseStatus {
     pub fn exit_code(&self) -> i32 {
         match self {
             CloseStatus::ExitCode(c) => *c,
-            CloseStatus::Signal(s) => 128 + *s,
+            // A peer's number: checked, not trusted to be a real signal.
+            CloseStatus::Signal(s) => s.checked_add(128).unwrap_or(255),
             CloseStatus::Error(_) | CloseStatus::Detached => 255,
         }
     }

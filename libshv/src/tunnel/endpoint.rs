@@ -5,6 +5,21 @@ use super::*;
 
 /// Interprets a frame received on a tunnel's stream (also what a broker that records
 /// a session reads from the frames it forwards).
+/// [`frame_event`] for an observer on a hot path (a broker recording a session): data
+/// by the fast path, and the generic decoder only for frames of at most `generic_max`
+/// bytes (controls are a few bytes); anything else is skipped (None).
+pub fn frame_event_bounded(frame: &RpcFrame, generic_max: usize) -> Option<TunnelEvent> {
+    if frame.tunnel_ctl().is_none() {
+        if let Some(ev) = fast_data(&frame.body) {
+            return Some(ev);
+        }
+    }
+    if frame.body.len() > generic_max {
+        return None;
+    }
+    frame_event(frame).ok().flatten()
+}
+
 pub fn frame_event(frame: &RpcFrame) -> Result<Option<TunnelEvent>, TunnelError> {
     if frame.tunnel_ctl().is_none() {
         if let Some(ev) = fast_data(&frame.body) {
@@ -63,6 +78,15 @@ pub const DATA_HEADROOM: usize = 16;
 /// What a data frame costs in the window besides its bytes, so that a stream of tiny
 /// frames (keystrokes) is bounded in frames too, far below a broker's queue limit.
 pub(super) const FRAME_COST: usize = 4096;
+
+/// What an event waiting for [`TunnelReceiver::recv`] counts in the queue: data its
+/// window cost, a control a small fixed amount.
+fn queued_cost(ev: &TunnelEvent) -> usize {
+    match ev {
+        TunnelEvent::Data { data, .. } => cost(data.len()),
+        _ => 64,
+    }
+}
 
 pub(super) fn cost(len: usize) -> usize {
     len + FRAME_COST
@@ -326,18 +350,18 @@ impl TunnelSender {
             .map_err(|_| TunnelError::Failed("tunnel closed".into()))?;
         permits.forget();
         let (l, n) = crate::value::uint_bytes(len as u64);
-        let start = DATA_HEADROOM - 5 - n;
-        buf[start..start + 5].copy_from_slice(&[
-            0x8a,
-            0x42,
-            0x88,
-            0x40 | (channel as u8 & 0x3f),
-            0x85,
-        ]);
-        buf[start + 5..DATA_HEADROOM].copy_from_slice(&l[..n]);
-        buf.extend_from_slice(&[0xff, 0xff]);
+        let head = super::fast::data_head(channel);
         let mut frame = tunnel_frame(self.send_id, &self.send_cids, false, None, None);
-        frame.body = bytes::Bytes::from(buf).slice(start..);
+        match DATA_HEADROOM.checked_sub(head.len() + n) {
+            Some(start) => {
+                buf[start..start + head.len()].copy_from_slice(&head);
+                buf[start + head.len()..DATA_HEADROOM].copy_from_slice(&l[..n]);
+                buf.extend_from_slice(&[0xff, 0xff]);
+                frame.body = bytes::Bytes::from(buf).slice(start..);
+            }
+            // A channel number too long for the headroom: copy.
+            None => frame.body = super::fast::data_body(channel, &buf[DATA_HEADROOM..]),
+        }
         Ok(self.client.send_frame(frame).await?)
     }
 
@@ -418,19 +442,20 @@ async fn pump(
                 sender.acknowledged(usize::try_from(*n).unwrap_or(usize::MAX));
                 continue;
             }
-            TunnelEvent::Data { data, .. } => {
-                let queued = buffered.fetch_add(cost(data.len()), Ordering::Relaxed);
+            TunnelEvent::Closed(_) => {
+                let _ = events.send(ev);
+                break;
+            }
+            // Controls are outside the window (nobody acks them), but they wait in the
+            // same queue: counted too, so that a flood of them cannot grow it forever.
+            TunnelEvent::Data { .. } | TunnelEvent::Control(_) => {
+                let queued = buffered.fetch_add(queued_cost(&ev), Ordering::Relaxed);
                 if queued > 2 * FLOW_WINDOW {
                     let why = "the far side ignores the tunnel's flow control".to_string();
                     let _ = events.send(TunnelEvent::Closed(CloseStatus::Error(why)));
                     break;
                 }
             }
-            TunnelEvent::Closed(_) => {
-                let _ = events.send(ev);
-                break;
-            }
-            TunnelEvent::Control(_) => {}
         }
         if events.send(ev).is_err() {
             break;
@@ -465,12 +490,13 @@ impl TunnelReceiver {
                 self.client.unregister(self.recv_id);
             }
             TunnelEvent::Data { data, .. } => {
-                let c = cost(data.len());
-                self.unacked += c;
-                self.buffered
-                    .fetch_sub(c, std::sync::atomic::Ordering::Relaxed);
+                self.unacked += cost(data.len());
             }
             TunnelEvent::Control(_) => {}
+        }
+        if !matches!(ev, TunnelEvent::Closed(_)) {
+            self.buffered
+                .fetch_sub(queued_cost(&ev), std::sync::atomic::Ordering::Relaxed);
         }
         Some(ev)
     }

@@ -7,13 +7,24 @@ use super::*;
 /// bytes instead of three through RpcValue and the generic writer).
 pub(super) fn data_body(channel: i64, data: &[u8]) -> bytes::Bytes {
     let (len, n) = crate::value::uint_bytes(data.len() as u64);
-    let mut b = Vec::with_capacity(data.len() + 16);
-    // Channels are 0..=3: a tiny Int.
-    b.extend_from_slice(&[0x8a, 0x42, 0x88, 0x40 | (channel as u8 & 0x3f), 0x85]);
+    let mut b = Vec::with_capacity(data.len() + 24);
+    b.extend_from_slice(&data_head(channel));
     b.extend_from_slice(&len[..n]);
     b.extend_from_slice(data);
     b.extend_from_slice(&[0xff, 0xff]);
     bytes::Bytes::from(b)
+}
+
+/// `i{2:[channel, ` and the Blob's type byte: what comes before a data frame's length.
+/// Channels 0..=63 are one tiny-Int byte; forward connections go beyond (16 + N).
+pub(super) fn data_head(channel: i64) -> Vec<u8> {
+    let mut head = vec![0x8a, 0x42, 0x88];
+    match u8::try_from(channel) {
+        Ok(c) if c <= 0x3f => head.push(0x40 | c),
+        _ => head.extend_from_slice(&RpcValue::from(channel).to_chainpack()),
+    }
+    head.push(0x85);
+    head
 }
 
 /// The common data frame `i{2:[channel, b"…"]}`, read straight out of the body: the

@@ -7,7 +7,8 @@
 //! side ended) and drop it (`connClose`: refused or broken). The tunnel's flow-control
 //! window covers all connections together: a connection whose local peer stops reading
 //! holds up the others once its queue is full (at most [`CONN_QUEUE`] chunks), instead
-//! of buffering without bound.
+//! of buffering without bound — for at most [`CONN_STALL`], after which that one
+//! connection is dropped and the others go on.
 
 use std::collections::HashMap;
 
@@ -24,6 +25,8 @@ pub const CONN_QUEUE: usize = 16;
 /// Connections open at once over one tunnel; more are refused.
 pub const MAX_CONNS: usize = 256;
 const READ_CHUNK: usize = 64 * 1024;
+/// How long one connection whose socket takes nothing may hold up the whole forward.
+pub const CONN_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// This side's part in the forward.
 pub enum MuxRole {
@@ -98,9 +101,9 @@ pub async fn run_mux(
                 Some(TunnelEvent::Closed(st)) => return st,
                 Some(TunnelEvent::Data { channel, data }) => {
                     let Some(id) = conn_of(channel) else { continue };
-                    if let Some(c) = conns.get(&id) {
-                        // Waits while this connection's socket is slow (see above).
-                        let _ = c.to_socket.send(Some(data)).await;
+                    if !deliver(&mut conns, id, Some(data)).await {
+                        tracing::warn!("{label}: connection {id} took nothing for {CONN_STALL:?}; dropped");
+                        let _ = sender.send_control(Control::ConnClose(id)).await;
                     }
                 }
                 Some(TunnelEvent::Control(Control::ConnOpen(id))) => {
@@ -131,8 +134,8 @@ pub async fn run_mux(
                     conns.insert(id, Conn { to_socket: tx, tasks: vec![task] });
                 }
                 Some(TunnelEvent::Control(Control::ConnEof(id))) => {
-                    if let Some(c) = conns.get(&id) {
-                        let _ = c.to_socket.send(None).await;
+                    if !deliver(&mut conns, id, None).await {
+                        let _ = sender.send_control(Control::ConnClose(id)).await;
                     }
                 }
                 Some(TunnelEvent::Control(Control::ConnClose(id))) => {
@@ -140,6 +143,22 @@ pub async fn run_mux(
                 }
                 Some(TunnelEvent::Control(_)) => {}
             },
+        }
+    }
+}
+
+/// Queues `chunk` towards connection `id`'s socket, waiting while it is slow (which
+/// holds up the tunnel: see the module's notes) but at most [`CONN_STALL`]; a
+/// connection that took nothing for that long is dropped (false).
+async fn deliver(conns: &mut HashMap<u32, Conn>, id: u32, chunk: Option<Vec<u8>>) -> bool {
+    let Some(c) = conns.get(&id) else {
+        return true;
+    };
+    match tokio::time::timeout(CONN_STALL, c.to_socket.send(chunk)).await {
+        Ok(_) => true,
+        Err(_) => {
+            conns.remove(&id);
+            false
         }
     }
 }

@@ -26,15 +26,28 @@ fn fast_data_matches_the_generic_decoder() {
             Some(TunnelEvent::Data { channel: ch, data })
         );
     }
-    // What we write is what the generic writer writes.
-    for (ch, data) in [(0i64, b"".to_vec()), (2, vec![7u8; 300])] {
+    // What we write is what the generic writer writes, forward connections' channels
+    // (16 + N, beyond one byte's tiny Int) included.
+    for (ch, data) in [
+        (0i64, b"".to_vec()),
+        (2, vec![7u8; 300]),
+        (63, b"x".to_vec()),
+        (64, b"y".to_vec()),
+        (16 + 255, b"z".to_vec()),
+        (16 + 70_000, vec![1u8; 200]),
+        (i64::from(u32::MAX) + 16, b"w".to_vec()),
+    ] {
         let v = RpcValue::from(vec![RpcValue::from(ch), RpcValue::from(data.clone())]);
         let mut m = shvproto::IMap::new();
         m.insert(2, v);
-        assert_eq!(
-            &data_body(ch, &data)[..],
-            &RpcValue::from(m).to_chainpack()[..]
-        );
+        let body = data_body(ch, &data);
+        assert_eq!(&body[..], &RpcValue::from(m).to_chainpack()[..], "{ch}");
+        // Read back as the same channel, by the fast or the generic path.
+        let back = fast_data(&body).or_else(|| {
+            let v = RpcValue::from_chainpack(&body).unwrap();
+            parse_data(v.as_imap().get(&2).unwrap())
+        });
+        assert_eq!(back, Some(TunnelEvent::Data { channel: ch, data }), "{ch}");
     }
     // Control maps, truncated or trailing bytes: not the fast path.
     let ctl = RpcValue::from_cpon(r#"i{2:[3,{"eof":true}]}"#)

@@ -216,17 +216,24 @@ impl Broker {
         }
     }
 
-    /// The tunnel that lets `from` send `frame` (already popped) to `target`.
+    /// The tunnel that lets `from` send `frame` (already popped) to `target`. The
+    /// CallerIds left must be the tunnel's own path below `target`: else an end could
+    /// address another client behind the same connection (a parent link) whose pending
+    /// request happens to have the tunnel's request id.
     fn tunnel_of(&self, from: PeerId, target: PeerId, frame: &RpcFrame) -> Option<u64> {
         let rid = frame.request_id()?;
+        let rest = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
         self.tunnels
             .iter()
             .find(|t| {
                 let Some(rexec) = t.rexec_peer else {
                     return false;
                 };
-                (from == rexec && target == t.rsh_peer && rid == t.request_id)
-                    || (from == t.rsh_peer && target == rexec && Some(rid) == t.rexec_request_id)
+                (from == rexec && target == t.rsh_peer && rid == t.request_id && rest == t.rsh_rest)
+                    || (from == t.rsh_peer
+                        && target == rexec
+                        && Some(rid) == t.rexec_request_id
+                        && rest == t.rexec_rest)
             })
             .map(|t| t.id)
     }
@@ -456,15 +463,16 @@ fn audit_entry(t: &Tunnel, event: &str) -> serde_json::Map<String, serde_json::V
 /// operator, input and resizes from them.
 fn record(rec: &mut crate::recording::Recorder, tid: u64, to_rsh: bool, frame: &RpcFrame) {
     use libshv::tunnel::channel;
-    match libshv::tunnel::frame_event(frame) {
-        Ok(Some(TunnelEvent::Data { channel: ch, data })) => {
+    // On the broker task: a frame off the data fast path is decoded only if small.
+    match libshv::tunnel::frame_event_bounded(frame, 4096) {
+        Some(TunnelEvent::Data { channel: ch, data }) => {
             if to_rsh && (ch == channel::STDOUT || ch == channel::STDERR) {
                 rec.output(tid, &data);
             } else if !to_rsh && ch == channel::STDIN {
                 rec.input(tid, &data);
             }
         }
-        Ok(Some(TunnelEvent::Control(Control::Resize { cols, rows }))) if !to_rsh => {
+        Some(TunnelEvent::Control(Control::Resize { cols, rows })) if !to_rsh => {
             rec.resize(tid, cols, rows);
         }
         _ => {}
