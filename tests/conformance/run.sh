@@ -10,9 +10,9 @@
 # then `del`s the entry; a response arriving during that await has already removed it,
 # and the cancelled call raises KeyError instead of CancelledError. The suite's
 # test_prop_change_subscribed cancels such a call on purpose. Under CPU load it fails
-# this way against pySHV's own broker too (10 of 30 runs here; ours 4 of 30). A test
-# that failed only with that traceback is run once more and must pass then; any other
-# failure fails the run.
+# this way against pySHV's own broker too (10 of 30 runs here; ours 4 of 30; once in a
+# clean CI run). A test that failed only with that traceback is run again, at most
+# twice, and must pass then; any other failure fails the run.
 #
 #   tests/conformance/run.sh [PYTHON] [PORT]
 set -euo pipefail
@@ -65,18 +65,21 @@ suite first --deselect tests/test_shvclient.py::test_reconnect >"$work/log" 2>&1
 verdicts "$work/first.xml" >"$work/verdicts"
 passed="$(sed -n 's/^passed //p' "$work/verdicts")"
 mapfile -t known < <(sed -n 's/^known //p' "$work/verdicts")
-if [ "$status" -ne 0 ] && ! grep -q '^other ' "$work/verdicts" && [ "${#known[@]}" -gt 0 ]; then
-    echo "conformance: rerunning once, failed only with pySHV's call() KeyError race: ${known[*]}"
-    cat "$work/log" >"$work/first.log"
-    rerun=0
-    suite again "${known[@]}" >"$work/log" 2>&1 || rerun=$?
-    again="$(verdicts "$work/again.xml" 2>/dev/null | sed -n 's/^passed //p')"
-    if [ "$rerun" -eq 0 ] && [ "${again:-0}" -eq "${#known[@]}" ]; then
-        status=0
-        passed=$((passed + again))
-    else
-        cat "$work/first.log"
-    fi
+attempt=1
+while [ "$status" -ne 0 ] && [ "$attempt" -le 2 ] && [ "${#known[@]}" -gt 0 ] \
+    && ! grep -q '^other ' "$work/verdicts"; do
+    echo "conformance: rerun $attempt of ${known[*]}: failed only with pySHV's call() KeyError race"
+    cat "$work/log" >>"$work/earlier.log"
+    status=0
+    suite "again$attempt" "${known[@]}" >"$work/log" 2>&1 || status=$?
+    verdicts "$work/again$attempt.xml" >"$work/verdicts" 2>/dev/null || echo "other report" >"$work/verdicts"
+    again="$(sed -n 's/^passed //p' "$work/verdicts")"
+    passed=$((passed + ${again:-0}))
+    mapfile -t known < <(sed -n 's/^known //p' "$work/verdicts")
+    attempt=$((attempt + 1))
+done
+if [ "$status" -ne 0 ] && [ -f "$work/earlier.log" ]; then
+    cat "$work/earlier.log"
 fi
 if [ "$status" -ne 0 ] || [ "${passed:-0}" -lt "$REQUIRED" ]; then
     cat "$work/log"
