@@ -273,14 +273,20 @@ async fn pending_requests_are_bounded_per_caller() {
     }
 }
 
+/// A broker with a device at test/dev, and a raw connection logged in as viewer.
+async fn viewer_and_device() -> (Broker, DeviceHandle, RawConn) {
+    let broker = Broker::start(None);
+    let dev = broker.mount_device("device", "device", "test/dev", TestDevice::new());
+    let mut viewer = broker.raw().await;
+    viewer.login("viewer", "viewer", true).await.unwrap();
+    (broker, dev, viewer)
+}
+
 /// A `launchRexec` of megabytes is refused by the broker itself, which would otherwise
 /// decode it on its routing task (for the tunnel table and the audit trail).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_of_megabytes_is_refused_before_it_is_decoded() {
-    let mut broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev", TestDevice::new());
-    let mut viewer = broker.raw().await;
-    viewer.login("viewer", "viewer", true).await.unwrap();
+    let (mut broker, _dev, mut viewer) = viewer_and_device().await;
     let args = vec!["\"a\""; 400_000].join(",");
     let p = RpcValue::from_cpon(format!(r#"{{"method":"runCmd","params":[{args}]}}"#)).unwrap();
     let r = viewer.call("test/dev", "launchRexec", Some(p)).await;
@@ -295,15 +301,13 @@ async fn a_launch_of_megabytes_is_refused_before_it_is_decoded() {
     broker.assert_running();
 }
 
-/// Refused `launchRexec` calls with 64 KiB commands are forgotten when answered: 3000
+/// Refused `launchRexec` calls with 60 KiB commands (under the broker's own limit, so
+/// the device refuses them) are forgotten when answered: 3000
 /// of them leave the broker's memory where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_launches_are_not_remembered() {
-    let mut broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev", TestDevice::new());
-    let mut viewer = broker.raw().await;
-    viewer.login("viewer", "viewer", true).await.unwrap();
-    let cmd = "x".repeat(64 * 1024);
+    let (mut broker, _dev, mut viewer) = viewer_and_device().await;
+    let cmd = "x".repeat(60 * 1024);
     let param =
         RpcValue::from_cpon(format!(r#"{{"method":"runCmd","params":"{cmd}"}}"#)).expect("cpon");
     // Warm up (allocator pools, the device's buffers), then measure.
