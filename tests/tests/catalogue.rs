@@ -776,10 +776,11 @@ async fn tunnel_login(
         .result()
 }
 
-/// A tunnel secret is single use: the first login with it succeeds, a replay fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tunnel_secret_replayed_is_refused() {
-    let mut broker = Broker::start(Some(&broker_config()));
+/// A broker, an observer, a raw "agent" at test/agent that answered a raw rsh's
+/// `launchRexec` (request id 50) with FindTunnelRequest, the rsh, and the
+/// FindTunnelResponse the agent got (with the secret).
+async fn tunnel_found() -> (Broker, libshv::Client, RawConn, RawConn, tunnel::TunnelCtl) {
+    let broker = Broker::start(Some(&broker_config()));
     let (observer, _) = broker.connect("admin", "admin").await;
     // A raw "agent" mounted at test/agent answers launchRexec with FindTunnelRequest.
     let mut agent = broker.raw().await;
@@ -824,18 +825,26 @@ async fn tunnel_secret_replayed_is_refused() {
         .send_bytes(&libshv::codec::encode_frame(&find))
         .await
         .unwrap();
-    let secret = loop {
+    let ftr = loop {
         match agent.recv().await {
             RawEvent::Frame(f) => {
                 if let Some(Ok(ctl)) = tunnel::TunnelCtl::from_frame(&f) {
                     if ctl.state == tunnel::TunnelState::FindTunnelResponse {
-                        break ctl.secret.expect("FindTunnelResponse carries a secret");
+                        break ctl;
                     }
                 }
             }
             other => panic!("agent got no FindTunnelResponse: {other:?}"),
         }
     };
+    (broker, observer, agent, rsh, ftr)
+}
+
+/// A tunnel secret is single use: the first login with it succeeds, a replay fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_secret_replayed_is_refused() {
+    let (mut broker, observer, _agent, _rsh, ftr) = tunnel_found().await;
+    let secret = ftr.secret.expect("FindTunnelResponse carries a secret");
     let mut first = broker.raw().await;
     tunnel_login(&mut first, &secret)
         .await
@@ -847,6 +856,68 @@ async fn tunnel_secret_replayed_is_refused() {
     assert_eq!(err.code, code::METHOD_CALL_EXCEPTION, "{err:?}");
     // The secret never leaks into the broker's log.
     assert!(!broker.stderr().contains(&secret), "secret logged");
+    broker.assert_running();
+    assert_served(&observer).await;
+}
+
+/// A tunnel end may send only along the tunnel's own path: a frame with the tunnel's
+/// request id but more CallerIds below the operator's connection (another client behind
+/// a parent link, had there been one) is dropped; the tunnel's own frames pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_end_cannot_address_beyond_its_own_path() {
+    let (mut broker, observer, _agent, mut rsh, ftr) = tunnel_found().await;
+    let secret = ftr.secret.clone().expect("a secret");
+    let mut rexec = broker.raw().await;
+    tunnel_login(&mut rexec, &secret)
+        .await
+        .expect("rexec login");
+    let create = tunnel::TunnelCtl {
+        state: tunnel::TunnelState::CreateTunnelRequest,
+        request_id: Some(900),
+        caller_ids: ftr.caller_ids.clone(),
+        ..tunnel::TunnelCtl::new(tunnel::TunnelState::CreateTunnelRequest)
+    };
+    let send = |f: libshv::RpcFrame| libshv::codec::encode_frame(&f);
+    rexec
+        .send_bytes(&send(tunnel::tunnel_frame(
+            50,
+            &ftr.caller_ids,
+            true,
+            Some(&create),
+            None,
+        )))
+        .await
+        .unwrap();
+    let mut forged_path = vec![77];
+    forged_path.extend(&ftr.caller_ids);
+    let data = |s: &str| Some(RpcValue::from(s.as_bytes().to_vec()));
+    for (path, what) in [(&forged_path, "forged"), (&ftr.caller_ids, "good")] {
+        rexec
+            .send_bytes(&send(tunnel::tunnel_frame(
+                50,
+                path,
+                false,
+                None,
+                data(what),
+            )))
+            .await
+            .unwrap();
+    }
+    // rsh gets CreateTunnelRequest, then the good frame; the forged one never.
+    let first_data = loop {
+        match rsh.recv().await {
+            RawEvent::Frame(f) if f.request_id() == Some(50) && f.tunnel_ctl().is_none() => {
+                break f
+            }
+            RawEvent::Frame(_) => continue,
+            other => panic!("rsh got no tunnel data: {other:?}"),
+        }
+    };
+    let got = RpcMessage::from_frame(&first_data)
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(got.as_blob(), b"good", "{}", got.to_cpon());
     broker.assert_running();
     assert_served(&observer).await;
 }

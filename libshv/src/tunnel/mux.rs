@@ -234,3 +234,35 @@ async fn relay(
     }
     let _ = done.send(id);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_socket_takes_nothing_is_dropped_after_the_stall() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut conns = HashMap::new();
+        let conn = |to_socket| Conn {
+            to_socket,
+            tasks: Vec::new(),
+        };
+        conns.insert(5, conn(tx));
+        assert!(deliver(&mut conns, 5, Some(vec![1])).await, "room for one");
+        // Taken within the stall: kept.
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(CONN_STALL / 2).await;
+            rx.recv().await;
+            rx
+        });
+        assert!(deliver(&mut conns, 5, Some(vec![2])).await, "read in time");
+        let _rx = reader.await.unwrap();
+        // Nothing taken for CONN_STALL: dropped, and the caller goes on.
+        let start = tokio::time::Instant::now();
+        assert!(!deliver(&mut conns, 5, Some(vec![3])).await);
+        assert!(start.elapsed() >= CONN_STALL);
+        assert!(conns.is_empty());
+        // A connection already gone is no reason to stop.
+        assert!(deliver(&mut conns, 5, None).await);
+    }
+}
