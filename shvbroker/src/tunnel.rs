@@ -68,7 +68,8 @@ pub use crate::pending::Launch;
 
 /// The tunnels this broker takes part in (hosted or transit) and the FindTunnel
 /// responses it lets back down. Its invariants: a secret is used once and only before
-/// its deadline; ids are never reused; at most [`MAX_TUNNELS_PER_PEER`] per connection.
+/// its deadline; ids are never reused; at most [`MAX_TUNNELS_PER_PEER`] per operator
+/// and per agent, [`MAX_TUNNELS_PER_LINK`] per connection.
 pub struct Tunnels {
     open: HashMap<u64, Tunnel>,
     /// FindTunnelRequests forwarded up: (upstream peer, downstream peer, R) → how many
@@ -150,13 +151,26 @@ impl Tunnels {
         agent_side: PeerId,
         launch: Launch,
     ) -> Option<&Tunnel> {
-        let (by_rsh, by_agent) = self.open.values().fold((0, 0), |(r, a), t| {
-            (
-                r + usize::from(t.rsh_peer == rsh_peer),
-                a + usize::from(t.agent_side == agent_side),
-            )
-        });
-        if by_rsh >= MAX_TUNNELS_PER_PEER || by_agent >= MAX_TUNNELS_PER_PEER {
+        // Counted per operator (its connection and the CallerIds below it) and per
+        // agent (the connection and the path launched): behind a parent or a child
+        // broker one link carries many of both, and one of them must not use up the
+        // link's share. A link in all: MAX_TUNNELS_PER_LINK.
+        let (mut rsh_link, mut rsh_mine, mut agent_link, mut agent_mine) = (0, 0, 0, 0);
+        for t in self.open.values() {
+            if t.rsh_peer == rsh_peer {
+                rsh_link += 1;
+                rsh_mine += usize::from(t.rsh_rest == rsh_rest);
+            }
+            if t.agent_side == agent_side {
+                agent_link += 1;
+                agent_mine += usize::from(t.agent_path == launch.agent_path);
+            }
+        }
+        if rsh_mine >= MAX_TUNNELS_PER_PEER
+            || agent_mine >= MAX_TUNNELS_PER_PEER
+            || rsh_link >= MAX_TUNNELS_PER_LINK
+            || agent_link >= MAX_TUNNELS_PER_LINK
+        {
             return None;
         }
         let id = self.next_id;
@@ -303,9 +317,11 @@ pub(crate) fn close_frame(request_id: i64, cids: &[i64], error: &str) -> RpcFram
     msg.into_frame()
 }
 
-/// Open tunnels (hosted or transit) one connection may take part in, as the operator's
-/// side or as the agent's side.
+/// Open tunnels (hosted or transit) one operator or one agent may take part in.
 pub const MAX_TUNNELS_PER_PEER: usize = 64;
+/// Open tunnels one connection may carry in all (a link to a parent or child broker
+/// carries many operators' or agents').
+pub const MAX_TUNNELS_PER_LINK: usize = 16 * MAX_TUNNELS_PER_PEER;
 
 pub(crate) fn audit_close(t: &Tunnel, status: &str) {
     tracing::info!(
@@ -319,4 +335,51 @@ pub(crate) fn audit_close(t: &Tunnel, status: &str) {
         status = %shown(status),
         "tunnel closed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(agent: &str) -> Launch {
+        Launch {
+            user: "op".into(),
+            agent_path: agent.into(),
+            command: "sh".into(),
+            kind: "shell",
+            cols: 80,
+            rows: 24,
+        }
+    }
+
+    #[test]
+    fn tunnels_are_bounded_per_operator_and_agent_and_per_link() {
+        let mut t = Tunnels::new(Duration::from_secs(10));
+        let child = 9; // a child broker: its devices' tunnels all come by it
+        let mut rid = 0;
+        let mut open = |t: &mut Tunnels, rsh: PeerId, rest: &[i64], agent: &str| {
+            rid += 1;
+            t.open(true, rsh, rest.to_vec(), rid, child, launch(agent))
+                .is_some()
+        };
+        for _ in 0..MAX_TUNNELS_PER_PEER {
+            assert!(open(&mut t, 1, &[], "site/a"));
+        }
+        assert!(!open(&mut t, 1, &[], "site/a"), "operator 1 at its bound");
+        // Another operator, another device under the same child broker: still room.
+        assert!(open(&mut t, 2, &[], "site/b"));
+        assert!(!open(&mut t, 2, &[], "site/a"), "device a at its bound");
+        // Operators behind one parent link (peer 3) each have their own.
+        for op in 0..15 {
+            for _ in 0..MAX_TUNNELS_PER_PEER {
+                open(&mut t, 3, &[op], &format!("site/dev{op}"));
+            }
+        }
+        let by_child = t.open.values().filter(|x| x.agent_side == child).count();
+        assert_eq!(
+            by_child, MAX_TUNNELS_PER_LINK,
+            "the child link's bound in all"
+        );
+        assert!(!open(&mut t, 4, &[], "site/new"));
+    }
 }
