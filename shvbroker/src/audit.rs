@@ -73,6 +73,11 @@ impl AuditLog {
         Some(line)
     }
 
+    /// A line that could not be written: the next one says so.
+    pub fn lost_one(&mut self) {
+        self.lost = self.lost.saturating_add(1);
+    }
+
     fn line(&self, mut entry: serde_json::Map<String, serde_json::Value>) -> Option<Deferred> {
         let tx = self.tx.as_ref()?;
         entry.insert("time".into(), now_rfc3339().into());
@@ -98,9 +103,10 @@ impl Deferred {
         let _ = self.tx.send(self.line);
     }
 
-    /// Writes the line if the queue has room (on the broker task).
-    pub fn try_write(self) {
-        let _ = self.tx.try_send(self.line);
+    /// Writes the line if the queue has room (on the broker task); false if it was
+    /// lost (count it with [`AuditLog::lost_one`]).
+    pub fn try_write(self) -> bool {
+        self.tx.try_send(self.line).is_ok()
     }
 }
 

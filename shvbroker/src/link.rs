@@ -133,6 +133,7 @@ async fn session(
         addr: url.transport().to_string(),
         ctx: ctx.clone(),
         bad_frames: Default::default(),
+        ticket: None,
     };
     // The parent's silence for three heartbeats means the link is dead.
     let _ = conn.serve(&mut reader, Some(heartbeat * 3)).await;

@@ -140,7 +140,6 @@ pub async fn run(
     ctx: Arc<PeerContext>,
     ticket: crate::admission::Ticket,
 ) {
-    let mut ticket = Some(ticket);
     let limits = &ctx.config.limits;
     let mut reader =
         FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
@@ -156,6 +155,7 @@ pub async fn run(
         addr,
         ctx: ctx.clone(),
         bad_frames: Default::default(),
+        ticket: Some(ticket),
     };
     loop {
         // Boxed: the login phase's state (timers, the login decoding) lives on the heap
@@ -167,7 +167,7 @@ pub async fn run(
             }
             break;
         };
-        drop(ticket.take());
+        drop(conn.ticket.take());
         let reset = conn.serve(&mut reader, idle).await;
         let _ = ctx.events.send(Event::Gone(conn.id)).await;
         if !reset {
@@ -175,6 +175,9 @@ pub async fn run(
         }
         tracing::debug!(peer = conn.id, "ResetSession: back to login");
         conn.id = NOT_LOGGED_IN;
+        // Its bad frames as a logged-in client do not count against the new login.
+        conn.bad_frames
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
     cancel.cancel();
     let id = conn.id;
@@ -201,6 +204,9 @@ pub(crate) struct Conn {
     pub(crate) ctx: Arc<PeerContext>,
     /// Frames that were not messages (see [`Conn::bad_frame`]).
     pub(crate) bad_frames: std::sync::atomic::AtomicU32,
+    /// Its place among the connections not logged in (and the pre-login byte cap of
+    /// its bridge, if any): given back once its credentials are verified.
+    pub(crate) ticket: Option<crate::admission::Ticket>,
 }
 
 /// Bad frames logged per connection; after these, only a count when it ends.
@@ -435,6 +441,10 @@ impl Conn {
                 tracing::info!(peer = self.id, addr = %shown(&self.addr), user = %shown(&req.user), "login failed");
                 return Err(denied());
             }
+            // Verified: lift the pre-login byte cap now, before the login answer goes
+            // out, or a bridge could still be capped when the client (rightly) sends a
+            // large first request as soon as it has that answer.
+            drop(self.ticket.take());
             LoginInfo::User {
                 grants: Grants::for_user(config, &req.user),
                 user: req.user,

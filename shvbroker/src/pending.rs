@@ -30,13 +30,22 @@ pub struct Launch {
 /// Longest command text kept for the tunnel table and the audit log.
 const MAX_COMMAND_TEXT: usize = 256;
 
+/// Launch parameters decoded for the tunnel table and the audit trail at most: this
+/// runs on the broker task, and a launch of megabytes (say 400 000 one-letter
+/// arguments) would stall everyone's routing while it is taken apart.
+const MAX_DECODED_LAUNCH: usize = 64 * 1024;
+
 /// Who launches what (a `launchRexec` request on its way to `agent_path`). Only a short
 /// text is kept: the request may carry a command of megabytes.
 pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
-    let param = RpcMessage::from_frame(frame)
-        .ok()
+    let param = (frame.body.len() <= MAX_DECODED_LAUNCH)
+        .then(|| RpcMessage::from_frame(frame).ok())
+        .flatten()
         .and_then(|m| m.param().cloned());
-    let command = param.as_ref().map(describe_command).unwrap_or_default();
+    let command = match &param {
+        Some(p) => describe_command(p),
+        None => format!("(a launch of {} bytes, not shown)", frame.body.len()),
+    };
     let launch = param
         .as_ref()
         .and_then(|p| libshv::tunnel::LaunchParams::from_value(p).ok());

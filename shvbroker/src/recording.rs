@@ -16,6 +16,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+/// The marker's reason when the queue overflowed.
+const FELL_BEHIND: &str = "the recorder fell behind";
+
 /// Events waiting for the writer.
 const QUEUE: usize = 8192;
 /// Bytes of output/input waiting for the writer.
@@ -36,8 +39,8 @@ enum Event {
     Output(u64, Instant, Vec<u8>),
     Input(u64, Instant, Vec<u8>),
     Resize(u64, Instant, u16, u16),
-    /// Events of the session were dropped before this point.
-    Truncated(u64, Instant),
+    /// Events of the session were dropped (or not read) before this point: why.
+    Truncated(u64, Instant, &'static str),
     /// The session ended: close its file, then write its audit entry.
     Close(u64, Option<crate::audit::Deferred>),
 }
@@ -111,6 +114,11 @@ impl Recorder {
         }
     }
 
+    /// Something of the session was not recorded here: the file says so (`why`).
+    pub fn gap(&mut self, id: u64, why: &'static str) {
+        self.send(id, Event::Truncated(id, Instant::now(), why), 0);
+    }
+
     pub fn resize(&mut self, id: u64, cols: u16, rows: u16) {
         self.send(id, Event::Resize(id, Instant::now(), cols, rows), 0);
     }
@@ -148,7 +156,7 @@ impl Recorder {
         }
         if droppable && self.truncated.remove(&id).is_some() {
             // The gap is marked before this event.
-            let _ = tx.try_send(Event::Truncated(id, Instant::now()));
+            let _ = tx.try_send(Event::Truncated(id, Instant::now(), FELL_BEHIND));
         }
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         match tx.try_send(ev) {
@@ -310,9 +318,9 @@ fn write_events(rx: mpsc::Receiver<Event>, queued: Arc<AtomicUsize>) {
                     f.event(at, "r", &format!("{cols}x{rows}"));
                 }
             }
-            Event::Truncated(id, at) => {
+            Event::Truncated(id, at, why) => {
                 if let Some(f) = files.get_mut(&id) {
-                    f.event(at, "m", "recording truncated: the recorder fell behind");
+                    f.event(at, "m", &format!("recording truncated: {why}"));
                 }
             }
             Event::Close(id, then) => {
@@ -391,6 +399,32 @@ mod tests {
         let marker = gap.find(r#""m","recording truncated"#).expect("a marker");
         assert!(marker < gap.find("after").unwrap(), "{gap}");
         assert!(!gap.contains("xxxx"), "the dropped output is not there");
+    }
+
+    #[test]
+    fn what_was_not_read_is_marked_as_a_gap() {
+        let dir = std::env::temp_dir().join(format!("shv-rec-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = Recorder::open(&dir, false).unwrap();
+        let name = r.start(SessionStart {
+            id: 3,
+            width: 80,
+            height: 24,
+            command: "sh".into(),
+            user: "admin".into(),
+            agent: "test/agent".into(),
+        });
+        r.output(3, b"before");
+        r.gap(3, "a frame in an unusual layout");
+        r.output(3, b"after");
+        r.close(3, None);
+        drop(r);
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+        let gap = text
+            .find(r#""m","recording truncated: a frame in an unusual layout""#)
+            .expect("a marker");
+        assert!(text.find("before").unwrap() < gap && gap < text.find("after").unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -140,26 +140,29 @@ impl Tunnels {
     }
 
     /// Opens an entry for rsh's launch `request_id` (coming from `rsh_peer`, with
-    /// `rsh_rest` below it) whose FindTunnelRequest came by `agent_side`. None when
-    /// either connection already takes part in too many tunnels.
+    /// `rsh_rest` below it; `relays`: that connection is our parent link, whose
+    /// CallerIds name its operators truly) whose FindTunnelRequest came by
+    /// `agent_side`. None when the operator, the agent or either connection already
+    /// takes part in too many tunnels.
     pub fn open(
         &mut self,
         hosted: bool,
-        rsh_peer: PeerId,
+        (rsh_peer, relays): (PeerId, bool),
         rsh_rest: Vec<i64>,
         request_id: i64,
         agent_side: PeerId,
         launch: Launch,
     ) -> Option<&Tunnel> {
-        // Counted per operator (its connection and the CallerIds below it) and per
-        // agent (the connection and the path launched): behind a parent or a child
-        // broker one link carries many of both, and one of them must not use up the
-        // link's share. A link in all: MAX_TUNNELS_PER_LINK.
+        // Counted per operator (its connection, and below a parent link the CallerIds
+        // that name it: any other client could make those up) and per agent (the
+        // connection and the path launched, which this broker routed): one link to a
+        // parent or a child broker carries many of both, and one of them must not use
+        // up the link's share. A link in all: MAX_TUNNELS_PER_LINK.
         let (mut rsh_link, mut rsh_mine, mut agent_link, mut agent_mine) = (0, 0, 0, 0);
         for t in self.open.values() {
             if t.rsh_peer == rsh_peer {
                 rsh_link += 1;
-                rsh_mine += usize::from(t.rsh_rest == rsh_rest);
+                rsh_mine += usize::from(!relays || t.rsh_rest == rsh_rest);
             }
             if t.agent_side == agent_side {
                 agent_link += 1;
@@ -357,8 +360,10 @@ mod tests {
         let mut t = Tunnels::new(Duration::from_secs(10));
         let child = 9; // a child broker: its devices' tunnels all come by it
         let mut rid = 0;
+        let parent = 3; // our parent link: its CallerIds name its operators
         let mut open = |t: &mut Tunnels, rsh: PeerId, rest: &[i64], agent: &str| {
             rid += 1;
+            let rsh = (rsh, rsh == parent);
             t.open(true, rsh, rest.to_vec(), rid, child, launch(agent))
                 .is_some()
         };
@@ -369,12 +374,21 @@ mod tests {
         // Another operator, another device under the same child broker: still room.
         assert!(open(&mut t, 2, &[], "site/b"));
         assert!(!open(&mut t, 2, &[], "site/a"), "device a at its bound");
-        // Operators behind one parent link (peer 3) each have their own.
+        // A plain client's own CallerIds name nobody: still operator 2's bound.
+        for i in 0..MAX_TUNNELS_PER_PEER as i64 {
+            open(&mut t, 2, &[i], &format!("site/c{i}"));
+        }
+        assert!(!open(&mut t, 2, &[999], "site/d"), "made-up CallerIds");
+        let by_2 = t.open.values().filter(|x| x.rsh_peer == 2).count();
+        assert_eq!(by_2, MAX_TUNNELS_PER_PEER);
+        // Operators behind the parent link each have their own.
         for op in 0..15 {
             for _ in 0..MAX_TUNNELS_PER_PEER {
-                open(&mut t, 3, &[op], &format!("site/dev{op}"));
+                open(&mut t, parent, &[op], &format!("site/dev{op}"));
             }
         }
+        let by_parent = t.open.values().filter(|x| x.rsh_peer == parent).count();
+        assert!(by_parent > MAX_TUNNELS_PER_PEER, "{by_parent}");
         let by_child = t.open.values().filter(|x| x.agent_side == child).count();
         assert_eq!(
             by_child, MAX_TUNNELS_PER_LINK,

@@ -7,18 +7,26 @@ use super::*;
 /// a session reads from the frames it forwards).
 /// [`frame_event`] for an observer on a hot path (a broker recording a session): data
 /// by the fast path, and the generic decoder only for frames of at most `generic_max`
-/// bytes (controls are a few bytes); anything else is skipped (None).
-pub fn frame_event_bounded(frame: &RpcFrame, generic_max: usize) -> Option<TunnelEvent> {
+/// bytes (controls are a few bytes). Err for a larger frame it did not read: the
+/// observer missed something (say data sent as a String rather than a Blob).
+pub fn frame_event_bounded(
+    frame: &RpcFrame,
+    generic_max: usize,
+) -> Result<Option<TunnelEvent>, NotRead> {
     if frame.tunnel_ctl().is_none() {
         if let Some(ev) = fast_data(&frame.body) {
-            return Some(ev);
+            return Ok(Some(ev));
         }
     }
     if frame.body.len() > generic_max {
-        return None;
+        return Err(NotRead);
     }
-    frame_event(frame).ok().flatten()
+    Ok(frame_event(frame).ok().flatten())
 }
+
+/// A frame [`frame_event_bounded`] left unread.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotRead;
 
 pub fn frame_event(frame: &RpcFrame) -> Result<Option<TunnelEvent>, TunnelError> {
     if frame.tunnel_ctl().is_none() {

@@ -25,7 +25,9 @@ pub const CONN_QUEUE: usize = 16;
 /// Connections open at once over one tunnel; more are refused.
 pub const MAX_CONNS: usize = 256;
 const READ_CHUNK: usize = 64 * 1024;
-/// How long one connection whose socket takes nothing may hold up the whole forward.
+/// How long one connection's socket may take to make room for the next chunk (up to
+/// 64 KiB) while it holds up the whole forward: a local reader slower than about
+/// 2 KiB/s is dropped, one that stopped reading certainly.
 pub const CONN_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// This side's part in the forward.

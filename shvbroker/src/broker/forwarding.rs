@@ -31,8 +31,9 @@ pub struct Forwarding {
     /// it did not expect (a client that resets its session while answering one can
     /// lose its send loop: pySHV's can).
     unprobed: HashMap<PeerId, String>,
-    /// A probe could not be sent (the peer's queue was busy): try again on the tick.
-    probe_retry: bool,
+    /// Peers whose probe could not be sent (their queue was busy): tried again on the
+    /// tick, these only.
+    probe_retry: Vec<PeerId>,
     next_rid: i64,
 }
 
@@ -58,6 +59,7 @@ impl Forwarding {
         self.own_requests.retain(|(p, _), _| *p != id);
         self.forwarded.remove(&id);
         self.unprobed.remove(&id);
+        self.probe_retry.retain(|p| *p != id);
     }
 }
 
@@ -120,12 +122,10 @@ impl Broker {
 
     /// Probes that could not be sent earlier, if any, against every subscription.
     pub fn retry_probes(&mut self) {
-        if !std::mem::take(&mut self.forwarding.probe_retry) {
-            return;
-        }
-        let waiting: Vec<(PeerId, String)> = self.forwarding.unprobed.drain().collect();
-        for (id, mount) in waiting {
-            self.probe_when_subscribed(id, mount);
+        for id in std::mem::take(&mut self.forwarding.probe_retry) {
+            if let Some(mount) = self.forwarding.unprobed.remove(&id) {
+                self.probe(id, mount);
+            }
         }
     }
 
@@ -142,7 +142,9 @@ impl Broker {
         let mut ls = RpcMessage::new_request(0, "", "ls", Some(RpcValue::from(".broker")));
         if !self.send_own_request(id, &mut ls, OwnRequest::IsBroker) {
             self.forwarding.unprobed.insert(id, mount);
-            self.forwarding.probe_retry = true;
+            if !self.forwarding.probe_retry.contains(&id) {
+                self.forwarding.probe_retry.push(id);
+            }
         }
     }
 

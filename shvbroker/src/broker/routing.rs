@@ -89,16 +89,6 @@ impl Broker {
             self.respond(from, &frame.meta, Err(e));
             return;
         }
-        if method == "launchRexec" && frame.body.len() > self.config.limits.local_param_size {
-            // Its parameters are decoded here, on the broker task, for the tunnel table
-            // and the audit trail: a launch of megabytes would stall everyone's routing.
-            let e = RpcError::invalid_param(format!(
-                "launchRexec parameters over {} bytes",
-                self.config.limits.local_param_size
-            ));
-            self.respond(from, &frame.meta, Err(e));
-            return;
-        }
         if let Some((target, rest)) = self.route_path(&path) {
             // A device is never cut off for what its callers send it: while its queue
             // is half full, further requests are refused instead.

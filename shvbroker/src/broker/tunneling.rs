@@ -166,9 +166,11 @@ impl Broker {
         let host_here = public || (last_broker && !has_host);
         if host_here || has_host {
             let rsh_rest = below.to_vec();
-            let Some(t) = self
-                .tunnels
-                .open(host_here, rsh_peer, rsh_rest, rid, from, launch)
+            // Only a parent link says truly which operator below it launched.
+            let relays = self.peers.get(&rsh_peer).is_some_and(|p| p.is_parent());
+            let Some(t) =
+                self.tunnels
+                    .open(host_here, (rsh_peer, relays), rsh_rest, rid, from, launch)
             else {
                 // Tunnels per operator connection and per agent connection are bounded.
                 let f = close_frame(rid, below, "too many open tunnels for this connection");
@@ -323,7 +325,9 @@ impl Broker {
             (Some(rec), Some(_)) => {
                 let line = self.audit.defer(entry);
                 if let Some(line) = rec.close(t.id, line) {
-                    line.try_write();
+                    if !line.try_write() {
+                        self.audit.lost_one();
+                    }
                 }
             }
             _ => self.audit.write(entry),
@@ -463,16 +467,18 @@ fn audit_entry(t: &Tunnel, event: &str) -> serde_json::Map<String, serde_json::V
 /// operator, input and resizes from them.
 fn record(rec: &mut crate::recording::Recorder, tid: u64, to_rsh: bool, frame: &RpcFrame) {
     use libshv::tunnel::channel;
-    // On the broker task: a frame off the data fast path is decoded only if small.
+    // On the broker task: a frame off the data fast path is decoded only if small;
+    // a larger one is marked as a gap in the recording.
     match libshv::tunnel::frame_event_bounded(frame, 4096) {
-        Some(TunnelEvent::Data { channel: ch, data }) => {
+        Err(libshv::tunnel::NotRead) => rec.gap(tid, "a frame in an unusual layout"),
+        Ok(Some(TunnelEvent::Data { channel: ch, data })) => {
             if to_rsh && (ch == channel::STDOUT || ch == channel::STDERR) {
                 rec.output(tid, &data);
             } else if !to_rsh && ch == channel::STDIN {
                 rec.input(tid, &data);
             }
         }
-        Some(TunnelEvent::Control(Control::Resize { cols, rows })) if !to_rsh => {
+        Ok(Some(TunnelEvent::Control(Control::Resize { cols, rows }))) if !to_rsh => {
             rec.resize(tid, cols, rows);
         }
         _ => {}
