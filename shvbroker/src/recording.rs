@@ -401,19 +401,24 @@ mod tests {
         assert!(!gap.contains("xxxx"), "the dropped output is not there");
     }
 
-    #[test]
-    fn what_was_not_read_is_marked_as_a_gap() {
-        let dir = std::env::temp_dir().join(format!("shv-rec-gap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut r = Recorder::open(&dir, false).unwrap();
-        let name = r.start(SessionStart {
-            id: 3,
+    /// An 80×24 `sh` of admin on test/agent.
+    fn session(id: u64) -> SessionStart {
+        SessionStart {
+            id,
             width: 80,
             height: 24,
             command: "sh".into(),
             user: "admin".into(),
             agent: "test/agent".into(),
-        });
+        }
+    }
+
+    #[test]
+    fn what_was_not_read_is_marked_as_a_gap() {
+        let dir = std::env::temp_dir().join(format!("shv-rec-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = Recorder::open(&dir, false).unwrap();
+        let name = r.start(session(3));
         r.output(3, b"before");
         r.gap(3, "a frame in an unusual layout");
         r.output(3, b"after");
@@ -433,14 +438,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut r = Recorder::open(&dir, false).unwrap();
         let mut audit = crate::audit::AuditLog::open(&dir.join("audit.jsonl")).unwrap();
-        let name = r.start(SessionStart {
-            id: 1,
-            width: 80,
-            height: 24,
-            command: "sh".into(),
-            user: "admin".into(),
-            agent: "test/agent".into(),
-        });
+        let name = r.start(session(1));
         r.output(1, b"last words");
         let mut entry = serde_json::Map::new();
         entry.insert("event".into(), "close".into());
