@@ -7,7 +7,6 @@
 
 mod rsh_common;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,30 +15,15 @@ use libshv::meta::tag;
 use libshv::tunnel::{self, LaunchParams, TunnelCtl, TunnelEnd, TunnelState};
 use libshv::{Client, RequestHandler, RpcError, RpcMessage, RpcValue};
 use rand::RngCore;
-use rsh_common::{sigkill, tunnels, wait_connected_tunnel, Agent, TWO_SECONDS};
+use rsh_common::{
+    sigkill, spawn_rsh, through_remote_cat, tunnels, wait_connected_tunnel, Agent, TWO_SECONDS,
+};
 use sha2::{Digest, Sha256};
-use tests::{bin, config_yaml, run_bin, Broker, RawConn, RawEvent, TempDir, TIMEOUT};
+use tests::{config_yaml, run_bin, Broker, RawConn, RawEvent, TempDir, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const AGENT: &str = "test/agent";
-
-/// `shvrsh URL AGENT -- CMD…` with all three streams piped, killed on drop.
-fn spawn_rsh(url: &str, path: &str, cmd: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(bin("shvrsh"))
-        .arg(url)
-        .arg(path)
-        .arg("--")
-        .args(cmd)
-        .env_remove("SHV_PASSWORD")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn shvrsh")
-}
 
 /// Collects a child's pipe in the background; the buffer can be looked at any time.
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(mut r: R) -> Arc<Mutex<Vec<u8>>> {
@@ -116,39 +100,11 @@ async fn ten_mib_of_binary_through_cat_is_byte_identical() {
     rand::thread_rng().fill_bytes(&mut data);
     let want = Sha256::digest(&data);
 
-    let mut rsh = spawn_rsh(&broker.url("admin", "admin"), AGENT, &["cat"]);
-    let mut stdin = rsh.stdin.take().unwrap();
-    let writer = tokio::spawn(async move {
-        stdin.write_all(&data).await.expect("write to shvrsh");
-        // Dropping stdin is the EOF that must end the remote cat.
-    });
-    let mut stdout = rsh.stdout.take().unwrap();
-    let reader = tokio::spawn(async move {
-        let mut out = Vec::with_capacity(10 << 20);
-        stdout
-            .read_to_end(&mut out)
-            .await
-            .expect("read shvrsh stdout");
-        out
-    });
-    let stderr = collect(rsh.stderr.take().unwrap());
-    // Generous: 10 MiB through debug builds of four processes on a busy machine.
-    let code = match tokio::time::timeout(Duration::from_secs(180), rsh.wait()).await {
-        Ok(st) => st.expect("wait").code().unwrap_or(-1),
-        Err(_) => panic!(
-            "shvrsh -- cat did not finish (stdin EOF not passed on?); stderr {:?}",
-            text(&stderr)
-        ),
-    };
-    writer.await.unwrap();
-    let out = tokio::time::timeout(TIMEOUT, reader)
-        .await
-        .expect("stdout not closed")
-        .unwrap();
-    assert_eq!(code, 0, "exit code; stderr {:?}", text(&stderr));
-    assert_eq!(out.len(), 10 << 20, "length of what came back");
-    assert_eq!(Sha256::digest(&out), want, "sha256 of what came back");
-    assert_eq!(text(&stderr), "", "stderr");
+    let run = through_remote_cat(&broker.url("admin", "admin"), AGENT, data).await;
+    assert_eq!(run.code, 0, "exit code; stderr {:?}", run.stderr);
+    assert_eq!(run.out.len(), 10 << 20, "length of what came back");
+    assert_eq!(Sha256::digest(&run.out), want, "sha256 of what came back");
+    assert_eq!(run.stderr, "", "stderr");
 }
 
 // ---- 4. a dying end --------------------------------------------------------------------

@@ -237,41 +237,10 @@ async fn a_shell_across_wss_ssl_and_a_tls_tunnel_host_is_byte_exact() {
     let mut data = vec![0u8; 10 << 20];
     rand::thread_rng().fill_bytes(&mut data);
     let want = Sha256::digest(&data);
-    let mut rsh = tokio::process::Command::new(bin("shvrsh"))
-        .args([rsh_url.as_str(), "test/agent", "--", "cat"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn shvrsh");
-    let mut stdin = rsh.stdin.take().unwrap();
-    let writer = tokio::spawn(async move {
-        stdin.write_all(&data).await.expect("write to shvrsh");
-    });
-    let mut stdout = rsh.stdout.take().unwrap();
-    let reader = tokio::spawn(async move {
-        let mut out = Vec::with_capacity(10 << 20);
-        stdout.read_to_end(&mut out).await.expect("read shvrsh");
-        out
-    });
-    let mut stderr = rsh.stderr.take().unwrap();
-    let err = tokio::spawn(async move {
-        let mut e = String::new();
-        let _ = stderr.read_to_string(&mut e).await;
-        e
-    });
-    // Generous: 10 MiB through debug builds, TLS three times, on a busy machine.
-    let status = tokio::time::timeout(Duration::from_secs(180), rsh.wait())
-        .await
-        .expect("shvrsh -- cat did not finish")
-        .unwrap();
-    writer.await.unwrap();
-    let out = reader.await.unwrap();
-    let err = err.await.unwrap();
-    assert_eq!(status.code(), Some(0), "shvrsh stderr: {err}");
-    assert_eq!(out.len(), 10 << 20, "length of what came back");
-    assert_eq!(Sha256::digest(&out), want, "sha256 of what came back");
+    let run = rsh_common::through_remote_cat(&rsh_url, "test/agent", data).await;
+    assert_eq!(run.code, 0, "shvrsh stderr: {}", run.stderr);
+    assert_eq!(run.out.len(), 10 << 20, "length of what came back");
+    assert_eq!(Sha256::digest(&run.out), want, "sha256 of what came back");
     // shvrexec went to the tunnel host over TLS, not plain TCP.
     let ssl = format!(
         "connecting to tunnel broker ssl://127.0.0.1:{}",

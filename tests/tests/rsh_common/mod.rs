@@ -200,3 +200,69 @@ pub fn sigkill(pid: i32) {
     let r = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert_eq!(r, 0, "kill -KILL {pid}");
 }
+
+/// What came of piping bytes through a remote `cat`.
+pub struct CatRun {
+    pub code: i32,
+    pub out: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Pipes `data` through `shvrsh URL AGENT -- cat` (closing stdin at the end, the EOF
+/// that must end the remote cat) and collects what comes back. Panics if shvrsh does
+/// not finish within 180 s: generous, for megabytes through debug builds of four
+/// processes on a busy machine.
+pub async fn through_remote_cat(url: &str, agent: &str, data: Vec<u8>) -> CatRun {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut rsh = spawn_rsh(url, agent, &["cat"]);
+    let mut stdin = rsh.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&data).await.expect("write to shvrsh");
+    });
+    let mut stdout = rsh.stdout.take().unwrap();
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        stdout
+            .read_to_end(&mut out)
+            .await
+            .expect("read shvrsh stdout");
+        out
+    });
+    let mut stderr = rsh.stderr.take().unwrap();
+    let err = tokio::spawn(async move {
+        let mut e = String::new();
+        let _ = stderr.read_to_string(&mut e).await;
+        e
+    });
+    let status = match tokio::time::timeout(Duration::from_secs(180), rsh.wait()).await {
+        Ok(st) => st.expect("wait for shvrsh"),
+        Err(_) => panic!("shvrsh -- cat did not finish (stdin EOF not passed on?)"),
+    };
+    writer.await.unwrap();
+    let out = tokio::time::timeout(TIMEOUT, reader)
+        .await
+        .expect("stdout not closed")
+        .unwrap();
+    CatRun {
+        code: status.code().unwrap_or(-1),
+        out,
+        stderr: err.await.unwrap(),
+    }
+}
+
+/// `shvrsh URL AGENT -- CMD…` with all three streams piped, killed on drop.
+pub fn spawn_rsh(url: &str, path: &str, cmd: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(bin("shvrsh"))
+        .arg(url)
+        .arg(path)
+        .arg("--")
+        .args(cmd)
+        .env_remove("SHV_PASSWORD")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn shvrsh")
+}
