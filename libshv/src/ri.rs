@@ -33,7 +33,10 @@ impl Ri {
     }
 
     pub fn new(path: String, method: String, signal: Option<String>) -> Self {
-        let segments = split(&path).into_iter().map(str::to_string).collect();
+        let mut segments: Vec<String> = split(&path).into_iter().map(str::to_string).collect();
+        // `**/**` matches what `**` matches; a run of them would only make every match
+        // walk the run.
+        segments.dedup_by(|a, b| a == "**" && b == "**");
         Ri {
             path,
             method,
@@ -168,23 +171,34 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     if !pattern.contains(['*', '?', '[']) {
         return pattern == text;
     }
+    if pattern.is_ascii() && text.is_ascii() {
+        // Bytes are chars here: no allocation (this runs for every subscription of
+        // every peer on every signal).
+        return glob_units(pattern.as_bytes(), text.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    glob_units(&p, &t)
+}
+
+/// The glob over units of text: bytes of ASCII text, or chars. Backtracks only to the
+/// last `*`, so it takes at most pattern × text steps, whatever the pattern.
+fn glob_units<T: Copy + Ord + From<u8>>(p: &[T], t: &[T]) -> bool {
+    let star_sym = T::from(b'*');
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == star_sym {
             star = Some((pi, ti));
             pi += 1;
             continue;
         }
         if pi < p.len() {
-            if let Some((matched, next)) = match_one(&p, pi, t[ti]) {
-                if matched {
-                    pi = next;
-                    ti += 1;
-                    continue;
-                }
+            let (matched, next) = match_one(p, pi, t[ti]);
+            if matched {
+                pi = next;
+                ti += 1;
+                continue;
             }
         }
         match star {
@@ -196,41 +210,42 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             None => return false,
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star_sym {
         pi += 1;
     }
     pi == p.len()
 }
 
-/// Matches one pattern element at `pi` against `c`: (matched, index after the element).
-fn match_one(p: &[char], pi: usize, c: char) -> Option<(bool, usize)> {
-    match p[pi] {
-        '?' => Some((true, pi + 1)),
-        '[' => {
-            let mut i = pi + 1;
-            let negate = i < p.len() && (p[i] == '!' || p[i] == '^');
-            if negate {
-                i += 1;
-            }
-            let mut found = false;
-            let start = i;
-            while i < p.len() && (p[i] != ']' || i == start) {
-                if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-                    found |= p[i] <= c && c <= p[i + 2];
-                    i += 3;
-                } else {
-                    found |= p[i] == c;
-                    i += 1;
-                }
-            }
-            if i >= p.len() {
-                // No closing bracket: a literal '['.
-                return Some((c == '[', pi + 1));
-            }
-            Some((found != negate, i + 1))
-        }
-        other => Some((other == c, pi + 1)),
+/// Does the pattern element at `pi` match `c`, and where does the next one start?
+fn match_one<T: Copy + Ord + From<u8>>(p: &[T], pi: usize, c: T) -> (bool, usize) {
+    let sym = T::from;
+    if p[pi] == sym(b'?') {
+        return (true, pi + 1);
     }
+    if p[pi] != sym(b'[') {
+        return (p[pi] == c, pi + 1);
+    }
+    let mut i = pi + 1;
+    let negate = i < p.len() && (p[i] == sym(b'!') || p[i] == sym(b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut found = false;
+    let start = i;
+    while i < p.len() && (p[i] != sym(b']') || i == start) {
+        if i + 2 < p.len() && p[i + 1] == sym(b'-') && p[i + 2] != sym(b']') {
+            found |= p[i] <= c && c <= p[i + 2];
+            i += 3;
+        } else {
+            found |= p[i] == c;
+            i += 1;
+        }
+    }
+    if i >= p.len() {
+        // No closing bracket: a literal '['.
+        return (c == sym(b'['), pi + 1);
+    }
+    (found != negate, i + 1)
 }
 
 #[cfg(test)]
@@ -267,6 +282,21 @@ mod tests {
         assert!(!glob("[!ab]x", "bx"));
         assert!(glob("[a-c]1", "b1"));
         assert!(!glob("get", "getx"));
+        // Non-ASCII text: `?` and classes take one char, not one byte.
+        assert!(glob("te?t", "tešt"));
+        assert!(glob("[šs]*", "šum"));
+        assert!(!glob("te??t", "tešt"));
+        assert!(glob("*ř", "zář"));
+        // A run of `**` is one `**`.
+        let ri = Ri::parse(&format!("{}x:*:*", "**/".repeat(300)));
+        assert_eq!(ri.segments, ["**", "x"]);
+        assert!(ri.matches_signal("a/b/x", "get", "chng"));
+        assert!(!ri.matches_signal("a/b/y", "get", "chng"));
+        assert!(Ri::parse("a/**/**").matches_method("a", "get"));
+        // A pattern built to make the matcher backtrack still ends (pattern × text).
+        let hostile = "*a".repeat(500) + "b";
+        assert!(!glob(&hostile, &"a".repeat(600)));
+        assert!(glob(&hostile, &("a".repeat(600) + "b")));
     }
 
     #[test]

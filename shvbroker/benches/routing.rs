@@ -35,6 +35,37 @@ fn ri_match(c: &mut Criterion) {
     g.finish();
 }
 
+/// One client's maximum of subscriptions (`max_subscriptions`, 1024), each as long as
+/// `max_ri_len` allows (1 KiB) and shaped to make the matcher work hardest: what one
+/// read-only session can make the broker test against every signal.
+fn ri_match_adversarial(c: &mut Criterion) {
+    let mut g = c.benchmark_group("RI match, 1024 adversarial subscriptions of 1 KiB");
+    type Shape = (&'static str, fn(usize) -> String);
+    let shapes: [Shape; 3] = [
+        ("many ** segments", |i| {
+            format!("{}x{i}:*:*", "**/".repeat(338))
+        }),
+        ("stars in one segment", |i| {
+            format!("**/{}b{i}:*:*", "*a".repeat(508))
+        }),
+        ("stars in the signal name", |i| {
+            format!("**:*:{}b{i}", "*c".repeat(508))
+        }),
+    ];
+    let path = black_box("site/area9/dev985/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/temp");
+    for (name, make) in shapes {
+        let subs: Vec<Ri> = (0..1024).map(|i| Ri::parse(&make(i))).collect();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                subs.iter()
+                    .filter(|ri| ri.matches_signal(path, "get", "chngchngchngchngchng"))
+                    .count()
+            })
+        });
+    }
+    g.finish();
+}
+
 fn route(c: &mut Criterion) {
     let mut g = c.benchmark_group("Mounts::route, 10000 mounts");
     let mut mounts = Mounts::default();
@@ -51,5 +82,5 @@ fn route(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ri_match, route);
+criterion_group!(benches, ri_match, ri_match_adversarial, route);
 criterion_main!(benches);

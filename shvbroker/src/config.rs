@@ -140,6 +140,10 @@ pub struct Limits {
     /// Subscriptions one client may hold.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions: usize,
+    /// Bytes of subscriptions (each RI's length plus 64) one user may hold over all of
+    /// its connections: every signal is matched against every subscription.
+    #[serde(default = "default_max_subscription_bytes_per_user")]
+    pub max_subscription_bytes_per_user: usize,
     /// Longest RI (in bytes) of a subscription or access rule a client may send.
     #[serde(default = "default_max_ri_len")]
     pub max_ri_len: usize,
@@ -200,6 +204,9 @@ fn default_inflight_bytes() -> usize {
 fn default_max_subscriptions() -> usize {
     1024
 }
+fn default_max_subscription_bytes_per_user() -> usize {
+    256 * 1024
+}
 fn default_max_ri_len() -> usize {
     1024
 }
@@ -238,6 +245,7 @@ impl Default for Limits {
             client_queue_bytes: default_queue_bytes(),
             inflight_bytes: default_inflight_bytes(),
             max_subscriptions: default_max_subscriptions(),
+            max_subscription_bytes_per_user: default_max_subscription_bytes_per_user(),
             max_ri_len: default_max_ri_len(),
             max_pending: default_max_pending(),
             local_param_size: default_local_param_size(),
@@ -470,6 +478,10 @@ impl Config {
             ("client_queue_bytes", l.client_queue_bytes),
             ("inflight_bytes", l.inflight_bytes),
             ("max_subscriptions", l.max_subscriptions),
+            (
+                "max_subscription_bytes_per_user",
+                l.max_subscription_bytes_per_user,
+            ),
             ("max_ri_len", l.max_ri_len),
             ("max_pending", l.max_pending),
             ("local_param_size", l.local_param_size),

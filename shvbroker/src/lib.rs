@@ -2,9 +2,11 @@
 //!
 //! - [`server`] binds listeners and spawns a [`peer`] task per connection;
 //! - [`peer`] does the login phase and forwards frames to the broker task;
-//! - [`state`] is the broker task, sole owner of all broker state (routing, mounts,
-//!   subscriptions), with [`api`] for the broker's own methods and [`tunnel`] for tunnels;
-//! - [`config`] and [`access`] describe users, roles and limits.
+//! - [`broker`] is the broker task, sole owner of all broker state, kept in parts that
+//!   own their tables: [`peers`], [`mounts`], [`subscriptions`], [`pending`], [`tunnel`],
+//!   [`links`];
+//! - [`config`] and [`access`] describe users, roles and limits; [`admission`] bounds the
+//!   connections not logged in yet.
 
 pub mod access;
 pub mod admission;
@@ -22,5 +24,6 @@ pub mod pending;
 pub mod queue;
 pub mod recording;
 pub mod server;
+pub mod subscriptions;
 pub mod tunnel;
 pub mod web;

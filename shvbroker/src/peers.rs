@@ -1,9 +1,7 @@
 //! Who is connected: one [`Peer`] per logged-in connection, of a [`PeerKind`].
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use libshv::ri::Ri;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
@@ -34,8 +32,6 @@ pub struct Peer {
     pub addr: String,
     pub tx: QueueSender,
     pub cancel: CancellationToken,
-    /// RI text → (parsed RI, expiry).
-    pub subscriptions: HashMap<String, (Ri, Option<Instant>)>,
     /// What this broker appends to UserId for the peer's requests.
     pub user_id: String,
     /// Whether a mounted peer is itself a broker (asked with `ls(".broker")`).
@@ -54,6 +50,14 @@ impl Peer {
 
     pub fn is_tunnel_end(&self) -> bool {
         matches!(self.kind, PeerKind::TunnelEnd { .. })
+    }
+
+    /// Whom its subscriptions are charged to.
+    pub fn owner(&self) -> crate::subscriptions::Owner {
+        match self.kind {
+            PeerKind::Parent { .. } => crate::subscriptions::Owner::Parent,
+            _ => crate::subscriptions::Owner::User(self.user.clone()),
+        }
     }
 
     /// A mounted peer known to be a broker itself (subscriptions are forwarded to it).

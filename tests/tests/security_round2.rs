@@ -249,6 +249,70 @@ async fn subscriptions_per_client_are_capped() {
     assert!(r.result().is_err(), "an 11th subscription was accepted");
 }
 
+/// Every signal is matched against every subscription, so one user's subscriptions are
+/// bounded in bytes over all of its connections: opening more connections does not buy
+/// a read-only user more matching work per signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_user_are_capped_over_all_connections() {
+    // Each RI below is 10 bytes, charged 10 + 64: room for exactly 10 of them.
+    let budget = 10 * (10 + 64);
+    let limits = format!("limits: {{max_subscription_bytes_per_user: {budget}}}\n");
+    let broker = Broker::start(Some(&config_yaml(&[], &limits)));
+    let subscribe = |i: usize| Some(RpcValue::from(format!("a{i:02}/**:*:*")));
+    let mut first = broker.raw().await;
+    first.login("viewer", "viewer", true).await.unwrap();
+    let mut second = broker.raw().await;
+    second.login("viewer", "viewer", true).await.unwrap();
+    for i in 0..6 {
+        let r = first
+            .call(".broker/currentClient", "subscribe", subscribe(i))
+            .await;
+        assert!(r.result().is_ok(), "{r:?}");
+    }
+    for i in 6..10 {
+        let r = second
+            .call(".broker/currentClient", "subscribe", subscribe(i))
+            .await;
+        assert!(r.result().is_ok(), "{r:?}");
+    }
+    let r = second
+        .call(".broker/currentClient", "subscribe", subscribe(10))
+        .await;
+    let e = expect_error(&r);
+    assert!(e.message.contains("user's subscriptions"), "{e:?}");
+    // Another user has a budget of its own.
+    let mut admin = broker.raw().await;
+    admin.login("admin", "admin", true).await.unwrap();
+    let r = admin
+        .call(".broker/currentClient", "subscribe", subscribe(10))
+        .await;
+    assert!(r.result().is_ok(), "{r:?}");
+    // Unsubscribing gives room back, and so does a connection that goes away.
+    let r = second
+        .call(".broker/currentClient", "unsubscribe", subscribe(9))
+        .await;
+    assert_eq!(r.result().unwrap(), RpcValue::from(true));
+    let r = second
+        .call(".broker/currentClient", "subscribe", subscribe(10))
+        .await;
+    assert!(r.result().is_ok(), "{r:?}");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = second
+            .call(".broker/currentClient", "subscribe", subscribe(11))
+            .await;
+        if r.result().is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's bytes never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A caller cannot keep more requests waiting on a silent device than `max_pending`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_requests_are_bounded_per_caller() {

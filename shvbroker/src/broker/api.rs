@@ -212,17 +212,9 @@ pub fn call(
         }
         (".broker/currentClient", "unsubscribe") => {
             let ri = Ri::parse(str_param(&param)?).to_string();
-            let removed = broker
-                .peers
-                .get_mut(&from)
-                .is_some_and(|p| p.subscriptions.remove(&ri).is_some());
-            Ok(RpcValue::from(removed))
+            Ok(RpcValue::from(broker.subscriptions.remove(from, &ri)))
         }
-        (".broker/currentClient", "subscriptions") => Ok(broker
-            .peers
-            .get(&from)
-            .map(subscriptions_value)
-            .unwrap_or_else(RpcValue::null)),
+        (".broker/currentClient", "subscriptions") => Ok(subscriptions_value(broker, from)),
         (".broker/tunnels", "list") => Ok(broker.tunnel_list()),
         (".broker/tunnels", "close") => {
             let id = u64::try_from(int_param(&param)?).unwrap_or(0);
@@ -271,38 +263,35 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
             limits.max_ri_len
         )));
     }
-    let max_subs = limits.max_subscriptions;
     let ri = Ri::parse(&ri);
-    let key = ri.to_string();
     let expiry = ttl.map(|t| Instant::now() + Duration::from_secs(t.min(MAX_TTL)));
-    let Some(peer) = broker.peers.get_mut(&from) else {
+    let Some(owner) = broker.peers.get(&from).map(|p| p.owner()) else {
         return Err(RpcError::method_not_found("not logged in"));
     };
-    if !peer.subscriptions.contains_key(&key) && peer.subscriptions.len() >= max_subs {
-        return Err(RpcError::new(
-            libshv::message::code::METHOD_CALL_EXCEPTION,
-            format!("subscribe: at most {max_subs} subscriptions per client"),
-        ));
-    }
-    let new = peer
+    let new = broker
         .subscriptions
-        .insert(key, (ri.clone(), expiry))
-        .is_none();
+        .add(from, &owner, ri.clone(), expiry)
+        .map_err(|e| {
+            RpcError::new(
+                libshv::message::code::METHOD_CALL_EXCEPTION,
+                format!("subscribe: {e}"),
+            )
+        })?;
     if new {
         broker.probe_mounts_reached(from, &ri);
     }
     Ok(RpcValue::from(new))
 }
 
-fn subscriptions_value(peer: &crate::peers::Peer) -> RpcValue {
+fn subscriptions_value(broker: &Broker, id: PeerId) -> RpcValue {
     let now = Instant::now();
     let mut m = Map::new();
-    for (k, (_, exp)) in &peer.subscriptions {
+    for (k, exp) in broker.subscriptions.of(id) {
         let v = match exp {
             Some(e) => RpcValue::from(e.saturating_duration_since(now).as_secs() as i64),
             None => RpcValue::null(),
         };
-        m.insert(k.clone(), v);
+        m.insert(k.to_string(), v);
     }
     RpcValue::from(m)
 }
@@ -317,7 +306,7 @@ fn client_info(broker: &Broker, id: PeerId) -> Option<RpcValue> {
     m.insert("userName".into(), RpcValue::from(p.user.as_str()));
     m.insert("deviceId".into(), opt(p.device_id.as_deref()));
     m.insert("mountPoint".into(), opt(p.mount.as_deref()));
-    m.insert("subscriptions".into(), subscriptions_value(p));
+    m.insert("subscriptions".into(), subscriptions_value(broker, id));
     m.insert("idleTime".into(), ms(p.last_rx.elapsed()));
     m.insert(
         "idleTimeMax".into(),

@@ -131,11 +131,9 @@ impl Broker {
 
     /// Does a subscription of a peer other than `id` reach into `mount`?
     fn subscribed_into(&self, id: PeerId, mount: &str) -> bool {
-        self.peers
-            .values()
-            .filter(|p| p.id != id)
-            .flat_map(|p| p.subscriptions.values())
-            .any(|(ri, _)| ri.reaches(mount))
+        self.subscriptions
+            .of_others(id, Instant::now())
+            .any(|ri| ri.reaches(mount))
     }
 
     fn probe(&mut self, id: PeerId, mount: String) {
@@ -189,12 +187,9 @@ impl Broker {
             .collect();
         for (child, mount) in children {
             let mut desired: BTreeSet<String> = self
-                .peers
-                .values()
-                .filter(|p| p.id != child)
-                .flat_map(|p| p.subscriptions.values())
-                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
-                .filter_map(|(ri, _)| ri.relative_to(&mount))
+                .subscriptions
+                .of_others(child, now)
+                .filter_map(|ri| ri.relative_to(&mount))
                 .map(|ri| full_ri(&ri))
                 .collect();
             if desired.len() > MAX_FORWARDED {

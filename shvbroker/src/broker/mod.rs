@@ -4,7 +4,8 @@
 //! queue, and a peer whose queue is full is disconnected rather than buffered for.
 //!
 //! The state is in parts that each keep their own tables and invariants: the peers
-//! ([`crate::peers`]), the mount table ([`Mounts`]), the pending requests
+//! ([`crate::peers`]), the mount table ([`Mounts`]), the subscriptions
+//! ([`Subscriptions`]), the pending requests
 //! ([`PendingRequests`]), the tunnel table ([`Tunnels`]), the subscriptions forwarded
 //! to sub-brokers ([`forwarding::Forwarding`]) and the parent links ([`Links`]). The
 //! broker task ties them together, by concern: [`registry`] (who comes and goes),
@@ -38,6 +39,7 @@ use crate::mounts::Mounts;
 use crate::peers::{Peer, PeerId, PeerKind};
 use crate::pending::{self, PendingRequests};
 use crate::queue::{Full, Outgoing};
+use crate::subscriptions::Subscriptions;
 use crate::tunnel::Tunnels;
 use forwarding::Forwarding;
 
@@ -49,6 +51,7 @@ pub struct Broker {
     config: Arc<Config>,
     peers: HashMap<PeerId, Peer>,
     mounts: Mounts,
+    subscriptions: Subscriptions,
     /// Requests forwarded and not yet answered.
     pending: PendingRequests,
     tunnels: Tunnels,
@@ -80,6 +83,10 @@ impl Broker {
         Broker {
             peers: HashMap::new(),
             mounts: Mounts::default(),
+            subscriptions: Subscriptions::new(
+                config.limits.max_subscriptions,
+                config.limits.max_subscription_bytes_per_user,
+            ),
             pending: PendingRequests::new(config.limits.max_pending),
             tunnels: Tunnels::new(secret_ttl),
             dropped_responses: 0,
@@ -146,10 +153,7 @@ impl Broker {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        for p in self.peers.values_mut() {
-            p.subscriptions
-                .retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
-        }
+        self.subscriptions.expire(now);
         self.pending.expire(now);
         self.forwarding.expire(now);
         self.tunnels_housekeeping(now);

@@ -29,13 +29,13 @@ impl Broker {
             addr,
             tx,
             cancel,
-            subscriptions: HashMap::new(),
             user_id: String::new(),
             is_broker: None,
             connected_at: SystemTime::now(),
             last_rx: Instant::now(),
             idle_max: idle_timeout,
         };
+        let mut configured = Vec::new();
         match login {
             LoginInfo::Parent { link, url } => {
                 peer.kind = PeerKind::Parent { link };
@@ -85,10 +85,7 @@ impl Broker {
                 peer.device_id = device_id;
                 peer.user_agent = user_agent;
                 peer.mount = mount;
-                for ri in subscriptions {
-                    let ri = Ri::parse(&ri);
-                    peer.subscriptions.insert(ri.to_string(), (ri, None));
-                }
+                configured = subscriptions;
             }
         }
         // As pyshv does: `user:broker` for our own users, just `broker` for requests
@@ -106,7 +103,11 @@ impl Broker {
             "logged in"
         );
         let mount = peer.mount.clone();
+        let owner = peer.owner();
         self.peers.insert(id, peer);
+        for ri in &configured {
+            self.subscriptions.add_configured(id, &owner, Ri::parse(ri));
+        }
         if let Some(meta) = login_request {
             let ok = RpcMessage::response_to(&meta).with_result(RpcValue::null());
             self.send_to(id, ok.into_frame());
@@ -125,11 +126,7 @@ impl Broker {
             self.probe_when_subscribed(id, m);
         }
         // Its own subscriptions (from autosetup) may reach into other mounts.
-        let own: Vec<Ri> = self
-            .peers
-            .get(&id)
-            .map(|p| p.subscriptions.values().map(|(ri, _)| ri.clone()).collect())
-            .unwrap_or_default();
+        let own: Vec<Ri> = self.subscriptions.ris_of(id).cloned().collect();
         for ri in &own {
             self.probe_mounts_reached(id, ri);
         }
@@ -191,6 +188,7 @@ impl Broker {
         // Not cancelled here: after ResetSession the connection lives on.
         tracing::info!(peer = id, user = %shown(&peer.user), "gone");
         self.pending.peer_gone(id);
+        self.subscriptions.peer_gone(id);
         self.forwarding.peer_gone(id);
         self.doomed.retain(|(p, _)| *p != id);
         if let Some(m) = &peer.mount {

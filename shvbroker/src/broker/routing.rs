@@ -282,14 +282,13 @@ impl Broker {
             .max(level::BROWSE);
         let now = Instant::now();
         let targets: Vec<PeerId> = self
-            .peers
-            .values()
-            .filter(|p| {
-                p.subscriptions.values().any(|(ri, exp)| {
-                    exp.is_none_or(|e| e > now) && ri.matches_signal(path, source, name)
-                }) && p.grants.level(path, source).unwrap_or(0) >= needed
+            .subscriptions
+            .subscribers(path, source, name, now)
+            .filter(|id| {
+                self.peers
+                    .get(id)
+                    .is_some_and(|p| p.grants.level(path, source).unwrap_or(0) >= needed)
             })
-            .map(|p| p.id)
             .collect();
         if targets.is_empty() {
             return;
