@@ -162,6 +162,10 @@ pub struct Limits {
     /// Default idle watchdog in seconds (a client may ask for another value at login).
     #[serde(default = "default_idle")]
     pub idle_timeout: u64,
+    /// Seconds a connection's socket may take no bytes while frames wait for it; then
+    /// it is closed and its queue freed (0: never).
+    #[serde(default = "default_write_stall_timeout")]
+    pub write_stall_timeout: u64,
     /// Connections that have not logged in yet, in all; more are closed at once.
     #[serde(default = "default_max_unauthenticated")]
     pub max_unauthenticated: usize,
@@ -170,6 +174,9 @@ pub struct Limits {
     pub max_unauthenticated_per_address: usize,
 }
 
+fn default_write_stall_timeout() -> u64 {
+    60
+}
 fn default_max_unauthenticated() -> usize {
     512
 }
@@ -252,6 +259,7 @@ impl Default for Limits {
             login_attempts: default_login_attempts(),
             login_timeout: default_login_timeout(),
             idle_timeout: default_idle(),
+            write_stall_timeout: default_write_stall_timeout(),
             max_unauthenticated: default_max_unauthenticated(),
             max_unauthenticated_per_address: default_max_unauthenticated_per_address(),
         }
@@ -463,8 +471,18 @@ impl Config {
         if self.tunnel.secret_ttl == 0 || self.tunnel.secret_ttl > 3600 {
             return Err("tunnel.secret_ttl must be 1..3600 seconds".into());
         }
-        if self.limits.login_timeout > DAY || self.limits.idle_timeout > DAY {
-            return Err("limits.login_timeout and limits.idle_timeout are at most 86400".into());
+        if [
+            self.limits.login_timeout,
+            self.limits.idle_timeout,
+            self.limits.write_stall_timeout,
+        ]
+        .iter()
+        .any(|t| *t > DAY)
+        {
+            return Err(
+                "limits.login_timeout, idle_timeout and write_stall_timeout are at most 86400"
+                    .into(),
+            );
         }
         if let Some(a) = &self.tunnel.public_address {
             public_tunnel_address(a).map_err(|e| e.to_string())?;

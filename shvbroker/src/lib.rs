@@ -24,6 +24,7 @@ pub mod pending;
 pub mod queue;
 pub mod recording;
 pub mod server;
+pub mod stall;
 pub mod subscriptions;
 pub mod tunnel;
 pub mod web;

@@ -82,7 +82,12 @@ async fn session(
     let cancel = ctx.shutdown.child_token();
     // Login is done: from now on the link writes what the broker queues.
     let writer = libshv::writer::outgoing_writer(writer);
-    let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        rx,
+        cancel.clone(),
+        url.transport().to_string(),
+    ));
     let (reply_tx, reply_rx) = oneshot::channel();
     let reg = Registration {
         id,

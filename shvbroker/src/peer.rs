@@ -143,10 +143,14 @@ pub async fn run(
     let limits = &ctx.config.limits;
     let mut reader =
         FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
+    let write: BoxWrite = match limits.write_stall_timeout {
+        0 => write,
+        s => Box::pin(crate::stall::StallGuard::new(write, Duration::from_secs(s))),
+    };
     let writer = FramedWrite::new(write, OutgoingCodec);
     let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
-    let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone()));
+    let writer_task = tokio::spawn(write_loop(writer, rx, cancel.clone(), addr.clone()));
     tracing::debug!(addr = %shown(&addr), "connected");
     let mut conn = Conn {
         id: NOT_LOGGED_IN,
@@ -545,10 +549,12 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
 }
 
 /// Drains a peer's queue onto its socket until the queue ends or the peer is cancelled.
+/// `addr` names the peer in the log.
 pub(crate) async fn write_loop(
     mut writer: OutgoingWriter,
     mut rx: QueueReceiver,
     cancel: CancellationToken,
+    addr: String,
 ) {
     {
         let work = async {
@@ -560,7 +566,14 @@ pub(crate) async fn write_loop(
         };
         // A peer that stops reading blocks `flush`; cancellation must still win.
         tokio::select! {
-            _ = work => {}
+            r = work => match r {
+                // A stalled peer (crate::stall) is the broker's decision: say so.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::warn!(addr = %shown(&addr), "disconnecting: {e}");
+                }
+                Err(e) => tracing::debug!(addr = %shown(&addr), "write failed: {e}"),
+                Ok(()) => {}
+            },
             _ = cancel.cancelled() => {}
         }
     }

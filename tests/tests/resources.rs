@@ -90,6 +90,59 @@ async fn non_reading_subscriber_is_cut_off_and_memory_stays_bounded() {
     assert!(peak < bound, "VmRSS peak {peak} KiB >= bound {bound} KiB");
 }
 
+/// A subscriber that stops reading while its queue stays under every bound (it would
+/// keep its megabytes for as long as it stays connected) is closed once its socket has
+/// taken nothing for `write_stall_timeout`, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_reader_is_closed_after_the_write_stall_timeout() {
+    let mut broker = Broker::start(Some(&config_yaml(
+        &[],
+        "limits: {write_stall_timeout: 2}\n",
+    )));
+    let (observer, _) = broker.connect("admin", "admin").await;
+    let mut sleeper = broker.raw().await;
+    sleeper
+        .login("viewer", "viewer", true)
+        .await
+        .expect("login");
+    let sub = sleeper
+        .call(
+            ".broker/currentClient",
+            "subscribe",
+            Some(RpcValue::from("**:*:*")),
+        )
+        .await;
+    assert!(sub.result().is_ok());
+    let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
+    // 16 MiB in 256 signals: more than the kernel buffers on loopback (4 MiB of send
+    // buffer, the unread receive window), less than the queue's bounds (4096 frames,
+    // 32 MiB), so only the stall can end it.
+    let signal = libshv::RpcMessage::new_signal(
+        "x",
+        "chng",
+        "get",
+        Some(RpcValue::from(vec![0x5au8; 64 * 1024])),
+    )
+    .to_frame();
+    let batch = libshv::codec::encode_frame(&signal).repeat(16);
+    for _ in 0..16 {
+        device.send_bytes(&batch).await.expect("flood");
+    }
+    assert!(device.call(".app", "ping", None).await.result().is_ok());
+    let stalled = Instant::now();
+    broker.wait_log("took no bytes for 2 s");
+    eprintln!("closed {:?} after the flood", stalled.elapsed());
+    let frames = sleeper.expect_closed().await;
+    assert!(
+        frames.len() < 256,
+        "the sleeper got every signal: it never stalled"
+    );
+    assert!(!broker.stderr().contains("send queue full"));
+    broker.assert_running();
+    assert_served(&observer).await;
+    assert!(device.call(".app", "ping", None).await.result().is_ok());
+}
+
 /// 1 000 connections that never finish login are all closed by `login_timeout`, and
 /// a logged-in client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
