@@ -11,6 +11,18 @@ use tokio::process::{Child, Command};
 
 use crate::BenchError;
 
+/// Our broker's config: the benchmark's two users, and no per-user session limit (the
+/// idle scenario logs in up to tens of thousands of clients as `admin`; the default
+/// limit is 4096 per user).
+const OURS_CONFIG: &str = "name: shvbench
+users:
+  admin: {password: admin, roles: [admin], max_sessions: 0}
+  device: {password: device, roles: [device]}
+roles:
+  admin: {access: [{ri: '**:*', grant: su}], mount_points: ['**']}
+  device: {access: [{ri: '**:*', grant: rd}], mount_points: ['test/**']}
+";
+
 /// How long a broker may take to accept connections after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a broker may take to exit after SIGTERM before it is killed.
@@ -161,7 +173,10 @@ pub async fn start(
     let mut cmd = Command::new(bin);
     match kind {
         BrokerKind::Ours => {
+            let cfg = workdir.join("ours.yaml");
+            std::fs::write(&cfg, OURS_CONFIG).map_err(|e| BenchError::Io(e.to_string()))?;
             // Warnings only: per-login info lines would cost time in the idle scenario.
+            cmd.arg("-c").arg(&cfg);
             cmd.args(["--listen", &listen, "-v", "warn"]);
         }
         BrokerKind::Upstream => {

@@ -1,8 +1,10 @@
-//! Connections that have not logged in yet, bounded in number: in all and per source
-//! address. Before login a peer costs memory the broker cannot charge to any user (a
-//! TLS session, a WebSocket's message buffer, a Serial bridge), and anyone who can reach
-//! a listener can open such connections; past the bounds new ones are closed at once,
-//! while logged-in users are not affected.
+//! Which new connections the broker takes. Connections in all are bounded
+//! (`max_connections`, below the open-files limit so that the broker keeps descriptors
+//! for its own files and links), and so are those that have not logged in yet: in all
+//! and per source address. Before login a peer costs memory the broker cannot charge
+//! to any user (a TLS session, a WebSocket's message buffer, a Serial bridge), and
+//! anyone who can reach a listener can open such connections; past the bounds new ones
+//! are closed at once, while logged-in users are not affected.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes a connection may send before it logs in when it goes through a WebSocket or
 /// Serial bridge (the HTTP upgrade, hello and login included: a few KiB in practice).
@@ -19,11 +22,42 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// cap each such connection could make the broker hold `max_frame_size` (16 MiB).
 pub const PRE_LOGIN_BYTES: u64 = 128 * 1024;
 
+/// Open files kept for the broker itself (log, audit log, recordings, parent links,
+/// the listeners): connections may use the rest of the open-files limit.
+pub const RESERVED_FILES: u64 = 256;
+
 pub struct Admission {
     limit: usize,
     per_address: usize,
     state: Mutex<State>,
+    /// One permit per connection, logged in or not.
+    connections: Arc<Semaphore>,
 }
+
+/// Why a connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `limits.max_connections` connections are open.
+    TooManyConnections,
+    /// Too many connections have not logged in, in all or from its address.
+    TooManyUnauthenticated,
+}
+
+impl Refusal {
+    /// The log's words for it, naming the setting.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "too many connections (limits.max_connections)",
+            Refusal::TooManyUnauthenticated => {
+                "too many connections not logged in (limits.max_unauthenticated*)"
+            }
+        }
+    }
+}
+
+/// A connection's place among all connections; given back when dropped, when the
+/// connection ends.
+pub struct Place(#[allow(dead_code)] OwnedSemaphorePermit);
 
 #[derive(Default)]
 struct State {
@@ -41,34 +75,43 @@ pub struct Ticket {
 }
 
 impl Admission {
-    pub fn new(limit: usize, per_address: usize) -> Arc<Admission> {
+    /// At most `connections` connections, of which at most `limit` not logged in, and
+    /// `per_address` from one address.
+    pub fn new(limit: usize, per_address: usize, connections: usize) -> Arc<Admission> {
         Arc::new(Admission {
             limit,
             per_address,
             state: Mutex::new(State::default()),
+            connections: Arc::new(Semaphore::new(connections)),
         })
     }
 
-    /// A ticket for a new connection from `address` (None: a local socket), or None
-    /// when the bounds are reached.
-    pub fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Option<Ticket> {
+    /// A place for a new connection from `address` (None: a local socket), and its
+    /// ticket for the time until it logs in; or why not.
+    pub fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<(Place, Ticket), Refusal> {
+        let place = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::TooManyConnections)?;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.total >= self.limit {
-            return None;
+            return Err(Refusal::TooManyUnauthenticated);
         }
         if let Some(a) = address {
             let n = s.by_address.entry(a).or_insert(0);
             if *n >= self.per_address {
-                return None;
+                return Err(Refusal::TooManyUnauthenticated);
             }
             *n += 1;
         }
         s.total += 1;
-        Some(Ticket {
+        let ticket = Ticket {
             admission: self.clone(),
             address,
             done: None,
-        })
+        };
+        Ok((Place(place), ticket))
     }
 
     /// Connections not logged in now.
@@ -162,34 +205,98 @@ impl Drop for Ticket {
     }
 }
 
+/// How many connections the broker takes: `configured` (0: as many as the open-files
+/// limit allows), never more than that limit minus [`RESERVED_FILES`]. Raises the
+/// process's soft open-files limit to its hard limit first, as servers do.
+pub fn connection_cap(configured: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let files = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard))
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() =>
+        {
+            hard
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => u64::MAX,
+    };
+    let room = usize::try_from(files.saturating_sub(RESERVED_FILES))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    match configured {
+        0 => room.min(Semaphore::MAX_PERMITS),
+        n if n > room => {
+            tracing::warn!(
+                "limits.max_connections {n} is above the open-files limit {files} less \
+                 {RESERVED_FILES} kept for the broker: taking at most {room} connections"
+            );
+            room
+        }
+        n => n,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bounds_in_all_and_per_address_and_tickets_come_back() {
-        let a = Admission::new(3, 2);
+        let a = Admission::new(3, 2, 100);
         let x: IpAddr = "10.0.0.1".parse().unwrap();
         let y: IpAddr = "10.0.0.2".parse().unwrap();
-        let t1 = a.admit(Some(x)).unwrap();
-        let t2 = a.admit(Some(x)).unwrap();
-        assert!(a.admit(Some(x)).is_none(), "per address");
-        let t3 = a.admit(Some(y)).unwrap();
-        assert!(a.admit(None).is_none(), "in all");
+        let (_, t1) = a.admit(Some(x)).unwrap();
+        let (_, t2) = a.admit(Some(x)).unwrap();
+        let per_address = a.admit(Some(x)).err();
+        assert_eq!(per_address, Some(Refusal::TooManyUnauthenticated));
+        let (_, t3) = a.admit(Some(y)).unwrap();
+        assert!(a.admit(None).is_err(), "in all");
         drop(t1);
-        assert!(a.admit(Some(x)).is_some());
+        assert!(a.admit(Some(x)).is_ok());
         drop((t2, t3));
         assert_eq!(a.waiting(), 0);
         assert!(a.state.lock().unwrap().by_address.is_empty());
     }
 
+    #[test]
+    fn connections_in_all_are_bounded_logged_in_or_not() {
+        let a = Admission::new(10, 10, 2);
+        let (p1, t1) = a.admit(None).unwrap();
+        let (p2, t2) = a.admit(None).unwrap();
+        // Logging in gives the ticket back, not the place.
+        drop((t1, t2));
+        assert_eq!(a.admit(None).err(), Some(Refusal::TooManyConnections));
+        drop(p1);
+        let (_p3, _t3) = a.admit(None).unwrap();
+        assert_eq!(a.admit(None).err(), Some(Refusal::TooManyConnections));
+        drop(p2);
+        assert!(a.admit(None).is_ok());
+    }
+
+    #[test]
+    fn the_cap_stays_below_the_open_files_limit() {
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let room = usize::try_from(soft.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+        // (connection_cap raised the soft limit to the hard one on the first call.)
+        let cap = connection_cap(0);
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let room_now = usize::try_from(soft.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+        assert!(
+            cap >= room.max(1) && cap <= room_now.max(1),
+            "{cap} {room} {room_now}"
+        );
+        assert_eq!(connection_cap(5), 5);
+        assert_eq!(connection_cap(usize::MAX), cap);
+    }
+
     #[tokio::test]
     async fn reads_are_capped_until_the_ticket_goes() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let a = Admission::new(2, 2);
+        let a = Admission::new(2, 2, 2);
         let cap = PRE_LOGIN_BYTES as usize;
         for log_in_at in [None, Some(cap / 2)] {
-            let mut ticket = Some(a.admit(None).unwrap());
+            let mut ticket = Some(a.admit(None).unwrap().1);
             let (near, mut far) = tokio::io::duplex(64 * 1024);
             let mut capped = ticket.as_mut().unwrap().cap(near, "test");
             let writer = tokio::spawn(async move {

@@ -58,6 +58,10 @@ pub struct User {
     pub sha1pass: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Logged-in connections this user may have at once (default
+    /// `limits.max_sessions_per_user`; 0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -166,6 +170,14 @@ pub struct Limits {
     /// it is closed and its queue freed (0: never).
     #[serde(default = "default_write_stall_timeout")]
     pub write_stall_timeout: u64,
+    /// Connections in all, logged in or not; more are closed at once. 0: as many as
+    /// the open-files limit allows, less 256 kept for the broker's own files.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Logged-in connections of one user (0: no limit); a user's own `max_sessions`
+    /// overrides it (e.g. for a fleet of devices sharing one login).
+    #[serde(default = "default_max_sessions_per_user")]
+    pub max_sessions_per_user: usize,
     /// Connections that have not logged in yet, in all; more are closed at once.
     #[serde(default = "default_max_unauthenticated")]
     pub max_unauthenticated: usize,
@@ -174,6 +186,9 @@ pub struct Limits {
     pub max_unauthenticated_per_address: usize,
 }
 
+fn default_max_sessions_per_user() -> usize {
+    4096
+}
 fn default_write_stall_timeout() -> u64 {
     60
 }
@@ -260,6 +275,8 @@ impl Default for Limits {
             login_timeout: default_login_timeout(),
             idle_timeout: default_idle(),
             write_stall_timeout: default_write_stall_timeout(),
+            max_connections: 0,
+            max_sessions_per_user: default_max_sessions_per_user(),
             max_unauthenticated: default_max_unauthenticated(),
             max_unauthenticated_per_address: default_max_unauthenticated_per_address(),
         }
@@ -301,6 +318,7 @@ fn user(password: &str, role: &str) -> User {
         password: Some(password.into()),
         sha1pass: None,
         roles: vec![role.into()],
+        max_sessions: None,
     }
 }
 

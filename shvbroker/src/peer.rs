@@ -36,7 +36,7 @@ pub struct PeerContext {
     /// Bytes of frames on their way from peer tasks to the broker task: the event
     /// channel is bounded in frames, this bounds it in bytes.
     pub inflight: Arc<Semaphore>,
-    /// Connections not logged in yet (bounded).
+    /// Connections in all and those not logged in yet (bounded).
     pub admission: Arc<crate::admission::Admission>,
 }
 
@@ -50,6 +50,7 @@ impl PeerContext {
         let admission = crate::admission::Admission::new(
             config.limits.max_unauthenticated,
             config.limits.max_unauthenticated_per_address,
+            crate::admission::connection_cap(config.limits.max_connections),
         );
         PeerContext {
             admission,

@@ -1,5 +1,6 @@
 //! Who is connected: one [`Peer`] per logged-in connection, of a [`PeerKind`].
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -63,5 +64,60 @@ impl Peer {
     /// A mounted peer known to be a broker itself (subscriptions are forwarded to it).
     pub fn is_child_broker(&self) -> bool {
         self.is_broker == Some(true) && self.mount.is_some()
+    }
+}
+
+/// Logged-in connections per user, so that one login (a read-only one included)
+/// cannot take every connection the broker has room for.
+#[derive(Default)]
+pub struct SessionCounts {
+    by_user: HashMap<String, usize>,
+}
+
+impl SessionCounts {
+    /// Counts a new session of `user` unless it has `max` already (0: no limit).
+    pub fn open(&mut self, user: &str, max: usize) -> bool {
+        let n = self.by_user.get(user).copied().unwrap_or(0);
+        if max != 0 && n >= max {
+            return false;
+        }
+        *self.by_user.entry(user.to_string()).or_insert(0) += 1;
+        true
+    }
+
+    /// A session of `user` has ended.
+    pub fn close(&mut self, user: &str) {
+        if let Some(n) = self.by_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_user.remove(user);
+            }
+        }
+    }
+
+    /// Sessions of `user` now.
+    pub fn of(&self, user: &str) -> usize {
+        self.by_user.get(user).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bounded_per_user_and_come_back() {
+        let mut s = SessionCounts::default();
+        assert!(s.open("eve", 2));
+        assert!(s.open("eve", 2));
+        assert!(!s.open("eve", 2));
+        assert!(s.open("bob", 2));
+        assert!(s.open("bob", 0) && s.open("bob", 0), "0 is no limit");
+        s.close("eve");
+        assert!(s.open("eve", 2));
+        s.close("eve");
+        s.close("eve");
+        assert_eq!(s.of("eve"), 0);
+        assert!(!s.by_user.contains_key("eve"));
     }
 }

@@ -284,23 +284,34 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, addr, ip)) => {
-                let Some(ticket) = ctx.admission.admit(ip) else {
-                    refused.note(&addr);
-                    continue;
+                let (place, ticket) = match ctx.admission.admit(ip) {
+                    Ok(admitted) => admitted,
+                    Err(why) => {
+                        refused.note(&addr, why.describe());
+                        continue;
+                    }
                 };
+                let ctx = ctx.clone();
                 if handshake.tls.is_none() && handshake.framing == Framing::Block {
                     // Nothing to shake hands about: straight to SHV. (Through
                     // handshake_then_run every idle connection cost 3.5 KiB more.)
                     let (r, w) = stream.into_halves();
-                    connections.spawn(peer::run(r, w, addr, ctx.clone(), ticket));
+                    connections.spawn(async move {
+                        peer::run(r, w, addr, ctx, ticket).await;
+                        drop(place);
+                    });
                     continue;
                 }
                 let h = handshake.clone();
-                connections.spawn(handshake_then_run(stream, addr, h, ctx.clone(), ticket));
+                connections.spawn(async move {
+                    handshake_then_run(stream, addr, h, ctx, ticket).await;
+                    drop(place);
+                });
             }
             Err(e) => {
-                // E.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
+                // E.g. out of file descriptors: back off instead of spinning, and log
+                // it once per burst.
+                refused.note("", &format!("accept failed: {}", shown(&e.to_string())));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -310,8 +321,8 @@ async fn accept_loop(
     }
 }
 
-/// Connections closed at accept because too many were not logged in: logged once per
-/// burst, not once per connection (the log must not grow with an attack).
+/// Connections closed at accept (or accepts that failed): logged once per burst, not
+/// once per connection (the log must not grow with an attack).
 #[derive(Default)]
 struct Refused {
     count: u64,
@@ -319,7 +330,7 @@ struct Refused {
 }
 
 impl Refused {
-    fn note(&mut self, addr: &str) {
+    fn note(&mut self, addr: &str, why: &str) {
         self.count += 1;
         let due = self
             .last_log
@@ -327,7 +338,7 @@ impl Refused {
         if due {
             tracing::warn!(
                 addr = %shown(addr),
-                "too many connections not logged in: closed {} (limits.max_unauthenticated*)",
+                "{why}: {} connection(s) closed or failed at accept in the last 10 s",
                 self.count
             );
             self.last_log = Some(std::time::Instant::now());
@@ -363,7 +374,8 @@ async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Handshake>, ctx: &A
                 logged = false;
                 tracing::info!("serial line {} open", shown(path));
                 // One peer at a time on a line: it always has its place.
-                let Some(ticket) = crate::admission::Admission::new(1, 1).admit(None) else {
+                let Ok((_place, ticket)) = crate::admission::Admission::new(1, 1, 1).admit(None)
+                else {
                     continue;
                 };
                 let (h, c) = (handshake.clone(), ctx.clone());

@@ -313,6 +313,78 @@ async fn subscriptions_per_user_are_capped_over_all_connections() {
     }
 }
 
+/// One login cannot take every connection the broker has room for: a read-only user's
+/// sessions are bounded (`max_sessions_per_user`), other users still log in, and a
+/// closed session gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_user_are_capped() {
+    let limits = "limits: {max_sessions_per_user: 3}\n";
+    let broker = Broker::start(Some(&config_yaml(&[], limits)));
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut c = broker.raw().await;
+        c.login("viewer", "viewer", true)
+            .await
+            .expect("login within the limit");
+        sessions.push(c);
+    }
+    let mut fourth = broker.raw().await;
+    let e = fourth.login("viewer", "viewer", true).await.unwrap_err();
+    assert!(e.message.contains("3 sessions already"), "{e:?}");
+    broker.wait_log("login refused: the user has 3 sessions already");
+    let mut admin = broker.raw().await;
+    admin
+        .login("admin", "admin", true)
+        .await
+        .expect("another user logs in");
+    drop(sessions.pop());
+    wait_for("the closed session's place", || async {
+        let mut c = broker.raw().await;
+        c.login("viewer", "viewer", true).await.ok()
+    })
+    .await;
+}
+
+/// Connections in all are bounded (`max_connections`), logged in or not: one more is
+/// closed at once, with one log line per burst, and a closed one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_all_are_capped() {
+    let broker = Broker::start(Some(&config_yaml(&[], "limits: {max_connections: 4}\n")));
+    let mut open = Vec::new();
+    let mut admin = broker.raw().await;
+    admin.login("admin", "admin", true).await.unwrap();
+    for _ in 0..3 {
+        open.push(broker.raw().await);
+    }
+    // Make sure the broker has accepted all four before the fifth comes.
+    let r = admin.call(".app", "ping", None).await;
+    assert!(r.result().is_ok());
+    for _ in 0..20 {
+        let mut extra = broker.raw().await;
+        assert!(extra.expect_closed().await.is_empty());
+    }
+    broker.wait_log("too many connections (limits.max_connections)");
+    let lines = broker.stderr().matches("limits.max_connections").count();
+    assert_eq!(lines, 1, "one log line per burst, not one per connection");
+    // The connections already in are served.
+    let r = admin.call(".app", "ping", None).await;
+    assert!(r.result().is_ok());
+    drop(open.pop());
+    // The place comes back once the broker has seen the close; until then a new
+    // connection is closed before it gets an answer.
+    wait_for("the closed connection's place", || async {
+        let mut c = broker.raw().await;
+        c.send(&RpcMessage::new_request(1, "", "hello", None))
+            .await
+            .ok()?;
+        match c.recv_within(Duration::from_secs(5)).await {
+            RawEvent::Frame(_) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
 /// A caller cannot keep more requests waiting on a silent device than `max_pending`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_requests_are_bounded_per_caller() {

@@ -36,7 +36,7 @@ use crate::config::{check_mount_path, Config};
 use crate::events::{Event, LoginInfo, Registration};
 use crate::links::Links;
 use crate::mounts::Mounts;
-use crate::peers::{Peer, PeerId, PeerKind};
+use crate::peers::{Peer, PeerId, PeerKind, SessionCounts};
 use crate::pending::{self, PendingRequests};
 use crate::queue::{Full, Outgoing};
 use crate::subscriptions::Subscriptions;
@@ -50,6 +50,8 @@ pub const MAX_PATH_LEN: usize = 4096;
 pub struct Broker {
     config: Arc<Config>,
     peers: HashMap<PeerId, Peer>,
+    /// Logged-in users' connections, counted per user.
+    sessions: SessionCounts,
     mounts: Mounts,
     subscriptions: Subscriptions,
     /// Requests forwarded and not yet answered.
@@ -82,6 +84,7 @@ impl Broker {
         let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
             peers: HashMap::new(),
+            sessions: SessionCounts::default(),
             mounts: Mounts::default(),
             subscriptions: Subscriptions::new(
                 config.limits.max_subscriptions,

@@ -80,6 +80,20 @@ impl Broker {
                         return;
                     }
                 };
+                let max = self
+                    .config
+                    .users
+                    .get(&user)
+                    .and_then(|u| u.max_sessions)
+                    .unwrap_or(self.config.limits.max_sessions_per_user);
+                if !self.sessions.open(&user, max) {
+                    tracing::warn!(peer = id, user = %shown(&user), addr = %shown(&peer.addr), "login refused: the user has {max} sessions already (limits.max_sessions_per_user, or the user's max_sessions)");
+                    let _ = reply.send(Err(RpcError::new(
+                        code::METHOD_CALL_EXCEPTION,
+                        format!("Invalid login: this user has {max} sessions already"),
+                    )));
+                    return;
+                }
                 peer.user = user;
                 peer.grants = grants;
                 peer.device_id = device_id;
@@ -187,6 +201,9 @@ impl Broker {
         };
         // Not cancelled here: after ResetSession the connection lives on.
         tracing::info!(peer = id, user = %shown(&peer.user), "gone");
+        if peer.kind == PeerKind::User {
+            self.sessions.close(&peer.user);
+        }
         self.pending.peer_gone(id);
         self.subscriptions.peer_gone(id);
         self.forwarding.peer_gone(id);
