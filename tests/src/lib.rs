@@ -845,6 +845,23 @@ impl RawConn {
             .result()
     }
 
+    /// A raw client logged in as `user` and subscribed to `ri`.
+    pub async fn subscriber(port: u16, user: &str, password: &str, ri: &str) -> RawConn {
+        let mut c = RawConn::connect(port).await;
+        c.login(user, password, true)
+            .await
+            .expect("subscriber login");
+        let sub = c
+            .call(
+                ".broker/currentClient",
+                "subscribe",
+                Some(RpcValue::from(ri)),
+            )
+            .await;
+        assert!(sub.result().is_ok(), "subscribe {ri}: {sub:?}");
+        c
+    }
+
     /// A raw device logged in as `user` and mounted at `mount_point`.
     pub async fn device(port: u16, user: &str, password: &str, mount_point: &str) -> RawConn {
         let mut d = RawConn::connect(port).await;

@@ -19,16 +19,7 @@ async fn non_reading_subscriber_is_cut_off_and_memory_stays_bounded() {
     let (observer, _) = broker.connect("admin", "admin").await;
     let baseline = vm_rss_kib(pid);
 
-    let mut sleeper = broker.raw().await;
-    sleeper.login("admin", "admin", true).await.expect("login");
-    let sub = sleeper
-        .call(
-            ".broker/currentClient",
-            "subscribe",
-            Some(RpcValue::from("**:*:*")),
-        )
-        .await;
-    assert!(sub.result().is_ok());
+    let mut sleeper = RawConn::subscriber(broker.port, "admin", "admin", "**:*:*").await;
     // From here on `sleeper` is not read until the flood is over.
 
     let mut device = broker.raw().await;
@@ -100,19 +91,7 @@ async fn stalled_reader_is_closed_after_the_write_stall_timeout() {
         "limits: {write_stall_timeout: 2}\n",
     )));
     let (observer, _) = broker.connect("admin", "admin").await;
-    let mut sleeper = broker.raw().await;
-    sleeper
-        .login("viewer", "viewer", true)
-        .await
-        .expect("login");
-    let sub = sleeper
-        .call(
-            ".broker/currentClient",
-            "subscribe",
-            Some(RpcValue::from("**:*:*")),
-        )
-        .await;
-    assert!(sub.result().is_ok());
+    let mut sleeper = RawConn::subscriber(broker.port, "viewer", "viewer", "**:*:*").await;
     let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
     // 16 MiB in 256 signals: more than the kernel buffers on loopback (4 MiB of send
     // buffer, the unread receive window), less than the queue's bounds (4096 frames,
@@ -239,19 +218,7 @@ async fn non_reading_subscriber_of_1mib_signals_is_cut_off_by_bytes() {
     let mut broker = Broker::start(Some(&config_yaml(&[], "")));
     let pid = broker.pid();
     let (observer, _) = broker.connect("admin", "admin").await;
-    let mut sleeper = broker.raw().await;
-    sleeper
-        .login("viewer", "viewer", true)
-        .await
-        .expect("login");
-    let sub = sleeper
-        .call(
-            ".broker/currentClient",
-            "subscribe",
-            Some(RpcValue::from("test/**:*:*")),
-        )
-        .await;
-    assert!(sub.result().is_ok());
+    let mut sleeper = RawConn::subscriber(broker.port, "viewer", "viewer", "test/**:*:*").await;
     let mut device = RawConn::device(broker.port, "device", "device", "test/big").await;
     let baseline = vm_rss_kib(pid);
 
