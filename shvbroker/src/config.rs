@@ -154,6 +154,9 @@ pub struct Limits {
     /// Requests one client may have waiting for an answer; more are refused.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// Requests one user may have waiting over all of its connections.
+    #[serde(default = "default_max_pending_per_user")]
+    pub max_pending_per_user: usize,
     /// Largest request body (bytes) the broker decodes for its own methods.
     #[serde(default = "default_local_param_size")]
     pub local_param_size: usize,
@@ -235,6 +238,9 @@ fn default_max_ri_len() -> usize {
 fn default_max_pending() -> usize {
     1024
 }
+fn default_max_pending_per_user() -> usize {
+    8192
+}
 fn default_local_param_size() -> usize {
     64 * 1024
 }
@@ -270,6 +276,7 @@ impl Default for Limits {
             max_subscription_bytes_per_user: default_max_subscription_bytes_per_user(),
             max_ri_len: default_max_ri_len(),
             max_pending: default_max_pending(),
+            max_pending_per_user: default_max_pending_per_user(),
             local_param_size: default_local_param_size(),
             login_attempts: default_login_attempts(),
             login_timeout: default_login_timeout(),
@@ -520,6 +527,7 @@ impl Config {
             ),
             ("max_ri_len", l.max_ri_len),
             ("max_pending", l.max_pending),
+            ("max_pending_per_user", l.max_pending_per_user),
             ("local_param_size", l.local_param_size),
         ] {
             if v == 0 {

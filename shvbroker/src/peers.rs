@@ -1,6 +1,7 @@
 //! Who is connected: one [`Peer`] per logged-in connection, of a [`PeerKind`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,8 @@ pub enum PeerKind {
 pub struct Peer {
     pub id: PeerId,
     pub kind: PeerKind,
-    pub user: String,
+    /// Shared: the pending table counts requests per user with it.
+    pub user: Arc<str>,
     pub grants: Grants,
     pub mount: Option<String>,
     pub device_id: Option<String>,
@@ -57,7 +59,7 @@ impl Peer {
     pub fn owner(&self) -> crate::subscriptions::Owner {
         match self.kind {
             PeerKind::Parent { .. } => crate::subscriptions::Owner::Parent,
-            _ => crate::subscriptions::Owner::User(self.user.clone()),
+            _ => crate::subscriptions::Owner::User(self.user.to_string()),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Requests forwarded and not yet answered. A response is forwarded only if it answers
 //! one of these (or belongs to an open tunnel), so this table is what stops a client
-//! from injecting responses into other clients' sessions. It is bounded per caller and
-//! its entries expire.
+//! from injecting responses into other clients' sessions. It is bounded per caller, per
+//! user over all of the user's connections, and its entries expire.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::peers::PeerId;
@@ -146,21 +147,26 @@ struct Entry {
     at: Instant,
     /// The client below a relaying caller it was counted for ([`Budget`]).
     origin: Option<i64>,
+    /// The user it was counted for ([`Budget::User`]).
+    user: Option<Arc<str>>,
     /// Set for `launchRexec`: only such a request may be answered by a
     /// FindTunnelRequest, and the tunnel table takes this over.
     launch: Option<Launch>,
 }
 
-/// The caller already has `max_pending` requests waiting.
+/// The caller (or its user) already has as many requests waiting as it may.
 #[derive(Debug)]
-pub struct TooMany(pub usize);
+pub struct TooMany;
 
 pub struct PendingRequests {
     entries: HashMap<Key, Entry>,
     per_caller: HashMap<PeerId, usize>,
     /// Counts of a relaying caller's requests by the client below it that sent them.
     per_origin: HashMap<(PeerId, i64), usize>,
+    /// Counts of requests by user, over all of the user's connections.
+    per_user: HashMap<Arc<str>, usize>,
     max_per_caller: usize,
+    max_per_user: usize,
 }
 
 /// Callers that relay for many clients (our parent broker) have a budget per client
@@ -169,22 +175,25 @@ pub struct PendingRequests {
 pub const RELAY_SHARE: usize = 16;
 
 /// How a caller's requests are counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Budget {
-    /// One budget for the caller.
-    Caller,
+    /// One budget for the caller, and the budget of its user, shared by all of the
+    /// user's connections: more connections do not buy a user more waiting requests.
+    User(Arc<str>),
     /// One per client below the caller (the last of its CallerIds), for a caller that
     /// relays for others and is trusted to say who (a parent broker).
     PerOrigin,
 }
 
 impl PendingRequests {
-    pub fn new(max_per_caller: usize) -> Self {
+    pub fn new(max_per_caller: usize, max_per_user: usize) -> Self {
         PendingRequests {
             entries: HashMap::new(),
             per_caller: HashMap::new(),
             per_origin: HashMap::new(),
+            per_user: HashMap::new(),
             max_per_caller,
+            max_per_user,
         }
     }
 
@@ -201,14 +210,19 @@ impl PendingRequests {
             old.launch = launch;
             return Ok(());
         }
-        if !self.has_room(&key, budget) {
-            return Err(TooMany(self.max_per_caller));
+        if !self.has_room(&key, &budget) {
+            return Err(TooMany);
         }
-        let origin = Self::origin(&key, budget);
-        self.count(key.caller, origin);
+        let origin = Self::origin(&key, &budget);
+        let user = match budget {
+            Budget::User(u) => Some(u),
+            Budget::PerOrigin => None,
+        };
+        self.count(key.caller, origin, user.as_ref());
         let entry = Entry {
             at: Instant::now(),
             origin,
+            user,
             launch,
         };
         self.entries.insert(key, entry);
@@ -216,11 +230,16 @@ impl PendingRequests {
     }
 
     /// Would [`insert`](Self::insert) accept `key`?
-    pub fn has_room(&self, key: &Key, budget: Budget) -> bool {
+    pub fn has_room(&self, key: &Key, budget: &Budget) -> bool {
         if self.entries.contains_key(key) {
             return true;
         }
         let total = self.count_of(key.caller);
+        if let Budget::User(u) = budget {
+            if self.per_user.get(u).copied().unwrap_or(0) >= self.max_per_user {
+                return false;
+            }
+        }
         match Self::origin(key, budget) {
             None => total < self.max_per_caller,
             Some(o) => {
@@ -231,18 +250,21 @@ impl PendingRequests {
         }
     }
 
-    fn origin(key: &Key, budget: Budget) -> Option<i64> {
+    fn origin(key: &Key, budget: &Budget) -> Option<i64> {
         match budget {
-            Budget::Caller => None,
+            Budget::User(_) => None,
             // A parent's own requests (no CallerIds) share one budget too.
             Budget::PerOrigin => Some(key.below.last().copied().unwrap_or(-1)),
         }
     }
 
-    fn count(&mut self, caller: PeerId, origin: Option<i64>) {
+    fn count(&mut self, caller: PeerId, origin: Option<i64>, user: Option<&Arc<str>>) {
         *self.per_caller.entry(caller).or_default() += 1;
         if let Some(o) = origin {
             *self.per_origin.entry((caller, o)).or_default() += 1;
+        }
+        if let Some(u) = user {
+            *self.per_user.entry(u.clone()).or_default() += 1;
         }
     }
 
@@ -259,11 +281,11 @@ impl PendingRequests {
 
     fn take(&mut self, key: &Key) -> Option<Entry> {
         let e = self.entries.remove(key)?;
-        self.uncount(key.caller, e.origin);
+        self.uncount(key.caller, e.origin, e.user.as_ref());
         Some(e)
     }
 
-    fn uncount(&mut self, caller: PeerId, origin: Option<i64>) {
+    fn uncount(&mut self, caller: PeerId, origin: Option<i64>, user: Option<&Arc<str>>) {
         fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: K) {
             if let Some(n) = map.get_mut(&k) {
                 *n -= 1;
@@ -275,6 +297,9 @@ impl PendingRequests {
         down(&mut self.per_caller, caller);
         if let Some(o) = origin {
             down(&mut self.per_origin, (caller, o));
+        }
+        if let Some(u) = user {
+            down(&mut self.per_user, u.clone());
         }
     }
 
@@ -298,13 +323,14 @@ impl PendingRequests {
     fn recount(&mut self) {
         self.per_caller.clear();
         self.per_origin.clear();
-        let counted: Vec<(PeerId, Option<i64>)> = self
+        self.per_user.clear();
+        let counted: Vec<(PeerId, Option<i64>, Option<Arc<str>>)> = self
             .entries
             .iter()
-            .map(|(k, e)| (k.caller, e.origin))
+            .map(|(k, e)| (k.caller, e.origin, e.user.clone()))
             .collect();
-        for (caller, origin) in counted {
-            self.count(caller, origin);
+        for (caller, origin, user) in counted {
+            self.count(caller, origin, user.as_ref());
         }
     }
 
@@ -327,6 +353,10 @@ mod tests {
         }
     }
 
+    fn user(name: &str) -> Budget {
+        Budget::User(name.into())
+    }
+
     fn launch() -> Launch {
         Launch {
             user: "u".into(),
@@ -340,17 +370,17 @@ mod tests {
 
     #[test]
     fn bounded_per_caller() {
-        let mut p = PendingRequests::new(2);
-        p.insert(key(1, 7, 1, &[]), Budget::Caller, None).unwrap();
-        p.insert(key(1, 7, 2, &[]), Budget::Caller, None).unwrap();
+        let mut p = PendingRequests::new(2, 1000);
+        p.insert(key(1, 7, 1, &[]), user("u"), None).unwrap();
+        p.insert(key(1, 7, 2, &[]), user("u"), None).unwrap();
         // The same key again replaces, it does not count twice.
-        p.insert(key(1, 7, 2, &[]), Budget::Caller, None).unwrap();
-        assert!(p.insert(key(1, 7, 3, &[]), Budget::Caller, None).is_err());
+        p.insert(key(1, 7, 2, &[]), user("u"), None).unwrap();
+        assert!(p.insert(key(1, 7, 3, &[]), user("u"), None).is_err());
         // Another caller has its own budget.
-        p.insert(key(1, 8, 3, &[]), Budget::Caller, None).unwrap();
+        p.insert(key(1, 8, 3, &[]), user("u"), None).unwrap();
         assert!(p.answer(&key(1, 7, 1, &[])));
         assert!(!p.answer(&key(1, 7, 1, &[])));
-        p.insert(key(1, 7, 3, &[]), Budget::Caller, None).unwrap();
+        p.insert(key(1, 7, 3, &[]), user("u"), None).unwrap();
         assert_eq!(p.count_of(7), 2);
         p.peer_gone(1);
         assert_eq!(p.count_of(7), 0);
@@ -358,38 +388,59 @@ mod tests {
     }
 
     #[test]
+    fn bounded_per_user_over_its_connections() {
+        let mut p = PendingRequests::new(2, 3);
+        p.insert(key(1, 7, 1, &[]), user("eve"), None).unwrap();
+        p.insert(key(1, 7, 2, &[]), user("eve"), None).unwrap();
+        p.insert(key(1, 8, 1, &[]), user("eve"), None).unwrap();
+        // Caller 8 has room of its own, its user has none.
+        assert!(p.insert(key(1, 8, 2, &[]), user("eve"), None).is_err());
+        assert!(!p.has_room(&key(1, 9, 1, &[]), &user("eve")));
+        p.insert(key(1, 9, 1, &[]), user("bob"), None).unwrap();
+        assert!(p.answer(&key(1, 7, 1, &[])));
+        p.insert(key(1, 8, 2, &[]), user("eve"), None).unwrap();
+        // Departures and expiry give the user's count back.
+        p.peer_gone(8);
+        p.insert(key(1, 10, 1, &[]), user("eve"), None).unwrap();
+        p.expire(Instant::now() + PENDING_TTL);
+        assert!(p.per_user.is_empty());
+    }
+
+    #[test]
     fn a_parent_has_a_budget_per_client_below_it() {
-        let mut p = PendingRequests::new(2);
+        let mut p = PendingRequests::new(2, 1000);
         let relay = Budget::PerOrigin;
-        p.insert(key(1, 9, 1, &[40, 4]), relay, None).unwrap();
-        p.insert(key(1, 9, 2, &[41, 4]), relay, None).unwrap();
+        p.insert(key(1, 9, 1, &[40, 4]), relay.clone(), None)
+            .unwrap();
+        p.insert(key(1, 9, 2, &[41, 4]), relay.clone(), None)
+            .unwrap();
         // Client 4 of the parent has used its two; client 5 has its own.
-        assert!(!p.has_room(&key(1, 9, 3, &[4]), relay));
-        assert!(p.insert(key(1, 9, 3, &[4]), relay, None).is_err());
-        p.insert(key(1, 9, 3, &[5]), relay, None).unwrap();
+        assert!(!p.has_room(&key(1, 9, 3, &[4]), &relay));
+        assert!(p.insert(key(1, 9, 3, &[4]), relay.clone(), None).is_err());
+        p.insert(key(1, 9, 3, &[5]), relay.clone(), None).unwrap();
         assert_eq!(p.count_of(9), 3);
         assert!(p.answer(&key(1, 9, 1, &[40, 4])));
-        p.insert(key(1, 9, 4, &[4]), relay, None).unwrap();
+        p.insert(key(1, 9, 4, &[4]), relay.clone(), None).unwrap();
         // In all at most RELAY_SHARE budgets, however many clients it names.
         for c in 100..200 {
-            let _ = p.insert(key(1, 9, c, &[c]), relay, None);
+            let _ = p.insert(key(1, 9, c, &[c]), relay.clone(), None);
         }
         assert_eq!(p.count_of(9), 2 * RELAY_SHARE);
         // Expiry and departures keep the counts true.
         p.expire(Instant::now() + PENDING_TTL);
         assert_eq!(p.count_of(9), 0);
         assert!(p.per_origin.is_empty());
-        p.insert(key(1, 9, 1, &[4]), relay, None).unwrap();
+        p.insert(key(1, 9, 1, &[4]), relay.clone(), None).unwrap();
         p.peer_gone(9);
         assert!(p.per_origin.is_empty() && p.per_caller.is_empty());
     }
 
     #[test]
     fn relayed_requests_with_equal_ids_are_kept_apart() {
-        let mut p = PendingRequests::new(10);
-        p.insert(key(1, 9, 10, &[4]), Budget::Caller, Some(launch()))
+        let mut p = PendingRequests::new(10, 1000);
+        p.insert(key(1, 9, 10, &[4]), user("u"), Some(launch()))
             .unwrap();
-        p.insert(key(1, 9, 10, &[5]), Budget::Caller, Some(launch()))
+        p.insert(key(1, 9, 10, &[5]), user("u"), Some(launch()))
             .unwrap();
         assert!(p.answer_launch(&key(1, 9, 10, &[5])).is_some());
         assert!(p.answer_launch(&key(1, 9, 10, &[4])).is_some());
@@ -397,8 +448,8 @@ mod tests {
 
     #[test]
     fn find_tunnel_request_answers_only_a_launch() {
-        let mut p = PendingRequests::new(10);
-        p.insert(key(1, 2, 3, &[]), Budget::Caller, None).unwrap();
+        let mut p = PendingRequests::new(10, 1000);
+        p.insert(key(1, 2, 3, &[]), user("u"), None).unwrap();
         assert!(p.answer_launch(&key(1, 2, 3, &[])).is_none());
         // … and the plain request stays answerable.
         assert!(p.answer(&key(1, 2, 3, &[])));

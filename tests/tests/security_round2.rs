@@ -383,25 +383,47 @@ async fn connections_in_all_are_capped() {
 
 /// A caller cannot keep more requests waiting on a silent device than `max_pending`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_requests_are_bounded_per_caller() {
-    let broker = Broker::start(Some(&config_yaml(&[], "limits: {max_pending: 16}\n")));
+async fn pending_requests_are_bounded_per_caller_and_per_user() {
+    let limits = "limits: {max_pending: 16, max_pending_per_user: 24}\n";
+    let broker = Broker::start(Some(&config_yaml(&[], limits)));
     // A device that reads but never answers.
     let _dev = RawConn::device(broker.port, "device", "device", "test/silent").await;
+    // Sends `n` requests to the silent device; returns their ids.
+    async fn ask(c: &mut RawConn, n: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let id = c.next_id();
+            ids.push(id);
+            let rq = RpcMessage::new_request(id, "test/silent", "get", None);
+            c.send(&rq).await.unwrap();
+        }
+        ids
+    }
     let mut viewer = broker.raw().await;
     viewer.login("viewer", "viewer", true).await.unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..20 {
-        let id = viewer.next_id();
-        ids.push(id);
-        viewer
-            .send(&RpcMessage::new_request(id, "test/silent", "get", None))
-            .await
-            .unwrap();
-    }
-    // The four over the limit are refused at once; the sixteen stay pending.
+    let ids = ask(&mut viewer, 20).await;
+    // The four over the client's limit are refused at once; the sixteen stay pending.
     for id in &ids[16..] {
         let r = viewer.response(*id).await;
         assert_eq!(error_code(&r), code::TRY_AGAIN_LATER);
+    }
+    // A second connection of the same user has room for the user's remaining eight.
+    let mut again = broker.raw().await;
+    again.login("viewer", "viewer", true).await.unwrap();
+    let ids = ask(&mut again, 10).await;
+    for id in &ids[8..] {
+        let e = expect_error(&again.response(*id).await);
+        assert_eq!(e.code, code::TRY_AGAIN_LATER);
+        assert!(e.message.contains("24 per user"), "{e:?}");
+    }
+    // Another user is not refused: its request waits for the silent device like the
+    // others (nothing comes back).
+    let mut admin = broker.raw().await;
+    admin.login("admin", "admin", true).await.unwrap();
+    ask(&mut admin, 1).await;
+    match admin.recv_within(Duration::from_millis(500)).await {
+        RawEvent::Timeout => {}
+        other => panic!("admin's request was answered by the broker: {other:?}"),
     }
 }
 

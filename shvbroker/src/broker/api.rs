@@ -303,7 +303,7 @@ fn client_info(broker: &Broker, id: PeerId) -> Option<RpcValue> {
     let ms = |d: Duration| RpcValue::from(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut m = Map::new();
     m.insert("clientId".into(), RpcValue::from(id));
-    m.insert("userName".into(), RpcValue::from(p.user.as_str()));
+    m.insert("userName".into(), RpcValue::from(&*p.user));
     m.insert("deviceId".into(), opt(p.device_id.as_deref()));
     m.insert("mountPoint".into(), opt(p.mount.as_deref()));
     m.insert("subscriptions".into(), subscriptions_value(broker, id));

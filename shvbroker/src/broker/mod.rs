@@ -90,7 +90,10 @@ impl Broker {
                 config.limits.max_subscriptions,
                 config.limits.max_subscription_bytes_per_user,
             ),
-            pending: PendingRequests::new(config.limits.max_pending),
+            pending: PendingRequests::new(
+                config.limits.max_pending,
+                config.limits.max_pending_per_user,
+            ),
             tunnels: Tunnels::new(secret_ttl),
             dropped_responses: 0,
             links: Links::new(&config.connections),

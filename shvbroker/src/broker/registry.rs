@@ -21,7 +21,7 @@ impl Broker {
         let mut peer = Peer {
             id,
             kind: PeerKind::User,
-            user: String::new(),
+            user: "".into(),
             grants: Grants::none(),
             mount: None,
             device_id: None,
@@ -39,13 +39,13 @@ impl Broker {
         match login {
             LoginInfo::Parent { link, url } => {
                 peer.kind = PeerKind::Parent { link };
-                peer.user = format!("parent:{url}");
+                peer.user = format!("parent:{url}").into();
                 peer.grants = Grants::all();
             }
             LoginInfo::Tunnel { secret } => match self.tunnels.claim_secret(&secret, id) {
                 Some(tid) => {
                     peer.kind = PeerKind::TunnelEnd { tunnel: tid };
-                    peer.user = format!("tunnel#{tid}");
+                    peer.user = format!("tunnel#{tid}").into();
                 }
                 None => {
                     tracing::info!(
@@ -94,7 +94,7 @@ impl Broker {
                     )));
                     return;
                 }
-                peer.user = user;
+                peer.user = user.into();
                 peer.grants = grants;
                 peer.device_id = device_id;
                 peer.user_agent = user_agent;

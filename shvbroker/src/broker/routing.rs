@@ -110,14 +110,15 @@ impl Broker {
             let budget = if peer.is_parent() {
                 pending::Budget::PerOrigin
             } else {
-                pending::Budget::Caller
+                pending::Budget::User(peer.user.clone())
             };
-            if !self.pending.has_room(&key, budget) {
+            if !self.pending.has_room(&key, &budget) {
+                let l = &self.config.limits;
                 let e = RpcError::new(
                     code::TRY_AGAIN_LATER,
                     format!(
-                        "too many requests waiting for an answer (at most {})",
-                        self.config.limits.max_pending
+                        "too many requests waiting for an answer (at most {} per client, {} per user)",
+                        l.max_pending, l.max_pending_per_user
                     ),
                 );
                 self.respond(from, &frame.meta, Err(e));

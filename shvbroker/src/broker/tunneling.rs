@@ -273,7 +273,7 @@ impl Broker {
         let (client_addr, login) = self
             .peers
             .get(&t.rsh_peer)
-            .map(|p| (p.addr.clone(), p.user.clone()))
+            .map(|p| (p.addr.clone(), p.user.to_string()))
             .unwrap_or_default();
         let recording = self.recorder.as_mut().map(|r| {
             r.start(crate::recording::SessionStart {
