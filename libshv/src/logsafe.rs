@@ -1,6 +1,8 @@
 //! Peer-supplied text in logs: truncated and escaped, so that a hostile peer can neither
 //! fill the disk with one log line nor forge log lines of its own (a user name with a
-//! `\n` in it, terminal escape sequences, …).
+//! `\n` in it, terminal escape sequences, …). And events a peer can repeat at will,
+//! logged once per burst ([`Burst`]), so that it cannot fill the disk with many lines
+//! either.
 
 use std::fmt;
 
@@ -49,8 +51,42 @@ fn is_format_trap(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Occurrences of one kind of event, to be logged at most once per [`Burst::WINDOW`]
+/// with their count.
+#[derive(Debug, Default)]
+pub struct Burst {
+    count: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl Burst {
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Counts one occurrence; Some(occurrences since the last line) when a line is due.
+    pub fn note(&mut self) -> Option<u64> {
+        self.count += 1;
+        let due = self.last_log.is_none_or(|t| t.elapsed() >= Self::WINDOW);
+        if !due {
+            return None;
+        }
+        self.last_log = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_burst_is_one_line_with_its_count() {
+        let mut b = Burst::default();
+        assert_eq!(b.note(), Some(1));
+        for _ in 0..999 {
+            assert_eq!(b.note(), None);
+        }
+        b.last_log = Some(std::time::Instant::now() - Burst::WINDOW);
+        assert_eq!(b.note(), Some(1000));
+    }
+
     use super::*;
 
     #[test]

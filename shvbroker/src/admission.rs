@@ -56,7 +56,7 @@ impl Refusal {
 }
 
 /// A connection's place among all connections; given back when dropped, when the
-/// connection ends.
+/// connection's socket closes.
 pub struct Place(#[allow(dead_code)] OwnedSemaphorePermit);
 
 #[derive(Default)]
@@ -122,14 +122,16 @@ impl Admission {
 
 impl Ticket {
     /// `stream`, which fails reads once it has read more than [`PRE_LOGIN_BYTES`] while
-    /// this ticket is held (until login); `addr` names it in the log.
-    pub fn cap<S>(&mut self, stream: S, addr: &str) -> Capped<S> {
+    /// this ticket is held (until login); `addr` names it in the log. The connection's
+    /// `place`, if given, is given back when the stream is dropped.
+    pub fn cap<S>(&mut self, stream: S, addr: &str, place: Option<Place>) -> Capped<S> {
         let done = self.done.get_or_insert_with(Default::default).clone();
         Capped {
             inner: stream,
             left: PRE_LOGIN_BYTES,
             done,
             addr: addr.to_string(),
+            _place: place,
         }
     }
 }
@@ -140,6 +142,7 @@ pub struct Capped<S> {
     left: u64,
     done: Arc<AtomicBool>,
     addr: String,
+    _place: Option<Place>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
@@ -221,9 +224,15 @@ pub fn connection_cap(configured: usize) -> usize {
     };
     let room = usize::try_from(files.saturating_sub(RESERVED_FILES))
         .unwrap_or(usize::MAX)
-        .max(1);
+        .clamp(1, Semaphore::MAX_PERMITS);
+    if room < 1024 {
+        tracing::warn!(
+            "the open-files limit is {files}: with {RESERVED_FILES} kept for the broker, it \
+             takes at most {room} connections (raise the limit, e.g. `ulimit -n`)"
+        );
+    }
     match configured {
-        0 => room.min(Semaphore::MAX_PERMITS),
+        0 => room,
         n if n > room => {
             tracing::warn!(
                 "limits.max_connections {n} is above the open-files limit {files} less \
@@ -298,7 +307,7 @@ mod tests {
         for log_in_at in [None, Some(cap / 2)] {
             let mut ticket = Some(a.admit(None).unwrap().1);
             let (near, mut far) = tokio::io::duplex(64 * 1024);
-            let mut capped = ticket.as_mut().unwrap().cap(near, "test");
+            let mut capped = ticket.as_mut().unwrap().cap(near, "test", None);
             let writer = tokio::spawn(async move {
                 let _ = far.write_all(&vec![7u8; 4 * cap]).await;
                 far

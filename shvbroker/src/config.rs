@@ -62,6 +62,10 @@ pub struct User {
     /// `limits.max_sessions_per_user`; 0: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<usize>,
+    /// Bytes of subscriptions this user may hold over all its connections (default
+    /// `limits.max_subscription_bytes_per_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscription_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -326,6 +330,7 @@ fn user(password: &str, role: &str) -> User {
         sha1pass: None,
         roles: vec![role.into()],
         max_sessions: None,
+        max_subscription_bytes: None,
     }
 }
 
@@ -589,6 +594,20 @@ mod tests {
         let c = Config::default();
         let back = Config::parse(&c.to_yaml(), "x").unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn per_user_limits_parse_and_round_trip() {
+        let text = "users:\n  fleet: {password: x, roles: [], max_sessions: 0, max_subscription_bytes: 4194304}\nlimits: {max_connections: 100, max_sessions_per_user: 5}\n";
+        let c = Config::parse(text, "u").unwrap();
+        let fleet = &c.users["fleet"];
+        assert_eq!(fleet.max_sessions, Some(0));
+        assert_eq!(fleet.max_subscription_bytes, Some(4 << 20));
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_sessions_per_user),
+            (100, 5)
+        );
+        assert_eq!(Config::parse(&c.to_yaml(), "u").unwrap(), c);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   own their tables: [`peers`], [`mounts`], [`subscriptions`], [`pending`], [`tunnel`],
 //!   [`links`];
 //! - [`config`] and [`access`] describe users, roles and limits; [`admission`] bounds the
-//!   connections not logged in yet.
+//!   connections, in all and those not logged in yet; [`stall`] closes the ones that
+//!   stop reading.
 
 pub mod access;
 pub mod admission;

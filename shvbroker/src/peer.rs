@@ -195,6 +195,16 @@ pub async fn run(
     tracing::debug!(peer = id, "disconnected");
 }
 
+/// Why a login did not succeed.
+enum Failed {
+    /// Wrong credentials or a malformed login: counts toward the failed-login delay of
+    /// the source address.
+    Denied(RpcError),
+    /// The password was right, but the broker refused the session (a mount point, the
+    /// user's session limit): no delay.
+    Refused(RpcError),
+}
+
 /// The answer to a request before login (pySHV's text, which peers match).
 const LOGIN_REQUIRED_MSG: &str = "Use login method (login required)";
 
@@ -375,7 +385,9 @@ impl Conn {
                         .map(|p| parse_login(p))
                         .unwrap_or(Err("missing login parameter"));
                     let outcome = match parsed {
-                        Err(why) => Err(RpcError::invalid_param(format!("invalid login: {why}"))),
+                        Err(why) => Err(Failed::Denied(RpcError::invalid_param(format!(
+                            "invalid login: {why}"
+                        )))),
                         Ok(req) => self.try_login(&config, &nonce, req, &frame).await,
                     };
                     match outcome {
@@ -383,10 +395,19 @@ impl Conn {
                             // Answered by the broker task on registration.
                             return Some(idle);
                         }
-                        Err(err) => {
+                        Err(failed) => {
                             failures += 1;
-                            let delay = self.ctx.login_failures.penalty(&self.addr, failures);
-                            tokio::time::sleep(delay).await;
+                            let err = match failed {
+                                Failed::Denied(err) => {
+                                    let delay =
+                                        self.ctx.login_failures.penalty(&self.addr, failures);
+                                    tokio::time::sleep(delay).await;
+                                    err
+                                }
+                                // The password was right: no reason to slow down the
+                                // other logins from this address.
+                                Failed::Refused(err) => err,
+                            };
                             self.respond(&frame, Err(err)).await;
                             if failures >= config.limits.login_attempts {
                                 tracing::info!(peer = self.id, addr = %shown(&self.addr), "too many failed logins, disconnecting");
@@ -412,12 +433,15 @@ impl Conn {
         nonce: &str,
         req: LoginRequest,
         request: &RpcFrame,
-    ) -> Result<Option<Duration>, RpcError> {
+    ) -> Result<Option<Duration>, Failed> {
         let idle = match req.idle_timeout {
             Some(0) => None,
             Some(s) => Some(Duration::from_secs(s)),
             None => Some(Duration::from_secs(config.limits.idle_timeout)).filter(|d| !d.is_zero()),
         };
+        // A tunnel secret is checked by the broker task: a wrong one is a failed login
+        // like a wrong password (it is what an unauthenticated sender guesses at).
+        let is_tunnel = req.tunnel_secret.is_some();
         let login = if let Some(secret) = req.tunnel_secret {
             LoginInfo::Tunnel { secret }
         } else {
@@ -436,15 +460,15 @@ impl Conn {
                 }
                 (_, "PLAIN" | "SHA1") => false,
                 (_, other) => {
-                    return Err(RpcError::invalid_param(format!(
+                    return Err(Failed::Denied(RpcError::invalid_param(format!(
                         "unsupported login type '{}'",
                         shown(other)
-                    )))
+                    ))))
                 }
             };
             if !ok {
                 tracing::info!(peer = self.id, addr = %shown(&self.addr), user = %shown(&req.user), "login failed");
-                return Err(denied());
+                return Err(Failed::Denied(denied()));
             }
             // Verified: lift the pre-login byte cap now, before the login answer goes
             // out, or a bridge could still be capped when the client (rightly) sends a
@@ -475,15 +499,25 @@ impl Conn {
             addr: self.addr.clone(),
             login_request: Some(request.meta.clone()),
         };
+        let shutting_down = || {
+            Failed::Refused(RpcError::new(
+                code::TRY_AGAIN_LATER,
+                "broker is shutting down",
+            ))
+        };
         self.ctx
             .events
             .send(Event::Register(reg, reply_tx))
             .await
-            .map_err(|_| RpcError::new(code::TRY_AGAIN_LATER, "broker is shutting down"))?;
+            .map_err(|_| shutting_down())?;
         reply_rx
             .await
-            .map_err(|_| RpcError::new(code::TRY_AGAIN_LATER, "broker is shutting down"))?
-            .inspect_err(|_| self.id = NOT_LOGGED_IN)?;
+            .map_err(|_| shutting_down())?
+            .inspect_err(|_| self.id = NOT_LOGGED_IN)
+            .map_err(|e| match is_tunnel {
+                true => Failed::Denied(e),
+                false => Failed::Refused(e),
+            })?;
         Ok(idle)
     }
 

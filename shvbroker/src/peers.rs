@@ -55,14 +55,6 @@ impl Peer {
         matches!(self.kind, PeerKind::TunnelEnd { .. })
     }
 
-    /// Whom its subscriptions are charged to.
-    pub fn owner(&self) -> crate::subscriptions::Owner {
-        match self.kind {
-            PeerKind::Parent { .. } => crate::subscriptions::Owner::Parent,
-            _ => crate::subscriptions::Owner::User(self.user.to_string()),
-        }
-    }
-
     /// A mounted peer known to be a broker itself (subscriptions are forwarded to it).
     pub fn is_child_broker(&self) -> bool {
         self.is_broker == Some(true) && self.mount.is_some()
@@ -74,6 +66,8 @@ impl Peer {
 #[derive(Default)]
 pub struct SessionCounts {
     by_user: HashMap<String, usize>,
+    /// Logins refused for the limit, logged once per burst.
+    pub refusals: libshv::logsafe::Burst,
 }
 
 impl SessionCounts {

@@ -287,7 +287,7 @@ async fn accept_loop(
                 let (place, ticket) = match ctx.admission.admit(ip) {
                     Ok(admitted) => admitted,
                     Err(why) => {
-                        refused.note(&addr, why.describe());
+                        refused.note(&addr, why);
                         continue;
                     }
                 };
@@ -303,15 +303,12 @@ async fn accept_loop(
                     continue;
                 }
                 let h = handshake.clone();
-                connections.spawn(async move {
-                    handshake_then_run(stream, addr, h, ctx, ticket).await;
-                    drop(place);
-                });
+                connections.spawn(handshake_then_run(stream, addr, h, ctx, ticket, place));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning, and log
                 // it once per burst.
-                refused.note("", &format!("accept failed: {}", shown(&e.to_string())));
+                refused.accept_failed(&e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -321,28 +318,30 @@ async fn accept_loop(
     }
 }
 
-/// Connections closed at accept (or accepts that failed): logged once per burst, not
-/// once per connection (the log must not grow with an attack).
+/// Connections closed at accept, and accepts that failed: logged once per burst and
+/// reason, not once per connection (the log must not grow with an attack).
 #[derive(Default)]
 struct Refused {
-    count: u64,
-    last_log: Option<std::time::Instant>,
+    connections: libshv::logsafe::Burst,
+    unauthenticated: libshv::logsafe::Burst,
+    failed: libshv::logsafe::Burst,
 }
 
 impl Refused {
-    fn note(&mut self, addr: &str, why: &str) {
-        self.count += 1;
-        let due = self
-            .last_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
-        if due {
-            tracing::warn!(
-                addr = %shown(addr),
-                "{why}: {} connection(s) closed or failed at accept in the last 10 s",
-                self.count
-            );
-            self.last_log = Some(std::time::Instant::now());
-            self.count = 0;
+    fn note(&mut self, addr: &str, why: crate::admission::Refusal) {
+        use crate::admission::Refusal;
+        let burst = match why {
+            Refusal::TooManyConnections => &mut self.connections,
+            Refusal::TooManyUnauthenticated => &mut self.unauthenticated,
+        };
+        if let Some(n) = burst.note() {
+            tracing::warn!(addr = %shown(addr), "{}: {n} connection(s) closed at accept", why.describe());
+        }
+    }
+
+    fn accept_failed(&mut self, e: &std::io::Error) {
+        if let Some(n) = self.failed.note() {
+            tracing::warn!("accept failed ({n} time(s) since the last such line): {e}");
         }
     }
 }
@@ -374,12 +373,12 @@ async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Handshake>, ctx: &A
                 logged = false;
                 tracing::info!("serial line {} open", shown(path));
                 // One peer at a time on a line: it always has its place.
-                let Ok((_place, ticket)) = crate::admission::Admission::new(1, 1, 1).admit(None)
+                let Ok((place, ticket)) = crate::admission::Admission::new(1, 1, 1).admit(None)
                 else {
                     continue;
                 };
                 let (h, c) = (handshake.clone(), ctx.clone());
-                handshake_then_run(RawStream::Tty(s), addr.clone(), h, c, ticket).await;
+                handshake_then_run(RawStream::Tty(s), addr.clone(), h, c, ticket, place).await;
             }
             Err(e) if !logged => {
                 tracing::warn!(
@@ -410,11 +409,18 @@ async fn handshake_then_run(
     handshake: Arc<Handshake>,
     ctx: Arc<PeerContext>,
     mut ticket: crate::admission::Ticket,
+    place: crate::admission::Place,
 ) {
     let limit = Duration::from_secs(ctx.config.limits.login_timeout);
+    // A bridge takes the place along with the socket (see `shake`); otherwise it is
+    // given back when this returns.
+    let mut place = Some(place);
     let shaken = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(limit, shake(stream, &handshake, &ctx, &mut ticket, &addr)) => r,
+        r = tokio::time::timeout(
+            limit,
+            shake(stream, &handshake, &ctx, &mut ticket, &mut place, &addr),
+        ) => r,
     };
     match shaken {
         Ok(Ok(Some((r, w)))) => peer::run(r, w, addr, ctx, ticket).await,
@@ -433,10 +439,19 @@ async fn shake(
     handshake: &Handshake,
     ctx: &PeerContext,
     ticket: &mut crate::admission::Ticket,
+    place: &mut Option<crate::admission::Place>,
     addr: &str,
 ) -> std::io::Result<Option<(BoxRead, BoxWrite)>> {
     let max = ctx.config.limits.max_frame_size;
     let mut stream = raw.boxed();
+    if let s @ 1.. = ctx.config.limits.write_stall_timeout {
+        // On the socket itself: a bridge's task writes to it after the connection
+        // above has given up, and TLS writes more than the connection asked for.
+        stream = Box::new(crate::stall::StallGuard::new(
+            stream,
+            Duration::from_secs(s),
+        ));
+    }
     if let Some(acceptor) = &handshake.tls {
         let s = acceptor
             .accept(stream)
@@ -447,8 +462,10 @@ async fn shake(
     if !matches!(handshake.framing, Framing::Block) {
         // The bridges gather whole messages of up to `max` before login could refuse
         // them; the cap keeps that to PRE_LOGIN_BYTES. (Block frames before login are
-        // drained over 64 KiB by the login code itself.)
-        stream = Box::new(ticket.cap(stream, addr));
+        // drained over 64 KiB by the login code itself.) The bridge's tasks hold the
+        // socket, and may outlive the connection above for a while: the place goes with
+        // the socket, so that `max_connections` counts open sockets.
+        stream = Box::new(ticket.cap(stream, addr, place.take()));
     }
     Ok(Some(match &handshake.framing {
         Framing::Block => libshv::connection::split(stream),

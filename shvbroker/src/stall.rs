@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 pub struct StallGuard<W> {
@@ -44,6 +44,17 @@ impl<W> StallGuard<W> {
             ))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// Reads pass through: only writes can stall on the peer.
+impl<W: AsyncRead + Unpin> AsyncRead for StallGuard<W> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

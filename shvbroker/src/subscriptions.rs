@@ -1,9 +1,11 @@
 //! Who is subscribed to what. Every signal is tested against every live subscription
 //! on the broker task, so what a client can subscribe is bounded twice: per connection
 //! in number (`max_subscriptions`), and per user in bytes over all of the user's
-//! connections (`max_subscription_bytes_per_user`). Without the second bound a
-//! read-only user who opens a hundred connections could make each signal cost the
-//! broker half a second of matching.
+//! connections (`max_subscription_bytes_per_user`, or the user's own
+//! `max_subscription_bytes`). Without the second bound a read-only user who opens a
+//! hundred connections could make each signal cost the broker half a second of
+//! matching. Subscriptions the config makes (autosetup) are the administrator's choice:
+//! neither refused nor charged.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -27,8 +29,9 @@ pub enum Refused {
 /// Whom a peer's subscriptions are charged to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
-    /// A logged-in user: the per-user byte bound applies.
-    User(String),
+    /// A logged-in user, and the bytes of subscriptions it may hold over all of its
+    /// connections.
+    User { name: String, max_bytes: usize },
     /// Our parent link: bounded per connection only (its subscriptions stand for the
     /// parent's clients, and the parent sends few: it folds many into one `**:*:*`).
     Parent,
@@ -36,16 +39,22 @@ pub enum Owner {
 
 struct PeerEntry {
     owner: Owner,
-    /// RI text → (parsed RI, expiry).
-    map: HashMap<String, (Ri, Option<Instant>)>,
+    /// RI text → the subscription.
+    map: HashMap<String, Subscription>,
+}
+
+struct Subscription {
+    ri: Ri,
+    expiry: Option<Instant>,
+    /// Counted in its user's bytes (not for configured ones).
+    charged: bool,
 }
 
 pub struct Subscriptions {
     by_peer: HashMap<PeerId, PeerEntry>,
-    /// Bytes charged to each user (only users with a subscription have an entry).
+    /// Bytes charged to each user (only users with a charged subscription have one).
     by_user: HashMap<String, usize>,
     max_per_peer: usize,
-    max_bytes_per_user: usize,
 }
 
 fn cost(key: &str) -> usize {
@@ -53,12 +62,11 @@ fn cost(key: &str) -> usize {
 }
 
 impl Subscriptions {
-    pub fn new(max_per_peer: usize, max_bytes_per_user: usize) -> Self {
+    pub fn new(max_per_peer: usize) -> Self {
         Subscriptions {
             by_peer: HashMap::new(),
             by_user: HashMap::new(),
             max_per_peer,
-            max_bytes_per_user,
         }
     }
 
@@ -76,7 +84,7 @@ impl Subscriptions {
     }
 
     /// Like [`Self::add`] for subscriptions the broker's config makes (autosetup): they
-    /// are charged but never refused, since the administrator chose them.
+    /// are neither refused nor charged, since the administrator chose them.
     pub fn add_configured(&mut self, peer: PeerId, owner: &Owner, ri: Ri) {
         let _ = self.insert(peer, owner, ri, None, false);
     }
@@ -95,25 +103,31 @@ impl Subscriptions {
             map: HashMap::new(),
         });
         if let Some(existing) = entry.map.get_mut(&key) {
-            existing.1 = expiry;
+            existing.expiry = expiry;
             return Ok(false);
         }
         let charge = cost(&key);
+        let charged = bounded && matches!(entry.owner, Owner::User { .. });
         if bounded {
             if entry.map.len() >= self.max_per_peer {
                 return Err(Refused::PerClient(self.max_per_peer));
             }
-            if let Owner::User(user) = &entry.owner {
-                let used = self.by_user.get(user).copied().unwrap_or(0);
-                if used.saturating_add(charge) > self.max_bytes_per_user {
-                    return Err(Refused::PerUser(self.max_bytes_per_user));
+            if let Owner::User { name, max_bytes } = &entry.owner {
+                let used = self.by_user.get(name).copied().unwrap_or(0);
+                if used.saturating_add(charge) > *max_bytes {
+                    return Err(Refused::PerUser(*max_bytes));
                 }
             }
         }
-        if let Owner::User(user) = &entry.owner {
-            *self.by_user.entry(user.clone()).or_insert(0) += charge;
+        if let (true, Owner::User { name, .. }) = (charged, &entry.owner) {
+            *self.by_user.entry(name.clone()).or_insert(0) += charge;
         }
-        entry.map.insert(key, (ri, expiry));
+        let sub = Subscription {
+            ri,
+            expiry,
+            charged,
+        };
+        entry.map.insert(key, sub);
         Ok(true)
     }
 
@@ -122,10 +136,12 @@ impl Subscriptions {
         let Some(entry) = self.by_peer.get_mut(&peer) else {
             return false;
         };
-        if entry.map.remove(key).is_none() {
+        let Some(sub) = entry.map.remove(key) else {
             return false;
+        };
+        if sub.charged {
+            refund(&mut self.by_user, &entry.owner, cost(key));
         }
-        refund(&mut self.by_user, &entry.owner, cost(key));
         if entry.map.is_empty() {
             self.by_peer.remove(&peer);
         }
@@ -135,7 +151,12 @@ impl Subscriptions {
     /// Forgets every subscription of a peer that is gone.
     pub fn peer_gone(&mut self, peer: PeerId) {
         if let Some(entry) = self.by_peer.remove(&peer) {
-            let total = entry.map.keys().map(|k| cost(k)).sum();
+            let total = entry
+                .map
+                .iter()
+                .filter(|(_, s)| s.charged)
+                .map(|(k, _)| cost(k))
+                .sum();
             refund(&mut self.by_user, &entry.owner, total);
         }
     }
@@ -145,9 +166,9 @@ impl Subscriptions {
         let by_user = &mut self.by_user;
         self.by_peer.retain(|_, entry| {
             let mut freed = 0;
-            entry.map.retain(|k, (_, exp)| {
-                let live = exp.is_none_or(|e| e > now);
-                if !live {
+            entry.map.retain(|k, s| {
+                let live = s.expiry.is_none_or(|e| e > now);
+                if !live && s.charged {
                     freed += cost(k);
                 }
                 live
@@ -162,7 +183,7 @@ impl Subscriptions {
         self.by_peer
             .get(&peer)
             .into_iter()
-            .flat_map(|e| e.map.iter().map(|(k, (_, exp))| (k.as_str(), *exp)))
+            .flat_map(|e| e.map.iter().map(|(k, s)| (k.as_str(), s.expiry)))
     }
 
     /// A peer's subscriptions, parsed.
@@ -170,7 +191,7 @@ impl Subscriptions {
         self.by_peer
             .get(&peer)
             .into_iter()
-            .flat_map(|e| e.map.values().map(|(ri, _)| ri))
+            .flat_map(|e| e.map.values().map(|s| &s.ri))
     }
 
     /// The subscriptions of every peer but `except` that are live at `now`.
@@ -179,8 +200,8 @@ impl Subscriptions {
             .iter()
             .filter(move |(id, _)| **id != except)
             .flat_map(|(_, e)| e.map.values())
-            .filter(move |(_, exp)| exp.is_none_or(|e| e > now))
-            .map(|(ri, _)| ri)
+            .filter(move |s| s.expiry.is_none_or(|e| e > now))
+            .map(|s| &s.ri)
     }
 
     /// The peers with a live subscription matching a signal `name` from `source` on
@@ -195,8 +216,8 @@ impl Subscriptions {
         self.by_peer
             .iter()
             .filter(move |(_, e)| {
-                e.map.values().any(|(ri, exp)| {
-                    exp.is_none_or(|e| e > now) && ri.matches_signal(path, source, name)
+                e.map.values().any(|s| {
+                    s.expiry.is_none_or(|e| e > now) && s.ri.matches_signal(path, source, name)
                 })
             })
             .map(|(id, _)| *id)
@@ -209,7 +230,9 @@ impl Subscriptions {
 }
 
 fn refund(by_user: &mut HashMap<String, usize>, owner: &Owner, bytes: usize) {
-    let Owner::User(user) = owner else { return };
+    let Owner::User { name: user, .. } = owner else {
+        return;
+    };
     if let Some(used) = by_user.get_mut(user) {
         *used = used.saturating_sub(bytes);
         if *used == 0 {
@@ -223,16 +246,19 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn user(name: &str) -> Owner {
-        Owner::User(name.into())
+    fn user(name: &str, max_bytes: usize) -> Owner {
+        Owner::User {
+            name: name.into(),
+            max_bytes,
+        }
     }
 
     #[test]
     fn bounded_per_client_in_number_and_per_user_in_bytes() {
         let ri = |i: usize| Ri::parse(&format!("a/b{i}:*:chng"));
         let one = cost(&ri(0).to_string());
-        let mut s = Subscriptions::new(3, 5 * one);
-        let eve = user("eve");
+        let mut s = Subscriptions::new(3);
+        let eve = user("eve", 5 * one);
         for i in 0..3 {
             assert_eq!(s.add(1, &eve, ri(i), None), Ok(true));
         }
@@ -244,7 +270,7 @@ mod tests {
         assert_eq!(s.add(2, &eve, ri(4), None), Ok(true));
         assert_eq!(s.add(2, &eve, ri(5), None), Err(Refused::PerUser(5 * one)));
         // Another user, and the parent link, are not charged for eve.
-        assert_eq!(s.add(3, &user("bob"), ri(5), None), Ok(true));
+        assert_eq!(s.add(3, &user("bob", 5 * one), ri(5), None), Ok(true));
         for i in 0..3 {
             assert_eq!(s.add(4, &Owner::Parent, ri(i), None), Ok(true));
         }
@@ -257,20 +283,28 @@ mod tests {
         s.peer_gone(2);
         assert_eq!(s.user_bytes("eve"), 0);
         assert!(!s.by_user.contains_key("eve"));
-        // Configured subscriptions are charged but never refused.
+        // Configured subscriptions are neither refused nor charged.
         for i in 0..8 {
             s.add_configured(5, &eve, ri(i));
         }
-        assert_eq!(s.user_bytes("eve"), 8 * one);
-        assert_eq!(s.add(6, &eve, ri(0), None), Err(Refused::PerUser(5 * one)));
+        assert_eq!(s.user_bytes("eve"), 0);
+        assert_eq!(s.of(5).count(), 8);
+        s.peer_gone(5);
+        assert_eq!(s.user_bytes("eve"), 0);
+        // A user with a budget of its own (the user's `max_subscription_bytes`).
+        let big = user("fleet", 100 * one);
+        for i in 0..3 {
+            assert_eq!(s.add(7, &big, ri(i), None), Ok(true));
+            assert_eq!(s.add(8, &big, ri(i), None), Ok(true));
+        }
     }
 
     #[test]
     fn expiry_frees_and_matching_skips_the_expired() {
-        let mut s = Subscriptions::new(10, 10_000);
+        let mut s = Subscriptions::new(10);
         let now = Instant::now();
         let soon = now + Duration::from_secs(1);
-        let a = user("a");
+        let a = user("a", 10_000);
         s.add(1, &a, Ri::parse("x/**:*:chng"), Some(soon)).unwrap();
         s.add(2, &a, Ri::parse("x/y:*:*"), None).unwrap();
         let hits = |s: &Subscriptions, t| {

@@ -738,6 +738,23 @@ impl RawConn {
             .await
             .expect("connect timeout")
             .expect("connect to the broker");
+        Self::over(stream)
+    }
+
+    /// A connection whose receive buffer is 16 KiB however the host tunes TCP: a
+    /// client that stops reading fills it (and the broker's send buffer) quickly.
+    pub async fn connect_small_window(port: u16) -> RawConn {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = tokio::time::timeout(TIMEOUT, socket.connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect to the broker");
+        Self::over(stream)
+    }
+
+    fn over(stream: TcpStream) -> RawConn {
         stream.set_nodelay(true).unwrap();
         RawConn {
             stream,
@@ -851,7 +868,13 @@ impl RawConn {
         c.login(user, password, true)
             .await
             .expect("subscriber login");
-        let sub = c
+        c.subscribe(ri).await;
+        c
+    }
+
+    /// Subscribes to `ri` (panics if refused).
+    pub async fn subscribe(&mut self, ri: &str) {
+        let sub = self
             .call(
                 ".broker/currentClient",
                 "subscribe",
@@ -859,7 +882,6 @@ impl RawConn {
             )
             .await;
         assert!(sub.result().is_ok(), "subscribe {ri}: {sub:?}");
-        c
     }
 
     /// A raw device logged in as `user` and mounted at `mount_point`.

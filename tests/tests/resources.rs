@@ -91,11 +91,16 @@ async fn stalled_reader_is_closed_after_the_write_stall_timeout() {
         "limits: {write_stall_timeout: 2}\n",
     )));
     let (observer, _) = broker.connect("admin", "admin").await;
-    let mut sleeper = RawConn::subscriber(broker.port, "viewer", "viewer", "**:*:*").await;
+    let mut sleeper = RawConn::connect_small_window(broker.port).await;
+    sleeper
+        .login("viewer", "viewer", true)
+        .await
+        .expect("login");
+    sleeper.subscribe("**:*:*").await;
     let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
-    // 16 MiB in 256 signals: more than the kernel buffers on loopback (4 MiB of send
-    // buffer, the unread receive window), less than the queue's bounds (4096 frames,
-    // 32 MiB), so only the stall can end it.
+    // 16 MiB in 256 signals: more than the kernel buffers (the broker's send buffer
+    // grows to 4 MiB on Linux's defaults; the sleeper's receive buffer is 16 KiB), less
+    // than the queue's bounds (4096 frames, 32 MiB), so only the stall can end it.
     let signal = libshv::RpcMessage::new_signal(
         "x",
         "chng",

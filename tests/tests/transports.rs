@@ -356,6 +356,58 @@ async fn silent_websocket_and_serial_peers_release_their_sockets() {
     drop((held, sockets));
 }
 
+/// A WebSocket subscriber that stops reading is closed after `write_stall_timeout`, and
+/// its socket really goes: the bridge's task, stuck writing to the socket, must not keep
+/// it (and its place among `max_connections`) after the connection above has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_websocket_peer_releases_its_socket() {
+    use futures::SinkExt;
+    let limits = "limits: {write_stall_timeout: 2, client_queue_bytes: 134217728}\n";
+    let broker = Broker::start_with_args(
+        Some(&config_yaml(&[], limits)),
+        &[
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--listen",
+            "tcp://127.0.0.1:0",
+        ],
+    );
+    let ws = broker.listen_port("ws");
+    let before = fd_count(broker.pid());
+    let u = libshv::RpcUrl::parse(&url("ws", ws, "viewer", "?password=viewer")).unwrap();
+    let cc = libshv::client::ClientConfig::from_url(u.clone());
+    let (mut reader, mut writer) = libshv::connection::connect(u.transport(), 1 << 24)
+        .await
+        .expect("ws connect");
+    libshv::client::login(&mut reader, &mut writer, &cc.login, TIMEOUT)
+        .await
+        .expect("login over ws");
+    let sub = libshv::RpcMessage::new_request(
+        1,
+        ".broker/currentClient",
+        "subscribe",
+        Some("**:*:*".into()),
+    );
+    writer.send(sub.to_frame()).await.unwrap();
+    // From here on the subscriber reads nothing; a device floods it with 48 MiB, far
+    // more than the socket buffers and both bridges' pipes hold.
+    let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
+    let signal =
+        libshv::RpcMessage::new_signal("x", "chng", "get", Some(vec![0x5au8; 64 * 1024].into()))
+            .to_frame();
+    let batch = libshv::codec::encode_frame(&signal).repeat(16);
+    for _ in 0..48 {
+        device.send_bytes(&batch).await.expect("flood");
+    }
+    broker.wait_log("took no bytes for 2 s");
+    wait_for("the stalled socket to be closed", || async {
+        (fd_count(broker.pid()) <= before + 1).then_some(())
+    })
+    .await;
+    assert!(device.call(".app", "ping", None).await.result().is_ok());
+    drop((reader, writer));
+}
+
 /// A browser page of another site (or of a name pointed at us) may not open a
 /// WebSocket to the broker; the broker's own page may, and so may non-browser clients.
 #[tokio::test]

@@ -265,7 +265,11 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
     }
     let ri = Ri::parse(&ri);
     let expiry = ttl.map(|t| Instant::now() + Duration::from_secs(t.min(MAX_TTL)));
-    let Some(owner) = broker.peers.get(&from).map(|p| p.owner()) else {
+    let Some(owner) = broker
+        .peers
+        .get(&from)
+        .map(|p| broker.subscription_owner(p))
+    else {
         return Err(RpcError::method_not_found("not logged in"));
     };
     let new = broker

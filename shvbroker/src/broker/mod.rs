@@ -86,10 +86,7 @@ impl Broker {
             peers: HashMap::new(),
             sessions: SessionCounts::default(),
             mounts: Mounts::default(),
-            subscriptions: Subscriptions::new(
-                config.limits.max_subscriptions,
-                config.limits.max_subscription_bytes_per_user,
-            ),
+            subscriptions: Subscriptions::new(config.limits.max_subscriptions),
             pending: PendingRequests::new(
                 config.limits.max_pending,
                 config.limits.max_pending_per_user,
@@ -103,6 +100,23 @@ impl Broker {
             recorder,
             forwarding: Forwarding::default(),
             doomed: Vec::new(),
+        }
+    }
+
+    /// Whom a peer's subscriptions are charged to, and the user's byte bound.
+    fn subscription_owner(&self, peer: &Peer) -> crate::subscriptions::Owner {
+        if peer.is_parent() {
+            return crate::subscriptions::Owner::Parent;
+        }
+        let max_bytes = self
+            .config
+            .users
+            .get(&*peer.user)
+            .and_then(|u| u.max_subscription_bytes)
+            .unwrap_or(self.config.limits.max_subscription_bytes_per_user);
+        crate::subscriptions::Owner::User {
+            name: peer.user.to_string(),
+            max_bytes,
         }
     }
 

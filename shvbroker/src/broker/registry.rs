@@ -87,7 +87,9 @@ impl Broker {
                     .and_then(|u| u.max_sessions)
                     .unwrap_or(self.config.limits.max_sessions_per_user);
                 if !self.sessions.open(&user, max) {
-                    tracing::warn!(peer = id, user = %shown(&user), addr = %shown(&peer.addr), "login refused: the user has {max} sessions already (limits.max_sessions_per_user, or the user's max_sessions)");
+                    if let Some(n) = self.sessions.refusals.note() {
+                        tracing::warn!(peer = id, user = %shown(&user), addr = %shown(&peer.addr), "login refused: the user has {max} sessions already (limits.max_sessions_per_user, or the user's max_sessions); {n} such refusal(s) since the last line");
+                    }
                     let _ = reply.send(Err(RpcError::new(
                         code::METHOD_CALL_EXCEPTION,
                         format!("Invalid login: this user has {max} sessions already"),
@@ -117,7 +119,7 @@ impl Broker {
             "logged in"
         );
         let mount = peer.mount.clone();
-        let owner = peer.owner();
+        let owner = self.subscription_owner(&peer);
         self.peers.insert(id, peer);
         for ri in &configured {
             self.subscriptions.add_configured(id, &owner, Ri::parse(ri));
