@@ -141,6 +141,10 @@ pub struct Limits {
     /// Bytes queued to one client before it is disconnected as too slow.
     #[serde(default = "default_queue_bytes")]
     pub client_queue_bytes: usize,
+    /// Bytes queued to all clients together; past it, clients whose queue holds more
+    /// than an eighth of `client_queue_bytes` are disconnected as too slow.
+    #[serde(default = "default_outgoing_bytes")]
+    pub outgoing_bytes: usize,
     /// Bytes of received frames waiting for the broker task, all clients together;
     /// readers pause when it is used up.
     #[serde(default = "default_inflight_bytes")]
@@ -227,6 +231,9 @@ fn default_queue() -> usize {
 fn default_queue_bytes() -> usize {
     32 * 1024 * 1024
 }
+fn default_outgoing_bytes() -> usize {
+    1024 * 1024 * 1024
+}
 fn default_inflight_bytes() -> usize {
     64 * 1024 * 1024
 }
@@ -276,6 +283,7 @@ impl Default for Limits {
             client_queue: default_queue(),
             client_queue_bytes: default_queue_bytes(),
             inflight_bytes: default_inflight_bytes(),
+            outgoing_bytes: default_outgoing_bytes(),
             max_subscriptions: default_max_subscriptions(),
             max_subscription_bytes_per_user: default_max_subscription_bytes_per_user(),
             max_ri_len: default_max_ri_len(),
@@ -525,6 +533,7 @@ impl Config {
             ("client_queue", l.client_queue),
             ("client_queue_bytes", l.client_queue_bytes),
             ("inflight_bytes", l.inflight_bytes),
+            ("outgoing_bytes", l.outgoing_bytes),
             ("max_subscriptions", l.max_subscriptions),
             (
                 "max_subscription_bytes_per_user",

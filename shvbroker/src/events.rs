@@ -13,7 +13,8 @@ use crate::queue::QueueSender;
 
 /// Messages from connections to the broker task (the one owner of broker state).
 pub enum Event {
-    Register(Registration, oneshot::Sender<Result<(), RpcError>>),
+    /// Boxed: it is rare, and the event channel's slots are sized by the largest event.
+    Register(Box<Registration>, oneshot::Sender<Result<(), RpcError>>),
     /// A frame and its share of the in-flight byte budget, given back once the broker
     /// task has dealt with it.
     Frame(PeerId, RpcFrame, OwnedSemaphorePermit),

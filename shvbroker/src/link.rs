@@ -102,7 +102,7 @@ async fn session(
         login_request: None,
     };
     ctx.events
-        .send(Event::Register(reg, reply_tx))
+        .send(Event::Register(Box::new(reg), reply_tx))
         .await
         .map_err(|_| "broker stopped".to_string())?;
     reply_rx

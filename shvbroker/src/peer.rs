@@ -36,6 +36,8 @@ pub struct PeerContext {
     /// Bytes of frames on their way from peer tasks to the broker task: the event
     /// channel is bounded in frames, this bounds it in bytes.
     pub inflight: Arc<Semaphore>,
+    /// Bytes queued to all peers together (`limits.outgoing_bytes`).
+    pub outgoing: Arc<queue::Total>,
     /// Connections in all and those not logged in yet (bounded).
     pub admission: Arc<crate::admission::Admission>,
 }
@@ -45,6 +47,7 @@ impl PeerContext {
         config: Arc<Config>,
         events: mpsc::Sender<Event>,
         shutdown: CancellationToken,
+        outgoing: Arc<queue::Total>,
     ) -> PeerContext {
         let inflight = Arc::new(Semaphore::new(config.limits.inflight_bytes));
         let admission = crate::admission::Admission::new(
@@ -53,6 +56,7 @@ impl PeerContext {
             crate::admission::connection_cap(config.limits.max_connections),
         );
         PeerContext {
+            outgoing,
             admission,
             config,
             next_id: std::sync::atomic::AtomicI64::new(0),
@@ -66,7 +70,7 @@ impl PeerContext {
     /// A bounded outgoing queue for a new connection.
     pub fn queue(&self) -> (QueueSender, QueueReceiver) {
         let l = &self.config.limits;
-        queue::channel(l.client_queue, l.client_queue_bytes)
+        queue::channel(l.client_queue, l.client_queue_bytes, self.outgoing.clone())
     }
 }
 
@@ -507,7 +511,7 @@ impl Conn {
         };
         self.ctx
             .events
-            .send(Event::Register(reg, reply_tx))
+            .send(Event::Register(Box::new(reg), reply_tx))
             .await
             .map_err(|_| shutting_down())?;
         reply_rx

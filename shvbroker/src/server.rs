@@ -172,12 +172,20 @@ impl Server {
             tracing::info!("listening on {a}");
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let broker = Broker::new(config.clone(), tunnel_address, audit, recorder);
+        let outgoing = crate::queue::Total::new(config.limits.outgoing_bytes);
+        let broker = Broker::new(
+            config.clone(),
+            tunnel_address,
+            audit,
+            recorder,
+            outgoing.clone(),
+        );
         let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
         let ctx = Arc::new(PeerContext::new(
             config.clone(),
             events_tx,
             shutdown.clone(),
+            outgoing,
         ));
         let connections = TaskTracker::new();
         let mut tasks = Vec::new();

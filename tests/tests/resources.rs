@@ -127,6 +127,63 @@ async fn stalled_reader_is_closed_after_the_write_stall_timeout() {
     assert!(device.call(".app", "ping", None).await.result().is_ok());
 }
 
+/// All clients' queues together are bounded too (`outgoing_bytes`): a non-reading
+/// subscriber whose own queue is still under its bounds is cut off once all queues hold
+/// the total, because its queue is the long one, while a subscriber that keeps up stays
+/// connected and gets the flood to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_queues_together_are_bounded_and_the_long_one_gives_way() {
+    let limits = "limits: {outgoing_bytes: 8388608, write_stall_timeout: 0}\n";
+    let mut broker = Broker::start(Some(&config_yaml(&[], limits)));
+    let (reader, mut signals) = broker.connect("admin", "admin").await;
+    reader
+        .call(
+            ".broker/currentClient",
+            "subscribe",
+            Some(RpcValue::from("test/**:*:*")),
+        )
+        .await
+        .expect("subscribe");
+    let mut sleeper = RawConn::connect_small_window(broker.port).await;
+    sleeper
+        .login("viewer", "viewer", true)
+        .await
+        .expect("login");
+    sleeper.subscribe("**:*:*").await;
+    let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
+    // 16 MiB in 256 signals: under the sleeper's own bounds (4096 frames, 32 MiB), twice
+    // the total.
+    let flood = tokio::spawn(async move {
+        for i in 0..256i64 {
+            let mut payload = vec![0x5au8; 64 * 1024];
+            payload[..8].copy_from_slice(&i.to_be_bytes());
+            let signal = libshv::RpcMessage::new_signal("x", "chng", "get", Some(payload.into()));
+            device.send(&signal).await.expect("flood");
+            // Paced (32 MB/s), so that the reader, a debug build, keeps well within its
+            // fair share of the total (8 MiB over four queues) while the sleeper's grows.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        device
+    });
+    // (Its client drops what the test does not read in time, so only the last signal
+    // is waited for; the reader stays connected to the end.)
+    loop {
+        let s = next_signal(&mut signals).await;
+        let (_, _, _, v) = signal_parts(&s);
+        if v.as_blob()[..8] == 255i64.to_be_bytes() {
+            break;
+        }
+    }
+    let mut device = flood.await.unwrap();
+    assert!(device.call(".app", "ping", None).await.result().is_ok());
+    broker.wait_log("all send queues together are full");
+    let frames = sleeper.expect_closed().await;
+    assert!(frames.len() < 256, "the sleeper got every signal");
+    assert!(!broker.stderr().contains("send queue full"));
+    broker.assert_running();
+    assert_served(&reader).await;
+}
+
 /// 1 000 connections that never finish login are all closed by `login_timeout`, and
 /// a logged-in client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

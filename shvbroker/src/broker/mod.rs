@@ -68,6 +68,8 @@ pub struct Broker {
     recorder: Option<crate::recording::Recorder>,
     links: Links,
     forwarding: Forwarding,
+    /// Bytes queued to all peers (shared with the peers' queues).
+    outgoing: Arc<crate::queue::Total>,
     /// Peers to disconnect once the current event is dealt with (a full queue found
     /// while delivering): disconnecting emits signals that may find more, so it is
     /// done in a loop here rather than by recursion.
@@ -80,6 +82,7 @@ impl Broker {
         tunnel_address: Option<libshv::url::Transport>,
         audit: crate::audit::AuditLog,
         recorder: Option<crate::recording::Recorder>,
+        outgoing: Arc<crate::queue::Total>,
     ) -> Self {
         let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
@@ -99,6 +102,7 @@ impl Broker {
             audit,
             recorder,
             forwarding: Forwarding::default(),
+            outgoing,
             doomed: Vec::new(),
         }
     }
@@ -149,7 +153,7 @@ impl Broker {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Register(reg, reply) => self.register(reg, reply),
+            Event::Register(reg, reply) => self.register(*reg, reply),
             Event::Frame(id, frame, _permit) => self.on_frame(id, frame),
             Event::Gone(id) => self.remove_peer(id),
             Event::Link(index, status) => self.links.update(index, status),
@@ -194,6 +198,16 @@ impl Broker {
                 if !self.doomed.iter().any(|(d, _)| *d == id) {
                     self.doomed
                         .push((id, "send queue full (client does not read)"));
+                }
+                false
+            }
+            Err(Full::Pressure) => {
+                if !self.doomed.iter().any(|(d, _)| *d == id) {
+                    self.doomed.push((
+                        id,
+                        "all send queues together are full (limits.outgoing_bytes) and this \
+                         client's is among the longest",
+                    ));
                 }
                 false
             }

@@ -295,7 +295,7 @@ impl Broker {
             return;
         }
         // Serialized once, shared by every subscriber's queue.
-        let encoded = bytes::Bytes::from(libshv::codec::encode_frame(frame));
+        let encoded = self.outgoing.shared(libshv::codec::encode_frame(frame));
         for id in targets {
             self.send_to(id, Outgoing::Encoded(encoded.clone()));
         }
