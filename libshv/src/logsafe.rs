@@ -62,6 +62,13 @@ pub struct Burst {
 impl Burst {
     pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
+    pub const fn new() -> Burst {
+        Burst {
+            count: 0,
+            last_log: None,
+        }
+    }
+
     /// Counts one occurrence; Some(occurrences since the last line) when a line is due.
     pub fn note(&mut self) -> Option<u64> {
         self.count += 1;

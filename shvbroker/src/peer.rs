@@ -587,6 +587,11 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
         .ok()?
 }
 
+/// Connections closed for stalling, for their log line. (Process-wide: the line is
+/// about the process's log.)
+static STALLS: std::sync::Mutex<libshv::logsafe::Burst> =
+    std::sync::Mutex::new(libshv::logsafe::Burst::new());
+
 /// Drains a peer's queue onto its socket until the queue ends or the peer is cancelled.
 /// `addr` names the peer in the log.
 pub(crate) async fn write_loop(
@@ -606,9 +611,13 @@ pub(crate) async fn write_loop(
         // A peer that stops reading blocks `flush`; cancellation must still win.
         tokio::select! {
             r = work => match r {
-                // A stalled peer (crate::stall) is the broker's decision: say so.
+                // A stalled peer (crate::stall) is the broker's decision: say so, once
+                // per burst (a user can stall thousands of connections at once).
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    tracing::warn!(addr = %shown(&addr), "disconnecting: {e}");
+                    let due = STALLS.lock().unwrap_or_else(|e| e.into_inner()).note();
+                    if let Some(n) = due {
+                        tracing::warn!(addr = %shown(&addr), "disconnecting: {e} ({n} such connection(s) since the last line)");
+                    }
                 }
                 Err(e) => tracing::debug!(addr = %shown(&addr), "write failed: {e}"),
                 Ok(()) => {}

@@ -255,6 +255,12 @@ fn close_status_codes() {
         assert_eq!(CloseStatus::from_value(Some(&s.to_value())), s);
     }
     assert_eq!(CloseStatus::from_value(None), CloseStatus::Detached);
+    // A lying peer's signal number: never an overflow (a panic in debug builds).
+    assert_eq!(CloseStatus::Signal(i32::MAX).exit_code(), 255);
+    for n in [i64::MAX, i64::MIN, i64::from(i32::MAX) + 1] {
+        let v = RpcValue::from_cpon(format!(r#"{{"signal":{n}}}"#)).unwrap();
+        let _ = CloseStatus::from_value(Some(&v)).exit_code();
+    }
 }
 
 #[test]
