@@ -81,6 +81,20 @@ async fn non_reading_subscriber_is_cut_off_and_memory_stays_bounded() {
     assert!(peak < bound, "VmRSS peak {peak} KiB >= bound {bound} KiB");
 }
 
+/// A viewer subscribed to everything with a 16 KiB receive window (a client that stops
+/// reading fills it, and the broker's send buffer, quickly however the host tunes TCP),
+/// and a device at test/flood.
+async fn sleeper_and_device(broker: &Broker) -> (RawConn, RawConn) {
+    let mut sleeper = RawConn::connect_small_window(broker.port).await;
+    sleeper
+        .login("viewer", "viewer", true)
+        .await
+        .expect("login");
+    sleeper.subscribe("**:*:*").await;
+    let device = RawConn::device(broker.port, "device", "device", "test/flood").await;
+    (sleeper, device)
+}
+
 /// A subscriber that stops reading while its queue stays under every bound (it would
 /// keep its megabytes for as long as it stays connected) is closed once its socket has
 /// taken nothing for `write_stall_timeout`, and the log says why.
@@ -91,13 +105,7 @@ async fn stalled_reader_is_closed_after_the_write_stall_timeout() {
         "limits: {write_stall_timeout: 2}\n",
     )));
     let (observer, _) = broker.connect("admin", "admin").await;
-    let mut sleeper = RawConn::connect_small_window(broker.port).await;
-    sleeper
-        .login("viewer", "viewer", true)
-        .await
-        .expect("login");
-    sleeper.subscribe("**:*:*").await;
-    let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
+    let (mut sleeper, mut device) = sleeper_and_device(&broker).await;
     // 16 MiB in 256 signals: more than the kernel buffers (the broker's send buffer
     // grows to 4 MiB on Linux's defaults; the sleeper's receive buffer is 16 KiB), less
     // than the queue's bounds (4096 frames, 32 MiB), so only the stall can end it.
@@ -144,13 +152,7 @@ async fn all_queues_together_are_bounded_and_the_long_one_gives_way() {
         )
         .await
         .expect("subscribe");
-    let mut sleeper = RawConn::connect_small_window(broker.port).await;
-    sleeper
-        .login("viewer", "viewer", true)
-        .await
-        .expect("login");
-    sleeper.subscribe("**:*:*").await;
-    let mut device = RawConn::device(broker.port, "device", "device", "test/flood").await;
+    let (mut sleeper, mut device) = sleeper_and_device(&broker).await;
     // 16 MiB in 256 signals: under the sleeper's own bounds (4096 frames, 32 MiB), twice
     // the total.
     let flood = tokio::spawn(async move {
