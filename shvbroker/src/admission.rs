@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -70,8 +70,20 @@ struct State {
 pub struct Ticket {
     admission: Arc<Admission>,
     address: Option<IpAddr>,
-    /// Set when the ticket goes: lifts the caps of [`Ticket::cap`].
-    done: Option<Arc<AtomicBool>>,
+    /// Bytes the streams of [`Ticket::cap`] may still read; [`UNCAPPED`] once the
+    /// ticket goes.
+    budget: Option<Arc<AtomicU64>>,
+}
+
+/// A budget without a cap (the connection has logged in).
+const UNCAPPED: u64 = u64::MAX;
+
+/// What a logged-in connection keeps of its ticket, to be counted again among the
+/// connections not logged in (and capped again) after a ResetSession.
+pub struct Readmission {
+    admission: Arc<Admission>,
+    address: Option<IpAddr>,
+    budget: Option<Arc<AtomicU64>>,
 }
 
 impl Admission {
@@ -94,6 +106,10 @@ impl Admission {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::TooManyConnections)?;
+        Ok((Place(place), self.ticket(address)?))
+    }
+
+    fn ticket(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Ticket, Refusal> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.total >= self.limit {
             return Err(Refusal::TooManyUnauthenticated);
@@ -106,12 +122,11 @@ impl Admission {
             *n += 1;
         }
         s.total += 1;
-        let ticket = Ticket {
+        Ok(Ticket {
             admission: self.clone(),
             address,
-            done: None,
-        };
-        Ok((Place(place), ticket))
+            budget: None,
+        })
     }
 
     /// Connections not logged in now.
@@ -125,22 +140,46 @@ impl Ticket {
     /// this ticket is held (until login); `addr` names it in the log. The connection's
     /// `place`, if given, is given back when the stream is dropped.
     pub fn cap<S>(&mut self, stream: S, addr: &str, place: Option<Place>) -> Capped<S> {
-        let done = self.done.get_or_insert_with(Default::default).clone();
+        let budget = self
+            .budget
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(PRE_LOGIN_BYTES)))
+            .clone();
         Capped {
             inner: stream,
-            left: PRE_LOGIN_BYTES,
-            done,
+            budget,
             addr: addr.to_string(),
             _place: place,
         }
+    }
+
+    /// The connection has logged in: its place among those not logged in is given
+    /// back and its streams uncapped; what is returned can take them again.
+    pub fn logged_in(self) -> Readmission {
+        Readmission {
+            admission: self.admission.clone(),
+            address: self.address,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl Readmission {
+    /// After a ResetSession: the connection is not logged in again, counted and capped
+    /// as a new one would be (a fresh [`PRE_LOGIN_BYTES`]); or why it must close.
+    pub fn again(&self) -> Result<Ticket, Refusal> {
+        let mut ticket = self.admission.ticket(self.address)?;
+        if let Some(b) = &self.budget {
+            b.store(PRE_LOGIN_BYTES, Ordering::Release);
+            ticket.budget = Some(b.clone());
+        }
+        Ok(ticket)
     }
 }
 
 /// A stream whose reads are capped in bytes until its connection logs in.
 pub struct Capped<S> {
     inner: S,
-    left: u64,
-    done: Arc<AtomicBool>,
+    budget: Arc<AtomicU64>,
     addr: String,
     _place: Option<Place>,
 }
@@ -152,18 +191,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if this.done.load(Ordering::Acquire) {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        if this.left == 0 {
-            let why = format!("more than {} KiB before login", PRE_LOGIN_BYTES / 1024);
-            tracing::info!(addr = %libshv::logsafe::shown(&this.addr), "{why}, disconnecting");
-            return Poll::Ready(Err(std::io::Error::other(why)));
+        match this.budget.load(Ordering::Acquire) {
+            UNCAPPED => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            0 => {
+                let why = format!("more than {} KiB before login", PRE_LOGIN_BYTES / 1024);
+                tracing::info!(addr = %libshv::logsafe::shown(&this.addr), "{why}, disconnecting");
+                return Poll::Ready(Err(std::io::Error::other(why)));
+            }
+            _ => {}
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let n = (buf.filled().len() - before) as u64;
-        this.left = this.left.saturating_sub(n);
+        // (A login in the meantime uncapped it: leave it so.)
+        let _ = this
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left != UNCAPPED).then(|| left.saturating_sub(n))
+            });
         Poll::Ready(Ok(()))
     }
 }
@@ -188,8 +233,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(done) = &self.done {
-            done.store(true, Ordering::Release);
+        if let Some(b) = &self.budget {
+            b.store(UNCAPPED, Ordering::Release);
         }
         let mut s = self
             .admission
@@ -264,6 +309,46 @@ mod tests {
         drop((t2, t3));
         assert_eq!(a.waiting(), 0);
         assert!(a.state.lock().unwrap().by_address.is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_a_reset_session_a_connection_is_counted_and_capped_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let a = Admission::new(10, 1, 10);
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        let (_place, mut ticket) = a.admit(Some(x)).unwrap();
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut capped = ticket.cap(near, "test", None);
+        let readmission = ticket.logged_in();
+        assert_eq!(a.waiting(), 0);
+        // Logged in: uncapped, and the address has room for another connection.
+        let cap = PRE_LOGIN_BYTES as usize;
+        let big = vec![1u8; 2 * cap];
+        far.write_all(&big).await.unwrap();
+        let mut got = vec![0u8; big.len()];
+        capped.read_exact(&mut got).await.unwrap();
+        let (_p2, second) = a.admit(Some(x)).unwrap();
+        // ResetSession: counted again, so the address (bound 1) is full...
+        assert_eq!(
+            readmission.again().err(),
+            Some(Refusal::TooManyUnauthenticated)
+        );
+        drop(second);
+        let again = readmission.again().unwrap();
+        assert_eq!(a.waiting(), 1);
+        // ...and capped again, from a fresh budget.
+        far.write_all(&big).await.unwrap();
+        let (mut n, mut buf) = (0, [0u8; 8192]);
+        let e = loop {
+            match capped.read(&mut buf).await {
+                Ok(k) => n += k,
+                Err(e) => break e,
+            }
+        };
+        assert!(e.to_string().contains("before login"), "{e}");
+        assert!((cap..cap + 8192).contains(&n), "{n}");
+        drop(again);
+        assert_eq!(a.waiting(), 0);
     }
 
     #[test]

@@ -139,6 +139,7 @@ async fn session(
         ctx: ctx.clone(),
         bad_frames: Default::default(),
         ticket: None,
+        readmission: None,
     };
     // The parent's silence for three heartbeats means the link is dead.
     let _ = conn.serve(&mut reader, Some(heartbeat * 3)).await;

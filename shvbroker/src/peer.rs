@@ -165,6 +165,7 @@ pub async fn run(
         ctx: ctx.clone(),
         bad_frames: Default::default(),
         ticket: Some(ticket),
+        readmission: None,
     };
     loop {
         // Boxed: the login phase's state (timers, the login decoding) lives on the heap
@@ -176,7 +177,7 @@ pub async fn run(
             }
             break;
         };
-        drop(conn.ticket.take());
+        conn.logged_in();
         let reset = conn.serve(&mut reader, idle).await;
         let _ = ctx.events.send(Event::Gone(conn.id)).await;
         if !reset {
@@ -184,6 +185,15 @@ pub async fn run(
         }
         tracing::debug!(peer = conn.id, "ResetSession: back to login");
         conn.id = NOT_LOGGED_IN;
+        // Not logged in again: counted and capped like a new connection.
+        match conn.readmission.as_ref().map(|r| r.again()) {
+            Some(Ok(ticket)) => conn.ticket = Some(ticket),
+            Some(Err(why)) => {
+                tracing::info!(addr = %shown(&conn.addr), "closing after ResetSession: {}", why.describe());
+                break;
+            }
+            None => {}
+        }
         // Its bad frames as a logged-in client do not count against the new login.
         conn.bad_frames
             .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -226,6 +236,8 @@ pub(crate) struct Conn {
     /// Its place among the connections not logged in (and the pre-login byte cap of
     /// its bridge, if any): given back once its credentials are verified.
     pub(crate) ticket: Option<crate::admission::Ticket>,
+    /// What the ticket became at login (to take it again after ResetSession).
+    pub(crate) readmission: Option<crate::admission::Readmission>,
 }
 
 /// Bad frames logged per connection; after these, only a count when it ends.
@@ -242,6 +254,14 @@ enum Read {
 }
 
 impl Conn {
+    /// The connection has logged in (or its password is verified): its ticket among
+    /// the connections not logged in goes, and the pre-login byte cap with it.
+    fn logged_in(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.readmission = Some(t.logged_in());
+        }
+    }
+
     /// A frame that is not a message: dropped, logged only the first few times; before
     /// login a few of them close the connection.
     fn bad_frame(&self, why: &str) -> Read {
@@ -477,7 +497,7 @@ impl Conn {
             // Verified: lift the pre-login byte cap now, before the login answer goes
             // out, or a bridge could still be capped when the client (rightly) sends a
             // large first request as soon as it has that answer.
-            drop(self.ticket.take());
+            self.logged_in();
             LoginInfo::User {
                 grants: Grants::for_user(config, &req.user),
                 user: req.user,

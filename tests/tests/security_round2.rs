@@ -341,6 +341,51 @@ async fn sessions_per_user_are_capped() {
     .await;
 }
 
+/// Some(()) when a new connection gets an answer to `hello` (None: it was closed).
+async fn answered(broker: &Broker) -> Option<()> {
+    let mut c = broker.raw().await;
+    c.send(&RpcMessage::new_request(1, "", "hello", None))
+        .await
+        .ok()?;
+    match c.recv_within(Duration::from_secs(5)).await {
+        RawEvent::Frame(_) => Some(()),
+        _ => None,
+    }
+}
+
+/// After a ResetSession a connection is not logged in again, and counted as such: a
+/// user cannot step outside the bound on connections not logged in (or, for as long
+/// as `login_timeout`, outside its session limit) by resetting logged-in connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_session_counts_as_not_logged_in_again() {
+    let limits = "limits: {max_unauthenticated_per_address: 2}\n";
+    let broker = Broker::start(Some(&config_yaml(&[], limits)));
+    let mut first = broker.raw().await;
+    first.login("viewer", "viewer", true).await.unwrap();
+    let mut second = broker.raw().await;
+    second.login("viewer", "viewer", true).await.unwrap();
+    for c in [&mut first, &mut second] {
+        c.send_bytes(&libshv::codec::encode_reset_session())
+            .await
+            .unwrap();
+        let r = c.call(".app", "ping", None).await;
+        assert_eq!(
+            expect_error(&r).code,
+            code::LOGIN_REQUIRED,
+            "after ResetSession"
+        );
+    }
+    // Both are waiting for a login again: the address has no room for a third.
+    let mut third = broker.raw().await;
+    assert!(third.expect_closed().await.is_empty());
+    // Logging in again gives the place back.
+    first
+        .login("viewer", "viewer", true)
+        .await
+        .expect("login after reset");
+    wait_for("room for a new connection", || answered(&broker)).await;
+}
+
 /// Connections in all are bounded (`max_connections`), logged in or not: one more is
 /// closed at once, with one log line per burst, and a closed one makes room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,17 +413,7 @@ async fn connections_in_all_are_capped() {
     drop(open.pop());
     // The place comes back once the broker has seen the close; until then a new
     // connection is closed before it gets an answer.
-    wait_for("the closed connection's place", || async {
-        let mut c = broker.raw().await;
-        c.send(&RpcMessage::new_request(1, "", "hello", None))
-            .await
-            .ok()?;
-        match c.recv_within(Duration::from_secs(5)).await {
-            RawEvent::Frame(_) => Some(()),
-            _ => None,
-        }
-    })
-    .await;
+    wait_for("the closed connection's place", || answered(&broker)).await;
 }
 
 /// A caller cannot keep more requests waiting on a silent device than `max_pending`.
