@@ -776,13 +776,8 @@ async fn tunnel_login(
         .result()
 }
 
-/// A broker, an observer, a raw "agent" at test/agent that answered a raw rsh's
-/// `launchRexec` (request id 50) with FindTunnelRequest, the rsh, and the
-/// FindTunnelResponse the agent got (with the secret).
-async fn tunnel_found() -> (Broker, libshv::Client, RawConn, RawConn, tunnel::TunnelCtl) {
-    let broker = Broker::start(Some(&broker_config()));
-    let (observer, _) = broker.connect("admin", "admin").await;
-    // A raw "agent" mounted at test/agent answers launchRexec with FindTunnelRequest.
+/// A raw "agent" logged in as device and mounted at test/agent.
+async fn raw_agent(broker: &Broker) -> RawConn {
     let mut agent = broker.raw().await;
     let hello = agent.call("", "hello", None).await.result().unwrap();
     let p = LoginParams {
@@ -797,22 +792,13 @@ async fn tunnel_found() -> (Broker, libshv::Client, RawConn, RawConn, tunnel::Tu
         .await
         .result()
         .expect("agent login");
+    agent
+}
 
-    let mut rsh = broker.raw().await;
-    rsh.login("admin", "admin", true).await.expect("rsh login");
-    let launch = tunnel::LaunchParams {
-        pty: false,
-        cmd: vec!["true".into()],
-        ..Default::default()
-    };
-    rsh.send(&RpcMessage::new_request(
-        50,
-        "test/agent",
-        "launchRexec",
-        Some(launch.to_value()),
-    ))
-    .await
-    .unwrap();
+/// The raw agent's part of a launch: it answers the `launchRexec` it gets with
+/// FindTunnelRequest. Returns that request and the broker's FindTunnelResponse (with
+/// the secret).
+async fn agent_finds_tunnel(agent: &mut RawConn) -> (libshv::RpcFrame, tunnel::TunnelCtl) {
     let req = loop {
         match agent.recv().await {
             RawEvent::Frame(f) if f.method() == Some("launchRexec") => break f,
@@ -837,6 +823,54 @@ async fn tunnel_found() -> (Broker, libshv::Client, RawConn, RawConn, tunnel::Tu
             other => panic!("agent got no FindTunnelResponse: {other:?}"),
         }
     };
+    (req, ftr)
+}
+
+/// A tunnel end (rexec's side, raw) logged in with the secret of `ftr`, having sent
+/// CreateTunnelRequest to the launch `rid` (its own request id 900).
+async fn raw_rexec(broker: &Broker, rid: i64, ftr: &tunnel::TunnelCtl) -> RawConn {
+    let mut rexec = broker.raw().await;
+    let secret = ftr.secret.clone().expect("a secret");
+    tunnel_login(&mut rexec, &secret)
+        .await
+        .expect("rexec login");
+    let create = tunnel::TunnelCtl {
+        state: tunnel::TunnelState::CreateTunnelRequest,
+        request_id: Some(900),
+        caller_ids: ftr.caller_ids.clone(),
+        ..tunnel::TunnelCtl::new(tunnel::TunnelState::CreateTunnelRequest)
+    };
+    let f = tunnel::tunnel_frame(rid, &ftr.caller_ids, true, Some(&create), None);
+    rexec
+        .send_bytes(&libshv::codec::encode_frame(&f))
+        .await
+        .unwrap();
+    rexec
+}
+
+/// A broker, an observer, a raw "agent" at test/agent that answered a raw rsh's
+/// `launchRexec` (request id 50) with FindTunnelRequest, the rsh, and the
+/// FindTunnelResponse the agent got (with the secret).
+async fn tunnel_found() -> (Broker, libshv::Client, RawConn, RawConn, tunnel::TunnelCtl) {
+    let broker = Broker::start(Some(&broker_config()));
+    let (observer, _) = broker.connect("admin", "admin").await;
+    let mut agent = raw_agent(&broker).await;
+    let mut rsh = broker.raw().await;
+    rsh.login("admin", "admin", true).await.expect("rsh login");
+    let launch = tunnel::LaunchParams {
+        pty: false,
+        cmd: vec!["true".into()],
+        ..Default::default()
+    };
+    rsh.send(&RpcMessage::new_request(
+        50,
+        "test/agent",
+        "launchRexec",
+        Some(launch.to_value()),
+    ))
+    .await
+    .unwrap();
+    let (_, ftr) = agent_finds_tunnel(&mut agent).await;
     (broker, observer, agent, rsh, ftr)
 }
 
@@ -866,28 +900,8 @@ async fn tunnel_secret_replayed_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_end_cannot_address_beyond_its_own_path() {
     let (mut broker, observer, _agent, mut rsh, ftr) = tunnel_found().await;
-    let secret = ftr.secret.clone().expect("a secret");
-    let mut rexec = broker.raw().await;
-    tunnel_login(&mut rexec, &secret)
-        .await
-        .expect("rexec login");
-    let create = tunnel::TunnelCtl {
-        state: tunnel::TunnelState::CreateTunnelRequest,
-        request_id: Some(900),
-        caller_ids: ftr.caller_ids.clone(),
-        ..tunnel::TunnelCtl::new(tunnel::TunnelState::CreateTunnelRequest)
-    };
+    let mut rexec = raw_rexec(&broker, 50, &ftr).await;
     let send = |f: libshv::RpcFrame| libshv::codec::encode_frame(&f);
-    rexec
-        .send_bytes(&send(tunnel::tunnel_frame(
-            50,
-            &ftr.caller_ids,
-            true,
-            Some(&create),
-            None,
-        )))
-        .await
-        .unwrap();
     let mut forged_path = vec![77];
     forged_path.extend(&ftr.caller_ids);
     let data = |s: &str| Some(RpcValue::from(s.as_bytes().to_vec()));
@@ -920,4 +934,64 @@ async fn a_tunnel_end_cannot_address_beyond_its_own_path() {
     assert_eq!(got.as_blob(), b"good", "{}", got.to_cpon());
     broker.assert_running();
     assert_served(&observer).await;
+}
+
+/// Controls on a tunnel (resize, eof, signal) are outside its flow-control window, but
+/// wait in the same queue until the application takes them: a far end that floods
+/// them gets the tunnel closed with an error once they hold twice the window, instead
+/// of growing the queue for as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tunnel_controls_closes_the_tunnel() {
+    let mut broker = Broker::start(Some(&broker_config()));
+    let mut agent = raw_agent(&broker).await;
+    let (client, _) = broker.connect("admin", "admin").await;
+    let launching = tokio::spawn(async move {
+        let params = tunnel::LaunchParams {
+            pty: false,
+            cmd: vec!["true".into()],
+            ..Default::default()
+        };
+        let end = tunnel::TunnelEnd::launch(&client, "test/agent", &params, TIMEOUT).await;
+        (client, end)
+    });
+    let (req, ftr) = agent_finds_tunnel(&mut agent).await;
+    let rid = req.request_id().expect("the launch's request id");
+    let mut rexec = raw_rexec(&broker, rid, &ftr).await;
+    let (client, end) = launching.await.unwrap();
+    let (_sender, mut receiver) = end.expect("the tunnel opens").split();
+    // 70 000 `eof` controls, each counted 64 bytes while queued: 4.3 MB, over twice
+    // the 2 MiB window. The operator's application reads none of them meanwhile.
+    let eof = RpcValue::from(vec![RpcValue::from(3), tunnel::Control::Eof.to_value()]);
+    let one = tunnel::tunnel_frame(rid, &ftr.caller_ids, false, None, Some(eof));
+    let batch = libshv::codec::encode_frame(&one).repeat(1000);
+    for _ in 0..70 {
+        rexec.send_bytes(&batch).await.unwrap();
+    }
+    // Before the application reads: rexec's ping answered means the broker has queued
+    // the whole flood to the operator; the operator's own ping answered, coming after
+    // it on that connection, means its client has handed the flood to the tunnel.
+    assert!(rexec.call(".app", "ping", None).await.result().is_ok());
+    client
+        .call(".app", "ping", None)
+        .await
+        .expect("operator's ping");
+    let mut controls = 0;
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match receiver.recv().await {
+                Some(tunnel::TunnelEvent::Control(_)) => controls += 1,
+                Some(tunnel::TunnelEvent::Closed(status)) => break status,
+                Some(_) => {}
+                None => panic!("the receiver ended without a Closed event"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the flood never closed the tunnel ({controls} controls came)"));
+    assert!(
+        matches!(&closed, tunnel::CloseStatus::Error(e) if e.contains("flow control")),
+        "{closed:?}"
+    );
+    assert!(controls < 70_000, "{controls}");
+    broker.assert_running();
 }
