@@ -90,6 +90,37 @@ async fn command_streams_apart_and_exit_code() {
     assert_eq!(out.code, 7, "exit code");
 }
 
+/// The agent logs what an operator launches; a newline or an escape sequence in the
+/// command is escaped there, so an operator cannot forge agent log lines or drive the
+/// terminal of whoever reads the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launched_commands_are_logged_escaped() {
+    let broker = Broker::start(None);
+    let agent = Agent::start(&broker, AGENT).await;
+    let script = "true\nFORGED agent log line\n\x1b[2J";
+    let out = run_bin(
+        "shvrsh",
+        &[
+            &broker.url("admin", "admin"),
+            AGENT,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .await;
+    // (`FORGED` is not a command: the shell says so, and exits 127.)
+    assert_eq!(out.code, 127, "{out:?}");
+    let log = agent.stderr();
+    assert!(log.contains(r"true\nFORGED agent log line"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line in the agent's log:\n{log}"
+    );
+    assert!(!log.contains('\x1b'), "a raw escape in the agent's log");
+}
+
 // ---- 2. binary data, stdin EOF ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
