@@ -38,6 +38,23 @@ pub fn stack_from_value(v: Option<&RpcValue>) -> Vec<i64> {
     }
 }
 
+/// Is the stack in `v` exactly `want`? ([`stack_from_value`] without building it: asked
+/// for every tunnel frame.)
+pub fn stack_eq(v: Option<&RpcValue>, want: &[i64]) -> bool {
+    match v.map(|v| &v.value) {
+        Some(Value::Int(i)) => want == [*i],
+        Some(Value::UInt(i)) => match i64::try_from(*i) {
+            Ok(i) => want == [i],
+            Err(_) => want.is_empty(),
+        },
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(crate::value::as_i64)
+            .eq(want.iter().copied()),
+        _ => want.is_empty(),
+    }
+}
+
 /// The canonical wire form of a stack: Null for empty, Int for one, List otherwise.
 pub fn stack_to_value(ids: &[i64]) -> RpcValue {
     match ids {
@@ -68,6 +85,29 @@ pub fn pop_id(meta: &mut MetaMap, tag: i32) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stack_eq_agrees_with_stack_from_value() {
+        let values = [
+            None,
+            Some(RpcValue::null()),
+            Some(RpcValue::from(7)),
+            Some(RpcValue::from(u64::MAX)),
+            Some(RpcValue::from(vec![RpcValue::from(1), RpcValue::from(2)])),
+            Some(RpcValue::from(vec![RpcValue::from(1), RpcValue::from("x")])),
+            Some(RpcValue::from("not a stack")),
+        ];
+        let wants: [&[i64]; 5] = [&[], &[7], &[1], &[1, 2], &[2, 1]];
+        for v in &values {
+            for want in wants {
+                assert_eq!(
+                    stack_eq(v.as_ref(), want),
+                    stack_from_value(v.as_ref()) == want,
+                    "{v:?} {want:?}"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -224,18 +224,21 @@ impl Broker {
     /// request happens to have the tunnel's request id.
     fn tunnel_of(&self, from: PeerId, target: PeerId, frame: &RpcFrame) -> Option<u64> {
         let rid = frame.request_id()?;
-        let rest = meta::stack_from_value(frame.meta.get(tag::CALLER_IDS));
+        let rest = frame.meta.get(tag::CALLER_IDS);
         self.tunnels
             .iter()
             .find(|t| {
                 let Some(rexec) = t.rexec_peer else {
                     return false;
                 };
-                (from == rexec && target == t.rsh_peer && rid == t.request_id && rest == t.rsh_rest)
+                (from == rexec
+                    && target == t.rsh_peer
+                    && rid == t.request_id
+                    && meta::stack_eq(rest, &t.rsh_rest))
                     || (from == t.rsh_peer
                         && target == rexec
                         && Some(rid) == t.rexec_request_id
-                        && rest == t.rexec_rest)
+                        && meta::stack_eq(rest, &t.rexec_rest))
             })
             .map(|t| t.id)
     }
