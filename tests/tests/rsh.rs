@@ -19,7 +19,7 @@ use rsh_common::{
     sigkill, spawn_rsh, through_remote_cat, tunnels, wait_connected_tunnel, Agent, TWO_SECONDS,
 };
 use sha2::{Digest, Sha256};
-use tests::{config_yaml, run_bin, Broker, RawConn, RawEvent, TempDir, TIMEOUT};
+use tests::{config_yaml, run_bin, Broker, CmdOutput, RawConn, RawEvent, TempDir, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -43,6 +43,12 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(mut r: R) -> Arc<Mu
 
 fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
     String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+/// `shvrsh` (as admin) running `sh -c script` on the agent, to its end.
+async fn remote_sh(broker: &Broker, script: &str) -> CmdOutput {
+    let url = broker.url("admin", "admin");
+    run_bin("shvrsh", &[&url, AGENT, "--", "sh", "-c", script]).await
 }
 
 /// Waits (at most TIMEOUT) for the child's exit code.
@@ -73,18 +79,7 @@ async fn wait_output(buf: &Arc<Mutex<Vec<u8>>>, want: &str, what: &str) {
 async fn command_streams_apart_and_exit_code() {
     let broker = Broker::start(None);
     let _agent = Agent::start(&broker, AGENT).await;
-    let out = run_bin(
-        "shvrsh",
-        &[
-            &broker.url("admin", "admin"),
-            AGENT,
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; exit 7",
-        ],
-    )
-    .await;
+    let out = remote_sh(&broker, "echo out; echo err >&2; exit 7").await;
     assert_eq!(out.stdout, "out\n", "stdout; stderr was {:?}", out.stderr);
     assert_eq!(out.stderr, "err\n", "stderr");
     assert_eq!(out.code, 7, "exit code");
@@ -98,18 +93,7 @@ async fn launched_commands_are_logged_escaped() {
     let broker = Broker::start(None);
     let agent = Agent::start(&broker, AGENT).await;
     let script = "true\nFORGED agent log line\n\x1b[2J";
-    let out = run_bin(
-        "shvrsh",
-        &[
-            &broker.url("admin", "admin"),
-            AGENT,
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-    )
-    .await;
+    let out = remote_sh(&broker, script).await;
     // (`FORGED` is not a command: the shell says so, and exits 127.)
     assert_eq!(out.code, 127, "{out:?}");
     let log = agent.stderr();
@@ -625,18 +609,7 @@ async fn path_without_agent_fails_clearly() {
 async fn remote_death_by_signal_is_128_plus_n() {
     let broker = Broker::start(None);
     let _agent = Agent::start(&broker, AGENT).await;
-    let out = run_bin(
-        "shvrsh",
-        &[
-            &broker.url("admin", "admin"),
-            AGENT,
-            "--",
-            "sh",
-            "-c",
-            "kill -TERM $$",
-        ],
-    )
-    .await;
+    let out = remote_sh(&broker, "kill -TERM $$").await;
     assert_eq!(out.code, 128 + 15, "exit code; stderr {:?}", out.stderr);
 }
 
