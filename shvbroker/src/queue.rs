@@ -82,8 +82,12 @@ impl Total {
     /// Past the bound, a queue longer than its fair share is the one to give way. (So
     /// all queues together hold at most about twice `max`, however many there are.)
     fn over(&self, queued: usize, cost: usize) -> bool {
+        // Most pushes go to a short queue: decided without touching the shared counters.
+        if queued <= MIN_SHARE {
+            return false;
+        }
         let share = self.max / self.queues.load(Ordering::Acquire).max(1);
-        queued > share.max(MIN_SHARE) && self.used().saturating_add(cost) > self.max
+        queued > share && self.used().saturating_add(cost) > self.max
     }
 }
 
