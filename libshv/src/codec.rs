@@ -105,7 +105,8 @@ impl Decoder for BlockCodec {
         }
         let len = len as usize;
         if src.len() < hdr + len {
-            src.reserve(hdr + len - src.len());
+            // No reserve of the announced length: that is the peer's word, and the
+            // reader decides what a frame being read may hold (crate::reader).
             return Ok(None);
         }
         src.advance(hdr);
@@ -120,6 +121,22 @@ impl Decoder for BlockCodec {
             FORMAT_RESET_SESSION if payload.is_empty() => Incoming::ResetSession,
             other => Incoming::Invalid(format!("unsupported format byte {other}")),
         }))
+    }
+}
+
+impl BlockCodec {
+    /// Bytes the frame at the start of `src` needs buffered whole (length header
+    /// included), once its header is there; None while it is not, or for a frame
+    /// that is skipped rather than buffered (oversized, or the rest of one).
+    pub fn frame_in_progress(&self, src: &[u8]) -> Option<usize> {
+        if self.skipping > 0 {
+            return None;
+        }
+        let (len, hdr) = value::read_uint(src, 0).ok()?;
+        if len > self.max_frame as u64 {
+            return None;
+        }
+        usize::try_from(len).ok()?.checked_add(hdr)
     }
 }
 

@@ -6,14 +6,14 @@
 use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 
 use crate::codec::BlockCodec;
 use crate::url::{Endpoint, Framing, Transport};
 
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
 pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
-pub type FrameReader = FramedRead<BoxRead, BlockCodec>;
+pub use crate::reader::FrameReader;
 pub type FrameWriter = FramedWrite<BoxWrite, BlockCodec>;
 
 /// A byte stream of any transport.
@@ -24,7 +24,7 @@ pub type BoxStream = Box<dyn ByteStream>;
 /// Wraps any byte stream halves into frame reader and writer.
 pub fn framed(read: BoxRead, write: BoxWrite, max_frame: usize) -> (FrameReader, FrameWriter) {
     (
-        FramedRead::with_capacity(read, BlockCodec::new(max_frame), 64 * 1024),
+        FrameReader::new(read, BlockCodec::new(max_frame)),
         FramedWrite::new(write, BlockCodec::new(max_frame)),
     )
 }
@@ -88,7 +88,7 @@ pub async fn connect(
     }
     let (r, mut w) = match &transport.framing {
         Framing::Block => split(stream),
-        Framing::Serial { crc } => crate::serial::bridge(stream, *crc, max_frame),
+        Framing::Serial { crc } => crate::serial::bridge(stream, *crc, max_frame, None),
         Framing::WebSocket { .. } => {
             crate::ws::connect(stream, &transport.to_string(), max_frame).await?
         }

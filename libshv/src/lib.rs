@@ -13,6 +13,7 @@ pub mod message;
 pub mod meta;
 pub mod node;
 pub mod path;
+pub mod reader;
 pub mod ri;
 pub mod serial;
 pub mod tls;

@@ -299,8 +299,15 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Turns a Serial-framed byte stream into a Block-framed one (a pipe and two tasks):
 /// messages read are handed on with a length prefix, Block frames written are sent as
-/// Serial frames. The tasks end when either side closes.
-pub fn bridge<S>(stream: S, crc: bool, max_frame: usize) -> (BoxRead, BoxWrite)
+/// Serial frames. The tasks end when either side closes. `meter`, if given, is the
+/// meter of `stream`'s reads (crate::reader::Metered): it is settled once each message
+/// has been handed on, so a message being gathered is charged to the peer's budget.
+pub fn bridge<S>(
+    stream: S,
+    crc: bool,
+    max_frame: usize,
+    meter: Option<crate::reader::Meter>,
+) -> (BoxRead, BoxWrite)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -326,6 +333,9 @@ where
                     SerialItem::Dropped(why) => {
                         tracing::debug!("serial framing: {why}");
                     }
+                }
+                if let Some(m) = &meter {
+                    m.settle();
                 }
             }
             match net_r.read_buf(&mut buf).await {

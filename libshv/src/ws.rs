@@ -51,7 +51,7 @@ where
         .headers()
         .get(PROTOCOL_HEADER)
         .is_some_and(|v| v.as_bytes() == SUBPROTOCOL.as_bytes());
-    Ok(bridge(ws, shv3))
+    Ok(bridge(ws, shv3, None))
 }
 
 /// A listener's origin policy: `(Origin, Host)` of an upgrade request → admitted, or
@@ -61,10 +61,13 @@ pub type Admit<'a> = dyn Fn(Option<&str>, Option<&str>) -> Result<(), String> + 
 /// The server side: accepts `shv3` when offered, else Block frames in messages.
 /// `admit` sees the upgrade request's `Origin` and `Host` headers (when present) and
 /// may refuse it with a reason (answered with 403): the listener's origin policy.
+/// `meter`, if given, meters `stream`'s reads (crate::reader::Metered): it is settled
+/// once each message has been handed on, so a message being gathered is charged.
 pub async fn accept<S>(
     stream: S,
     max_frame: usize,
     admit: &Admit<'_>,
+    meter: Option<crate::reader::Meter>,
 ) -> std::io::Result<(BoxRead, BoxWrite)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -103,13 +106,17 @@ where
     if let Some(why) = refused {
         return Err(io_err(format!("upgrade refused: {why}")));
     }
-    Ok(bridge(ws.map_err(io_err)?, shv3))
+    Ok(bridge(ws.map_err(io_err)?, shv3, meter))
 }
 
 /// How long closing a WebSocket may wait for a peer that does not read.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn bridge<S>(ws: WebSocketStream<S>, shv3: bool) -> (BoxRead, BoxWrite)
+fn bridge<S>(
+    ws: WebSocketStream<S>,
+    shv3: bool,
+    meter: Option<crate::reader::Meter>,
+) -> (BoxRead, BoxWrite)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -123,7 +130,12 @@ where
                 Ok(Message::Binary(b)) => b,
                 Ok(Message::Close(_)) | Err(_) => break,
                 // Text, ping, pong: nothing for us (pongs are answered by the library).
-                Ok(_) => continue,
+                Ok(_) => {
+                    if let Some(m) = &meter {
+                        m.settle();
+                    }
+                    continue;
+                }
             };
             let ok = if shv3 {
                 let (hdr, n) = crate::value::uint_bytes(data.len() as u64);
@@ -133,6 +145,10 @@ where
             };
             if !ok {
                 break;
+            }
+            // Handed on whole: what gathering it held goes back.
+            if let Some(m) = &meter {
+                m.settle();
             }
         }
         let _ = pipe_w.shutdown().await;

@@ -177,6 +177,21 @@ pub struct Limits {
     /// Default idle watchdog in seconds (a client may ask for another value at login).
     #[serde(default = "default_idle")]
     pub idle_timeout: u64,
+    /// The longest idle watchdog a client may ask for, in seconds: a client asking for
+    /// none (`idleWatchDogTimeOut: 0`) or a longer one gets this.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_timeout: u64,
+    /// Bytes of frames being read (announced, not yet whole) all connections together
+    /// may hold; frames beyond 64 KiB wait for their share before they are read.
+    #[serde(default = "default_read_bytes")]
+    pub read_bytes: usize,
+    /// The same for the connections of one user together (tunnel ends: of one address).
+    #[serde(default = "default_read_bytes_per_user")]
+    pub read_bytes_per_user: usize,
+    /// Seconds a frame beyond 64 KiB may take to arrive whole once it waits for or holds
+    /// its share of `read_bytes`; then its connection is closed.
+    #[serde(default = "default_frame_timeout")]
+    pub frame_timeout: u64,
     /// Seconds a connection's socket may take no bytes while frames wait for it; then
     /// it is closed and its queue freed (0: never).
     #[serde(default = "default_write_stall_timeout")]
@@ -264,6 +279,18 @@ fn default_login_timeout() -> u64 {
 fn default_idle() -> u64 {
     180
 }
+fn default_max_idle() -> u64 {
+    3600
+}
+fn default_read_bytes() -> usize {
+    256 * 1024 * 1024
+}
+fn default_read_bytes_per_user() -> usize {
+    32 * 1024 * 1024
+}
+fn default_frame_timeout() -> u64 {
+    60
+}
 
 impl Default for TunnelConfig {
     fn default() -> Self {
@@ -293,6 +320,10 @@ impl Default for Limits {
             login_attempts: default_login_attempts(),
             login_timeout: default_login_timeout(),
             idle_timeout: default_idle(),
+            max_idle_timeout: default_max_idle(),
+            read_bytes: default_read_bytes(),
+            read_bytes_per_user: default_read_bytes_per_user(),
+            frame_timeout: default_frame_timeout(),
             write_stall_timeout: default_write_stall_timeout(),
             max_connections: 0,
             max_sessions_per_user: default_max_sessions_per_user(),
@@ -509,17 +540,20 @@ impl Config {
         if self.tunnel.secret_ttl == 0 || self.tunnel.secret_ttl > 3600 {
             return Err("tunnel.secret_ttl must be 1..3600 seconds".into());
         }
-        if [
-            self.limits.login_timeout,
-            self.limits.idle_timeout,
-            self.limits.write_stall_timeout,
-        ]
-        .iter()
-        .any(|t| *t > DAY)
-        {
+        for (name, t) in [
+            ("login_timeout", self.limits.login_timeout),
+            ("idle_timeout", self.limits.idle_timeout),
+            ("max_idle_timeout", self.limits.max_idle_timeout),
+            ("write_stall_timeout", self.limits.write_stall_timeout),
+            ("frame_timeout", self.limits.frame_timeout),
+        ] {
+            if t > DAY {
+                return Err(format!("limits.{name} is at most 86400 (seconds)"));
+            }
+        }
+        if self.limits.max_idle_timeout == 0 || self.limits.frame_timeout == 0 {
             return Err(
-                "limits.login_timeout, idle_timeout and write_stall_timeout are at most 86400"
-                    .into(),
+                "limits.max_idle_timeout and frame_timeout must be at least 1 (second)".into(),
             );
         }
         if let Some(a) = &self.tunnel.public_address {
@@ -550,6 +584,22 @@ impl Config {
         }
         if l.inflight_bytes > tokio::sync::Semaphore::MAX_PERMITS {
             return Err("limits.inflight_bytes is too large".into());
+        }
+        for (name, v) in [
+            ("read_bytes", l.read_bytes),
+            ("read_bytes_per_user", l.read_bytes_per_user),
+        ] {
+            if v > u32::MAX as usize {
+                return Err(format!("limits.{name} is too large (at most 4 GiB)"));
+            }
+        }
+        // One largest frame must fit a user's budget, and the broker's.
+        if l.read_bytes_per_user < l.max_frame_size || l.read_bytes < l.read_bytes_per_user {
+            return Err(format!(
+                "limits.read_bytes_per_user ({}) must be at least max_frame_size ({}), and \
+                 limits.read_bytes ({}) at least read_bytes_per_user",
+                l.read_bytes_per_user, l.max_frame_size, l.read_bytes
+            ));
         }
         Ok(())
     }

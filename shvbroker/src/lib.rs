@@ -23,6 +23,7 @@ pub mod peer;
 pub mod peers;
 pub mod pending;
 pub mod queue;
+pub mod reading;
 pub mod recording;
 pub mod server;
 pub mod stall;

@@ -140,6 +140,8 @@ async fn session(
         bad_frames: Default::default(),
         ticket: None,
         readmission: None,
+        // The parent is trusted with its frames' memory, as with everything else.
+        budget: None,
     };
     // The parent's silence for three heartbeats means the link is dead.
     let _ = conn.serve(&mut reader, Some(heartbeat * 3)).await;

@@ -15,7 +15,7 @@ use libshv::writer::{write_batch, OutgoingCodec, OutgoingWriter};
 use libshv::{RpcFrame, RpcValue};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
@@ -40,6 +40,8 @@ pub struct PeerContext {
     pub outgoing: Arc<queue::Total>,
     /// Connections in all and those not logged in yet (bounded).
     pub admission: Arc<crate::admission::Admission>,
+    /// The memory of frames being read, per user and in all.
+    pub read_budgets: crate::reading::ReadBudgets,
 }
 
 impl PeerContext {
@@ -55,9 +57,16 @@ impl PeerContext {
             config.limits.max_unauthenticated_per_address,
             crate::admission::connection_cap(config.limits.max_connections),
         );
+        let l = &config.limits;
+        let read_budgets = crate::reading::ReadBudgets::new(
+            l.read_bytes,
+            l.read_bytes_per_user,
+            Duration::from_secs(l.frame_timeout),
+        );
         PeerContext {
             outgoing,
             admission,
+            read_budgets,
             config,
             next_id: std::sync::atomic::AtomicI64::new(0),
             events,
@@ -137,17 +146,19 @@ fn source_of(addr: &str) -> &str {
 
 /// Serves one connection until it ends. Its client id is given at each successful
 /// login (a new one after ResetSession), as pySHV does: ids count logins, not sockets.
-/// `ticket` is its place among the connections not logged in, given back at login.
+/// `ticket` is its place among the connections not logged in, given back at login;
+/// `meter` meters what a framing bridge below gathers, charged like frames once the
+/// connection has logged in.
 pub async fn run(
     read: BoxRead,
     write: BoxWrite,
     addr: String,
     ctx: Arc<PeerContext>,
     ticket: crate::admission::Ticket,
+    meter: Option<libshv::reader::Meter>,
 ) {
     let limits = &ctx.config.limits;
-    let mut reader =
-        FramedRead::with_capacity(read, BlockCodec::new(limits.max_frame_size), 64 * 1024);
+    let mut reader = FrameReader::new(read, BlockCodec::new(limits.max_frame_size));
     let write: BoxWrite = match limits.write_stall_timeout {
         0 => write,
         s => Box::pin(crate::stall::StallGuard::new(write, Duration::from_secs(s))),
@@ -166,6 +177,7 @@ pub async fn run(
         bad_frames: Default::default(),
         ticket: Some(ticket),
         readmission: None,
+        budget: None,
     };
     loop {
         // Boxed: the login phase's state (timers, the login decoding) lives on the heap
@@ -178,7 +190,18 @@ pub async fn run(
             break;
         };
         conn.logged_in();
+        // Logged in: frames beyond the free window are charged to the user's budget
+        // (before login they are small, and bridges are capped by the ticket).
+        let budget = conn.budget.take();
+        if let Some(m) = &meter {
+            m.set_budget(budget.clone());
+        }
+        reader.set_budget(budget);
         let reset = conn.serve(&mut reader, idle).await;
+        reader.set_budget(None);
+        if let Some(m) = &meter {
+            m.set_budget(None);
+        }
         let _ = ctx.events.send(Event::Gone(conn.id)).await;
         if !reset {
             break;
@@ -238,6 +261,8 @@ pub(crate) struct Conn {
     pub(crate) ticket: Option<crate::admission::Ticket>,
     /// What the ticket became at login (to take it again after ResetSession).
     pub(crate) readmission: Option<crate::admission::Readmission>,
+    /// The read budget of whom it logged in as, between login and serving.
+    pub(crate) budget: Option<libshv::reader::ReadBudget>,
 }
 
 /// Bad frames logged per connection; after these, only a count when it ends.
@@ -458,14 +483,22 @@ impl Conn {
         req: LoginRequest,
         request: &RpcFrame,
     ) -> Result<Option<Duration>, Failed> {
-        let idle = match req.idle_timeout {
-            Some(0) => None,
-            Some(s) => Some(Duration::from_secs(s)),
-            None => Some(Duration::from_secs(config.limits.idle_timeout)).filter(|d| !d.is_zero()),
-        };
+        // A client may lengthen its watchdog, within limits.max_idle_timeout, but not
+        // switch off the broker's own: asking for none (0) gets the longest.
+        let longest = Duration::from_secs(config.limits.max_idle_timeout);
+        let idle = Some(
+            match req.idle_timeout.unwrap_or(config.limits.idle_timeout) {
+                0 => longest,
+                s => Duration::from_secs(s).min(longest),
+            },
+        );
         // A tunnel secret is checked by the broker task: a wrong one is a failed login
         // like a wrong password (it is what an unauthenticated sender guesses at).
         let is_tunnel = req.tunnel_secret.is_some();
+        self.budget = Some(match is_tunnel {
+            true => self.ctx.read_budgets.for_tunnel_end(&self.addr),
+            false => self.ctx.read_budgets.for_user(&req.user),
+        });
         let login = if let Some(secret) = req.tunnel_secret {
             LoginInfo::Tunnel { secret }
         } else {

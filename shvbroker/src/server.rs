@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use libshv::connection::{BoxRead, BoxWrite, RawStream};
 use libshv::logsafe::shown;
+use libshv::reader::Meter;
 use libshv::url::{Endpoint, Framing, RpcUrl, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -305,7 +306,7 @@ async fn accept_loop(
                     // handshake_then_run every idle connection cost 3.5 KiB more.)
                     let (r, w) = stream.into_halves();
                     connections.spawn(async move {
-                        peer::run(r, w, addr, ctx, ticket).await;
+                        peer::run(r, w, addr, ctx, ticket, None).await;
                         drop(place);
                     });
                     continue;
@@ -431,7 +432,7 @@ async fn handshake_then_run(
         ) => r,
     };
     match shaken {
-        Ok(Ok(Some((r, w)))) => peer::run(r, w, addr, ctx, ticket).await,
+        Ok(Ok(Some((r, w, meter)))) => peer::run(r, w, addr, ctx, ticket, meter).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {
             tracing::info!(addr = %shown(&addr), "{}", shown(&e.to_string()));
@@ -440,8 +441,9 @@ async fn handshake_then_run(
     }
 }
 
-/// Returns the Block-framed halves, or None when the connection was an HTTP request
-/// that has been answered.
+/// Returns the Block-framed halves (and the meter of a bridge's reads, charged to the
+/// user once logged in), or None when the connection was an HTTP request that has
+/// been answered.
 async fn shake(
     raw: RawStream,
     handshake: &Handshake,
@@ -449,7 +451,7 @@ async fn shake(
     ticket: &mut crate::admission::Ticket,
     place: &mut Option<crate::admission::Place>,
     addr: &str,
-) -> std::io::Result<Option<(BoxRead, BoxWrite)>> {
+) -> std::io::Result<Option<(BoxRead, BoxWrite, Option<Meter>)>> {
     let max = ctx.config.limits.max_frame_size;
     let mut stream = raw.boxed();
     if let s @ 1.. = ctx.config.limits.write_stall_timeout {
@@ -475,10 +477,21 @@ async fn shake(
         // the socket, so that `max_connections` counts open sockets.
         stream = Box::new(ticket.cap(stream, addr, place.take()));
     }
+    // After login, what a bridge gathers of a message is charged to the user's read
+    // budget, as the Block reader above charges a frame.
+    let meter = Meter::default();
     Ok(Some(match &handshake.framing {
-        Framing::Block => libshv::connection::split(stream),
-        Framing::Serial { crc } => libshv::serial::bridge(stream, *crc, max),
+        Framing::Block => {
+            let (r, w) = libshv::connection::split(stream);
+            (r, w, None)
+        }
+        Framing::Serial { crc } => {
+            let stream = meter.wrap(stream);
+            let (r, w) = libshv::serial::bridge(stream, *crc, max, Some(meter.clone()));
+            (r, w, Some(meter))
+        }
         Framing::WebSocket { .. } => {
+            let stream: libshv::connection::BoxStream = Box::new(meter.wrap(stream));
             let stream = match &ctx.config.web_root {
                 Some(root) => match crate::web::serve_or_upgrade(stream, root).await? {
                     Some(s) => s,
@@ -490,7 +503,8 @@ async fn shake(
             let admit = |origin: Option<&str>, host: Option<&str>| {
                 crate::web::check_origin(origin, host, names)
             };
-            libshv::ws::accept(stream, max, &admit).await?
+            let (r, w) = libshv::ws::accept(stream, max, &admit, Some(meter.clone())).await?;
+            (r, w, Some(meter))
         }
     }))
 }
