@@ -123,10 +123,56 @@ pub struct TunnelConfig {
     /// Record what the operator types too (off by default: it may hold passwords).
     #[serde(default)]
     pub record_input: bool,
+    /// Bytes one recording may take on disk; then it ends with a marker event
+    /// (0: no cap).
+    #[serde(default = "default_record_max_bytes")]
+    pub record_max_bytes: u64,
+    /// Bytes all recordings in `record_dir` may take together (0: no cap).
+    #[serde(default = "default_record_dir_max_bytes")]
+    pub record_dir_max_bytes: u64,
+    /// What happens when `record_dir` is at its cap: `delete_oldest` finished
+    /// recordings, or `refuse` to record new sessions (they still run; the audit says
+    /// they were not recorded).
+    #[serde(default)]
+    pub record_when_full: WhenFull,
     /// JSON lines of every session's open and close (who, from where, what, bytes each
     /// way, exit status, recording file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_log: Option<std::path::PathBuf>,
+}
+
+/// `tunnel.record_when_full`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    DeleteOldest,
+    Refuse,
+}
+
+/// What the recorder may put on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordLimits {
+    pub max_bytes: u64,
+    pub dir_max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+impl TunnelConfig {
+    pub fn record_limits(&self) -> RecordLimits {
+        RecordLimits {
+            max_bytes: self.record_max_bytes,
+            dir_max_bytes: self.record_dir_max_bytes,
+            when_full: self.record_when_full,
+        }
+    }
+}
+
+fn default_record_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_record_dir_max_bytes() -> u64 {
+    1024 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -299,6 +345,9 @@ impl Default for TunnelConfig {
             secret_ttl: default_secret_ttl(),
             record_dir: None,
             record_input: false,
+            record_max_bytes: default_record_max_bytes(),
+            record_dir_max_bytes: default_record_dir_max_bytes(),
+            record_when_full: WhenFull::default(),
             audit_log: None,
         }
     }
@@ -555,6 +604,15 @@ impl Config {
             return Err(
                 "limits.max_idle_timeout and frame_timeout must be at least 1 (second)".into(),
             );
+        }
+        for (name, v) in [
+            ("record_max_bytes", self.tunnel.record_max_bytes),
+            ("record_dir_max_bytes", self.tunnel.record_dir_max_bytes),
+        ] {
+            // Room for a header and the marker that ends a capped recording.
+            if v != 0 && v < 4096 {
+                return Err(format!("tunnel.{name} is 0 (no cap) or at least 4096"));
+            }
         }
         if let Some(a) = &self.tunnel.public_address {
             public_tunnel_address(a).map_err(|e| e.to_string())?;

@@ -129,8 +129,12 @@ impl Server {
         };
         let recorder = match &config.tunnel.record_dir {
             Some(d) => Some(
-                crate::recording::Recorder::open(d, config.tunnel.record_input)
-                    .map_err(|e| anyhow::anyhow!("tunnel.record_dir {}: {e}", d.display()))?,
+                crate::recording::Recorder::open(
+                    d,
+                    config.tunnel.record_input,
+                    config.tunnel.record_limits(),
+                )
+                .map_err(|e| anyhow::anyhow!("tunnel.record_dir {}: {e}", d.display()))?,
             ),
             None => None,
         };

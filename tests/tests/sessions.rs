@@ -268,3 +268,54 @@ async fn copies_and_forwards_are_audited() {
         "{copy_close}"
     );
 }
+
+/// The report's disk flood: a session pours 64 MiB of NUL bytes (6 bytes each as
+/// JSON) at the broker. Its recording stops at `tunnel.record_max_bytes` and ends
+/// with a marker saying so; the session itself runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_stops_the_recording_at_its_cap() {
+    let dir = TempDir::new("sessions-cap");
+    let cap: u64 = 1024 * 1024;
+    let extra = format!(
+        "tunnel: {{record_dir: '{}', audit_log: '{}', record_max_bytes: {cap}}}\n",
+        dir.path().join("rec").display(),
+        dir.path().join("audit.jsonl").display()
+    );
+    let broker = Broker::start(Some(&config_yaml(&[], &extra)));
+    let _agent = Agent::start(&broker, "test/agent").await;
+    let (client, _) = broker.connect("admin", "admin").await;
+    let params = LaunchParams {
+        pty: false,
+        cmd: vec![
+            "head".into(),
+            "-c".into(),
+            "67108864".into(),
+            "/dev/zero".into(),
+        ],
+        ..Default::default()
+    };
+    let end = TunnelEnd::launch(&client, "test/agent", &params, TIMEOUT)
+        .await
+        .expect("tunnel");
+    let (_sender, mut receiver) = end.split();
+    let mut got = 0usize;
+    let status = loop {
+        match tokio::time::timeout(TIMEOUT, receiver.recv()).await {
+            Ok(Some(TunnelEvent::Data { data, .. })) => got += data.len(),
+            Ok(Some(TunnelEvent::Closed(st))) => break st,
+            Ok(Some(_)) => {}
+            other => panic!("session did not end after {got} bytes: {other:?}"),
+        }
+    };
+    assert_eq!((status, got), (CloseStatus::ExitCode(0), 64 << 20));
+    let entries = audit_entries(dir.path(), |e| e.iter().any(|x| x["event"] == "close")).await;
+    let close = entries.iter().find(|e| e["event"] == "close").unwrap();
+    let name = close["recording"].as_str().expect("recording named");
+    let cast = std::fs::read_to_string(dir.path().join("rec").join(name)).unwrap();
+    assert!(cast.len() as u64 <= cap, "{} bytes", cast.len());
+    let last = cast.lines().last().unwrap();
+    assert!(
+        last.contains("recording truncated: the recording reached its cap of 1048576 bytes"),
+        "{last}"
+    );
+}

@@ -278,7 +278,7 @@ impl Broker {
             .get(&t.rsh_peer)
             .map(|p| (p.addr.clone(), p.user.to_string()))
             .unwrap_or_default();
-        let recording = self.recorder.as_mut().map(|r| {
+        let recording = self.recorder.as_mut().and_then(|r| {
             r.start(crate::recording::SessionStart {
                 id: t.id,
                 width: t.cols,
@@ -288,13 +288,20 @@ impl Broker {
                 agent: t.agent_path.clone(),
             })
         });
+        let refused = self.recorder.is_some() && recording.is_none();
         if let Some(t) = self.tunnels.get_mut(tid) {
             t.client_addr = client_addr;
             t.login = login;
             t.recording = recording;
         }
         if let Some(t) = self.tunnels.get(tid) {
-            let entry = audit_entry(t, "open");
+            let mut entry = audit_entry(t, "open");
+            if refused {
+                entry.insert(
+                    "not_recorded".into(),
+                    "tunnel.record_dir is at its cap".into(),
+                );
+            }
             self.audit.write(entry);
         }
     }
