@@ -26,6 +26,9 @@ pub struct Launch {
     /// The terminal size asked for (PTY sessions; else 80×24).
     pub cols: u16,
     pub rows: u16,
+    /// The access level the launch was forwarded with (the caller's grant on the
+    /// agent's path): a tunnel is hosted only for a launch that held `cmd`.
+    pub level: i64,
 }
 
 /// Longest command text kept for the tunnel table and the audit log.
@@ -39,6 +42,7 @@ const MAX_DECODED_LAUNCH: usize = 64 * 1024;
 /// Who launches what (a `launchRexec` request on its way to `agent_path`). Only a short
 /// text is kept: the request may carry a command of megabytes.
 pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
+    let level = frame.access_level().unwrap_or(0);
     let param = (frame.body.len() <= MAX_DECODED_LAUNCH)
         .then(|| RpcMessage::from_frame(frame).ok())
         .flatten()
@@ -57,6 +61,7 @@ pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
     let size = |v: u16, default: u16| if v == 0 { default } else { v };
     Launch {
         kind,
+        level,
         cols: size(cols, 80),
         rows: size(rows, 24),
         // The end of the chain is what this broker appended (the authenticated user);
@@ -365,6 +370,7 @@ mod tests {
             kind: "command",
             cols: 80,
             rows: 24,
+            level: libshv::access::level::COMMAND,
         }
     }
 

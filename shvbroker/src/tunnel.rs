@@ -352,6 +352,7 @@ mod tests {
             kind: "shell",
             cols: 80,
             rows: 24,
+            level: libshv::access::level::COMMAND,
         }
     }
 

@@ -300,3 +300,76 @@ async fn a_client_cannot_switch_the_idle_watchdog_off() {
     c.expect_closed().await;
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The report's lying device: a plain `device` login (read access to the agent's
+/// path) calls `launchRexec` on a peer that answers any launch with a
+/// FindTunnelRequest. The broker hosts no tunnel for it: the launch was forwarded
+/// with `rd`, below the `cmd` launching needs, whatever the device says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_login_cannot_get_a_tunnel_hosted() {
+    use libshv::tunnel::{self, TunnelCtl, TunnelState};
+    let dir = TempDir::new("r4-host");
+    let extra = format!(
+        "tunnel: {{record_dir: '{}', audit_log: '{}'}}\n",
+        dir.path().join("rec").display(),
+        dir.path().join("audit.jsonl").display()
+    );
+    let mut broker = Broker::start(Some(&config_yaml(&[], &extra)));
+    let mut agent = RawConn::device(broker.port, "device", "device", "test/agent").await;
+    let mut rsh = RawConn::connect(broker.port).await;
+    rsh.login("device", "device", false)
+        .await
+        .expect("device login");
+    let launch = tunnel::LaunchParams {
+        cmd: vec!["true".into()],
+        ..Default::default()
+    };
+    rsh.send(&RpcMessage::new_request(
+        50,
+        "test/agent",
+        "launchRexec",
+        Some(launch.to_value()),
+    ))
+    .await
+    .unwrap();
+    let req = loop {
+        match agent.recv().await {
+            RawEvent::Frame(f) if f.method() == Some("launchRexec") => break f,
+            RawEvent::Frame(_) => continue,
+            other => panic!("the lying agent got no launchRexec: {other:?}"),
+        }
+    };
+    let find = tunnel::find_tunnel_request(&req.meta, None);
+    agent
+        .send_bytes(&libshv::codec::encode_frame(&find))
+        .await
+        .unwrap();
+    // The caller hears that the tunnel is closed, and why.
+    let close = loop {
+        match rsh.recv().await {
+            RawEvent::Frame(f) if f.request_id() == Some(50) => break f,
+            RawEvent::Frame(_) => continue,
+            other => panic!("the caller got no answer: {other:?}"),
+        }
+    };
+    let ctl = TunnelCtl::from_frame(&close)
+        .expect("a tunnel control")
+        .unwrap();
+    assert_eq!(ctl.state, TunnelState::CloseTunnel, "{ctl:?}");
+    broker.wait_log("FindTunnelRequest refused");
+    // The agent got no secret: nothing more comes to it.
+    match agent.recv_within(Duration::from_millis(500)).await {
+        RawEvent::Timeout => {}
+        RawEvent::Frame(f) => assert!(
+            TunnelCtl::from_frame(&f).is_none(),
+            "the agent got a tunnel control: {f:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Nothing was hosted: no session in the audit, no recording.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap_or_default();
+    assert!(!audit.contains(r#""event":"open""#), "{audit}");
+    let recs = std::fs::read_dir(dir.path().join("rec")).unwrap().count();
+    assert_eq!(recs, 0);
+    broker.assert_running();
+}

@@ -147,6 +147,26 @@ impl Broker {
             self.dropped_responses += 1;
             return;
         };
+        // The device's word that it launched is not enough: the caller must have held
+        // the launching grant on the agent's path when the broker forwarded it (a
+        // lying device would otherwise get tunnels hosted, recorded and audited for
+        // any caller, its own read-only login included).
+        if launch.level < libshv::access::level::COMMAND {
+            tracing::warn!(
+                peer = from,
+                user = %shown(&launch.user),
+                agent = %shown(&launch.agent_path),
+                "FindTunnelRequest refused: the launch was forwarded with access level {} (below cmd)",
+                launch.level
+            );
+            let f = close_frame(
+                rid,
+                below,
+                "launching a tunnel needs cmd access on the agent",
+            );
+            self.send_to(rsh_peer, f);
+            return;
+        }
         let mut tctl = tctl_of(frame).unwrap_or_default();
         // A host filled in below us counts only if it came from a broker (a device
         // could otherwise make us keep transit entries for tunnels that never were).
