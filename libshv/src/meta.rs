@@ -163,3 +163,31 @@ mod tests {
         assert_eq!(m.get(tag::REV_CALLER_IDS), Some(&RpcValue::from(4i64)));
     }
 }
+
+/// The user a request's UserId (`meta`'s tag 16) vouches for: the last entry, which the
+/// broker nearest to the receiver appended for the login it authenticated. Everything
+/// before it is what the caller and the brokers above said, and a caller may write
+/// anything there.
+pub fn verified_user(meta: &MetaMap) -> &str {
+    let chain = meta
+        .get(crate::meta::tag::USER_ID)
+        .map(|u| u.as_str())
+        .unwrap_or("");
+    chain.rsplit(';').next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod verified_user_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_entry_is_the_verified_user() {
+        let mut m = MetaMap::new();
+        assert_eq!(verified_user(&m), "");
+        m.insert(
+            tag::USER_ID,
+            RpcValue::from("admin:forged;alice:shv1;bob:shv2"),
+        );
+        assert_eq!(verified_user(&m), "bob:shv2");
+    }
+}

@@ -18,7 +18,7 @@ use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
 use libshv::meta::{self, tag};
 use libshv::node::{self, flag, MethodDesc};
-use libshv::shvproto::{Map, Value};
+use libshv::shvproto::Value;
 use libshv::tunnel::{self, LaunchParams, RexecLine, TunnelCtl, TunnelState};
 use libshv::RpcValue;
 use tokio::io::AsyncWriteExt;
@@ -28,6 +28,9 @@ use tokio::sync::oneshot;
 /// device's account, but operators are commonly given `cmd` on their devices, and the
 /// broker's access rules are where finer policy belongs.
 pub const COMMAND_ACCESS: i64 = level::COMMAND;
+
+/// Longest command text in the log (longer ones end with `…(N bytes)`).
+const LOGGED_COMMAND: usize = 200;
 
 /// How long the broker has to answer our FindTunnelRequest.
 pub const FIND_TUNNEL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,17 +258,16 @@ fn text_or_blob(bytes: Vec<u8>) -> RpcValue {
 
 /// `runCmd`: runs `cmd` (String for `sh -c`, List, or Map `{cmd, cwd, env}`) to the end
 /// and returns `[exitCode, stdout, stderr]` (exitCode 128+N when killed by signal N).
-pub async fn run_cmd(param: Option<&RpcValue>) -> Result<RpcValue, RpcError> {
-    let mut m = Map::new();
-    m.insert("method".into(), RpcValue::from(tunnel::METHOD_RUN_CMD));
-    m.insert(
-        "params".into(),
-        param.cloned().unwrap_or_else(RpcValue::null),
-    );
-    let p = LaunchParams::from_value(&RpcValue::from(m))?;
+pub async fn run_cmd(param: Option<&RpcValue>, user: &str) -> Result<RpcValue, RpcError> {
+    let p = LaunchParams::from_run_cmd(param)?;
     if p.cmd.is_empty() {
         return Err(RpcError::invalid_param("runCmd needs a command"));
     }
+    tracing::info!(
+        "runCmd for {}: {}",
+        shown(user),
+        shown(&p.describe(LOGGED_COMMAND))
+    );
     let mut cmd = tokio::process::Command::new(&p.cmd[0]);
     cmd.args(&p.cmd[1..])
         .stdin(Stdio::null())
@@ -331,7 +333,7 @@ impl Agent {
                     "port forwarding is not allowed on this device (shvagent --allow-forward)",
                 )));
             }
-            let user = req.meta.get(tag::USER_ID).map(|u| u.as_str()).unwrap_or("");
+            let user = meta::verified_user(&req.meta);
             tracing::info!("forward for {}: {f:?}", shown(user));
         }
         let Some(rexec) = resolve_program(&self.rexec) else {
@@ -374,9 +376,9 @@ impl Agent {
         };
         ftr.request_id = Some(rid);
         tracing::info!(
-            "launchRexec {rid}: {} {}, tunnel via {}:{:?} (found in {:?})",
-            launch.method(),
-            shown(&launch.cmd.join(" ")),
+            "launchRexec {rid} for {}: {}, tunnel via {}:{:?} (found in {:?})",
+            shown(meta::verified_user(&req.meta)),
+            shown(&launch.describe(LOGGED_COMMAND)),
             shown(ftr.host.as_deref().unwrap_or("")),
             ftr.port,
             started.elapsed()
@@ -510,7 +512,7 @@ impl RequestHandler for Agent {
             (_, "dir") => dir(&path, p),
             (_, "ls") => ls(&path, p),
             ("", "launchRexec") => return self.launch_rexec(client, &req).await,
-            ("", "runCmd") => run_cmd(p).await,
+            ("", "runCmd") => run_cmd(p, meta::verified_user(&req.meta)).await,
             (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
             (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),
             (".app", "name") => Ok(RpcValue::from("shvagent")),
@@ -580,15 +582,20 @@ mod tests {
     #[tokio::test]
     async fn run_cmd_result_shape() {
         let p = RpcValue::from_cpon(r#"["sh","-c","echo out; echo err >&2; exit 3"]"#).unwrap();
-        let r = run_cmd(Some(&p)).await.unwrap();
+        let r = run_cmd(Some(&p), "test").await.unwrap();
         assert_eq!(r.to_cpon(), r#"[3,"out\n","err\n"]"#);
-        let r = run_cmd(Some(&RpcValue::from("kill -9 $$"))).await.unwrap();
-        assert_eq!(r.as_list()[0].as_int(), 137);
-        let e = run_cmd(Some(&RpcValue::from_cpon(r#"["/nonexistent/x"]"#).unwrap()))
+        let r = run_cmd(Some(&RpcValue::from("kill -9 $$")), "test")
             .await
-            .unwrap_err();
+            .unwrap();
+        assert_eq!(r.as_list()[0].as_int(), 137);
+        let e = run_cmd(
+            Some(&RpcValue::from_cpon(r#"["/nonexistent/x"]"#).unwrap()),
+            "test",
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code, code::METHOD_CALL_EXCEPTION);
-        assert!(run_cmd(None).await.is_err());
+        assert!(run_cmd(None, "test").await.is_err());
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::peers::PeerId;
-use libshv::{RpcFrame, RpcMessage, RpcValue};
-use shvproto::Value;
+use libshv::{RpcFrame, RpcMessage};
 
 /// Entries older than this are forgotten (their caller will have timed out).
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -32,12 +31,12 @@ pub struct Launch {
 }
 
 /// Longest command text kept for the tunnel table and the audit log.
-const MAX_COMMAND_TEXT: usize = 256;
+pub const MAX_COMMAND_TEXT: usize = 256;
 
 /// Launch parameters decoded for the tunnel table and the audit trail at most: this
 /// runs on the broker task, and a launch of megabytes (say 400 000 one-letter
 /// arguments) would stall everyone's routing while it is taken apart.
-const MAX_DECODED_LAUNCH: usize = 64 * 1024;
+pub const MAX_DECODED_LAUNCH: usize = 64 * 1024;
 
 /// Who launches what (a `launchRexec` request on its way to `agent_path`). Only a short
 /// text is kept: the request may carry a command of megabytes.
@@ -47,9 +46,11 @@ pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
         .then(|| RpcMessage::from_frame(frame).ok())
         .flatten()
         .and_then(|m| m.param().cloned());
+    // The agent's own reading (libshv), so the trail shows what runs. Larger launches
+    // are refused before they get here (routing), so this one is never unread.
     let command = match &param {
-        Some(p) => describe_command(p),
-        None => format!("(a launch of {} bytes, not shown)", frame.body.len()),
+        Some(p) => libshv::tunnel::describe_launch(p, MAX_COMMAND_TEXT),
+        None => format!("(a launch of {} bytes, not read)", frame.body.len()),
     };
     let launch = param
         .as_ref()
@@ -68,7 +69,7 @@ pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
         // what comes before is the callers' own word.
         user: tail(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
         agent_path: truncate(agent_path, MAX_COMMAND_TEXT),
-        command: truncate(&command, MAX_COMMAND_TEXT),
+        command,
     }
 }
 
@@ -86,55 +87,6 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
-}
-
-/// A short text of the launched command for logs (never data, never secrets).
-fn describe_command(param: &RpcValue) -> String {
-    let method = param
-        .get("method")
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
-    let params = param.get("params");
-    // A copy: where to or what.
-    if let Some(p) = params.filter(|p| p.is_map()) {
-        if let Some(d) = p.get("dest") {
-            return format!("{method}: {}", d.as_str());
-        }
-        if let Some(Value::List(l)) = p.get("paths").map(|v| &v.value) {
-            let paths: Vec<&str> = l.iter().map(|x| x.as_str()).collect();
-            return format!("{method}: {}", paths.join(" "));
-        }
-    }
-    // A forward: its target (or the device's listener).
-    if let Some(p) = params.filter(|p| p.is_map()) {
-        let host = p.get("host").or_else(|| p.get("bind"));
-        if let (Some(h), Some(port)) = (host, p.get("port")) {
-            return format!("{method}: {}:{}", h.as_str(), port.as_int());
-        }
-    }
-    let cmd = params.and_then(|p| {
-        if p.is_map() {
-            p.get("cmd")
-        } else if p.is_list() {
-            p.get(0)
-        } else {
-            Some(p)
-        }
-    });
-    let cmd = match cmd.map(|c| &c.value) {
-        Some(Value::String(s)) => s.to_string(),
-        Some(Value::List(l)) => l
-            .iter()
-            .map(|x| x.as_str().to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    };
-    if cmd.is_empty() {
-        method
-    } else {
-        format!("{method}: {cmd}")
-    }
 }
 
 /// One forwarded request: who answers, who asked, the request id, and the CallerIds

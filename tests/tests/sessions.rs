@@ -319,3 +319,67 @@ async fn a_flood_of_output_stops_the_recording_at_its_cap() {
         "{last}"
     );
 }
+
+/// The report's crafted launch: a `dest` beside `cmd` made the old audit name
+/// `/var/empty/harmless` while `touch M1` ran. The trail (audit, agent log) now reads
+/// the launch as the agent does and names what ran; `runCmd` is audited too, under
+/// the login the broker authenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_names_what_runs_and_runcmd_is_audited() {
+    let dir = TempDir::new("sessions-crafted");
+    let broker = broker_with_records(dir.path(), false);
+    let agent = Agent::start(&broker, "test/agent").await;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let crafted = RpcValue::from_cpon(format!(
+        r#"{{"method":"runCmd","params":{{"cmd":["sh","-c","touch M1"],"dest":"/var/empty/harmless","cwd":"{}"}}}}"#,
+        work.display()
+    ))
+    .unwrap();
+    let mut rsh = RawConn::connect(broker.port).await;
+    rsh.login("admin", "admin", true).await.expect("login");
+    rsh.send(&RpcMessage::new_request(
+        50,
+        "test/agent",
+        "launchRexec",
+        Some(crafted),
+    ))
+    .await
+    .unwrap();
+    let entries = audit_entries(dir.path(), |e| e.iter().any(|x| x["event"] == "open")).await;
+    let open = entries.iter().find(|e| e["event"] == "open").unwrap();
+    let command = open["command"].as_str().unwrap();
+    assert!(
+        command.contains("sh -c 'touch M1'") && !command.contains("harmless"),
+        "{open}"
+    );
+    // (The raw operator never answers CreateTunnelRequest, so nothing runs: what
+    // counts is what the trail says would.)
+
+    let (client, _) = broker.connect("admin", "admin").await;
+    let r = client
+        .call(
+            "test/agent",
+            "runCmd",
+            Some(RpcValue::from_cpon(r#"["sh","-c","echo ran"]"#).unwrap()),
+        )
+        .await
+        .expect("runCmd");
+    assert_eq!(r.as_list()[1].as_str(), "ran\n");
+    let entries = audit_entries(dir.path(), |e| e.iter().any(|x| x["event"] == "run")).await;
+    let run = entries.iter().find(|e| e["event"] == "run").unwrap();
+    assert_eq!(run["command"], "runCmd: sh -c 'echo ran'", "{run}");
+    assert_eq!(run["user"], "admin", "{run}");
+    assert_eq!(run["agent"], "test/agent", "{run}");
+    // The agent logs it with the user its broker vouched for.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !agent.stderr().contains("runCmd for admin") {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agent.stderr().contains("sh -c 'touch M1'"),
+        "{}",
+        agent.stderr()
+    );
+}

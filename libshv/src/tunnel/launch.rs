@@ -143,6 +143,96 @@ impl LaunchParams {
         RpcValue::from(m)
     }
 
+    /// The `runCmd` parameter (`cmd` String or List, or Map `{cmd, cwd, env}`) read as
+    /// the agent runs it.
+    pub fn from_run_cmd(param: Option<&RpcValue>) -> Result<Self, RpcError> {
+        let mut m = Map::new();
+        m.insert("method".into(), RpcValue::from(METHOD_RUN_CMD));
+        m.insert(
+            "params".into(),
+            param.cloned().unwrap_or_else(RpcValue::null),
+        );
+        Self::from_value(&RpcValue::from(m))
+    }
+
+    /// What this launch does, as one line for audit trails and logs: the method, then
+    /// the directory, environment and words of the command shell-quoted (or the copy's
+    /// paths, the forward's address), exactly as the agent reads them. Longer than
+    /// `max` bytes, it is cut and ends with `…(N bytes)`, N the whole text's length.
+    pub fn describe(&self, max: usize) -> String {
+        let mut words: Vec<String> = Vec::new();
+        let mut word = |w: &str| words.push(shell_quoted(w).into_owned());
+        match (&self.forward, &self.copy) {
+            (Some(Forward::Connect { host, port }), _)
+            | (Some(Forward::Listen { bind: host, port }), _) => {
+                word(&format!("{host}:{port}"));
+            }
+            (None, Some(FileCopy::Out { paths, recursive })) => {
+                if *recursive {
+                    word("-r");
+                }
+                paths.iter().for_each(|p| word(p));
+            }
+            (None, Some(FileCopy::In { dest, preserve })) => {
+                if *preserve {
+                    word("-p");
+                }
+                word(dest);
+            }
+            (None, None) => {
+                if let Some(cwd) = &self.cwd {
+                    word("cd");
+                    word(cwd);
+                    word("&&");
+                }
+                for (k, v) in &self.env {
+                    word(&format!("{k}={v}"));
+                }
+                self.cmd.iter().for_each(|w| word(w));
+                if self.cmd.is_empty() {
+                    words.push("(login shell)".into());
+                }
+            }
+        }
+        cut_with_marker(format!("{}: {}", self.method(), words.join(" ")), max)
+    }
+}
+
+/// [`LaunchParams::describe`] of a `launchRexec` parameter, or why the agent will
+/// refuse it.
+pub fn describe_launch(param: &RpcValue, max: usize) -> String {
+    match LaunchParams::from_value(param) {
+        Ok(l) => l.describe(max),
+        Err(e) => cut_with_marker(format!("(not a valid launch: {})", e.message), max),
+    }
+}
+
+/// `s` whole, or its first bytes up to `max` in all with `…(N bytes)` at the end.
+fn cut_with_marker(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let marker = format!("…({} bytes)", s.len());
+    let mut end = max.saturating_sub(marker.len()).min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &s[..end])
+}
+
+/// `w` as a POSIX shell would need it to stay one word.
+fn shell_quoted(w: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+    if plain {
+        w.into()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''")).into()
+    }
+}
+
+impl LaunchParams {
     /// Parses `{"method": ..., "params": ...}` where params is the Map form, the List
     /// form `[cmd, cols, rows]`, or (for runCmd) `cmd` alone; cmd is a String (run by
     /// `/bin/sh -c`) or a List `[prog, arg…]`.
@@ -340,5 +430,54 @@ impl RexecLine {
             on_connected_call,
             tunnel_ca,
         })
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+
+    fn described(cpon: &str) -> String {
+        describe_launch(&RpcValue::from_cpon(cpon).unwrap(), 256)
+    }
+
+    /// The reading the agent runs is the reading shown: other keys beside `cmd` (as
+    /// the report's `dest`) do not change it.
+    #[test]
+    fn the_description_is_what_runs() {
+        assert_eq!(
+            described(
+                r#"{"method":"runCmd","params":{"cmd":["sh","-c","touch M1"],"dest":"/var/empty/harmless"}}"#
+            ),
+            "runCmd: sh -c 'touch M1'"
+        );
+        assert_eq!(
+            described(
+                r#"{"method":"runPtyCmd","params":{"cmd":[],"cwd":"/tmp","env":{"A":"b c"}}}"#
+            ),
+            "runPtyCmd: cd /tmp '&&' 'A=b c' (login shell)"
+        );
+        assert_eq!(
+            described(r#"{"method":"copyIn","params":{"dest":"/tmp/it's"}}"#),
+            r#"copyIn: '/tmp/it'\''s'"#
+        );
+        assert_eq!(
+            described(r#"{"method":"forwardTcp","params":{"host":"10.0.0.1","port":22}}"#),
+            "forwardTcp: 10.0.0.1:22"
+        );
+        assert!(described(r#"{"method":"rm"}"#).starts_with("(not a valid launch"));
+    }
+
+    #[test]
+    fn a_long_command_is_cut_with_a_marker() {
+        let long = "x".repeat(1000);
+        let l = LaunchParams {
+            cmd: vec!["echo".into(), long],
+            ..Default::default()
+        };
+        let d = l.describe(256);
+        assert!(d.len() <= 256, "{}", d.len());
+        assert!(d.ends_with("…(1013 bytes)"), "{d}");
+        assert!(d.starts_with("runCmd: echo xxx"));
     }
 }

@@ -124,6 +124,17 @@ impl Broker {
                 self.respond(from, &frame.meta, Err(e));
                 return;
             }
+            let runs = method == "launchRexec" || method == "runCmd";
+            if runs && frame.body.len() > crate::pending::MAX_DECODED_LAUNCH {
+                // The audit trail shows what runs; a command it could not read here
+                // (without stalling routing) is not forwarded at all.
+                let e = RpcError::invalid_param(format!(
+                    "{method} parameters of more than {} bytes are refused",
+                    crate::pending::MAX_DECODED_LAUNCH
+                ));
+                self.respond(from, &frame.meta, Err(e));
+                return;
+            }
             frame.set_shv_path(&rest);
             let level = libshv::access::named_floor(level);
             frame.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
@@ -138,6 +149,9 @@ impl Broker {
             meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
             let launch =
                 (method == "launchRexec").then(|| crate::pending::launch_of(&path, &frame));
+            if method == "runCmd" && level >= level::COMMAND {
+                self.audit_run_cmd(from, &path, &frame);
+            }
             if launch.is_some() {
                 // Whether a tunnel host named in the answer counts depends on the
                 // target being a broker: ask now, ahead of the launch. A broker answers

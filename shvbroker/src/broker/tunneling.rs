@@ -288,6 +288,35 @@ impl Broker {
         true
     }
 
+    /// A `runCmd` forwarded with command access: it runs on the agent at once, so it
+    /// is audited as it passes, read as the agent reads it.
+    pub(super) fn audit_run_cmd(&mut self, from: PeerId, agent_path: &str, frame: &RpcFrame) {
+        let max = crate::pending::MAX_COMMAND_TEXT;
+        let param = RpcMessage::from_frame(frame).ok();
+        let command = match libshv::tunnel::LaunchParams::from_run_cmd(
+            param.as_ref().and_then(|m| m.param()),
+        ) {
+            Ok(l) => l.describe(max),
+            Err(e) => format!("(not a valid runCmd: {})", shown(&e.message)),
+        };
+        let (client, login) = self
+            .peers
+            .get(&from)
+            .map(|p| (p.addr.clone(), p.user.to_string()))
+            .unwrap_or_default();
+        let chain = frame.user_id().unwrap_or("");
+        tracing::info!(target: "audit", user = %shown(&login), agent = %shown(agent_path), command = %shown(&command), "runCmd");
+        let mut m = serde_json::Map::new();
+        m.insert("event".into(), "run".into());
+        m.insert("kind".into(), "runCmd".into());
+        m.insert("user".into(), shown(&login).to_string().into());
+        m.insert("user_chain".into(), shown(chain).to_string().into());
+        m.insert("client".into(), shown(&client).to_string().into());
+        m.insert("agent".into(), shown(agent_path).to_string().into());
+        m.insert("command".into(), command.into());
+        self.audit.write(m);
+    }
+
     /// A hosted session began (rexec opened it): its recording and audit entry.
     fn session_opened(&mut self, tid: u64) {
         let Some(t) = self.tunnels.get(tid) else {
