@@ -1,13 +1,18 @@
 //! Which new connections the broker takes. Connections in all are bounded
 //! (`max_connections`, below the open-files limit so that the broker keeps descriptors
 //! for its own files and links), and so are those that have not logged in yet: in all
-//! and per source address. Before login a peer costs memory the broker cannot charge
+//! and per source address (an IPv6 source counts by its /64: one host gets a whole
+//! /64 to choose from). Before login a peer costs memory the broker cannot charge
 //! to any user (a TLS session, a WebSocket's message buffer, a Serial bridge), and
-//! anyone who can reach a listener can open such connections; past the bounds new ones
-//! are closed at once, while logged-in users are not affected.
+//! anyone who can reach a listener can open such connections. Past the bounds the
+//! broker makes room by evicting the oldest connection not logged in of the address
+//! that holds the most (of the newcomer's own address when that one is full): one
+//! who fills the pool with idle sockets then only evicts their own, while a real
+//! client, which logs in within milliseconds, gets in. Logged-in users are not
+//! affected.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// Bytes a connection may send before it logs in when it goes through a WebSocket or
 /// Serial bridge (the HTTP upgrade, hello and login included: a few KiB in practice).
@@ -62,14 +68,78 @@ pub struct Place(#[allow(dead_code)] OwnedSemaphorePermit);
 #[derive(Default)]
 struct State {
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
+    /// The tickets held per source (see [`source`]), oldest first.
+    by_address: HashMap<IpAddr, VecDeque<Held>>,
+    /// Tickets given out so far: orders them by age.
+    issued: u64,
+    /// Evictions, logged once per burst (the log must not grow with an attack).
+    evictions: libshv::logsafe::Burst,
+}
+
+/// One ticket as the pool sees it.
+struct Held {
+    seq: u64,
+    evict: CancellationToken,
+}
+
+/// What counts as one source: an IPv4 address (an IPv4-mapped IPv6 one too), or the
+/// /64 of an IPv6 address.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl State {
+    /// Evicts the oldest ticket of `source`: its count goes at once (the connection
+    /// closes when its task sees the token).
+    fn evict_oldest_of(&mut self, source: IpAddr) -> bool {
+        let Some(q) = self.by_address.get_mut(&source) else {
+            return false;
+        };
+        let Some(oldest) = q.pop_front() else {
+            return false;
+        };
+        if q.is_empty() {
+            self.by_address.remove(&source);
+        }
+        oldest.evict.cancel();
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.evictions.note() {
+            tracing::warn!(
+                "{}: {n} connection(s) not logged in evicted to make room, the last from \
+                 {source}",
+                Refusal::TooManyUnauthenticated.describe()
+            );
+        }
+        true
+    }
+
+    /// The source holding the most tickets (of those, the one with the oldest).
+    fn heaviest(&self) -> Option<IpAddr> {
+        self.by_address
+            .iter()
+            .filter_map(|(a, q)| q.front().map(|h| (*a, q.len(), h.seq)))
+            .max_by(|x, y| x.1.cmp(&y.1).then(y.2.cmp(&x.2)))
+            .map(|(a, _, _)| a)
+    }
 }
 
 /// One connection's place among those not logged in; given back when dropped (at
 /// login, or when the connection ends).
 pub struct Ticket {
     admission: Arc<Admission>,
-    address: Option<IpAddr>,
+    /// Its source and place in the pool; None for a local socket.
+    held: Option<(IpAddr, u64)>,
+    /// Cancelled when the pool evicts it to make room.
+    evict: CancellationToken,
     /// Bytes the streams of [`Ticket::cap`] may still read; [`UNCAPPED`] once the
     /// ticket goes.
     budget: Option<Arc<AtomicU64>>,
@@ -111,20 +181,36 @@ impl Admission {
 
     fn ticket(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Ticket, Refusal> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.total >= self.limit {
-            return Err(Refusal::TooManyUnauthenticated);
-        }
-        if let Some(a) = address {
-            let n = s.by_address.entry(a).or_insert(0);
-            if *n >= self.per_address {
+        let source = address.map(source);
+        if let Some(a) = source {
+            let mine = s.by_address.get(&a).map_or(0, VecDeque::len);
+            if mine >= self.per_address && !s.evict_oldest_of(a) {
                 return Err(Refusal::TooManyUnauthenticated);
             }
-            *n += 1;
+        }
+        if s.total >= self.limit {
+            // Local sockets are not evicted (they hold no address; whoever can reach
+            // one is on this machine), so with only those the pool stays full.
+            let evicted = s.heaviest().is_some_and(|a| s.evict_oldest_of(a));
+            if !evicted {
+                return Err(Refusal::TooManyUnauthenticated);
+            }
         }
         s.total += 1;
+        let evict = CancellationToken::new();
+        let held = source.map(|a| {
+            s.issued += 1;
+            let seq = s.issued;
+            s.by_address.entry(a).or_default().push_back(Held {
+                seq,
+                evict: evict.clone(),
+            });
+            (a, seq)
+        });
         Ok(Ticket {
             admission: self.clone(),
-            address,
+            held,
+            evict,
             budget: None,
         })
     }
@@ -136,6 +222,12 @@ impl Admission {
 }
 
 impl Ticket {
+    /// Cancelled when the pool evicts this connection to make room for a newer one:
+    /// whoever holds the ticket must then close the connection.
+    pub fn eviction(&self) -> CancellationToken {
+        self.evict.clone()
+    }
+
     /// `stream`, which fails reads once it has read more than [`PRE_LOGIN_BYTES`] while
     /// this ticket is held (until login); `addr` names it in the log. The connection's
     /// `place`, if given, is given back when the stream is dropped.
@@ -157,7 +249,7 @@ impl Ticket {
     pub fn logged_in(self) -> Readmission {
         Readmission {
             admission: self.admission.clone(),
-            address: self.address,
+            address: self.held.map(|(a, _)| a),
             budget: self.budget.clone(),
         }
     }
@@ -241,11 +333,15 @@ impl Drop for Ticket {
             .state
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if self.evict.is_cancelled() {
+            // Evicted: the pool let it go already.
+            return;
+        }
         s.total = s.total.saturating_sub(1);
-        if let Some(a) = self.address {
-            if let Some(n) = s.by_address.get_mut(&a) {
-                *n -= 1;
-                if *n == 0 {
+        if let Some((a, seq)) = self.held {
+            if let Some(q) = s.by_address.get_mut(&a) {
+                q.retain(|h| h.seq != seq);
+                if q.is_empty() {
                     s.by_address.remove(&a);
                 }
             }
@@ -294,21 +390,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bounds_in_all_and_per_address_and_tickets_come_back() {
+    fn a_full_pool_evicts_the_oldest_of_the_heaviest_source_and_tickets_come_back() {
         let a = Admission::new(3, 2, 100);
         let x: IpAddr = "10.0.0.1".parse().unwrap();
         let y: IpAddr = "10.0.0.2".parse().unwrap();
         let (_, t1) = a.admit(Some(x)).unwrap();
         let (_, t2) = a.admit(Some(x)).unwrap();
-        let per_address = a.admit(Some(x)).err();
-        assert_eq!(per_address, Some(Refusal::TooManyUnauthenticated));
-        let (_, t3) = a.admit(Some(y)).unwrap();
-        assert!(a.admit(None).is_err(), "in all");
-        drop(t1);
-        assert!(a.admit(Some(x)).is_ok());
-        drop((t2, t3));
+        // Its own address is full: its own oldest goes.
+        let (_, t3) = a.admit(Some(x)).unwrap();
+        assert!(t1.eviction().is_cancelled());
+        assert!(!t2.eviction().is_cancelled());
+        assert_eq!(a.waiting(), 2);
+        drop(t1); // (counted out already: no double give-back)
+        assert_eq!(a.waiting(), 2);
+        let (_, t4) = a.admit(Some(y)).unwrap();
+        // In all full: x holds the most, its oldest (t2) goes, not y's one.
+        let (_, t5) = a.admit(Some(y)).unwrap();
+        assert!(t2.eviction().is_cancelled());
+        assert!(!t4.eviction().is_cancelled() && !t3.eviction().is_cancelled());
+        // x and y hold one and two: y's oldest goes for a local socket.
+        let (_, local) = a.admit(None).unwrap();
+        assert!(t4.eviction().is_cancelled());
+        assert_eq!(a.waiting(), 3);
+        drop((t2, t3, t4, t5, local));
         assert_eq!(a.waiting(), 0);
         assert!(a.state.lock().unwrap().by_address.is_empty());
+    }
+
+    #[test]
+    fn local_sockets_are_never_evicted_so_a_pool_of_them_refuses() {
+        let a = Admission::new(2, 2, 100);
+        let (_, l1) = a.admit(None).unwrap();
+        let (_, l2) = a.admit(None).unwrap();
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            a.admit(Some(x)).err(),
+            Some(Refusal::TooManyUnauthenticated)
+        );
+        assert_eq!(a.admit(None).err(), Some(Refusal::TooManyUnauthenticated));
+        assert!(!l1.eviction().is_cancelled() && !l2.eviction().is_cancelled());
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64_and_a_mapped_ipv4_is_the_ipv4() {
+        let a = Admission::new(100, 2, 100);
+        let p: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let q: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let (_, t1) = a.admit(Some(p)).unwrap();
+        let (_, _t2) = a.admit(Some(q)).unwrap();
+        let (_, _t3) = a.admit(Some("2001:db8:1:2:1::".parse().unwrap())).unwrap();
+        assert!(t1.eviction().is_cancelled(), "one /64, bound 2");
+        let (_, m) = a.admit(Some("::ffff:10.0.0.1".parse().unwrap())).unwrap();
+        let (_, _v4) = a.admit(Some("10.0.0.1".parse().unwrap())).unwrap();
+        let (_, _v4b) = a.admit(Some("10.0.0.1".parse().unwrap())).unwrap();
+        assert!(
+            m.eviction().is_cancelled(),
+            "the mapped address is the IPv4 one"
+        );
     }
 
     #[tokio::test]
@@ -328,13 +466,11 @@ mod tests {
         let mut got = vec![0u8; big.len()];
         capped.read_exact(&mut got).await.unwrap();
         let (_p2, second) = a.admit(Some(x)).unwrap();
-        // ResetSession: counted again, so the address (bound 1) is full...
-        assert_eq!(
-            readmission.again().err(),
-            Some(Refusal::TooManyUnauthenticated)
-        );
-        drop(second);
+        // ResetSession: counted again, so the address (bound 1) is full and its
+        // oldest waiting connection makes room...
         let again = readmission.again().unwrap();
+        assert!(second.eviction().is_cancelled());
+        drop(second);
         assert_eq!(a.waiting(), 1);
         // ...and capped again, from a fresh budget.
         far.write_all(&big).await.unwrap();

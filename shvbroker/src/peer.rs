@@ -370,14 +370,28 @@ impl Conn {
         let limit = Duration::from_secs(self.ctx.config.limits.login_timeout);
         // Before login frames are small: larger ones are drained, never buffered.
         reader.decoder_mut().set_max_frame(MAX_LOGIN_FRAME);
-        let outcome = tokio::time::timeout(limit, self.login_steps(reader)).await;
+        // The pool of connections not logged in may evict this one to make room.
+        let evicted = self
+            .ticket
+            .as_ref()
+            .map(|t| t.eviction())
+            .unwrap_or_default();
+        let outcome = tokio::select! {
+            o = tokio::time::timeout(limit, self.login_steps(reader)) => Some(o),
+            _ = evicted.cancelled() => None,
+        };
         reader
             .decoder_mut()
             .set_max_frame(self.ctx.config.limits.max_frame_size);
         match outcome {
-            Ok(r) => r,
-            Err(_) => {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => {
                 tracing::info!(peer = self.id, addr = %shown(&self.addr), "no login within {limit:?}, disconnecting");
+                None
+            }
+            None => {
+                // Logged once per burst by the pool's owner, not per connection.
+                tracing::debug!(addr = %shown(&self.addr), "evicted before login to make room");
                 None
             }
         }

@@ -428,8 +428,10 @@ async fn handshake_then_run(
     // A bridge takes the place along with the socket (see `shake`); otherwise it is
     // given back when this returns.
     let mut place = Some(place);
+    let evicted = ticket.eviction();
     let shaken = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
+        _ = evicted.cancelled() => return,
         r = tokio::time::timeout(
             limit,
             shake(stream, &handshake, &ctx, &mut ticket, &mut place, &addr),

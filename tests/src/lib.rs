@@ -729,6 +729,19 @@ pub enum RawEvent {
 }
 
 /// A raw TCP client speaking Block frames (or any bytes) to the broker.
+/// A TCP connection to the broker from the loopback address `from`.
+pub async fn connect_tcp_from(from: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind a loopback address");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::time::timeout(TIMEOUT, socket.connect(addr))
+        .await
+        .expect("connect timeout")
+        .expect("connect to the broker")
+}
+
 pub struct RawConn {
     stream: TcpStream,
     buf: BytesMut,
@@ -743,6 +756,12 @@ impl RawConn {
             .expect("connect timeout")
             .expect("connect to the broker");
         Self::over(stream)
+    }
+
+    /// A connection from the loopback address `from` (any of 127.0.0.0/8), as if
+    /// from another host.
+    pub async fn connect_from(from: std::net::Ipv4Addr, port: u16) -> RawConn {
+        Self::over(connect_tcp_from(from, port).await)
     }
 
     /// A connection whose receive buffer is 16 KiB however the host tunes TCP: a

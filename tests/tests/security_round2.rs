@@ -375,15 +375,28 @@ async fn a_reset_session_counts_as_not_logged_in_again() {
             "after ResetSession"
         );
     }
-    // Both are waiting for a login again: the address has no room for a third.
+    // Both are waiting for a login again: the address has no room for a third, which
+    // evicts the oldest of them.
     let mut third = broker.raw().await;
-    assert!(third.expect_closed().await.is_empty());
-    // Logging in again gives the place back.
-    first
+    assert!(first.expect_closed().await.is_empty(), "evicted");
+    // The second, logging in again, gives its place back: a new connection beside
+    // the third evicts nobody.
+    second
         .login("viewer", "viewer", true)
         .await
         .expect("login after reset");
-    wait_for("room for a new connection", || answered(&broker)).await;
+    assert!(answered(&broker).await.is_some());
+    third
+        .send(&RpcMessage::new_request(1, "", "hello", None))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            third.recv_within(Duration::from_secs(5)).await,
+            RawEvent::Frame(_)
+        ),
+        "the third was evicted though there was room"
+    );
 }
 
 /// Connections in all are bounded (`max_connections`), logged in or not: one more is

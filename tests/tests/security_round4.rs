@@ -373,3 +373,55 @@ async fn a_device_login_cannot_get_a_tunnel_hosted() {
     assert_eq!(recs, 0);
     broker.assert_running();
 }
+
+/// The pool of connections not logged in (512 by default, 128 per address) filled with
+/// idle sockets from four addresses: an admin from one of them and a device from
+/// another still log in at once, each evicting one idle socket (of its own address
+/// when that is full, else the oldest of the addresses holding the most), no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_full_of_idle_sockets_evicts_them_not_the_logins() {
+    use std::net::Ipv4Addr;
+    use tokio::io::AsyncReadExt;
+    let mut broker = Broker::start(Some(&config_yaml(&[], "limits: {login_timeout: 60}\n")));
+    let port = broker.listen_port("tcp");
+    let mut idle = Vec::new();
+    for host in 1..=4u8 {
+        for _ in 0..128 {
+            idle.push((
+                host,
+                connect_tcp_from(Ipv4Addr::new(127, 0, 0, host), port).await,
+            ));
+        }
+    }
+    // Make sure the broker has taken all of them into the pool: one more from each
+    // address evicts that address's oldest, so the pool is full once each of those
+    // has been closed.
+    let admin = {
+        let mut c = RawConn::connect(port).await;
+        c.login("admin", "admin", true).await.expect("admin login");
+        c
+    };
+    // The admin's login gave its place back: one more idle socket, from a fifth
+    // address, fills the pool again.
+    let _fifth = connect_tcp_from(Ipv4Addr::new(127, 0, 0, 5), port).await;
+    let mut device = RawConn::connect_from(Ipv4Addr::new(127, 0, 0, 6), port).await;
+    device
+        .login("device", "device", true)
+        .await
+        .expect("device login from a sixth address");
+    drop(admin);
+    // Exactly two idle sockets were closed: 127.0.0.1's oldest (for the admin, whose
+    // address was full) and the oldest of the heaviest address for the device.
+    let mut closed = Vec::new();
+    for (i, (host, s)) in idle.iter_mut().enumerate() {
+        let mut b = [0u8; 1];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(5), s.read(&mut b)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "idle socket {i} got data");
+            closed.push((*host, i % 128));
+        }
+    }
+    // (127.0.0.2-4 hold 128 each then: the oldest of them is 127.0.0.2's first.)
+    assert_eq!(closed, [(1, 0), (2, 0)]);
+    broker.wait_log("evicted to make room");
+    broker.assert_running();
+}
