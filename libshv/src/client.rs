@@ -310,25 +310,45 @@ impl Client {
     }
 
     /// Subscribes to signals matching the RI (`path:method:signal`), optionally with a TTL.
+    /// A broker without SHV 3's `.broker/currentClient:subscribe` (the C++ one) is asked
+    /// with SHV 2's `.broker/app:subscribe` (no TTL there; it may deliver more than the
+    /// RI asks for: [`Ri::to_shv2`](crate::ri::Ri::to_shv2)).
     pub async fn subscribe(&self, ri: &str, ttl: Option<u64>) -> Result<bool, ClientError> {
         let param = match ttl {
             Some(t) => RpcValue::from(vec![RpcValue::from(ri), RpcValue::from(t as i64)]),
             None => RpcValue::from(ri),
         };
-        let r = self
+        let r = match self
             .call(".broker/currentClient", "subscribe", Some(param))
-            .await?;
-        Ok(r.as_bool())
+            .await
+        {
+            Err(ClientError::Rpc(e)) if e.code == crate::message::code::METHOD_NOT_FOUND => {
+                let shv2 = crate::ri::Ri::parse(ri).to_shv2();
+                self.call(".broker/app", "subscribe", Some(shv2)).await?
+            }
+            r => r?,
+        };
+        // SHV 2 brokers answer with Null.
+        Ok(r.as_bool() || r.is_null())
     }
 
+    /// Ends a subscription, over SHV 2's `.broker/app:unsubscribe` where SHV 3's
+    /// `.broker/currentClient:unsubscribe` is missing.
     pub async fn unsubscribe(&self, ri: &str) -> Result<bool, ClientError> {
-        let r = self
+        let r = match self
             .call(
                 ".broker/currentClient",
                 "unsubscribe",
                 Some(RpcValue::from(ri)),
             )
-            .await?;
+            .await
+        {
+            Err(ClientError::Rpc(e)) if e.code == crate::message::code::METHOD_NOT_FOUND => {
+                let shv2 = crate::ri::Ri::parse(ri).to_shv2();
+                self.call(".broker/app", "unsubscribe", Some(shv2)).await?
+            }
+            r => r?,
+        };
         Ok(r.as_bool())
     }
 

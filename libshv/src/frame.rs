@@ -44,9 +44,8 @@ fn check_meta_types(meta: &MetaMap) -> Result<(), DecodeError> {
         (tag::SHV_PATH, &|v| matches!(v, Value::String(_))),
         (tag::METHOD, &|v| matches!(v, Value::String(_))),
         (tag::ACCESS, &|v| matches!(v, Value::String(_))),
-        (tag::USER_ID, &|v| {
-            matches!(v, Value::String(_) | Value::Null)
-        }),
+        // Ours a String chain, the C++ brokers' a Map {shvUser, brokerId}.
+        (tag::USER_ID, &crate::meta::user_id::valid),
         (tag::ACCESS_LEVEL, &int),
         (tag::SOURCE, &|v| matches!(v, Value::String(_))),
         (tag::REPEAT, &|v| matches!(v, Value::Bool(_))),
@@ -153,8 +152,9 @@ impl RpcFrame {
     pub fn access_level(&self) -> Option<i64> {
         self.get_int(tag::ACCESS_LEVEL)
     }
-    pub fn user_id(&self) -> Option<&str> {
-        self.get_str(tag::USER_ID)
+    /// The UserId as one readable chain, whichever form it came in ("" for none).
+    pub fn user_id(&self) -> std::borrow::Cow<'_, str> {
+        crate::meta::user_id::chain(&self.meta)
     }
     pub fn tunnel_ctl(&self) -> Option<&RpcValue> {
         self.meta.get(tag::TUNNEL_CTL)

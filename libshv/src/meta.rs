@@ -164,16 +164,91 @@ mod tests {
     }
 }
 
-/// The user a request's UserId (`meta`'s tag 16) vouches for: the last entry, which the
-/// broker nearest to the receiver appended for the login it authenticated. Everything
-/// before it is what the caller and the brokers above said, and a caller may write
-/// anything there.
-pub fn verified_user(meta: &MetaMap) -> &str {
-    let chain = meta
-        .get(crate::meta::tag::USER_ID)
-        .map(|u| u.as_str())
-        .unwrap_or("");
-    chain.rsplit(';').next().unwrap_or("")
+/// UserId (tag 16) in the two forms peers use. Ours and pySHV's: a String, a chain of
+/// `user:broker` entries joined by `;`, each broker on the way appending the login it
+/// authenticated (`broker` alone for a request from its parent). The C++ brokers': a
+/// Map `{"shvUser": user, "brokerId": broker}`, one entry that each broker overwrites
+/// for its own clients' requests and leaves as it is for its parent's.
+pub mod user_id {
+    use std::borrow::Cow;
+
+    use shvproto::{MetaMap, RpcValue, Value};
+
+    use super::tag;
+
+    pub const KEY_SHV_USER: &str = "shvUser";
+    pub const KEY_BROKER_ID: &str = "brokerId";
+
+    /// Whether `v` is a UserId of either form (Null: none).
+    pub fn valid(v: &Value) -> bool {
+        match v {
+            Value::String(_) | Value::Null => true,
+            Value::Map(m) => m
+                .iter()
+                .all(|(_, v)| matches!(v.value, Value::String(_) | Value::Null)),
+            _ => false,
+        }
+    }
+
+    /// The UserId as one readable chain: the String as it is, a Map as
+    /// `shvUser:brokerId`; "" when there is none.
+    pub fn chain(meta: &MetaMap) -> Cow<'_, str> {
+        match meta.get(tag::USER_ID).map(|v| &v.value) {
+            Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
+            Some(Value::Map(m)) => {
+                let get = |k: &str| match m.get(k).map(|v| &v.value) {
+                    Some(Value::String(s)) => s.as_str(),
+                    _ => "",
+                };
+                Cow::Owned(entry(get(KEY_SHV_USER), get(KEY_BROKER_ID)))
+            }
+            _ => Cow::Borrowed(""),
+        }
+    }
+
+    /// The user the UserId vouches for: its last entry, which the broker nearest to
+    /// the receiver wrote for the login it authenticated. Everything before it is what
+    /// the caller and the brokers above said, and a caller may write anything there.
+    pub fn verified(meta: &MetaMap) -> Cow<'_, str> {
+        match chain(meta) {
+            Cow::Borrowed(s) => Cow::Borrowed(s.rsplit(';').next().unwrap_or("")),
+            Cow::Owned(s) => Cow::Owned(s.rsplit(';').next().unwrap_or("").to_string()),
+        }
+    }
+
+    /// A broker named `broker` forwards the request: for its own client's request
+    /// (`user` Some) it adds that login; for its parent's (None) it adds its name.
+    /// Either in the form the frame carries: appended to a String chain, or, as the
+    /// C++ brokers do, written into a Map (which a parent's request keeps unchanged).
+    pub fn append(meta: &mut MetaMap, user: Option<&str>, broker: &str) {
+        let next = match meta.get(tag::USER_ID).map(|v| &v.value) {
+            Some(Value::Map(m)) => {
+                let Some(user) = user else { return };
+                let mut m = (**m).clone();
+                m.insert(KEY_SHV_USER.into(), RpcValue::from(user));
+                m.insert(KEY_BROKER_ID.into(), RpcValue::from(broker));
+                RpcValue::from(m)
+            }
+            Some(Value::String(s)) if !s.is_empty() => {
+                RpcValue::from(format!("{s};{}", entry(user.unwrap_or(""), broker)))
+            }
+            _ => RpcValue::from(entry(user.unwrap_or(""), broker)),
+        };
+        meta.insert(tag::USER_ID, next);
+    }
+
+    fn entry(user: &str, broker: &str) -> String {
+        match (user.is_empty(), broker.is_empty()) {
+            (false, false) => format!("{user}:{broker}"),
+            (false, true) => user.to_string(),
+            (true, _) => broker.to_string(),
+        }
+    }
+}
+
+/// [`user_id::verified`]: the user a request's UserId vouches for.
+pub fn verified_user(meta: &MetaMap) -> std::borrow::Cow<'_, str> {
+    user_id::verified(meta)
 }
 
 #[cfg(test)]
@@ -189,5 +264,40 @@ mod verified_user_tests {
             RpcValue::from("admin:forged;alice:shv1;bob:shv2"),
         );
         assert_eq!(verified_user(&m), "bob:shv2");
+    }
+
+    fn cpp(user: &str, broker: &str) -> RpcValue {
+        let mut m = shvproto::Map::new();
+        m.insert(user_id::KEY_SHV_USER.into(), RpcValue::from(user));
+        m.insert(user_id::KEY_BROKER_ID.into(), RpcValue::from(broker));
+        RpcValue::from(m)
+    }
+
+    #[test]
+    fn a_cpp_map_reads_as_one_entry_and_is_overwritten_in_its_own_form() {
+        let mut m = MetaMap::new();
+        m.insert(tag::USER_ID, cpp("alice", "cppbroker"));
+        assert_eq!(user_id::chain(&m), "alice:cppbroker");
+        assert_eq!(verified_user(&m), "alice:cppbroker");
+        // A request from our parent (the C++ broker): kept as it is.
+        user_id::append(&mut m, None, "ours");
+        assert_eq!(m.get(tag::USER_ID), Some(&cpp("alice", "cppbroker")));
+        // Our own client's request that carried a Map: written as a C++ broker would.
+        user_id::append(&mut m, Some("bob"), "ours");
+        assert_eq!(m.get(tag::USER_ID), Some(&cpp("bob", "ours")));
+        assert!(user_id::valid(&cpp("a", "b").value));
+        let mut bad = shvproto::Map::new();
+        bad.insert("shvUser".into(), RpcValue::from(1));
+        assert!(!user_id::valid(&RpcValue::from(bad).value));
+    }
+
+    #[test]
+    fn a_string_chain_is_appended_to() {
+        let mut m = MetaMap::new();
+        user_id::append(&mut m, Some("alice"), "site");
+        assert_eq!(user_id::chain(&m), "alice:site");
+        user_id::append(&mut m, None, "central");
+        assert_eq!(user_id::chain(&m), "alice:site;central");
+        assert_eq!(verified_user(&m), "central");
     }
 }

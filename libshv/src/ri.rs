@@ -45,6 +45,50 @@ impl Ri {
         }
     }
 
+    /// The SHV 2 subscription `{"method": signal, "path": path}` (as the C++ broker's
+    /// `.broker/app:subscribe` takes it: `path` and every path below it, `signal` by
+    /// name or, empty, any) as an RI. Err for a parameter that is not such a Map.
+    pub fn from_shv2(param: &shvproto::RpcValue) -> Result<Ri, &'static str> {
+        let shvproto::Value::Map(m) = &param.value else {
+            return Err("expected {\"method\": SIGNAL, \"path\": PATH}");
+        };
+        let get = |k: &str| match m.get(k).map(|v| &v.value) {
+            None | Some(shvproto::Value::Null) => Ok(""),
+            Some(shvproto::Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err("'method' and 'path' must be Strings"),
+        };
+        let (signal, path) = (get("method")?, get("path")?.trim_matches('/'));
+        let path = if path.is_empty() {
+            "**".to_string()
+        } else {
+            format!("{path}/**")
+        };
+        let signal = if signal.is_empty() { "*" } else { signal };
+        Ok(Ri::new(path, "*".into(), Some(signal.into())))
+    }
+
+    /// This RI as an SHV 2 subscription `{"method", "path"}`, for a broker that knows
+    /// no other (the C++ one): the path up to its first pattern, and the signal if it
+    /// is a plain name. It may cover more than the RI: the signals are matched against
+    /// the RI again where they arrive.
+    pub fn to_shv2(&self) -> shvproto::RpcValue {
+        let wild = |s: &str| s.contains(['*', '?', '[']);
+        let path: Vec<&str> = self
+            .segments
+            .iter()
+            .map(String::as_str)
+            .take_while(|s| !wild(s))
+            .collect();
+        let signal = match self.signal.as_deref() {
+            Some(s) if !wild(s) => s,
+            _ => "",
+        };
+        let mut m = shvproto::Map::new();
+        m.insert("method".into(), shvproto::RpcValue::from(signal));
+        m.insert("path".into(), shvproto::RpcValue::from(path.join("/")));
+        shvproto::RpcValue::from(m)
+    }
+
     /// Does a method call `path:method` match this (method-only) pattern?
     pub fn matches_method(&self, path: &str, method: &str) -> bool {
         glob(&self.method, method) && self.matches_path(path)
@@ -338,5 +382,34 @@ mod tests {
         assert!(m.matches_method("a/b", "set"));
         assert!(!m.matches_method("a/b", "get"));
         assert_eq!(Ri::parse("x:*:*").to_string(), "x:*:*");
+    }
+}
+
+#[cfg(test)]
+mod shv2_tests {
+    use super::*;
+    use shvproto::RpcValue;
+
+    #[test]
+    fn shv2_subscriptions_read_as_ris_and_ris_as_shv2_subscriptions() {
+        let p = RpcValue::from_cpon(r#"{"method":"chng","path":"test/dev"}"#).unwrap();
+        let ri = Ri::from_shv2(&p).unwrap();
+        assert_eq!(ri.to_string(), "test/dev/**:*:chng");
+        assert!(ri.matches_signal("test/dev", "get", "chng"));
+        assert!(ri.matches_signal("test/dev/a/b", "get", "chng"));
+        assert!(!ri.matches_signal("test/devx", "get", "chng"));
+        assert!(!ri.matches_signal("test/dev", "get", "other"));
+        let any = Ri::from_shv2(&RpcValue::from_cpon(r#"{"path":""}"#).unwrap()).unwrap();
+        assert_eq!(any.to_string(), "**:*:*");
+        assert!(Ri::from_shv2(&RpcValue::from("x")).is_err());
+        assert!(Ri::from_shv2(&RpcValue::from_cpon(r#"{"path":1}"#).unwrap()).is_err());
+        assert_eq!(
+            Ri::parse("a/b/*/c:*:chng").to_shv2().to_cpon(),
+            r#"{"method":"chng","path":"a/b"}"#
+        );
+        assert_eq!(
+            Ri::parse("**:*:ch*").to_shv2().to_cpon(),
+            r#"{"method":"","path":""}"#
+        );
     }
 }

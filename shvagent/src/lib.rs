@@ -334,7 +334,7 @@ impl Agent {
                 )));
             }
             let user = meta::verified_user(&req.meta);
-            tracing::info!("forward for {}: {f:?}", shown(user));
+            tracing::info!("forward for {}: {f:?}", shown(&user));
         }
         let Some(rexec) = resolve_program(&self.rexec) else {
             return Some(Err(RpcError::new(
@@ -377,7 +377,7 @@ impl Agent {
         ftr.request_id = Some(rid);
         tracing::info!(
             "launchRexec {rid} for {}: {}, tunnel via {}:{:?} (found in {:?})",
-            shown(meta::verified_user(&req.meta)),
+            shown(&meta::verified_user(&req.meta)),
             shown(&launch.describe(LOGGED_COMMAND)),
             shown(ftr.host.as_deref().unwrap_or("")),
             ftr.port,
@@ -512,7 +512,7 @@ impl RequestHandler for Agent {
             (_, "dir") => dir(&path, p),
             (_, "ls") => ls(&path, p),
             ("", "launchRexec") => return self.launch_rexec(client, &req).await,
-            ("", "runCmd") => run_cmd(p, meta::verified_user(&req.meta)).await,
+            ("", "runCmd") => run_cmd(p, &meta::verified_user(&req.meta)).await,
             (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
             (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),
             (".app", "name") => Ok(RpcValue::from("shvagent")),

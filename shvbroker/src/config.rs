@@ -66,6 +66,22 @@ pub struct User {
     /// `limits.max_subscription_bytes_per_user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_subscription_bytes: Option<usize>,
+    /// The access level (`bws`, `rd`, … `su`) the broker's own requests to this user's
+    /// connections carry: its `ls` probe and the subscriptions it forwards into a child
+    /// broker logged in as this user. A child broker grants them by it (the C++ broker
+    /// applies its `masterBroker` role to such requests without one). Default `rd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_request_access: Option<String>,
+}
+
+impl User {
+    /// The level of [`User::own_request_access`].
+    pub fn own_request_level(&self) -> i64 {
+        self.own_request_access
+            .as_deref()
+            .and_then(parse_level)
+            .unwrap_or(libshv::access::level::READ)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -419,6 +435,7 @@ fn user(password: &str, role: &str) -> User {
         roles: vec![role.into()],
         max_sessions: None,
         max_subscription_bytes: None,
+        own_request_access: None,
     }
 }
 
@@ -554,6 +571,13 @@ impl Config {
             for r in &u.roles {
                 if !self.roles.contains_key(r) {
                     return Err(format!("user '{name}' has unknown role '{r}'"));
+                }
+            }
+            if let Some(a) = &u.own_request_access {
+                if parse_level(a).is_none() {
+                    return Err(format!(
+                        "user '{name}': unknown own_request_access level '{a}'"
+                    ));
                 }
             }
         }

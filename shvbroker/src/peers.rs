@@ -35,10 +35,10 @@ pub struct Peer {
     pub addr: String,
     pub tx: QueueSender,
     pub cancel: CancellationToken,
-    /// What this broker appends to UserId for the peer's requests.
-    pub user_id: String,
     /// Whether a mounted peer is itself a broker (asked with `ls(".broker")`).
     pub is_broker: Option<bool>,
+    /// A child broker that has only SHV 2's `.broker/app:subscribe` (the C++ one).
+    pub shv2_subscriptions: bool,
     pub connected_at: SystemTime,
     /// When the last frame from this peer arrived (`clientInfo:idleTime`).
     pub last_rx: Instant,

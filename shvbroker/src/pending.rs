@@ -67,7 +67,7 @@ pub fn launch_of(agent_path: &str, frame: &RpcFrame) -> Launch {
         rows: size(rows, 24),
         // The end of the chain is what this broker appended (the authenticated user);
         // what comes before is the callers' own word.
-        user: tail(frame.user_id().unwrap_or(""), MAX_COMMAND_TEXT),
+        user: tail(&frame.user_id(), MAX_COMMAND_TEXT),
         agent_path: truncate(agent_path, MAX_COMMAND_TEXT),
         command,
     }

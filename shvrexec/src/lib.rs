@@ -19,8 +19,8 @@ use libshv::client::{Client, ClientConfig};
 use libshv::login::{Credentials, LoginParams};
 use libshv::tunnel::mux::{run_mux, MuxRole};
 use libshv::tunnel::{
-    parse_tunnel_address, CloseStatus, FileCopy, Forward, LaunchParams, RexecLine, TunnelCtl,
-    TunnelEnd, TunnelReceiver, TunnelSender, TunnelState,
+    parse_tunnel_address, CloseStatus, Dialect, FileCopy, Forward, LaunchParams, RexecLine,
+    TunnelCtl, TunnelEnd, TunnelReceiver, TunnelSender, TunnelState,
 };
 use libshv::url::RpcUrl;
 
@@ -29,6 +29,9 @@ pub struct Launch {
     /// The FindTunnelResponse with RequestId (5) = rsh's request id R.
     pub find_tunnel_response: TunnelCtl,
     pub call: LaunchParams,
+    /// How the operator's end speaks: the launch's form says (a C++ shvrsh sends the
+    /// journal's List form and reads only Strings).
+    pub dialect: Dialect,
     /// The CA the agent trusts, for a tunnel host reached over TLS.
     pub tunnel_ca: Option<String>,
 }
@@ -69,6 +72,7 @@ impl Launch {
         Ok(Launch {
             find_tunnel_response: ftr,
             call,
+            dialect: Dialect::of_launch(&l.on_connected_call),
             tunnel_ca: l.tunnel_ca,
         })
     }
@@ -224,9 +228,12 @@ pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
         launch.find_tunnel_response.request_id
     );
     let (client, _signals) = Client::connect(&cfg, None).await?;
-    let end = TunnelEnd::create(&client, &launch.find_tunnel_response, OPEN_TIMEOUT).await?;
+    let end = TunnelEnd::create(&client, &launch.find_tunnel_response, OPEN_TIMEOUT)
+        .await?
+        .with_dialect(launch.dialect);
     tracing::info!(
-        "tunnel open, running {} {:?}",
+        "tunnel open ({:?} dialect), running {} {:?}",
+        launch.dialect,
         launch.call.method(),
         launch.call.cmd
     );

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libshv::message::code;
 use libshv::tunnel::{
-    CloseStatus, Control, LaunchParams, TunnelEnd, TunnelError, TunnelEvent, TunnelSender,
+    CloseStatus, Control, Dialect, LaunchParams, TunnelEnd, TunnelError, TunnelEvent, TunnelSender,
 };
 use libshv::{Client, ClientConfig, ClientError, RpcValue};
 use tokio::sync::mpsc;
@@ -52,6 +52,39 @@ pub struct Options {
     pub forwards: Vec<forward::ForwardSpec>,
     /// `-N`: forwards only, no command.
     pub no_command: bool,
+    /// How the agent speaks tunnels; None: ask it ([`agent_dialect`]).
+    pub dialect: Option<Dialect>,
+}
+
+/// How the agent at `path` speaks tunnels, from its `dir`: ours describes the Map form
+/// of `launchRexec`, the C++ shvagent does not. Anything unclear (no answer, no
+/// `launchRexec` there) is taken as ours: the launch then reports what is wrong.
+pub async fn agent_dialect(client: &Client, path: &str) -> Dialect {
+    let dir = client
+        .call_timeout(path, "dir", None, Duration::from_secs(10))
+        .await;
+    let d = dir
+        .ok()
+        .and_then(|d| Dialect::of_agent_dir(&d))
+        .unwrap_or(Dialect::Shv);
+    tracing::debug!("agent {path} speaks the {d:?} dialect");
+    d
+}
+
+/// The launch of `opts` in the agent's dialect.
+async fn launch(client: &Client, opts: &Options) -> Result<TunnelEnd, TunnelError> {
+    let dialect = match opts.dialect {
+        Some(d) => d,
+        None => agent_dialect(client, &opts.agent_path).await,
+    };
+    TunnelEnd::launch_in(
+        client,
+        &opts.agent_path,
+        &opts.launch,
+        dialect,
+        opts.open_timeout,
+    )
+    .await
 }
 
 fn connect_error(url: &ClientConfig, e: ClientError) -> RshError {
@@ -89,7 +122,7 @@ pub async fn connect(opts: &Options) -> Result<Client, RshError> {
 /// Connects and opens the tunnel.
 pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
     let client = connect(opts).await?;
-    match TunnelEnd::launch(&client, &opts.agent_path, &opts.launch, opts.open_timeout).await {
+    match launch(&client, opts).await {
         Ok(end) => Ok((client, end)),
         Err(e) => Err(launch_error(&client, &opts.agent_path, e).await),
     }
@@ -389,17 +422,16 @@ pub async fn run(opts: Options) -> i32 {
             }
         });
     }
-    let end =
-        match TunnelEnd::launch(&client, &opts.agent_path, &opts.launch, opts.open_timeout).await {
-            Ok(end) => end,
-            Err(e) => {
-                eprintln!(
-                    "shvrsh: {}",
-                    launch_error(&client, &opts.agent_path, e).await
-                );
-                return EXIT_FAILURE;
-            }
-        };
+    let end = match launch(&client, &opts).await {
+        Ok(end) => end,
+        Err(e) => {
+            eprintln!(
+                "shvrsh: {}",
+                launch_error(&client, &opts.agent_path, e).await
+            );
+            return EXIT_FAILURE;
+        }
+    };
     if opts.raw {
         if let Err(e) = term::set_raw() {
             eprintln!("shvrsh: cannot set the terminal to raw mode: {e}");

@@ -1,5 +1,5 @@
 use clap::Parser;
-use libshv::tunnel::LaunchParams;
+use libshv::tunnel::{Dialect, LaunchParams};
 use shvrsh::cli::LoginArgs;
 use shvrsh::forward::{Direction, ForwardSpec};
 use shvrsh::{term, Options, EXIT_FAILURE};
@@ -47,6 +47,18 @@ struct Args {
     /// No command: only forward ports, until interrupted or the broker goes
     #[arg(short = 'N')]
     no_command: bool,
+    /// How the agent speaks tunnels: `shv` (our shvagent: Blobs, flow control, resize,
+    /// EOF and signals), `cpp` (the C++ shvapp shvagent: the original launch form and
+    /// Strings; no window resize, no stdin EOF), or `auto`: ask the agent (`dir`)
+    #[arg(long, value_enum, default_value_t = DialectArg::Auto)]
+    dialect: DialectArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DialectArg {
+    Auto,
+    Shv,
+    Cpp,
 }
 
 fn options(args: Args) -> anyhow::Result<Options> {
@@ -96,6 +108,11 @@ fn options(args: Args) -> anyhow::Result<Options> {
         raw: pty && tty,
         escape: tty && !args.no_escape,
         open_timeout: args.login.open_timeout(),
+        dialect: match args.dialect {
+            DialectArg::Auto => None,
+            DialectArg::Shv => Some(Dialect::Shv),
+            DialectArg::Cpp => Some(Dialect::Journal),
+        },
     })
 }
 

@@ -66,6 +66,7 @@ pub struct TunnelEnd {
     send_id: i64,
     send_cids: Vec<i64>,
     closed: bool,
+    dialect: Dialect,
 }
 
 /// How many frames may queue on a tunnel's receive stream before the client's reader
@@ -112,9 +113,25 @@ impl TunnelEnd {
         params: &LaunchParams,
         timeout: Duration,
     ) -> Result<TunnelEnd, TunnelError> {
+        Self::launch_in(client, agent_path, params, Dialect::Shv, timeout).await
+    }
+
+    /// [`TunnelEnd::launch`] to an agent that speaks `dialect`: the launch in its form,
+    /// and the tunnel's data in its form (see [`Dialect`]).
+    pub async fn launch_in(
+        client: &Client,
+        agent_path: &str,
+        params: &LaunchParams,
+        dialect: Dialect,
+        timeout: Duration,
+    ) -> Result<TunnelEnd, TunnelError> {
+        let param = match dialect {
+            Dialect::Shv => params.to_value(),
+            Dialect::Journal => params.to_journal_value().map_err(TunnelError::Failed)?,
+        };
         let rid = client.next_request_id();
         let mut rx = client.register_stream(rid, STREAM_CAPACITY);
-        let req = RpcMessage::new_request(rid, agent_path, "launchRexec", Some(params.to_value()));
+        let req = RpcMessage::new_request(rid, agent_path, "launchRexec", Some(param));
         if let Err(e) = client.send(req).await {
             client.unregister(rid);
             return Err(e.into());
@@ -196,6 +213,7 @@ impl TunnelEnd {
             send_id: w,
             send_cids: rcid,
             closed: false,
+            dialect,
         })
     }
 
@@ -273,6 +291,7 @@ impl TunnelEnd {
             send_id: rid,
             send_cids: path_to_rsh,
             closed: false,
+            dialect: Dialect::Shv,
         })
     }
 
@@ -286,6 +305,16 @@ impl TunnelEnd {
         &self.client
     }
 
+    /// The far end speaks `dialect` (the device's end learns it from the launch).
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Splits into a cloneable sender and the receiver, so that reading and writing
     /// can run in separate tasks.
     pub fn split(self) -> (TunnelSender, TunnelReceiver) {
@@ -294,12 +323,20 @@ impl TunnelEnd {
             send_id: self.send_id,
             send_cids: self.send_cids,
             window: Arc::new(tokio::sync::Semaphore::new(FLOW_WINDOW)),
+            dialect: self.dialect,
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let buffered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let room = Arc::new(tokio::sync::Notify::new());
         // Acks must be seen even while the application is blocked sending (waiting for
         // those very acks), so a pump reads the stream independently of `recv`.
-        tokio::spawn(pump(self.rx, events_tx, sender.clone(), buffered.clone()));
+        tokio::spawn(pump(
+            self.rx,
+            events_tx,
+            sender.clone(),
+            buffered.clone(),
+            room.clone(),
+        ));
         let receiver = TunnelReceiver {
             client: self.client,
             events: events_rx,
@@ -308,6 +345,7 @@ impl TunnelEnd {
             acker: sender.clone(),
             unacked: 0,
             buffered,
+            room,
         };
         (sender, receiver)
     }
@@ -319,23 +357,39 @@ pub struct TunnelSender {
     client: Client,
     send_id: i64,
     send_cids: Vec<i64>,
-    /// Bytes we may still send before the far side acknowledges ([`FLOW_WINDOW`]).
+    /// Bytes we may still send before the far side acknowledges ([`FLOW_WINDOW`]);
+    /// unused in the journal dialect, which has no acks.
     window: Arc<tokio::sync::Semaphore>,
+    dialect: Dialect,
 }
 
 impl TunnelSender {
-    /// Sends bytes on a data channel as `[channel, blob]`, waiting while the far side
-    /// has [`FLOW_WINDOW`] bytes unacknowledged.
+    /// Waits while the far side has [`FLOW_WINDOW`] bytes unacknowledged, then takes
+    /// `len` bytes' share of the window (nothing to wait for in the journal dialect).
+    async fn take_window(&self, len: usize) -> Result<(), TunnelError> {
+        if self.dialect == Dialect::Journal {
+            return if self.window.is_closed() {
+                Err(TunnelError::Failed("tunnel closed".into()))
+            } else {
+                Ok(())
+            };
+        }
+        let permits = self
+            .window
+            .acquire_many(cost(len) as u32)
+            .await
+            .map_err(|_| TunnelError::Failed("tunnel closed".into()))?;
+        permits.forget();
+        Ok(())
+    }
+
+    /// Sends bytes on a data channel as `[channel, blob]` (a String in the journal
+    /// dialect), waiting while the far side has [`FLOW_WINDOW`] bytes unacknowledged.
     pub async fn send_data(&self, channel: i64, data: &[u8]) -> Result<(), TunnelError> {
         for chunk in data.chunks(MAX_CHUNK) {
-            let permits = self
-                .window
-                .acquire_many(cost(chunk.len()) as u32)
-                .await
-                .map_err(|_| TunnelError::Failed("tunnel closed".into()))?;
-            permits.forget();
+            self.take_window(chunk.len()).await?;
             let mut frame = tunnel_frame(self.send_id, &self.send_cids, false, None, None);
-            frame.body = data_body(channel, chunk);
+            frame.body = data_body(channel, chunk, self.dialect);
             self.client.send_frame(frame).await?;
         }
         Ok(())
@@ -351,14 +405,9 @@ impl TunnelSender {
                 .send_data(channel, buf.get(DATA_HEADROOM..).unwrap_or(&[]))
                 .await;
         }
-        let permits = self
-            .window
-            .acquire_many(cost(len) as u32)
-            .await
-            .map_err(|_| TunnelError::Failed("tunnel closed".into()))?;
-        permits.forget();
+        self.take_window(len).await?;
         let (l, n) = crate::value::uint_bytes(len as u64);
-        let head = super::fast::data_head(channel);
+        let head = super::fast::data_head(channel, self.dialect);
         let mut frame = tunnel_frame(self.send_id, &self.send_cids, false, None, None);
         match DATA_HEADROOM.checked_sub(head.len() + n) {
             Some(start) => {
@@ -368,7 +417,9 @@ impl TunnelSender {
                 frame.body = bytes::Bytes::from(buf).slice(start..);
             }
             // A channel number too long for the headroom: copy.
-            None => frame.body = super::fast::data_body(channel, &buf[DATA_HEADROOM..]),
+            None => {
+                frame.body = super::fast::data_body(channel, &buf[DATA_HEADROOM..], self.dialect)
+            }
         }
         Ok(self.client.send_frame(frame).await?)
     }
@@ -380,8 +431,12 @@ impl TunnelSender {
         self.window.add_permits(n.min(room));
     }
 
-    /// Sends a control Map on channel 3 (rsh → rexec).
+    /// Sends a control Map on channel 3 (rsh → rexec). The journal dialect has no
+    /// controls (a C++ end ignores channel 3): nothing is sent.
     pub async fn send_control(&self, control: Control) -> Result<(), TunnelError> {
+        if self.dialect == Dialect::Journal {
+            return Ok(());
+        }
         let result = RpcValue::from(vec![RpcValue::from(channel::CONTROL), control.to_value()]);
         self.send_result(result).await
     }
@@ -421,16 +476,21 @@ pub struct TunnelReceiver {
     unacked: usize,
     /// Window cost the pump queued and the application has not taken yet.
     buffered: Arc<std::sync::atomic::AtomicUsize>,
+    /// Told when the application took something (a journal-dialect pump waits for it).
+    room: Arc<tokio::sync::Notify>,
 }
 
 /// Reads the tunnel's raw stream: acks go straight to the sender's window, everything
 /// else is queued for [`TunnelReceiver::recv`]. The queue is bounded by the window: a
-/// far side that ignores it is cut off rather than buffered for.
+/// far side that ignores it is cut off rather than buffered for. A journal-dialect far
+/// side has no window to keep to: there the pump stops reading instead while the
+/// queue is full, which holds the far side back through the broker.
 async fn pump(
     mut rx: mpsc::Receiver<RpcFrame>,
     events: mpsc::UnboundedSender<TunnelEvent>,
     sender: TunnelSender,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
+    room: Arc<tokio::sync::Notify>,
 ) {
     use std::sync::atomic::Ordering;
     loop {
@@ -457,6 +517,15 @@ async fn pump(
             // Controls are outside the window (nobody acks them), but they wait in the
             // same queue: counted too, so that a flood of them cannot grow it forever.
             TunnelEvent::Data { .. } | TunnelEvent::Control(_) => {
+                if sender.dialect == Dialect::Journal {
+                    loop {
+                        let notified = room.notified();
+                        if buffered.load(Ordering::Relaxed) <= FLOW_WINDOW {
+                            break;
+                        }
+                        notified.await;
+                    }
+                }
                 let queued = buffered.fetch_add(queued_cost(&ev), Ordering::Relaxed);
                 if queued > 2 * FLOW_WINDOW {
                     let why = "the far side ignores the tunnel's flow control".to_string();
@@ -482,7 +551,7 @@ impl TunnelReceiver {
         }
         // What the application took in the previous calls is consumed: acknowledge it
         // once a quarter window has gathered, so the far side keeps streaming.
-        if self.unacked >= FLOW_WINDOW / 4 {
+        if self.unacked >= FLOW_WINDOW / 4 && self.acker.dialect == Dialect::Shv {
             let n = self.unacked as u64;
             self.unacked = 0;
             if let Err(e) = self.acker.send_control(Control::Ack(n)).await {
@@ -505,6 +574,7 @@ impl TunnelReceiver {
         if !matches!(ev, TunnelEvent::Closed(_)) {
             self.buffered
                 .fetch_sub(queued_cost(&ev), std::sync::atomic::Ordering::Relaxed);
+            self.room.notify_one();
         }
         Some(ev)
     }

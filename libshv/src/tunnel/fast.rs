@@ -3,35 +3,46 @@
 
 use super::*;
 
-/// The body `i{2:[channel, b"…"]}` of a data frame, written directly (one copy of the
+/// ChainPack's type bytes of the two forms data travel in.
+const BLOB: u8 = 0x85;
+const STRING: u8 = 0x86;
+
+/// The body `i{2:[channel, b"…"]}` of a data frame (`"…"` in the journal dialect, the
+/// bytes as they are: a C++ String holds any bytes), written directly (one copy of the
 /// bytes instead of three through RpcValue and the generic writer).
-pub(super) fn data_body(channel: i64, data: &[u8]) -> bytes::Bytes {
+pub(super) fn data_body(channel: i64, data: &[u8], dialect: Dialect) -> bytes::Bytes {
     let (len, n) = crate::value::uint_bytes(data.len() as u64);
     let mut b = Vec::with_capacity(data.len() + 24);
-    b.extend_from_slice(&data_head(channel));
+    b.extend_from_slice(&data_head(channel, dialect));
     b.extend_from_slice(&len[..n]);
     b.extend_from_slice(data);
     b.extend_from_slice(&[0xff, 0xff]);
     bytes::Bytes::from(b)
 }
 
-/// `i{2:[channel, ` and the Blob's type byte: what comes before a data frame's length.
-/// Channels 0..=63 are one tiny-Int byte; forward connections go beyond (16 + N).
-pub(super) fn data_head(channel: i64) -> Vec<u8> {
+/// `i{2:[channel, ` and the Blob's (String's) type byte: what comes before a data
+/// frame's length. Channels 0..=63 are one tiny-Int byte; forward connections go
+/// beyond (16 + N).
+pub(super) fn data_head(channel: i64, dialect: Dialect) -> Vec<u8> {
     let mut head = vec![0x8a, 0x42, 0x88];
     match u8::try_from(channel) {
         Ok(c) if c <= 0x3f => head.push(0x40 | c),
         _ => head.extend_from_slice(&RpcValue::from(channel).to_chainpack()),
     }
-    head.push(0x85);
+    head.push(match dialect {
+        Dialect::Shv => BLOB,
+        Dialect::Journal => STRING,
+    });
     head
 }
 
-/// The common data frame `i{2:[channel, b"…"]}`, read straight out of the body: the
-/// generic decoder reads a Blob a byte at a time, which made it most of a tunnel end's
-/// CPU. Anything else (control Maps, Strings, other layouts) takes the generic path.
+/// The common data frame `i{2:[channel, b"…"]}` (or `"…"`, as the C++ ends send it),
+/// read straight out of the body: the generic decoder reads a Blob a byte at a time,
+/// which made it most of a tunnel end's CPU, and it refuses a String that is not
+/// UTF-8, which a C++ end's output need not be. Anything else (control Maps, other
+/// layouts) takes the generic path.
 pub(super) fn fast_data(body: &[u8]) -> Option<TunnelEvent> {
-    // 8a IMap, 42 key Int 2 (Result), 88 List, channel (tiny Int/UInt), 85 Blob
+    // 8a IMap, 42 key Int 2 (Result), 88 List, channel (tiny Int/UInt), 85 Blob | 86 String
     let rest = body.strip_prefix(&[0x8a, 0x42, 0x88])?;
     let (&ch, rest) = rest.split_first()?;
     let channel = match ch {
@@ -42,11 +53,14 @@ pub(super) fn fast_data(body: &[u8]) -> Option<TunnelEvent> {
     if channel == channel::CONTROL {
         return None;
     }
-    let rest = rest.strip_prefix(&[0x85])?;
+    let (&ty, rest) = rest.split_first()?;
+    if ty != BLOB && ty != STRING {
+        return None;
+    }
     let (len, start) = crate::value::read_uint(rest, 0).ok()?;
     let end = start.checked_add(usize::try_from(len).ok()?)?;
     let data = rest.get(start..end)?;
-    // The List and the IMap end right after the Blob, or this is not our layout.
+    // The List and the IMap end right after the bytes, or this is not our layout.
     (rest.get(end..)? == [0xff, 0xff]).then(|| TunnelEvent::Data {
         channel,
         data: data.to_vec(),

@@ -31,6 +31,7 @@ use crate::meta::{self, key, tag};
 mod address;
 pub mod copy;
 mod ctl;
+mod dialect;
 mod endpoint;
 mod fast;
 mod frames;
@@ -39,6 +40,7 @@ pub mod mux;
 
 pub use address::*;
 pub use ctl::*;
+pub use dialect::*;
 pub use endpoint::*;
 use fast::*;
 pub use frames::*;

@@ -40,7 +40,7 @@ fn fast_data_matches_the_generic_decoder() {
         let v = RpcValue::from(vec![RpcValue::from(ch), RpcValue::from(data.clone())]);
         let mut m = shvproto::IMap::new();
         m.insert(2, v);
-        let body = data_body(ch, &data);
+        let body = data_body(ch, &data, Dialect::Shv);
         assert_eq!(&body[..], &RpcValue::from(m).to_chainpack()[..], "{ch}");
         // Read back as the same channel, by the fast or the generic path.
         let back = fast_data(&body).or_else(|| {
@@ -61,6 +61,28 @@ fn fast_data_matches_the_generic_decoder() {
     let mut longer = good.clone();
     longer.insert(longer.len() - 1, 0x41);
     assert_eq!(fast_data(&longer), None);
+}
+
+/// The journal dialect's data: a ChainPack String as a C++ end writes it (the same
+/// bytes as shvproto's for UTF-8 text), read back byte-exact whatever the bytes.
+#[test]
+fn journal_data_are_strings_of_any_bytes() {
+    let text = "fanda@tecka:~$ \u{1b}[0m ž";
+    let mut m = shvproto::IMap::new();
+    m.insert(
+        2,
+        RpcValue::from(vec![RpcValue::from(1), RpcValue::from(text)]),
+    );
+    let body = data_body(1, text.as_bytes(), Dialect::Journal);
+    assert_eq!(&body[..], &RpcValue::from(m).to_chainpack()[..]);
+    let all: Vec<u8> = (0..=255u8).chain([0xc3, 0xff, 0xfe]).collect();
+    for data in [all.clone(), vec![0xc3], vec![0u8; 70_000]] {
+        let body = data_body(0, &data, Dialect::Journal);
+        assert_eq!(
+            fast_data(&body),
+            Some(TunnelEvent::Data { channel: 0, data }),
+        );
+    }
 }
 
 #[test]

@@ -94,6 +94,25 @@ const CURRENT_CLIENT: &[Method] = &[
         BROWSE,
     )),
 ];
+/// The SHV 2 API of the C++ broker, for its clients (their `shvcall --subscribe`, their
+/// heartbeat): answered, not listed (peers compare `.broker`'s list exactly).
+const BROKER_APP: &[Method] = &[
+    m(MethodDesc::new("ping", 0, "n", "n", BROWSE)),
+    m(MethodDesc::new(
+        "subscribe",
+        0,
+        "{method:s,path:s}",
+        "b",
+        BROWSE,
+    )),
+    m(MethodDesc::new(
+        "unsubscribe",
+        0,
+        "{method:s,path:s}",
+        "b",
+        BROWSE,
+    )),
+];
 const TUNNELS: &[Method] = &[
     m(MethodDesc::new("list", 0, "n", "[{}]", SUPER_SERVICE)),
     m(MethodDesc::new(
@@ -111,6 +130,7 @@ fn methods_of(path: &str, with_parents: bool) -> (Vec<&'static Method>, Vec<&'st
         ".app" => APP,
         ".broker" => BROKER,
         ".broker/currentClient" => CURRENT_CLIENT,
+        ".broker/app" => BROKER_APP,
         ".broker/tunnels" => TUNNELS,
         _ => &[],
     };
@@ -215,6 +235,21 @@ pub fn call(
             Ok(RpcValue::from(broker.subscriptions.remove(from, &ri)))
         }
         (".broker/currentClient", "subscriptions") => Ok(subscriptions_value(broker, from)),
+        (".broker/app", "ping") => Ok(RpcValue::null()),
+        (".broker/app", "subscribe") => {
+            let ri = Ri::from_shv2(&param)
+                .map_err(|e| RpcError::invalid_param(format!("subscribe: {e}")))?;
+            let r = subscribe(broker, from, &RpcValue::from(ri.to_string()));
+            broker.sync_forwarded_subscriptions();
+            r
+        }
+        (".broker/app", "unsubscribe") => {
+            let ri = Ri::from_shv2(&param)
+                .map_err(|e| RpcError::invalid_param(format!("unsubscribe: {e}")))?;
+            Ok(RpcValue::from(
+                broker.subscriptions.remove(from, &ri.to_string()),
+            ))
+        }
         (".broker/tunnels", "list") => Ok(broker.tunnel_list()),
         (".broker/tunnels", "close") => {
             let id = u64::try_from(int_param(&param)?).unwrap_or(0);

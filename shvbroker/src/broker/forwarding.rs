@@ -11,6 +11,9 @@ use super::*;
 pub enum OwnRequest {
     /// `ls(".broker")` on a freshly mounted peer.
     IsBroker,
+    /// `dir(".broker/currentClient", "subscribe")` on a child broker: has it SHV 3's
+    /// subscription API, or only SHV 2's `.broker/app:subscribe` (the C++ broker)?
+    HasShv3Subscribe,
     /// Subscription forwarding and the like: the answer needs no action.
     Quiet,
 }
@@ -79,6 +82,19 @@ impl Broker {
     pub fn send_own_request(&mut self, to: PeerId, msg: &mut RpcMessage, what: OwnRequest) -> bool {
         let rid = self.forwarding.next_rid();
         msg.meta.insert(tag::REQUEST_ID, RpcValue::from(rid));
+        // The grant a child broker is to apply, as for a request we forward for a
+        // user (a C++ child refuses a parent's request without one), and who asks.
+        let level = self
+            .peers
+            .get(&to)
+            .and_then(|p| self.config.users.get(&*p.user))
+            .map_or(libshv::access::level::READ, |u| u.own_request_level());
+        msg.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
+        msg.meta.insert(
+            tag::ACCESS,
+            RpcValue::from(libshv::access::level_name(level)),
+        );
+        libshv::meta::user_id::append(&mut msg.meta, None, &self.config.name);
         if !self.try_send_to(to, msg.to_frame()) {
             return false;
         }
@@ -160,8 +176,33 @@ impl Broker {
                     }
                 }
                 if is_broker {
-                    self.sync_forwarded_subscriptions();
+                    let mut dir = RpcMessage::new_request(
+                        0,
+                        ".broker/currentClient",
+                        "dir",
+                        Some(RpcValue::from("subscribe")),
+                    );
+                    // Not sent (a busy queue): SHV 3 is assumed.
+                    if !self.send_own_request(from, &mut dir, OwnRequest::HasShv3Subscribe) {
+                        self.sync_forwarded_subscriptions();
+                    }
                 }
+            }
+            OwnRequest::HasShv3Subscribe => {
+                let shv3 = RpcMessage::from_frame(frame)
+                    .ok()
+                    .and_then(|m| m.result().ok())
+                    .is_some_and(|r| !r.is_null() && (!r.is_bool() || r.as_bool()));
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.shv2_subscriptions = !shv3;
+                    if !shv3 {
+                        tracing::info!(
+                            peer = from,
+                            "the child broker has only SHV 2 subscriptions (.broker/app:subscribe)"
+                        );
+                    }
+                }
+                self.sync_forwarded_subscriptions();
             }
             OwnRequest::Quiet => {
                 if let Ok(Err(e)) = RpcMessage::from_frame(frame).map(|m| m.result()) {
@@ -179,19 +220,28 @@ impl Broker {
     /// subscribe what is new or due for renewal, unsubscribe what nobody needs.
     pub fn sync_forwarded_subscriptions(&mut self) {
         let now = Instant::now();
-        let children: Vec<(PeerId, String)> = self
+        let children: Vec<(PeerId, String, bool)> = self
             .peers
             .values()
             .filter(|p| p.is_child_broker())
-            .filter_map(|p| p.mount.clone().map(|m| (p.id, m)))
+            .filter_map(|p| p.mount.clone().map(|m| (p.id, m, p.shv2_subscriptions)))
             .collect();
-        for (child, mount) in children {
+        for (child, mount, shv2) in children {
             let mut desired: BTreeSet<String> = self
                 .subscriptions
                 .of_others(child, now)
                 .filter_map(|ri| ri.relative_to(&mount))
                 .map(|ri| full_ri(&ri))
                 .collect();
+            if shv2 {
+                // What SHV 2 can say of each: RIs with the same cover are one
+                // subscription there, unsubscribed only when none needs it.
+                desired = desired
+                    .iter()
+                    .filter_map(|ri| Ri::from_shv2(&Ri::parse(ri).to_shv2()).ok())
+                    .map(|ri| ri.to_string())
+                    .collect();
+            }
             if desired.len() > MAX_FORWARDED {
                 desired = BTreeSet::from(["**:*:*".to_string()]);
             }
@@ -200,22 +250,14 @@ impl Broker {
             let mut budget = FORWARD_BURST;
             for ri in &desired {
                 match sent.get(ri) {
-                    Some(t) if now.duration_since(*t) < FORWARD_REFRESH => {
+                    // SHV 2 subscriptions have no TTL: never renewed.
+                    Some(t) if shv2 || now.duration_since(*t) < FORWARD_REFRESH => {
                         next.insert(ri.clone(), *t);
                     }
                     // Not sent, or due: sent now if the budget allows, else next round.
                     _ if budget > 0 => {
                         budget -= 1;
-                        let p = RpcValue::from(vec![
-                            RpcValue::from(ri.as_str()),
-                            RpcValue::from(FORWARD_TTL as i64),
-                        ]);
-                        let mut m = RpcMessage::new_request(
-                            0,
-                            ".broker/currentClient",
-                            "subscribe",
-                            Some(p),
-                        );
+                        let mut m = subscribe_request(ri, shv2);
                         if self.send_own_request(child, &mut m, OwnRequest::Quiet) {
                             next.insert(ri.clone(), now);
                         } else if let Some(t) = sent.get(ri) {
@@ -230,12 +272,7 @@ impl Broker {
                 }
             }
             for (ri, t) in sent.iter().filter(|(ri, _)| !desired.contains(*ri)) {
-                let mut m = RpcMessage::new_request(
-                    0,
-                    ".broker/currentClient",
-                    "unsubscribe",
-                    Some(RpcValue::from(ri.as_str())),
-                );
+                let mut m = unsubscribe_request(ri, shv2);
                 // Kept as sent until the unsubscribe goes out.
                 if budget == 0 || !self.send_own_request(child, &mut m, OwnRequest::Quiet) {
                     next.insert(ri.clone(), *t);
@@ -249,6 +286,30 @@ impl Broker {
 }
 
 /// Subscription RIs are always sent in the full `path:method:signal` form.
+/// The (re)subscription of `ri` in a child broker: SHV 3's with a TTL, or SHV 2's
+/// (which has none: the subscription stays until unsubscribed or the link ends).
+fn subscribe_request(ri: &str, shv2: bool) -> RpcMessage {
+    if shv2 {
+        let p = Ri::parse(ri).to_shv2();
+        return RpcMessage::new_request(0, ".broker/app", "subscribe", Some(p));
+    }
+    let p = RpcValue::from(vec![RpcValue::from(ri), RpcValue::from(FORWARD_TTL as i64)]);
+    RpcMessage::new_request(0, ".broker/currentClient", "subscribe", Some(p))
+}
+
+fn unsubscribe_request(ri: &str, shv2: bool) -> RpcMessage {
+    if shv2 {
+        let p = Ri::parse(ri).to_shv2();
+        return RpcMessage::new_request(0, ".broker/app", "unsubscribe", Some(p));
+    }
+    RpcMessage::new_request(
+        0,
+        ".broker/currentClient",
+        "unsubscribe",
+        Some(RpcValue::from(ri)),
+    )
+}
+
 fn full_ri(ri: &Ri) -> String {
     format!(
         "{}:{}:{}",

@@ -255,8 +255,9 @@ impl Broker {
         let exists = path.is_empty() || below;
         let builtin: &[&str] = match path {
             "" => &[".app", ".broker"],
-            ".app" | ".broker/currentClient" | ".broker/tunnels" => &[],
-            // `tunnels` answers but is not listed: peers compare this list exactly.
+            ".app" | ".broker/currentClient" | ".broker/tunnels" | ".broker/app" => &[],
+            // `tunnels` and `app` (the SHV 2 API) answer but are not listed: peers
+            // compare this list exactly.
             ".broker" => &["currentClient", "client"],
             ".broker/client" => {
                 if level >= level::SUPER_SERVICE {

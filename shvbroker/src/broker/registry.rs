@@ -29,8 +29,8 @@ impl Broker {
             addr,
             tx,
             cancel,
-            user_id: String::new(),
             is_broker: None,
+            shv2_subscriptions: false,
             connected_at: SystemTime::now(),
             last_rx: Instant::now(),
             idle_max: idle_timeout,
@@ -104,13 +104,6 @@ impl Broker {
                 configured = subscriptions;
             }
         }
-        // As pyshv does: `user:broker` for our own users, just `broker` for requests
-        // from a parent (whose user is already in the chain).
-        peer.user_id = if peer.is_parent() {
-            self.config.name.clone()
-        } else {
-            format!("{}:{}", peer.user, self.config.name)
-        };
         tracing::info!(
             peer = id,
             user = %shown(&peer.user),

@@ -141,11 +141,8 @@ impl Broker {
             frame
                 .meta
                 .insert(tag::ACCESS, RpcValue::from(level_name(level)));
-            let user_id = match frame.user_id() {
-                Some(u) if !u.is_empty() => format!("{u};{}", peer.user_id),
-                _ => peer.user_id.clone(),
-            };
-            frame.meta.insert(tag::USER_ID, RpcValue::from(user_id));
+            let login = (!peer.is_parent()).then_some(&*peer.user);
+            libshv::meta::user_id::append(&mut frame.meta, login, &self.config.name);
             meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
             let launch =
                 (method == "launchRexec").then(|| crate::pending::launch_of(&path, &frame));
@@ -196,9 +193,12 @@ impl Broker {
         let grants = &self.peers.get(&from)?.grants;
         // Every logged-in user may browse the broker's own nodes (as pySHV grants): a
         // client needs `.app:shvVersionMajor` to know it talks SHV 3, and
-        // `.broker/currentClient` to subscribe.
-        let implicit = matches!(path, "" | ".app" | ".broker" | ".broker/currentClient")
-            .then_some(level::BROWSE);
+        // `.broker/currentClient` (SHV 2 clients `.broker/app`) to subscribe.
+        let implicit = matches!(
+            path,
+            "" | ".app" | ".broker" | ".broker/currentClient" | ".broker/app"
+        )
+        .then_some(level::BROWSE);
         let level = grants.level(path, method).or(implicit)?;
         let Some(rest) = path.strip_prefix(".broker/client/") else {
             return Some(level);

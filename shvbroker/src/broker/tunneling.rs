@@ -304,13 +304,13 @@ impl Broker {
             .get(&from)
             .map(|p| (p.addr.clone(), p.user.to_string()))
             .unwrap_or_default();
-        let chain = frame.user_id().unwrap_or("");
+        let chain = frame.user_id();
         tracing::info!(target: "audit", user = %shown(&login), agent = %shown(agent_path), command = %shown(&command), "runCmd");
         let mut m = serde_json::Map::new();
         m.insert("event".into(), "run".into());
         m.insert("kind".into(), "runCmd".into());
         m.insert("user".into(), shown(&login).to_string().into());
-        m.insert("user_chain".into(), shown(chain).to_string().into());
+        m.insert("user_chain".into(), shown(&chain).to_string().into());
         m.insert("client".into(), shown(&client).to_string().into());
         m.insert("agent".into(), shown(agent_path).to_string().into());
         m.insert("command".into(), command.into());

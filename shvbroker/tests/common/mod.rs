@@ -127,7 +127,7 @@ impl RequestHandler for Echo {
             (_, "whoami") => {
                 let mut m = shvproto::Map::new();
                 m.insert("path".into(), RpcValue::from(path.as_str()));
-                m.insert("userId".into(), RpcValue::from(f.user_id().unwrap_or("")));
+                m.insert("userId".into(), RpcValue::from(&*f.user_id()));
                 m.insert(
                     "accessLevel".into(),
                     RpcValue::from(f.access_level().unwrap_or(-1)),
