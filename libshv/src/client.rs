@@ -328,8 +328,7 @@ impl Client {
             }
             r => r?,
         };
-        // SHV 2 brokers answer with Null.
-        Ok(r.as_bool() || r.is_null())
+        Ok(r.as_bool())
     }
 
     /// Ends a subscription, over SHV 2's `.broker/app:unsubscribe` where SHV 3's

@@ -47,7 +47,8 @@ impl Ri {
 
     /// The SHV 2 subscription `{"method": signal, "path": path}` (as the C++ broker's
     /// `.broker/app:subscribe` takes it: `path` and every path below it, `signal` by
-    /// name or, empty, any) as an RI. Err for a parameter that is not such a Map.
+    /// name or, empty, any; it also reads `paths`, `signal`/`methods` and `source`) as
+    /// an RI. Err for a parameter that is not such a Map.
     pub fn from_shv2(param: &shvproto::RpcValue) -> Result<Ri, &'static str> {
         let shvproto::Value::Map(m) = &param.value else {
             return Err("expected {\"method\": SIGNAL, \"path\": PATH}");
@@ -57,14 +58,32 @@ impl Ri {
             Some(shvproto::Value::String(s)) => Ok(s.as_str()),
             Some(_) => Err("'method' and 'path' must be Strings"),
         };
-        let (signal, path) = (get("method")?, get("path")?.trim_matches('/'));
+        // The C++ broker's names, in its order of preference.
+        let first = |keys: &[&str]| -> Result<&str, &'static str> {
+            for k in keys {
+                let v = get(k)?;
+                if !v.is_empty() {
+                    return Ok(v);
+                }
+            }
+            Ok("")
+        };
+        let path = first(&["paths", "path"])?.trim_matches('/');
+        let signal = first(&["signal", "methods", "method"])?;
+        let source = first(&["source"])?;
         let path = if path.is_empty() {
             "**".to_string()
         } else {
             format!("{path}/**")
         };
-        let signal = if signal.is_empty() { "*" } else { signal };
-        Ok(Ri::new(path, "*".into(), Some(signal.into())))
+        let any = |s: &str| {
+            if s.is_empty() {
+                "*".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        Ok(Ri::new(path, any(source), Some(any(signal))))
     }
 
     /// This RI as an SHV 2 subscription `{"method", "path"}`, for a broker that knows
@@ -402,6 +421,8 @@ mod shv2_tests {
         let any = Ri::from_shv2(&RpcValue::from_cpon(r#"{"path":""}"#).unwrap()).unwrap();
         assert_eq!(any.to_string(), "**:*:*");
         assert!(Ri::from_shv2(&RpcValue::from("x")).is_err());
+        let cpp = RpcValue::from_cpon(r#"{"paths":"a","signal":"fchng","source":"get"}"#).unwrap();
+        assert_eq!(Ri::from_shv2(&cpp).unwrap().to_string(), "a/**:get:fchng");
         assert!(Ri::from_shv2(&RpcValue::from_cpon(r#"{"path":1}"#).unwrap()).is_err());
         assert_eq!(
             Ri::parse("a/b/*/c:*:chng").to_shv2().to_cpon(),
