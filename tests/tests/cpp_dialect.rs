@@ -90,15 +90,10 @@ fn show(f: &RpcFrame) -> String {
 
 /// Waits until `agent`'s log (shvrexec's included) has `needle`.
 async fn agent_logged(agent: &Agent, needle: &str) {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !agent.stderr().contains(needle) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent never logged {needle:?}:\n{}",
-            agent.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(needle, || async {
+        agent.stderr().contains(needle).then_some(())
+    })
+    .await;
 }
 
 /// The `shared` directory beside the repository (the protocol notes).
