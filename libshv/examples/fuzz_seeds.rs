@@ -135,6 +135,7 @@ fn main() {
             mount_point: (i == 0).then(|| "test/dev".into()),
             idle_timeout: Some(i as u64 * 30),
             user_agent: Some("fuzz-seeds".into()),
+            broker: false,
         };
         let v = p.to_value("abcd1234abcd1234");
         s.put("login_params", &v.to_chainpack());

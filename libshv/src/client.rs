@@ -68,6 +68,7 @@ impl ClientConfig {
             mount_point: url.mount_point.clone(),
             idle_timeout: None,
             user_agent: Some(format!("libshv-rs/{}", env!("CARGO_PKG_VERSION"))),
+            broker: false,
         };
         ClientConfig {
             url,

@@ -50,6 +50,9 @@ pub struct LoginParams {
     /// Seconds; 0 disables the broker's idle watchdog for this client.
     pub idle_timeout: Option<u64>,
     pub user_agent: Option<String>,
+    /// Announce this connection as a child broker (`options.broker: {}`): a C++ parent
+    /// forwards its clients' subscriptions only to connections that say so.
+    pub broker: bool,
 }
 
 impl LoginParams {
@@ -108,6 +111,9 @@ impl LoginParams {
         }
         if let Some(ua) = &self.user_agent {
             options.insert("userAgent".into(), ua.as_str().into());
+        }
+        if self.broker {
+            options.insert("broker".into(), Map::new().into());
         }
         let mut param = Map::new();
         param.insert("login".into(), login.into());

@@ -157,7 +157,10 @@ impl RpcMessage {
         let body = if frame.body.is_empty() {
             IMap::new()
         } else {
-            match value::from_chainpack(&frame.body)?.value {
+            // Trailing bytes are ignored as the C++ peers ignore them (see
+            // `from_chainpack_prefix`); routing never re-encodes a body, so they are
+            // forwarded as they came.
+            match value::from_chainpack_prefix(&frame.body)?.0.value {
                 Value::IMap(m) => *m,
                 _ => return Err(DecodeError::Codec("message body is not an IMap".into())),
             }
@@ -188,6 +191,21 @@ impl RpcMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_written_twice_reads_as_its_first_value() {
+        // What shvapp's pinned libshv sends: the body's bytes twice in one frame.
+        let req = RpcMessage::new_request(2, "", "login", Some(RpcValue::from("x")));
+        let mut f = req.to_frame();
+        let mut twice = f.body.to_vec();
+        twice.extend_from_slice(&f.body);
+        f.body = Bytes::from(twice);
+        let back = RpcMessage::from_frame(&f).unwrap();
+        assert_eq!(back.param(), Some(&RpcValue::from("x")));
+        // A truncated first value is still an error.
+        f.body = f.body.slice(..3);
+        assert!(RpcMessage::from_frame(&f).is_err());
+    }
 
     #[test]
     fn request_response_round_trip() {

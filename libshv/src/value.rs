@@ -234,6 +234,17 @@ pub fn from_chainpack(data: &[u8]) -> Result<RpcValue, DecodeError> {
     RpcValue::from_chainpack(data).map_err(|e| DecodeError::Codec(e.to_string()))
 }
 
+/// Decodes the first ChainPack value of `data` and returns it with the number of bytes
+/// left after it, which the caller may ignore: a message body is read this way because
+/// the C++ libshv reads one value and ignores the rest, and one of its releases (the
+/// Nov 2024 `RpcDriver::writeFrame` rework that shvapp pins) wrote every body twice.
+pub fn from_chainpack_prefix(data: &[u8]) -> Result<(RpcValue, usize), DecodeError> {
+    let end = skip_value(data, 0, MAX_DEPTH)?;
+    let value =
+        RpcValue::from_chainpack(&data[..end]).map_err(|e| DecodeError::Codec(e.to_string()))?;
+    Ok((value, data.len() - end))
+}
+
 /// Checks the bracket depth of Cpon text without recursion.
 ///
 /// The scan must see the text exactly as `shvproto`'s Cpon reader does, or brackets it

@@ -68,6 +68,7 @@ async fn session(
     // The parent may drop us after three missed heartbeats, not sooner.
     cc.login.idle_timeout = Some(conf.heartbeat.max(1) * 3);
     cc.login.user_agent = Some(format!("shvbroker/{}", env!("CARGO_PKG_VERSION")));
+    cc.login.broker = true;
     let (mut reader, mut writer) =
         connection::connect(url.transport(), ctx.config.limits.max_frame_size)
             .await

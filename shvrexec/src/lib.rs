@@ -101,6 +101,7 @@ impl Launch {
             // The command may be silent for hours; liveness is the broker's job.
             idle_timeout: Some(0),
             user_agent: Some(format!("shvrexec/{}", env!("CARGO_PKG_VERSION"))),
+            broker: false,
         };
         Ok(cfg)
     }

@@ -298,6 +298,9 @@ pub async fn relay(
     pty: bool,
 ) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
+    // The C++ shvrexec reports no exit status: it closes the tunnel when its process
+    // ends, so for it a close is the normal end (status 0), not a lost connection.
+    let close_is_exit = end.dialect() == libshv::tunnel::Dialect::Journal;
     let (sender, mut receiver) = end.split();
     let mut winch = signal(SignalKind::window_change()).ok();
     let mut sigint = signal(SignalKind::interrupt()).ok();
@@ -338,6 +341,10 @@ pub async fn relay(
                             term::restore();
                             eprintln!("shvrsh: {}", RshError::Tunnel(msg));
                             EXIT_FAILURE
+                        }
+                        CloseStatus::Detached if close_is_exit => {
+                            tracing::debug!("the C++ agent closed the tunnel: its process ended");
+                            0
                         }
                         CloseStatus::Detached => {
                             term::restore();

@@ -10,7 +10,8 @@ use shvrsh::{term, Options, EXIT_FAILURE};
 /// mode (restored on exit); no PTY when stdin is not a terminal (unless -t). With CMD: runs it with stdin/stdout/stderr kept apart (a
 /// PTY only with -t); local stdin EOF is passed on.
 /// Exit status: the remote command's, 128+N if it died of signal N, 255 for a
-/// connection or tunnel failure (reason on stderr).
+/// connection or tunnel failure (reason on stderr); 0 when a C++ agent's process ends
+/// (its shvrexec reports no status).
 /// Typing `~.` at the start of a line detaches (`~~` sends a `~`).
 #[derive(Parser)]
 #[command(version)]

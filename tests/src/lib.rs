@@ -777,6 +777,12 @@ impl RawConn {
         Self::over(stream)
     }
 
+    /// The connection a listener of the test's own accepted (a peer that is not a
+    /// broker, talking to one of ours that connected out to it).
+    pub fn accepted(stream: TcpStream) -> RawConn {
+        Self::over(stream)
+    }
+
     fn over(stream: TcpStream) -> RawConn {
         stream.set_nodelay(true).unwrap();
         RawConn {

@@ -505,3 +505,115 @@ async fn subscriptions_reach_an_shv2_child_broker_with_a_grant() {
         Some(r#"{"method":"chng","path":"dev"}"#)
     );
 }
+
+/// Sends `msg` as the libshv that shvapp pins writes every frame (its Nov 2024
+/// `writeFrame` rework): the body's bytes twice under one length.
+async fn send_twice(c: &mut RawConn, msg: &RpcMessage) {
+    let mut f = msg.to_frame();
+    f.body = [&f.body[..], &f.body[..]].concat().into();
+    c.send_bytes(&libshv::codec::encode_frame(&f))
+        .await
+        .unwrap();
+}
+
+/// A body written twice reads as its first copy, as the C++ peers read it: a device
+/// that sends so logs in, mounts and answers calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_written_twice_as_shvapps_libshv_writes_them() {
+    let broker = Broker::start(Some(&config_yaml(&[], "")));
+    let port = broker.listen_port("tcp");
+    let mut device = RawConn::connect(port).await;
+    send_twice(&mut device, &RpcMessage::new_request(1, "", "hello", None)).await;
+    let hello = RpcMessage::from_frame(&next_frame(&mut device).await).unwrap();
+    let nonce = hello
+        .result()
+        .unwrap()
+        .get("nonce")
+        .unwrap()
+        .as_str()
+        .to_string();
+    let login = libshv::login::LoginParams {
+        user: "device".into(),
+        credentials: libshv::login::Credentials::Plain("device".into()),
+        use_sha1: true,
+        mount_point: Some("test/twice".into()),
+        ..Default::default()
+    };
+    send_twice(
+        &mut device,
+        &RpcMessage::new_request(2, "", "login", Some(login.to_value(&nonce))),
+    )
+    .await;
+    let r = RpcMessage::from_frame(&next_frame(&mut device).await).unwrap();
+    assert!(r.result().is_ok(), "login refused: {:?}", r.result());
+
+    let mut client = broker.raw().await;
+    client.login("admin", "admin", true).await.unwrap();
+    let id = client.next_id();
+    client
+        .send(&RpcMessage::new_request(
+            id,
+            "test/twice",
+            "echo",
+            Some(RpcValue::from(7)),
+        ))
+        .await
+        .unwrap();
+    let req = next_frame(&mut device).await;
+    assert_eq!(req.method(), Some("echo"));
+    let param = RpcMessage::from_frame(&req).unwrap().param().cloned();
+    send_twice(
+        &mut device,
+        &RpcMessage::response_to(&req.meta).with_result(param.unwrap()),
+    )
+    .await;
+    let resp = client.response(id).await;
+    assert_eq!(resp.result().unwrap(), RpcValue::from(7));
+}
+
+/// A parent link says in its login that it is a broker (`options.broker`): a C++
+/// parent forwards its clients' subscriptions only into connections that say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_link_announces_a_broker_in_its_login() {
+    let parent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let parent_port = parent.local_addr().unwrap().port();
+    let _child = Broker::start(Some(&config_yaml(
+        &[],
+        &format!(
+            "connections:\n  - url: 'tcp://device@127.0.0.1:{parent_port}?password=device'\n    mount_point: test/child\n"
+        ),
+    )));
+    let (stream, _) = tokio::time::timeout(TIMEOUT, parent.accept())
+        .await
+        .expect("the child did not connect")
+        .unwrap();
+    let mut link = RawConn::accepted(stream);
+    let hello = next_frame(&mut link).await;
+    assert_eq!(hello.method(), Some("hello"));
+    let nonce = RpcValue::from_cpon(r#"{"nonce":"12345678"}"#).unwrap();
+    link.send(&RpcMessage::response_to(&hello.meta).with_result(nonce))
+        .await
+        .unwrap();
+    let login = next_frame(&mut link).await;
+    assert_eq!(login.method(), Some("login"));
+    let param = RpcMessage::from_frame(&login)
+        .unwrap()
+        .param()
+        .cloned()
+        .unwrap();
+    let options = param.get("options").expect("login options");
+    assert_eq!(
+        options.get("broker").map(|b| b.to_cpon()).as_deref(),
+        Some("{}"),
+        "options: {}",
+        options.to_cpon()
+    );
+    assert_eq!(
+        options
+            .get("device")
+            .and_then(|d| d.get("mountPoint"))
+            .map(|m| m.as_str().to_string())
+            .as_deref(),
+        Some("test/child")
+    );
+}

@@ -61,7 +61,9 @@ pub(super) fn fast_data(body: &[u8]) -> Option<TunnelEvent> {
     let end = start.checked_add(usize::try_from(len).ok()?)?;
     let data = rest.get(start..end)?;
     // The List and the IMap end right after the bytes, or this is not our layout.
-    (rest.get(end..)? == [0xff, 0xff]).then(|| TunnelEvent::Data {
+    // Bytes after the IMap are ignored, as the C++ libshv ignores them (one of its
+    // releases writes every body twice; see `value::from_chainpack_prefix`).
+    (rest.get(end..end.checked_add(2)?)? == [0xff, 0xff]).then(|| TunnelEvent::Data {
         channel,
         data: data.to_vec(),
     })

@@ -61,6 +61,15 @@ fn fast_data_matches_the_generic_decoder() {
     let mut longer = good.clone();
     longer.insert(longer.len() - 1, 0x41);
     assert_eq!(fast_data(&longer), None);
+    // A body written twice (shvapp's libshv) reads as its first copy.
+    let twice = [&good[..], &good[..]].concat();
+    assert_eq!(
+        fast_data(&twice),
+        Some(TunnelEvent::Data {
+            channel: 1,
+            data: b"xy".to_vec()
+        })
+    );
 }
 
 /// The journal dialect's data: a ChainPack String as a C++ end writes it (the same

@@ -305,7 +305,9 @@ impl Broker {
             .map(|p| (p.addr.clone(), p.user.to_string()))
             .unwrap_or_default();
         let chain = frame.user_id();
-        tracing::info!(target: "audit", user = %shown(&login), agent = %shown(agent_path), command = %shown(&command), "runCmd");
+        // The connection's login alone would name only the parent broker for a call
+        // relayed from above: the chain says who asked.
+        tracing::info!(target: "audit", user = %shown(&login), user_chain = %shown(&chain), agent = %shown(agent_path), command = %shown(&command), "runCmd");
         let mut m = serde_json::Map::new();
         m.insert("event".into(), "run".into());
         m.insert("kind".into(), "runCmd".into());
