@@ -164,10 +164,22 @@ impl Client {
         handler: Option<Arc<dyn RequestHandler>>,
     ) -> Result<(Client, SignalReceiver), ClientError> {
         let transport = config.url.transport();
-        let (mut reader, mut writer) = connection::connect(transport, config.max_frame)
-            .await
-            .map_err(|e| ClientError::Connect(transport.to_string(), e))?;
+        tracing::debug!("connecting to {transport}");
+        // Bounded like the login: a host that drops our SYNs would otherwise hold a
+        // command-line tool for the kernel's two minutes.
+        let (mut reader, mut writer) = tokio::time::timeout(
+            config.timeout,
+            connection::connect(transport, config.max_frame),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(config.timeout))?
+        .map_err(|e| ClientError::Connect(transport.to_string(), e))?;
+        tracing::debug!(
+            "connected to {transport}; logging in as '{}'",
+            config.login.user
+        );
         login(&mut reader, &mut writer, &config.login, config.timeout).await?;
+        tracing::debug!("logged in to {transport}");
         Ok(Self::start(reader, writer, config, handler))
     }
 

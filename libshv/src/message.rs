@@ -19,8 +19,31 @@ pub mod code {
     pub const REQUEST_INVALID: i64 = 14;
 }
 
+/// The SHV 3 name of an RPC error code, as the specification spells it.
+pub fn code_name(code: i64) -> Option<&'static str> {
+    Some(match code {
+        1 => "InvalidRequest",
+        2 => "MethodNotFound",
+        3 => "InvalidParam",
+        4 => "InternalError",
+        5 => "ParseError",
+        6 => "MethodCallTimeout",
+        7 => "MethodCallCancelled",
+        8 => "MethodCallException",
+        9 => "Unknown",
+        10 => "LoginRequired",
+        11 => "UserIDRequired",
+        12 => "NotImplemented",
+        13 => "TryAgainLater",
+        14 => "RequestInvalid",
+        _ => return None,
+    })
+}
+
+/// Shown as its message and its code's name (`no such path (MethodNotFound)`): a bare
+/// `RPC error 2: …` read like an exit status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("RPC error {code}: {message}")]
+#[error("{message} ({})", code_name(*code).map_or_else(|| format!("RPC error code {code}"), str::to_string))]
 pub struct RpcError {
     pub code: i64,
     pub message: String,

@@ -32,6 +32,42 @@ impl Ri {
         Ri::new(path, method, signal)
     }
 
+    /// A subscription RI as a person types it, checked: `PATH:METHOD:SIGNAL` with no
+    /// blanks or control characters and balanced `[…]` classes. The broker takes any
+    /// text (a bare path subscribes to nothing useful), so a typo would wait forever
+    /// for signals that never match.
+    pub fn parse_subscription(s: &str) -> Result<Ri, String> {
+        let example = "e.g. 'test/**:*:chng' (PATH:METHOD:SIGNAL, globs allowed)";
+        if s.is_empty() {
+            return Err(format!("an empty RI; {example}"));
+        }
+        if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{:?} in the RI '{}'; {example}",
+                c,
+                s.escape_debug()
+            ));
+        }
+        if s.matches(':').count() != 2 {
+            return Err(format!("'{s}' is not PATH:METHOD:SIGNAL; {example}"));
+        }
+        for part in s.split(':') {
+            let mut open = false;
+            for c in part.chars() {
+                match c {
+                    '[' if !open => open = true,
+                    ']' if open => open = false,
+                    '[' | ']' => return Err(format!("unbalanced [ ] in '{s}'; {example}")),
+                    _ => {}
+                }
+            }
+            if open {
+                return Err(format!("unbalanced [ ] in '{s}'; {example}"));
+            }
+        }
+        Ok(Ri::parse(s))
+    }
+
     pub fn new(path: String, method: String, signal: Option<String>) -> Self {
         let mut segments: Vec<String> = split(&path).into_iter().map(str::to_string).collect();
         // `**/**` matches what `**` matches; a run of them would only make every match
@@ -314,6 +350,24 @@ fn match_one<T: Copy + Ord + From<u8>>(p: &[T], pi: usize, c: T) -> (bool, usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscription_ris_are_checked() {
+        for bad in [
+            "",
+            "bad ri",
+            "test/**",
+            "a:b",
+            "a:b:c:d",
+            "a[b:*:chng",
+            "a:*:ch\nng",
+        ] {
+            assert!(Ri::parse_subscription(bad).is_err(), "{bad:?}");
+        }
+        for good in ["test/**:*:chng", "**:*:*", "a/[bc]?:get:", ":*:chng"] {
+            assert!(Ri::parse_subscription(good).is_ok(), "{good:?}");
+        }
+    }
 
     #[test]
     fn star_does_not_cross_slash() {

@@ -129,10 +129,66 @@ pub enum UrlError {
     Scheme(String),
 }
 
+/// Schemes whose URL names a host (`SCHEME://HOST[:PORT]`).
+const NETWORK_SCHEMES: [&str; 6] = ["tcp", "ssl", "tcps", "ssls", "ws", "wss"];
+/// Schemes whose URL names a local path (`SCHEME:PATH`).
+const LOCAL_SCHEMES: [&str; 5] = ["unix", "unixs", "localsocket", "serial", "tty"];
+
+/// Refuses the near misses a lenient parser would take for something else: a missing
+/// scheme, `tcp:/host` (read as a path, so the client dialled localhost:3755) and a
+/// network URL without a host. Each message says what was probably meant.
+fn check_shape(s: &str) -> Result<(), String> {
+    // The suggestion repeats the URL, so it is redacted like the rest of the message.
+    let hint_tcp = |rest: &str| {
+        format!(
+            "no scheme; did you mean {}?",
+            redact(&format!("tcp://{}", rest.trim_start_matches('/')))
+        )
+    };
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return Err(hint_tcp(s));
+    };
+    let scheme_lc = scheme.to_ascii_lowercase();
+    if NETWORK_SCHEMES.contains(&scheme_lc.as_str()) {
+        let Some(authority) = rest.strip_prefix("//") else {
+            return Err(format!(
+                "{scheme}: must be followed by //; did you mean {}?",
+                redact(&format!("{scheme}://{}", rest.trim_start_matches('/')))
+            ));
+        };
+        // The host sits after any `user[:password]@` and before `:port`, `/`, `?`.
+        let authority = authority.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if host.is_empty() || host.starts_with(':') {
+            return Err(format!(
+                "no host; did you mean {scheme}://127.0.0.1{}?",
+                host
+            ));
+        }
+        return Ok(());
+    }
+    if LOCAL_SCHEMES.contains(&scheme_lc.as_str()) {
+        return Ok(());
+    }
+    // `127.0.0.1:3755`, `localhost:3755`, `broker.example:3755`: a host and port.
+    let looks_like_host = scheme.contains('.')
+        || scheme.eq_ignore_ascii_case("localhost")
+        || (!rest.is_empty()
+            && rest
+                .split(['/', '?'])
+                .next()
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty()));
+    if looks_like_host {
+        return Err(hint_tcp(s));
+    }
+    Ok(())
+}
+
 impl RpcUrl {
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         // Error messages show the URL with its secrets masked: they end up in logs.
         let bad = |m: &str| UrlError::Invalid(redact(s), m.to_string());
+        check_shape(s).map_err(|m| bad(&m))?;
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         let host = || match u.host_str() {
             None | Some("") => "localhost".to_string(),
@@ -313,8 +369,20 @@ pub fn redact(s: &str) -> String {
     let mut out = head.to_string();
     // user:password@host — the password may hold '/', '?' or '@': mask up to the
     // last '@' (more than the password at worst, never less).
-    if let Some(scheme_end) = s.find("://") {
-        let auth = scheme_end + 3;
+    // The user info starts after `scheme://`; in a malformed URL (`tcp:/a:pw@h`,
+    // `a:pw@h`) after `scheme:` and its slashes, or at the start when that leaves no
+    // colon before the '@' (the "scheme" was the user).
+    let auth = match s.find("://") {
+        Some(scheme_end) => Some(scheme_end + 3),
+        None => s.find(':').map(|c| {
+            let after = c + 1 + s[c + 1..].bytes().take_while(|b| *b == b'/').count();
+            match s.rfind('@') {
+                Some(at) if at > after && !s[after..at].contains(':') => 0,
+                _ => after,
+            }
+        }),
+    };
+    if let Some(auth) = auth {
         if let Some(at) = s.rfind('@').filter(|at| *at > auth) {
             if let Some(colon) = s[auth..at].find(':') {
                 let mut masked = s[..auth + colon + 1].to_string();
@@ -413,6 +481,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn near_miss_urls_are_refused_with_a_hint() {
+        for (url, hint) in [
+            (
+                "tcp:/127.0.0.1:41755",
+                "did you mean tcp://127.0.0.1:41755?",
+            ),
+            ("tcp:127.0.0.1:41755", "did you mean tcp://127.0.0.1:41755?"),
+            ("127.0.0.1:3755", "did you mean tcp://127.0.0.1:3755?"),
+            ("localhost:3755", "did you mean tcp://localhost:3755?"),
+            ("127.0.0.1", "did you mean tcp://127.0.0.1?"),
+            ("tcp://", "no host"),
+            ("tcp://admin@", "no host"),
+            ("tcp://admin@:3755", "no host"),
+            ("ssl:/h:1", "did you mean ssl://h:1?"),
+        ] {
+            let e = RpcUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains(hint), "{url}: {e}");
+        }
+        for good in [
+            "tcp://127.0.0.1:1",
+            "TCP://h",
+            "unix:/run/x.sock",
+            "unix:rel.sock",
+            "serial:/dev/ttyS0",
+            "ws://h/shv",
+            "tcp://[::1]:1",
+        ] {
+            assert!(RpcUrl::parse(good).is_ok(), "{good}");
+        }
+        assert!(matches!(RpcUrl::parse("ftp://h"), Err(UrlError::Scheme(_))));
+    }
+
+    #[test]
     fn url_errors_never_show_the_password() {
         for bad in [
             "tcp://admin@127.0.0.1:3755?password=hunter2&bogus=1",
@@ -421,6 +522,9 @@ mod tests {
             "ftp://admin:hunter2@h",
             "tcp://admin@h?pass%77ord=hunter2&bogus=1",
             "tcp://a:hun?ter2@h:99999",
+            "tcp:/admin:hunter2@h:1",
+            "tcp:/admin@h:1?password=hunter2",
+            "admin:hunter2@h",
         ] {
             let e = RpcUrl::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("hunter2"), "{e}");
@@ -447,8 +551,7 @@ mod tests {
 
     #[test]
     fn defaults_and_unix() {
-        let u = RpcUrl::parse("tcp://user@")
-            .unwrap_or_else(|_| RpcUrl::parse("tcp://user@localhost").unwrap());
+        let u = RpcUrl::parse("tcp://user@localhost").unwrap();
         assert_eq!(u.transport(), &Transport::tcp("localhost", 3755));
         let u = RpcUrl::parse("unix:/run/shv.sock?user=x&shapass=abc").unwrap();
         assert_eq!(u.transport(), &Transport::unix("/run/shv.sock"));

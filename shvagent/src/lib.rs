@@ -543,13 +543,13 @@ pub async fn run(
         .as_ref()
         .and_then(|t| t.ca.clone());
     let handler: Arc<dyn RequestHandler> = Arc::new(Agent::new(rexec, ca, allow_forward));
-    let mount = config
-        .login
-        .mount_point
-        .clone()
-        .or(config.login.device_id.clone());
+    let serving = match (&config.login.mount_point, &config.login.device_id) {
+        (Some(m), _) => format!("serving at {m}"),
+        (None, Some(id)) => format!("serving as device {id} (the broker picks the mount point)"),
+        (None, None) => "serving".to_string(),
+    };
     let err = libshv::client::serve_reconnecting(&config, Some(handler), MAX_BACKOFF, |_| {
-        tracing::info!("serving as {mount:?}");
+        tracing::info!("{serving}");
     })
     .await;
     Err(err.into())

@@ -1,21 +1,20 @@
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use libshv::ClientConfig;
 
 /// shvagent: an SHV device that offers remote shells (for shvrsh) and one-shot commands.
 ///
 /// Connects out to the broker, logs in as a device and serves `ls`, `dir`, `.app`,
 /// `launchRexec` (opens a tunnel and starts shvrexec for it) and `runCmd` (runs a
 /// command, returns `[exitCode, stdout, stderr]`). Reconnects with exponential back-off
-/// (1 s up to 60 s) when the link drops. Logs go to stderr; filter with RUST_LOG.
+/// (1 s up to 60 s) when the link drops. Logs go to stderr (-v, -q, --log).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Broker URL, e.g. 'tcp://device@127.0.0.1:3755?password=device'. The password may
-    /// instead come from SHV_PASSWORD or --password-file. URL options `devmount` and
-    /// `devid` work like --mount and --device-id.
+    /// Broker URL, e.g. 'tcp://device@127.0.0.1:3755?password=device', or the name of a
+    /// host in the client config file (~/.config/shv/hosts.yaml or $SHV_CONFIG). The
+    /// password may instead come from SHV_PASSWORD or --password-file. URL options
+    /// `devmount` and `devid` work like --mount and --device-id.
     url: String,
     /// Mount point to request from the broker (e.g. test/agent); the user's role must
     /// allow it
@@ -39,22 +38,22 @@ struct Args {
     /// default; each forward is logged.
     #[arg(long)]
     allow_forward: bool,
+    #[command(flatten)]
+    log: shvtool::LogArgs,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // No colour codes in log files (shvrexec logs into the agent's stderr).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let mut config =
-        ClientConfig::from_command_line(&args.url, args.password_file.as_deref(), args.plain)?;
+async fn main() -> std::process::ExitCode {
+    // One line for the operator (never anyhow's `Caused by:` list and backtrace).
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => shvtool::fail("shvagent", &e),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    args.log.init("info")?;
+    let mut config = shvtool::client_config(&args.url, args.password_file.as_deref(), args.plain)?;
     if let Some(m) = args.mount {
         config.login.mount_point = Some(m);
         config.login.device_id = None;
@@ -68,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let rexec = args.rexec.unwrap_or_else(shvagent::default_rexec_path);
     tokio::select! {
-        r = shvagent::run(config, rexec, args.allow_forward) => r.context("shvagent")?,
+        r = shvagent::run(config, rexec, args.allow_forward) => r?,
         _ = shutdown() => tracing::info!("terminated"),
     }
     Ok(())

@@ -177,7 +177,7 @@ pub async fn start(
             std::fs::write(&cfg, OURS_CONFIG).map_err(|e| BenchError::Io(e.to_string()))?;
             // Warnings only: per-login info lines would cost time in the idle scenario.
             cmd.arg("-c").arg(&cfg);
-            cmd.args(["--listen", &listen, "-v", "warn"]);
+            cmd.args(["--listen", &listen, "--log", "warn"]);
         }
         BrokerKind::Upstream => {
             let cfg = workdir.join("upstream.yaml");
@@ -268,7 +268,7 @@ pub async fn start_ours_on(
     let log = workdir.join(format!("ours-{scheme}-{port}.log"));
     let logfile = std::fs::File::create(&log).map_err(|e| BenchError::Io(e.to_string()))?;
     let mut cmd = Command::new(bin);
-    cmd.args(["--listen", listen, "-v", "warn"])
+    cmd.args(["--listen", listen, "--log", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(logfile))

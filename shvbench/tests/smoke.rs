@@ -36,7 +36,7 @@ fn start_broker() -> (KillOnDrop, u16) {
         bin.display()
     );
     let mut child = Command::new(&bin)
-        .args(["--listen", "tcp://127.0.0.1:0", "-v", "info"])
+        .args(["--listen", "tcp://127.0.0.1:0", "--log", "info"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

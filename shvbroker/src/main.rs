@@ -1,6 +1,5 @@
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use shvbroker::config::Config;
 use tokio_util::sync::CancellationToken;
@@ -34,9 +33,8 @@ struct Args {
     /// are shown as REDACTED)
     #[arg(long)]
     print_config: bool,
-    /// Log filter, e.g. info, debug, shvbroker=trace (default: info, or RUST_LOG)
-    #[arg(short, long)]
-    verbose: Option<String>,
+    #[command(flatten)]
+    log: shvtool::LogArgs,
 }
 
 #[tokio::main]
@@ -45,25 +43,14 @@ async fn main() -> std::process::ExitCode {
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shvbroker: {e:#}");
+            eprintln!("shvbroker: {}", shvtool::report(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let filter = args
-        .verbose
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).context("invalid log filter")?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    args.log.init("info")?;
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

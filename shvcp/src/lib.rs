@@ -82,6 +82,24 @@ impl Request {
                     }
                     sources.push(path);
                 }
+                // As scp: checked before anything is copied. Several sources, or a
+                // DST written as `DST/`, need an existing directory.
+                let wants_dir = dst.ends_with('/') || sources.len() > 1;
+                if wants_dir && !dest.is_dir() {
+                    if dest.exists() {
+                        bail!("{}: not a directory", dest.display());
+                    }
+                    bail!("{}: no such directory", dest.display());
+                }
+                if !dest.is_dir() {
+                    let parent = match dest.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p,
+                        _ => Path::new("."),
+                    };
+                    if !parent.is_dir() {
+                        bail!("{}: no such directory", parent.display());
+                    }
+                }
                 Direction::Download {
                     agent: agent.context("no source")?,
                     sources,
@@ -98,10 +116,17 @@ impl Request {
                         }
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
+                // Several sources go into a directory: the trailing `/` makes the
+                // device refuse, before writing anything, a DST that is not one.
+                let dest = if sources.len() > 1 && !path.ends_with('/') {
+                    format!("{path}/")
+                } else {
+                    path
+                };
                 Direction::Upload {
                     sources,
                     agent,
-                    dest: path,
+                    dest,
                 }
             }
         };
@@ -120,21 +145,56 @@ fn bar(progress: bool, total: Option<u64>) -> indicatif::ProgressBar {
     if !progress {
         return indicatif::ProgressBar::hidden();
     }
-    let (bar, template) = match total {
-        Some(t) => (
-            indicatif::ProgressBar::new(t),
-            "{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}",
-        ),
-        None => (
-            indicatif::ProgressBar::new_spinner(),
-            "{spinner} {bytes} {bytes_per_sec}",
-        ),
+    let bar = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    set_total(&bar, total);
+    bar
+}
+
+/// Total, percentage, rate and ETA once the total is known (an upload knows it at
+/// once; a download when the device sends it, before the data).
+fn set_total(bar: &indicatif::ProgressBar, total: Option<u64>) {
+    let template = match total {
+        Some(t) => {
+            bar.set_length(t);
+            "{bytes}/{total_bytes} {percent:>3}% {wide_bar} {bytes_per_sec} ETA {eta}"
+        }
+        None => "{spinner} {bytes} {bytes_per_sec}",
     };
     if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
-    bar
 }
+
+/// Resolves when the user interrupts the copy (Ctrl-C, SIGTERM, SIGHUP): the copy then
+/// stops and removes what it had half written, instead of dying with a temporary file
+/// left behind.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = recv(&mut int) => "interrupted",
+        _ = recv(&mut term) => "terminated",
+        _ = recv(&mut hup) => "hung up",
+    }
+}
+
+/// The error of a copy the user stopped (exit status 130, as a shell's for ^C).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: nothing half-written was kept")]
+pub struct Interrupted(pub &'static str);
 
 async fn open(req: &Request, agent: &str, copy: FileCopy) -> anyhow::Result<(Client, TunnelEnd)> {
     let (client, _signals) = Client::connect(&req.config, None)
@@ -188,8 +248,22 @@ async fn download(
     });
     let progress = bar(req.progress, None);
     let mut tx = Some(tx);
+    let stop = interrupted();
+    tokio::pin!(stop);
     let status = loop {
-        match receiver.recv().await {
+        let ev = tokio::select! {
+            ev = receiver.recv() => ev,
+            why = &mut stop => {
+                progress.finish_and_clear();
+                // The extractor sees the stream end mid-file and removes its
+                // temporary file; the tunnel goes with the connection.
+                drop(tx);
+                let _ = extractor.await;
+                return Err(Interrupted(why).into());
+            }
+        };
+        match ev {
+            Some(TunnelEvent::Control(Control::Total(t))) => set_total(&progress, Some(t)),
             Some(TunnelEvent::Data { channel: 1, data }) => {
                 progress.inc(data.len() as u64);
                 if let Some(t) = &tx {
@@ -243,8 +317,15 @@ async fn upload(req: &Request, sources: &[PathBuf], agent: &str, dest: &str) -> 
     });
     let progress = bar(req.progress, Some(total));
     let mut early = None;
+    let stop = interrupted();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
+            // The device, cut short, removes what it had half written.
+            why = &mut stop => {
+                progress.finish_and_clear();
+                return Err(Interrupted(why).into());
+            }
             chunk = rx.recv() => match chunk {
                 Some(c) => {
                     progress.inc(c.len() as u64);

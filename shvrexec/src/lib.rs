@@ -147,9 +147,26 @@ async fn copy_files(
     use libshv::tunnel::{Control, TunnelEvent};
     match c.clone() {
         FileCopy::Out { paths, recursive } => {
+            let paths = match paths
+                .iter()
+                .map(|p| libshv::tunnel::copy::device_path(p))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(p) => p,
+                Err(e) => return CloseStatus::Error(e.to_string()),
+            };
             tracing::info!("copy out: {paths:?}");
+            // Missing sources fail before anything is sent; the total is for the
+            // operator's progress bar.
+            match libshv::tunnel::copy::check_sources(&paths, recursive) {
+                Ok(total) => {
+                    if sender.send_control(Control::Total(total)).await.is_err() {
+                        return CloseStatus::Detached;
+                    }
+                }
+                Err(e) => return CloseStatus::Error(e.to_string()),
+            }
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-            let paths: Vec<std::path::PathBuf> = paths.iter().map(Into::into).collect();
             let job = tokio::task::spawn_blocking(move || {
                 archive(&paths, recursive, ChannelWriter::new(tx))
             });
@@ -175,9 +192,12 @@ async fn copy_files(
             }
         }
         FileCopy::In { dest, preserve } => {
-            tracing::info!("copy in: {}", libshv::logsafe::shown(&dest));
+            let dest_path = match libshv::tunnel::copy::device_path(&dest) {
+                Ok(p) => p,
+                Err(e) => return CloseStatus::Error(e.to_string()),
+            };
+            tracing::info!("copy in: {}", dest_path.display());
             let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-            let dest_path = std::path::PathBuf::from(&dest);
             let job = tokio::task::spawn_blocking(move || {
                 extract(ChannelReader::new(rx), &dest_path, preserve)
             });

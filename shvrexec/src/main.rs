@@ -26,21 +26,27 @@ use clap::Parser;
 /// connects to host:port, logs in with the one-time tunnel secret, opens the tunnel to
 /// shvrsh and runs the command in a PTY or with pipes until it ends (or rsh detaches).
 /// The secret travels only on stdin, never on the command line or in logs.
-/// Logs go to stderr; filter with RUST_LOG (default `info`).
+/// Logs go to stderr (into the agent's log): -v, -q, --log or RUST_LOG (default `info`).
 #[derive(Parser)]
 #[command(version)]
-struct Args {}
+struct Args {
+    #[command(flatten)]
+    log: shvtool::LogArgs,
+}
 
 fn main() {
-    let _ = Args::parse();
+    let args = Args::parse();
+    let filter = args.log.filter("info");
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_writer(|| QuietStderr)
         // No colour codes in log files (shvrexec logs into the agent's stderr).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
         )
+        .with_env_filter(filter)
         .init();
     let code = match run() {
         Ok(()) => 0,

@@ -288,7 +288,8 @@ impl Running {
             Control::Ack(_)
             | Control::ConnOpen(_)
             | Control::ConnEof(_)
-            | Control::ConnClose(_) => {}
+            | Control::ConnClose(_)
+            | Control::Total(_) => {}
         }
     }
 
@@ -341,9 +342,30 @@ pub async fn run(
             let what = if call.cmd.is_empty() {
                 "the login shell".to_string()
             } else {
-                format!("'{}'", call.cmd[0])
+                call.cmd[0].clone()
             };
-            return Some(CloseStatus::Error(format!("cannot run {what}: {e}")));
+            // As a shell (and so ssh) reports them: 127 for a command that is not
+            // there, 126 for one that cannot be executed, with the reason on stderr.
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => Some((127, "command not found")),
+                std::io::ErrorKind::PermissionDenied => Some((126, "permission denied")),
+                _ => None,
+            };
+            return Some(match code {
+                Some((code, why)) => {
+                    let line = format!("{what}: {why}\r\n");
+                    let line = if call.pty {
+                        line
+                    } else {
+                        line.replace('\r', "")
+                    };
+                    let _ = sender
+                        .send_data(libshv::tunnel::channel::STDERR, line.as_bytes())
+                        .await;
+                    CloseStatus::ExitCode(code)
+                }
+                None => CloseStatus::Error(format!("cannot run '{what}': {e}")),
+            });
         }
     };
     let mut exited: Option<ExitStatus> = None;

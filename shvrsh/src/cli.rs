@@ -20,13 +20,10 @@ pub struct LoginArgs {
 }
 
 impl LoginArgs {
-    /// The client config for `url` (password from the URL, SHV_PASSWORD or the file).
+    /// The client config for `url`, a URL or a named host of the client config file
+    /// (password from the URL, the host, SHV_PASSWORD or the file).
     pub fn config(&self, url: &str) -> anyhow::Result<ClientConfig> {
-        Ok(ClientConfig::from_command_line(
-            url,
-            self.password_file.as_deref(),
-            self.plain,
-        )?)
+        shvtool::client_config(url, self.password_file.as_deref(), self.plain)
     }
 
     pub fn open_timeout(&self) -> Duration {

@@ -22,8 +22,9 @@ struct Args {
     /// Never allocate a remote PTY, also for an interactive shell
     #[arg(short = 'T')]
     no_pty: bool,
-    /// Broker URL, e.g. 'tcp://admin@127.0.0.1:3755?password=admin'. The password may
-    /// instead come from SHV_PASSWORD or --password-file.
+    /// Broker URL, e.g. 'tcp://admin@127.0.0.1:3755?password=admin', or the name of a
+    /// host in the client config file (~/.config/shv/hosts.yaml or $SHV_CONFIG). The
+    /// password may instead come from SHV_PASSWORD or --password-file.
     url: String,
     /// SHV path of the shvagent, e.g. test/agent
     agent_path: String,
@@ -53,6 +54,9 @@ struct Args {
     /// Strings; no window resize, no stdin EOF), or `auto`: ask the agent (`dir`)
     #[arg(long, value_enum, default_value_t = DialectArg::Auto)]
     dialect: DialectArg,
+    /// Logging (errors only by default: stderr belongs to the remote command)
+    #[command(flatten)]
+    log: shvtool::LogArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -119,12 +123,9 @@ fn options(args: Args) -> anyhow::Result<Options> {
 
 fn main() {
     let args = Args::parse();
-    // Logs only when asked for (RUST_LOG): stderr belongs to the remote command.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
+    if let Err(e) = args.log.init("error") {
+        eprintln!("shvrsh: {}", shvtool::report(&e));
+        std::process::exit(EXIT_FAILURE);
     }
     let code = match options(args) {
         Ok(opts) => match tokio::runtime::Runtime::new() {
@@ -135,7 +136,7 @@ fn main() {
             }
         },
         Err(e) => {
-            eprintln!("shvrsh: {e:#}");
+            eprintln!("shvrsh: {}", shvtool::report(&e));
             EXIT_FAILURE
         }
     };

@@ -25,7 +25,7 @@ REQUIRED=114
 [ -f "$SUITE" ] || { echo "conformance: $SUITE not found (set SHV_CONFORMANCE_DIR)" >&2; exit 2; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-BROKER="$PWD/target/debug/shvbroker -c $PWD/tests/conformance/pyshv-suite.yaml --listen tcp://127.0.0.1:{port} -v warn"
+BROKER="$PWD/target/debug/shvbroker -c $PWD/tests/conformance/pyshv-suite.yaml --listen tcp://127.0.0.1:{port} --log warn"
 
 # run-pyshv-suite.sh with our broker; $1 names the junit report, the rest go to pytest.
 suite() {

@@ -104,6 +104,7 @@ pub fn bin(name: &str) -> PathBuf {
     let sources = [
         root.join(crate_of(name)).join("src"),
         root.join("libshv").join("src"),
+        root.join("shvtool").join("src"),
     ];
     if let Some(src) = sources.iter().filter_map(|d| newest_source(d)).max() {
         assert!(
@@ -220,9 +221,9 @@ impl Broker {
             cmd.arg("--listen").arg("tcp://127.0.0.1:0");
         }
         // Debug logs are kept in memory and shown when a test fails.
-        if !extra.contains(&"-v") {
+        if !extra.contains(&"--log") {
             let filter = std::env::var("SHV_TEST_LOG").unwrap_or_else(|_| "debug".into());
-            cmd.arg("-v").arg(filter);
+            cmd.arg("--log").arg(filter);
         }
         if let Some(yaml) = config_yaml {
             let cfg = dir.path().join("broker.yaml");

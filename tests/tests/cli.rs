@@ -138,7 +138,7 @@ async fn passwords_never_reach_the_log() {
             "  viewer: {{password: viewer, roles: [viewer]}}\n  secretuser: {{password: '{password}', roles: [viewer]}}\n"
         ));
     assert!(yaml.contains(password));
-    let broker = Broker::start_with_args(Some(&yaml), &["-v", "trace"]);
+    let broker = Broker::start_with_args(Some(&yaml), &["--log", "trace"]);
     for sha1 in [false, true] {
         let mut cfg = broker.config("secretuser", password);
         cfg.login.use_sha1 = sha1;
@@ -227,7 +227,7 @@ async fn shvcall_password_from_env_file_and_plain() {
         &[("SHV_PASSWORD", "wrong")],
     )
     .await;
-    assert_eq!(out.code, 1, "a login failure is exit status 1: {out:?}");
+    assert_eq!(out.code, 69, "a login failure is exit status 69: {out:?}");
 }
 
 #[tokio::test]

@@ -100,7 +100,7 @@ async fn shvcall_binary_calls_the_device() {
         "{out:?}"
     );
 
-    // An RPC error: exit status 2, message on stderr, nothing on stdout.
+    // An RPC error: exit status 1, message on stderr, nothing on stdout.
     let out = shvcall(
         &broker.url("viewer", "viewer"),
         "test/dev1/number",
@@ -108,7 +108,7 @@ async fn shvcall_binary_calls_the_device() {
         Some("1"),
     )
     .await;
-    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(!out.stderr.is_empty(), "{out:?}");
 

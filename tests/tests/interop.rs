@@ -164,12 +164,12 @@ async fn pyshv_device_called_by_shvcall() {
         Some("1"),
     )
     .await;
-    assert_eq!(out.code, 2, "viewer must not set: {out:?}");
+    assert_eq!(out.code, 1, "viewer must not set: {out:?}");
     let out = shvcall(&admin, "test/pydev/counter", "get", None).await;
     assert_eq!(out.stdout.trim(), "7", "{out:?}");
 
     let out = shvcall(&admin, "test/pydev/nosuch", "get", None).await;
-    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
     drop(py);
 }
 

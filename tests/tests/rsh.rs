@@ -424,7 +424,7 @@ fn injected(id: i64, cid: i64, channel: i64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafted_responses_cannot_get_into_an_open_tunnel() {
     // Debug logs on, whatever SHV_TEST_LOG says: the drops are counted from them.
-    let broker = Broker::start_with_args(None, &["-v", "debug"]);
+    let broker = Broker::start_with_args(None, &["--log", "debug"]);
     let _agent = Agent::start(&broker, AGENT).await;
     let (admin, _) = broker.connect("admin", "admin").await;
     let mut rsh = spawn_rsh(&broker.url("admin", "admin"), AGENT, &["cat"]);
@@ -627,12 +627,21 @@ async fn missing_remote_program_fails_with_its_name() {
         ],
     )
     .await;
-    assert_ne!(out.code, 0, "exit code; stderr {:?}", out.stderr);
+    // As ssh (the remote shell's status): 127 for a missing command.
+    assert_eq!(out.code, 127, "exit code; stderr {:?}", out.stderr);
     assert!(
-        out.stderr.contains("/no/such/program"),
+        out.stderr.contains("/no/such/program: command not found"),
         "stderr should name the program: {:?}",
         out.stderr
     );
+    // 126 for one that is there but cannot be executed.
+    let out = run_bin(
+        "shvrsh",
+        &[&broker.url("admin", "admin"), AGENT, "--", "/tmp"],
+    )
+    .await;
+    assert_eq!(out.code, 126, "exit code; stderr {:?}", out.stderr);
+    assert!(out.stderr.contains("permission denied"), "{:?}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,11 +127,12 @@ async fn tunnel_chain() {
     assert!(out.contains("xterm-256color"), "{out}");
     assert_eq!(st, CloseStatus::ExitCode(0));
 
-    // A missing program is reported as a tunnel error.
-    let (_, _, st) = run(&admin, cmd(false, &["/no/such/program"]), b"").await;
+    // A missing program: exit status 127, as a shell reports it, and its name on stderr.
+    let (_, err, st) = run(&admin, cmd(false, &["/no/such/program"]), b"").await;
+    assert_eq!(st, CloseStatus::ExitCode(127));
     assert!(
-        matches!(st, CloseStatus::Error(ref e) if e.contains("/no/such/program")),
-        "{st:?}"
+        String::from_utf8_lossy(&err).contains("/no/such/program: command not found"),
+        "{err:?}"
     );
 
     // No such path: an RPC error instead of a tunnel.

@@ -27,6 +27,10 @@ pub enum CopyError {
     Unsafe(String),
     #[error("broken archive: {0}")]
     Archive(String),
+    #[error("{0}: no such directory")]
+    NoSuchDirectory(String),
+    #[error("not copied ({} entr{}): {}", .0.len(), if .0.len() == 1 { "y" } else { "ies" }, .0.join(", "))]
+    Skipped(Vec<String>),
 }
 
 fn io(path: &Path, e: std::io::Error) -> CopyError {
@@ -38,6 +42,52 @@ fn io(path: &Path, e: std::io::Error) -> CopyError {
 pub struct CopyStats {
     pub files: u64,
     pub bytes: u64,
+}
+
+/// A path as the device's side of a copy reads it, as scp does: relative to the home
+/// directory of the user the device runs as (not to the agent's working directory),
+/// `~` and `~/x` in that home, `~user/x` in `user`'s. A trailing `/` is kept.
+pub fn device_path(p: &str) -> Result<PathBuf, CopyError> {
+    let home_of_me = || {
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir)
+            })
+            .ok_or_else(|| CopyError::NoSuchDirectory("~ (no home directory)".into()))
+    };
+    if let Some(rest) = p.strip_prefix('~') {
+        let (user, tail) = match rest.split_once('/') {
+            Some((u, t)) => (u, t),
+            None => (rest, ""),
+        };
+        let home = if user.is_empty() {
+            home_of_me()?
+        } else {
+            nix::unistd::User::from_name(user)
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+                .ok_or_else(|| CopyError::NoSuchDirectory(format!("~{user} (no such user)")))?
+        };
+        let mut s = home.join(tail).into_os_string();
+        if p.ends_with('/') && !s.as_encoded_bytes().ends_with(b"/") {
+            s.push("/");
+        }
+        return Ok(PathBuf::from(s));
+    }
+    if p.starts_with('/') {
+        return Ok(PathBuf::from(p));
+    }
+    let mut s = home_of_me()?.join(p).into_os_string();
+    if p.ends_with('/') && !s.as_encoded_bytes().ends_with(b"/") {
+        s.push("/");
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// Checks every source before anything is sent: a missing file is an error of the
@@ -116,8 +166,23 @@ pub fn archive<W: Write>(
 /// entries under their names; otherwise the stream must hold one source, which is
 /// created as `dest` (a file copied to a new name, or a directory copied with -r).
 /// `preserve` applies the archive's modes and mtimes (directories' last).
+///
+/// Nothing is written before the destination is known good: `dest` written with a
+/// trailing `/` must be an existing directory (so must it for several sources: the
+/// sender says so with that `/`), and the directory a new name goes into must exist.
+/// An entry that cannot be copied (a FIFO, a device) does not stop the others, but
+/// makes the whole copy fail with its name ([`CopyError::Skipped`]): nothing is lost
+/// silently. Sparse files are written sparse where the file system allows.
 pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopyStats, CopyError> {
     let into_dir = dest.is_dir();
+    let wants_dir = dest.as_os_str().as_encoded_bytes().ends_with(b"/");
+    if wants_dir && !into_dir {
+        return Err(if dest.exists() {
+            CopyError::NotADirectory(dest.display().to_string())
+        } else {
+            CopyError::NoSuchDirectory(dest.display().to_string())
+        });
+    }
     let base = if into_dir {
         dest.to_path_buf()
     } else {
@@ -127,6 +192,10 @@ pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopySta
             None => return Err(CopyError::NotADirectory(dest.display().to_string())),
         }
     };
+    if !base.is_dir() {
+        return Err(CopyError::NoSuchDirectory(base.display().to_string()));
+    }
+    let mut skipped = Vec::new();
     let rename_to = (!into_dir)
         .then(|| dest.file_name().map(PathBuf::from))
         .flatten();
@@ -181,7 +250,9 @@ pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopySta
                     dirs.push((target, mode, mtime));
                 }
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            // GNU sparse entries: the tar crate writes their data and seeks over
+            // the holes, so the copy is as sparse as the file system lets it be.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 write_file(&mut entry, &target, preserve)?;
                 stats.files += 1;
                 stats.bytes = stats.bytes.saturating_add(entry.size());
@@ -194,7 +265,14 @@ pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopySta
                 let _ = std::fs::remove_file(&target);
                 std::os::unix::fs::symlink(&link, &target).map_err(|e| io(&target, e))?;
             }
-            other => tracing::warn!("skipping {} ({other:?})", name.display()),
+            other => {
+                tracing::warn!("not copied: {} ({other:?})", name.display());
+                if skipped.len() < 16 {
+                    skipped.push(format!("{} ({})", name.display(), kind_name(other)));
+                } else if skipped.len() == 16 {
+                    skipped.push("…".into());
+                }
+            }
         }
     }
     // Directories' times last: writing into them changed them.
@@ -212,7 +290,21 @@ pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopySta
         let mtime = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
         let _ = filetime::set_file_handle_times(&dir, None, Some(mtime));
     }
+    if !skipped.is_empty() {
+        return Err(CopyError::Skipped(skipped));
+    }
     Ok(stats)
+}
+
+/// A tar entry type as a person calls it.
+fn kind_name(t: tar::EntryType) -> &'static str {
+    match t {
+        tar::EntryType::Fifo => "a FIFO",
+        tar::EntryType::Char => "a character device",
+        tar::EntryType::Block => "a block device",
+        tar::EntryType::Link => "a hard link",
+        _ => "an entry of an unsupported kind",
+    }
 }
 
 /// A relative path of plain names: no root, no `..` (a lying sender's `../../etc`).
@@ -368,6 +460,88 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn device_paths_start_at_home() {
+        let home = PathBuf::from(std::env::var("HOME").unwrap());
+        assert_eq!(
+            device_path("/etc/hosts").unwrap(),
+            PathBuf::from("/etc/hosts")
+        );
+        assert_eq!(device_path("x/y").unwrap(), home.join("x/y"));
+        assert_eq!(device_path("~").unwrap(), home);
+        assert_eq!(device_path("~/a").unwrap(), home.join("a"));
+        assert!(device_path("dir/")
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("dir/"));
+        assert_eq!(device_path("~root/a").unwrap(), PathBuf::from("/root/a"));
+        assert!(device_path("~no-such-user-xyz/a").is_err());
+    }
+
+    #[test]
+    fn sparse_files_stay_sparse_and_odd_entries_are_errors() {
+        use std::io::{Seek, SeekFrom};
+        let src = tmp("sparse-src");
+        let f = src.join("holes.bin");
+        {
+            let mut w = std::fs::File::create(&f).unwrap();
+            w.write_all(b"head").unwrap();
+            w.seek(SeekFrom::Start(64 << 20)).unwrap();
+            w.write_all(b"tail").unwrap();
+        }
+        let mut stream = Vec::new();
+        archive(std::slice::from_ref(&f), false, &mut stream).unwrap();
+        let dst = tmp("sparse-dst");
+        extract(&stream[..], &dst, false).unwrap();
+        let out = dst.join("holes.bin");
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&out).unwrap();
+        assert_eq!(m.len(), (64 << 20) + 4);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "not sparse: {} blocks",
+            m.blocks()
+        );
+
+        // A FIFO in the tree: the rest is copied, the copy fails naming it.
+        let tree = src.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("a"), b"a").unwrap();
+        nix::unistd::mkfifo(
+            &tree.join("pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let mut stream = Vec::new();
+        archive(&[tree], true, &mut stream).unwrap();
+        let e = extract(&stream[..], &dst, false).unwrap_err().to_string();
+        assert!(e.contains("pipe (a FIFO)"), "{e}");
+        assert_eq!(std::fs::read(dst.join("tree/a")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn destinations_are_checked_before_anything_is_written() {
+        let src = tmp("dest-src");
+        std::fs::write(src.join("f"), b"x").unwrap();
+        let mut stream = Vec::new();
+        archive(&[src.join("f")], false, &mut stream).unwrap();
+        let dst = tmp("dest-dst");
+        let missing = dst.join("nosuchdir");
+        // `DST/` that does not exist: an error, not a file named DST.
+        let e = extract(
+            &stream[..],
+            Path::new(&format!("{}/", missing.display())),
+            false,
+        );
+        assert!(matches!(e, Err(CopyError::NoSuchDirectory(_))), "{e:?}");
+        assert!(!missing.exists());
+        // A new name in a directory that does not exist: an error, nothing created.
+        let e = extract(&stream[..], &missing.join("x"), false);
+        assert!(matches!(e, Err(CopyError::NoSuchDirectory(_))), "{e:?}");
+        assert!(!missing.exists());
     }
 
     #[test]

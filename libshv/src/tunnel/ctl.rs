@@ -253,6 +253,9 @@ pub enum Control {
     ConnOpen(u32),
     ConnEof(u32),
     ConnClose(u32),
+    /// **[ext]** Copying tunnels (`copyOut`): the bytes of file data the stream will
+    /// carry, sent by the device before it, for the operator's progress bar.
+    Total(u64),
 }
 
 impl Control {
@@ -271,6 +274,10 @@ impl Control {
             Control::ConnOpen(n) => ("connOpen", RpcValue::from(i64::from(n))),
             Control::ConnEof(n) => ("connEof", RpcValue::from(i64::from(n))),
             Control::ConnClose(n) => ("connClose", RpcValue::from(i64::from(n))),
+            Control::Total(n) => (
+                "total",
+                RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX)),
+            ),
         };
         let mut m = Map::new();
         m.insert(key.into(), v);
@@ -323,6 +330,11 @@ impl Control {
         }
         if let Some(n) = conn("connClose") {
             return Some(Control::ConnClose(n));
+        }
+        if let Some(n) = m.get("total") {
+            return as_i64(n)
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Control::Total);
         }
         None
     }

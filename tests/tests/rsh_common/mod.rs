@@ -35,6 +35,18 @@ impl Agent {
 
     /// The same, with more shvagent options.
     pub async fn start_with_args(broker: &Broker, url: &str, mount: &str, args: &[&str]) -> Agent {
+        Self::start_with_env(broker, url, mount, args, &[]).await
+    }
+
+    /// The same, with more environment variables (a HOME of the test's own).
+    #[allow(dead_code)]
+    pub async fn start_with_env(
+        broker: &Broker,
+        url: &str,
+        mount: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut child = Command::new(bin("shvagent"))
             .arg(url)
             .args(args)
@@ -45,6 +57,7 @@ impl Agent {
             .env_remove("SHV_PASSWORD")
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
