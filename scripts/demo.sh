@@ -2,7 +2,9 @@
 # The main job, end to end on this machine: build everything, start shvbroker on its
 # built-in default config (loopback only), mount an shvagent, poke both with shvcall, run
 # a command over a remote-shell tunnel with shvrsh, then (on a terminal) open an
-# interactive remote shell: type `exit` (or `~.` after Enter) to end the demo.
+# interactive remote shell: type `exit` (or `~.` after Enter) to end the demo. Without a
+# terminal (`scripts/demo.sh | tee log`) the broker and the agent keep running for the
+# web terminal and other tools until Ctrl-C; SHV_DEMO_EXIT=1 stops them at once.
 #
 # The broker also serves the web terminal (web/, xterm.js from npm) on its WebSocket
 # port: the demo prints the URL to open in a browser.
@@ -12,6 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# As .ci/run builds: the same fingerprints, so the demo after a test run rebuilds nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo build --workspace
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 # The web terminal: its pinned npm packages (xterm.js) installed once from the lockfile,
@@ -103,7 +107,12 @@ if [ -t 0 ] && [ -t 1 ]; then
     echo "== interactive remote shell on test/agent (exit or ~. to leave; the web terminal works meanwhile)"
     echo "\$ shvrsh '$ADMIN' test/agent"
     "$BIN/shvrsh" "$ADMIN" test/agent || true
+    echo "== demo OK"
+elif [ "${SHV_DEMO_EXIT:-0}" = 1 ]; then
+    echo "== demo OK"
 else
-    echo "== (no terminal: skipping the interactive shell; run: $BIN/shvrsh '$ADMIN' test/agent)"
+    echo "== no terminal, so no interactive shell here; from another terminal try"
+    echo "\$ $BIN/shvrsh '$ADMIN' test/agent"
+    echo "== demo OK; the broker and the agent keep running: Ctrl-C stops them"
+    wait "$BROKER_PID" || true
 fi
-echo "== demo OK"

@@ -5,7 +5,7 @@
 # installs the pinned npm packages from package-lock.json, builds web/dist/ (what the
 # broker serves with --web-root web/dist), runs the node tests (codec vectors, SHA-1,
 # RPC client and tunnel against the real broker and agent), then the headless browser
-# test, which also rewrites docs/web-terminal.png.
+# test (its screenshot goes to a temporary file unless SCREENSHOT=PATH says otherwise).
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -564,6 +564,12 @@ impl Config {
                 return Err(format!("user '{name}' has neither password nor sha1pass"));
             }
             if let Some(h) = &u.sha1pass {
+                if h == REDACTED {
+                    return Err(format!(
+                        "users.{name}.sha1pass is {REDACTED} (as --print-config shows secrets): \
+                         set `password: …` or the real `sha1pass: <40 hex digits>`"
+                    ));
+                }
                 if h.len() != 40 || hex::decode(h).is_err() {
                     return Err(format!("user '{name}': sha1pass must be 40 hex digits"));
                 }
@@ -604,8 +610,14 @@ impl Config {
             let sample = crate::autosetup::expand(&a.mount_point, "dev", "role", "user", 1);
             check_mount_path(&sample).map_err(|e| format!("autosetup[{i}]: {e}"))?;
         }
-        for c in &self.connections {
-            libshv::RpcUrl::parse(&c.url).map_err(|e| format!("connections: {e}"))?;
+        for (i, c) in self.connections.iter().enumerate() {
+            let url = libshv::RpcUrl::parse(&c.url).map_err(|e| format!("connections: {e}"))?;
+            if url.password.as_deref() == Some("***") || url.shapass.as_deref() == Some("***") {
+                return Err(format!(
+                    "connections[{i}].url: its password is *** (as --print-config shows \
+                     secrets): put the real one back"
+                ));
+            }
             if c.heartbeat > DAY || c.reconnect_max > DAY {
                 return Err("connections: heartbeat and reconnect_max are at most 86400".into());
             }
@@ -797,6 +809,15 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains(&sha1_hex(b"hunter2")), "{shown}");
         assert!(shown.contains(REDACTED), "{shown}");
+        // What --print-config shows parses as it is, and refuses to load until the
+        // secrets are put back, naming where.
+        let e = Config::parse(&shown, "t").unwrap_err().to_string();
+        assert!(e.contains("users.u.sha1pass is REDACTED"), "{e}");
+        let fixed = shown.replace(&format!("sha1pass: {REDACTED}"), "password: x");
+        let e = Config::parse(&fixed, "t").unwrap_err().to_string();
+        assert!(e.contains("connections[0].url: its password is ***"), "{e}");
+        let fixed = fixed.replace("password=***", "password=x");
+        assert!(Config::parse(&fixed, "t").is_ok());
     }
 
     #[test]

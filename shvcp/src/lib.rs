@@ -296,7 +296,7 @@ async fn download(
         other => {
             drop(tx);
             let _ = extractor.await;
-            bail!("{agent}: copy ended with {other:?}")
+            bail!("{agent}: copy ended with {other}")
         }
     }
 }
@@ -369,7 +369,7 @@ async fn upload(req: &Request, sources: &[PathBuf], agent: &str, dest: &str) -> 
     match status {
         CloseStatus::ExitCode(0) => Ok(()),
         CloseStatus::Error(e) => bail!("{agent}:{e}"),
-        other => bail!("{agent}: copy ended with {other:?}"),
+        other => bail!("{agent}: copy ended with {other}"),
     }
 }
 

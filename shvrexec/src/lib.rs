@@ -265,7 +265,7 @@ pub async fn run(launch: Launch) -> Result<CloseStatus, RexecError> {
         (None, None) => process::run(&launch.call, sender.clone(), receiver).await,
     };
     if let Some(status) = &status {
-        tracing::info!("command ended: {status:?}");
+        tracing::info!("command ended: {status}");
         sender.close(status).await?;
     }
     // A ping is answered only after the broker read everything we sent before it, so

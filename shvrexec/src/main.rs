@@ -68,6 +68,6 @@ fn run() -> anyhow::Result<()> {
     drop(line);
     let rt = tokio::runtime::Runtime::new()?;
     let status = rt.block_on(shvrexec::run(launch))?;
-    tracing::debug!("exiting after {status:?}");
+    tracing::debug!("exiting after {status}");
     Ok(())
 }

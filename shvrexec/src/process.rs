@@ -421,7 +421,7 @@ pub async fn run(
                         Some(TunnelEvent::Closed(st)) => st,
                         _ => CloseStatus::Detached,
                     };
-                    tracing::info!("tunnel closed by the far side ({st:?}), hanging up");
+                    tracing::info!("tunnel closed by the far side ({st}), hanging up");
                     r.hangup();
                     if exited.is_none() {
                         // Give the job a moment to die so it is reaped, not orphaned.

@@ -13,7 +13,9 @@
 // → 42, viewport resize changes `stty size`, `exit 3` shows the status; wrong password,
 // unknown agent, insufficient access (viewer) and a dropped connection each show a
 // clear message; escape sequences in an error message do not reach the terminal.
-// Writes a screenshot of a live session to docs/web-terminal.png.
+// Writes a screenshot of a live session to a temporary file (SCREENSHOT=PATH chooses
+// it: `SCREENSHOT=../docs/web-terminal.png` refreshes the README's picture); a test run
+// leaves the tree clean.
 
 import { execFileSync } from 'node:child_process';
 import { parseCpon } from '../shv/cpon.js';
@@ -27,7 +29,8 @@ import { startBroker, bin, build, webDir, distDir } from './harness.mjs';
 const FIREFOX = process.env.BROWSER === 'firefox';
 const EXECUTABLE = process.env.CHROMIUM ?? (FIREFOX ? '/usr/bin/firefox-esr' : '/usr/bin/chromium');
 const SCREENSHOT = process.env.SCREENSHOT
-  ?? (FIREFOX ? path.join(tmpdir(), 'web-terminal-firefox.png') : path.resolve(webDir, '../docs/web-terminal.png'));
+  ? path.resolve(process.env.SCREENSHOT)
+  : path.join(tmpdir(), FIREFOX ? 'web-terminal-firefox.png' : 'web-terminal.png');
 const STEP_TIMEOUT = 15000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

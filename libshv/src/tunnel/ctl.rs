@@ -187,6 +187,19 @@ pub enum CloseStatus {
     Detached,
 }
 
+/// For logs and messages: `exit code 3`, `signal 15`, `error: …` (escaped: it may come
+/// from the far side), `closed without a status`.
+impl std::fmt::Display for CloseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseStatus::ExitCode(c) => write!(f, "exit code {c}"),
+            CloseStatus::Signal(s) => write!(f, "signal {s}"),
+            CloseStatus::Error(e) => write!(f, "error: {}", crate::logsafe::shown(e)),
+            CloseStatus::Detached => f.write_str("closed without a status"),
+        }
+    }
+}
+
 impl CloseStatus {
     pub fn to_value(&self) -> RpcValue {
         let mut m = Map::new();
