@@ -208,7 +208,7 @@ async fn open(req: &Request, agent: &str, copy: FileCopy) -> anyhow::Result<(Cli
         Ok(end) => Ok((client, end)),
         Err(e) => Err(anyhow::anyhow!(
             "{}",
-            shvrsh::launch_error(&client, agent, e).await
+            shvtool::launch_error(&client, agent, e).await
         )),
     }
 }

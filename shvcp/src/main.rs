@@ -28,7 +28,7 @@ struct Args {
     #[arg(required = true, num_args = 2..)]
     paths: Vec<String>,
     #[command(flatten)]
-    login: shvrsh::cli::LoginArgs,
+    login: shvtool::LoginArgs,
     /// Logging; -q also hides the progress bar, as scp's (there is none when stderr
     /// is not a terminal anyway)
     #[command(flatten)]

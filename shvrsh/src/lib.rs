@@ -1,17 +1,15 @@
 //! shvrsh: a remote shell over SHV tunnels, used like ssh (tunnel.md, tools.md).
 
-pub mod cli;
 pub mod forward;
 pub mod term;
 
 use std::io::Write;
 use std::time::Duration;
 
-use libshv::message::code;
 use libshv::tunnel::{
     CloseStatus, Control, Dialect, LaunchParams, TunnelEnd, TunnelError, TunnelEvent, TunnelSender,
 };
-use libshv::{Client, ClientConfig, ClientError, RpcValue};
+use libshv::{Client, ClientConfig, ClientError};
 use tokio::sync::mpsc;
 
 /// Exit status for connection and tunnel failures, like ssh.
@@ -24,12 +22,8 @@ pub enum RshError {
     Connect(String, String),
     #[error("login failed: {0}")]
     Login(String),
-    #[error("path not found: {0}")]
-    PathNotFound(String),
-    #[error("{0} is not an shvagent (it has no launchRexec method)")]
-    NotAnAgent(String),
-    #[error("access denied: {0}:launchRexec")]
-    AccessDenied(String),
+    #[error(transparent)]
+    Launch(#[from] shvtool::LaunchError),
     #[error("tunnel failed: {0}")]
     Tunnel(String),
     #[error("connection to the broker lost")]
@@ -97,20 +91,6 @@ fn connect_error(url: &ClientConfig, e: ClientError) -> RshError {
 
 /// Tells "no such path" from "no access" after a MethodNotFound: the broker answers
 /// both the same way, but `dir` on the path (Browse level) tells them apart.
-async fn diagnose(client: &Client, path: &str, e: libshv::RpcError) -> RshError {
-    if e.code != code::METHOD_NOT_FOUND {
-        return RshError::Tunnel(e.message);
-    }
-    match client
-        .call(path, "dir", Some(RpcValue::from("launchRexec")))
-        .await
-    {
-        Ok(v) if v.as_bool() => RshError::AccessDenied(path.to_string()),
-        Ok(_) => RshError::NotAnAgent(path.to_string()),
-        Err(_) => RshError::PathNotFound(path.to_string()),
-    }
-}
-
 /// Connects to the broker.
 pub async fn connect(opts: &Options) -> Result<Client, RshError> {
     let (client, _signals) = Client::connect(&opts.config, None)
@@ -130,12 +110,7 @@ pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
 
 /// The one-line reason a launch failed.
 pub async fn launch_error(client: &Client, agent_path: &str, e: TunnelError) -> RshError {
-    match e {
-        TunnelError::Rpc(e) => diagnose(client, agent_path, e).await,
-        TunnelError::Client(ClientError::Disconnected) => RshError::Disconnected,
-        TunnelError::Failed(m) => RshError::Tunnel(m),
-        e => RshError::Tunnel(e.to_string()),
-    }
+    shvtool::launch_error(client, agent_path, e).await.into()
 }
 
 /// Local stdin, read by a thread from the very start so that keystrokes typed while

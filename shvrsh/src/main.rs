@@ -1,8 +1,8 @@
 use clap::Parser;
 use libshv::tunnel::{Dialect, LaunchParams};
-use shvrsh::cli::LoginArgs;
 use shvrsh::forward::{Direction, ForwardSpec};
 use shvrsh::{term, Options, EXIT_FAILURE};
+use shvtool::LoginArgs;
 
 /// shvrsh: a remote shell on an SHV device running shvagent, used like ssh.
 ///

@@ -4,10 +4,12 @@
 
 pub mod hosts;
 pub mod log;
+pub mod login;
 pub mod report;
 
 pub use hosts::resolve_url;
 pub use log::LogArgs;
+pub use login::{launch_error, LaunchError, LoginArgs};
 pub use report::{exit_code, fail, report, Failure, UsageError};
 
 /// The client config for a tool's URL argument (a URL or a named host, see [`hosts`]),
