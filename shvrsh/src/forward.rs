@@ -61,6 +61,60 @@ impl ForwardSpec {
     }
 }
 
+/// Parses `-W`'s `HOST:PORT` (an IPv6 address in brackets).
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let parts = split_colons(s);
+    match &parts[..] {
+        [host, port] if !host.is_empty() => port
+            .parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|p| (host.clone(), p))
+            .ok_or_else(|| format!("'{s}': '{port}' is not a port (1..65535)")),
+        _ => Err(format!("'{s}': expected HOST:PORT")),
+    }
+}
+
+/// `-W HOST:PORT`: this process's stdin and stdout become one connection to HOST:PORT
+/// as the device sees it, until either side ends it (ssh's ProxyCommand use).
+pub async fn stdio(client: &Client, opts: &Options, host: &str, port: u16) -> i32 {
+    let label = format!("-W {host}:{port}");
+    let params = LaunchParams {
+        forward: Some(Forward::Connect {
+            host: host.to_string(),
+            port,
+        }),
+        ..Default::default()
+    };
+    let end = match TunnelEnd::launch(client, &opts.agent_path, &params, opts.open_timeout).await {
+        Ok(end) => end,
+        Err(e) => {
+            eprintln!(
+                "shvrsh: {}",
+                launch_error(client, &opts.agent_path, e).await
+            );
+            return crate::EXIT_FAILURE;
+        }
+    };
+    let (sender, receiver) = end.split();
+    let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let st = run_mux(
+        sender.clone(),
+        receiver,
+        MuxRole::Stream(Box::new(stream)),
+        &label,
+    )
+    .await;
+    let _ = sender.close(&CloseStatus::ExitCode(0)).await;
+    match st {
+        CloseStatus::ExitCode(0) | CloseStatus::Detached => 0,
+        other => {
+            eprintln!("shvrsh: {label}: {other}");
+            crate::EXIT_FAILURE
+        }
+    }
+}
+
 /// Splits at ':' outside `[...]`, dropping the brackets.
 fn split_colons(s: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
@@ -170,6 +224,11 @@ mod tests {
         );
         let v6 = ForwardSpec::parse(Direction::Local, "[::1]:8080:[fe80::1]:80").unwrap();
         assert_eq!((v6.bind.as_str(), v6.host.as_str()), ("::1", "fe80::1"));
+        assert_eq!(parse_host_port("h:22").unwrap(), ("h".into(), 22));
+        assert_eq!(parse_host_port("[::1]:22").unwrap(), ("::1".into(), 22));
+        for bad in ["h", "h:0", ":22", "h:22:1"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
         for bad in [
             "8080",
             "8080:h",

@@ -46,6 +46,8 @@ pub struct Options {
     pub forwards: Vec<forward::ForwardSpec>,
     /// `-N`: forwards only, no command.
     pub no_command: bool,
+    /// `-W HOST:PORT`: stdin and stdout to HOST:PORT on the device's side.
+    pub stdio: Option<(String, u16)>,
     /// How the agent speaks tunnels; None: ask it ([`agent_dialect`]).
     pub dialect: Option<Dialect>,
 }
@@ -374,7 +376,8 @@ pub async fn relay(
 /// The whole session: connect, open the forwards and the command's tunnel, relay.
 /// Returns the exit status.
 pub async fn run(opts: Options) -> i32 {
-    let stdin = (!opts.no_command).then(spawn_stdin_reader);
+    // -W reads stdin itself, as a byte stream.
+    let stdin = (!opts.no_command && opts.stdio.is_none()).then(spawn_stdin_reader);
     let client = match connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
@@ -391,6 +394,9 @@ pub async fn run(opts: Options) -> i32 {
                 return EXIT_FAILURE;
             }
         }
+    }
+    if let Some((host, port)) = &opts.stdio {
+        return forward::stdio(&client, &opts, host, *port).await;
     }
     let Some(stdin) = stdin else {
         return wait_forwards(forwards).await;

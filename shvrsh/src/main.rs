@@ -49,6 +49,11 @@ struct Args {
     /// No command: only forward ports, until interrupted or the broker goes
     #[arg(short = 'N')]
     no_command: bool,
+    /// Connect stdin and stdout to HOST:PORT as the device sees it, like ssh -W: for
+    /// ssh's ProxyCommand (`ssh -o ProxyCommand="shvrsh URL test/agent -W %h:%p" host`).
+    /// The agent must allow forwarding (shvagent --allow-forward)
+    #[arg(short = 'W', value_name = "HOST:PORT", conflicts_with_all = ["cmd", "no_command", "pty", "local", "remote"])]
+    stdio: Option<String>,
     /// How the agent speaks tunnels: `shv` (our shvagent: Blobs, flow control, resize,
     /// EOF and signals), `cpp` (the C++ shvapp shvagent: the original launch form and
     /// Strings; no window resize, no stdin EOF), or `auto`: ask the agent (`dir`)
@@ -89,6 +94,10 @@ fn options(args: Args) -> anyhow::Result<Options> {
             forwards.push(ForwardSpec::parse(dir, s).map_err(anyhow::Error::msg)?);
         }
     }
+    let stdio = match &args.stdio {
+        Some(s) => Some(shvrsh::forward::parse_host_port(s).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     if args.no_command && forwards.is_empty() {
         anyhow::bail!("-N needs at least one -L or -R");
     }
@@ -98,6 +107,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
     Ok(Options {
         forwards,
         no_command: args.no_command,
+        stdio,
         config,
         agent_path: args.agent_path.trim_matches('/').to_string(),
         launch: LaunchParams {

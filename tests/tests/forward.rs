@@ -1,7 +1,9 @@
 //! Port forwarding over tunnels (`shvrsh -L` / `-R` / `-N`, two forwards at once): two
 //! concurrent HTTP GETs of a 5 MiB file from a real web server on the far side, and two
 //! concurrent 5 MiB uploads through an echo service, byte-exact;
-//! the forward ends with its shvrsh; an agent that does not allow forwarding says so.
+//! the forward ends with its shvrsh; an agent that does not allow forwarding says so;
+//! `-W` carries stdin and stdout (ssh and rsync through it as ProxyCommand, to an sshd
+//! of the test's own).
 
 mod rsh_common;
 
@@ -340,4 +342,227 @@ async fn an_agent_without_allow_forward_refuses_clearly() {
     assert_eq!(out.status.code(), Some(255), "{err}");
     assert!(err.contains("port forwarding is not allowed"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Runs shvrsh with `stdin`, returning (exit status, stdout, stderr).
+async fn shvrsh_with_input(args: &[&str], stdin: Vec<u8>) -> (i32, Vec<u8>, String) {
+    let mut child = tokio::process::Command::new(bin("shvrsh"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    tokio::spawn(async move {
+        let _ = input.write_all(&stdin).await;
+        // Dropping it is stdin's EOF.
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("shvrsh -W hung")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `-W HOST:PORT` (ssh's): stdin and stdout become one connection to HOST:PORT as the
+/// device sees it, byte-exact, with the half-close passed on; a port nobody listens on
+/// is exit status 255 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_forward_carries_stdin_and_stdout() {
+    let (broker, _agent) = start(true).await;
+    let echo = echo_server().await;
+    let url = broker.url("admin", "admin");
+    let mut data = vec![0u8; MIB5];
+    rand::thread_rng().fill_bytes(&mut data);
+    let target = format!("127.0.0.1:{echo}");
+    let (code, out, err) =
+        shvrsh_with_input(&[&url, "test/agent", "-W", &target], data.clone()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out == data, "{} bytes back of {}", out.len(), data.len());
+    let closed = format!("127.0.0.1:{}", free_port_now());
+    let (code, _, err) = shvrsh_with_input(&[&url, "test/agent", "-W", &closed], vec![]).await;
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains(&format!("-W {closed}")), "{err}");
+    // -W with a command is a usage error.
+    let (code, _, err) =
+        shvrsh_with_input(&[&url, "test/agent", "-W", &target, "--", "true"], vec![]).await;
+    assert_ne!(code, 0, "{err}");
+}
+
+/// An sshd of the test's own on loopback (key auth only, in its own directory), for
+/// ssh's ProxyCommand through `shvrsh -W`. Needs Debian's openssh-server (.ci/run
+/// installs it).
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let sshd = std::path::Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "/usr/sbin/sshd is missing: install openssh-server (.ci/run does)"
+        );
+        // sshd insists on its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = TempDir::new("sshd");
+        let d = dir.path();
+        for key in ["host", "client"] {
+            let st = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key))
+                .status()
+                .unwrap();
+            assert!(st.success(), "ssh-keygen");
+        }
+        std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port_now();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
+             PidFile {pid}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+             Subsystem sftp internal-sftp\n",
+            host = d.join("host").display(),
+            auth = d.join("authorized_keys").display(),
+            pid = d.join("sshd.pid").display(),
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let child = std::process::Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Sshd { child, port, dir }
+    }
+
+    /// ssh's options for this server through `proxy` (the ProxyCommand).
+    fn ssh_options(&self, proxy: &str) -> Vec<String> {
+        let d = self.dir.path();
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            d.join("client").display().to_string(),
+            "-o".into(),
+            format!("ProxyCommand={proxy}"),
+            "-p".into(),
+            self.port.to_string(),
+        ])
+        .collect()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ssh's ProxyCommand through `shvrsh -W`: a command on an sshd the device can reach,
+/// and rsync of a tree over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_and_rsync_through_shvrsh_as_proxy_command() {
+    let (broker, _agent) = start(true).await;
+    let sshd = Sshd::start();
+    let proxy = format!(
+        "{} '{}' test/agent -W 127.0.0.1:%p",
+        bin("shvrsh").display(),
+        broker.url("admin", "admin")
+    );
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let target = format!("{user}@sshd-behind-the-device");
+    let opts = sshd.ssh_options(&proxy);
+    // sshd may take a moment to listen.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = tokio::process::Command::new("ssh")
+            .args(&opts)
+            .arg(&target)
+            .arg("echo through-$((6*7))")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through-42");
+            last.clear();
+            break;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(last.is_empty(), "ssh through shvrsh -W failed: {last}");
+
+    // rsync -e of a small tree.
+    let src = TempDir::new("rsync-src");
+    std::fs::create_dir_all(src.path().join("a/b")).unwrap();
+    let mut blob = vec![0u8; 1 << 20];
+    rand::thread_rng().fill_bytes(&mut blob);
+    std::fs::write(src.path().join("a/b/blob.bin"), &blob).unwrap();
+    std::fs::write(src.path().join("a/note.txt"), b"note").unwrap();
+    let dst = TempDir::new("rsync-dst");
+    // rsync splits -e itself; a wrapper script keeps ssh's options (and the URL in the
+    // ProxyCommand) out of that.
+    let wrapper = sshd.dir.path().join("ssh-wrap.sh");
+    let quoted: Vec<String> = opts
+        .iter()
+        .map(|o| format!("'{}'", o.replace('\'', r"'\''")))
+        .collect();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ssh {} \"$@\"\n", quoted.join(" ")),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("rsync")
+        .args(["-a", "-e"])
+        .arg(&wrapper)
+        .arg(format!("{}/", src.path().display()))
+        .arg(format!("{target}:{}/", dst.path().display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dst.path().join("a/b/blob.bin")).unwrap(),
+        blob
+    );
+    assert_eq!(
+        std::fs::read(dst.path().join("a/note.txt")).unwrap(),
+        b"note"
+    );
 }

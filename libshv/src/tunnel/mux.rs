@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -30,12 +30,20 @@ const READ_CHUNK: usize = 64 * 1024;
 /// 2 KiB/s is dropped, one that stopped reading certainly.
 pub const CONN_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A byte stream carried as one connection of a forward (a TCP socket, or stdin and
+/// stdout joined for ssh's `-W`).
+pub trait MuxStream: AsyncRead + AsyncWrite + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + 'static> MuxStream for T {}
+
 /// This side's part in the forward.
 pub enum MuxRole {
     /// Accepts connections and announces each (`connOpen`).
     Accept(TcpListener),
     /// Connects each announced connection to `host:port`.
     Connect { host: String, port: u16 },
+    /// Carries this one stream as connection 0 and ends the forward when it ends
+    /// (`shvrsh -W`, ssh's ProxyCommand).
+    Stream(Box<dyn MuxStream + Unpin>),
 }
 
 struct Conn {
@@ -67,7 +75,20 @@ pub async fn run_mux(
     let (listener, target) = match role {
         MuxRole::Accept(l) => (Some(l), None),
         MuxRole::Connect { host, port } => (None, Some((host, port))),
+        MuxRole::Stream(stream) => {
+            if sender.send_control(Control::ConnOpen(0)).await.is_err() {
+                return CloseStatus::Error("tunnel lost".into());
+            }
+            conns.insert(
+                0,
+                start_conn(0, tokio::io::split(stream), &sender, &done_tx),
+            );
+            next_id = 1;
+            (None, None)
+        }
     };
+    // With a single stream, the forward lasts as long as it.
+    let single = listener.is_none() && target.is_none();
     loop {
         let accept = async {
             match &listener {
@@ -78,6 +99,7 @@ pub async fn run_mux(
         tokio::select! {
             accepted = accept => match accepted {
                 Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
                     if conns.len() >= MAX_CONNS {
                         tracing::warn!("{label}: {MAX_CONNS} connections open; refusing {peer}");
                         continue;
@@ -88,7 +110,7 @@ pub async fn run_mux(
                     if sender.send_control(Control::ConnOpen(id)).await.is_err() {
                         return CloseStatus::Error("tunnel lost".into());
                     }
-                    conns.insert(id, start_conn(id, socket, &sender, &done_tx));
+                    conns.insert(id, start_conn(id, socket.into_split(), &sender, &done_tx));
                 }
                 Err(e) => {
                     tracing::warn!("{label}: accept failed: {e}");
@@ -97,6 +119,9 @@ pub async fn run_mux(
             },
             Some(id) = done_rx.recv() => {
                 conns.remove(&id);
+                if single && conns.is_empty() {
+                    return CloseStatus::ExitCode(0);
+                }
             }
             ev = receiver.recv() => match ev {
                 None => return CloseStatus::Detached,
@@ -123,8 +148,9 @@ pub async fn run_mux(
                     let task = tokio::spawn(async move {
                         match TcpStream::connect((host.as_str(), port)).await {
                             Ok(socket) => {
+                                let _ = socket.set_nodelay(true);
                                 tracing::info!("{label}: connection {id} to {host}:{port}");
-                                relay(id, socket, rx, s, done).await;
+                                relay(id, socket.into_split(), rx, s, done).await;
                             }
                             Err(e) => {
                                 tracing::info!("{label}: cannot connect to {host}:{port}: {e}");
@@ -142,6 +168,11 @@ pub async fn run_mux(
                 }
                 Some(TunnelEvent::Control(Control::ConnClose(id))) => {
                     conns.remove(&id);
+                    if single && conns.is_empty() {
+                        return CloseStatus::Error(
+                            "the device could not connect there, or the connection broke".into(),
+                        );
+                    }
                 }
                 Some(TunnelEvent::Control(_)) => {}
             },
@@ -171,14 +202,18 @@ fn conn_of(channel: i64) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-fn start_conn(
+fn start_conn<R, W>(
     id: u32,
-    socket: TcpStream,
+    (r, w): (R, W),
     sender: &TunnelSender,
     done: &mpsc::UnboundedSender<u32>,
-) -> Conn {
+) -> Conn
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
     let (tx, rx) = mpsc::channel(CONN_QUEUE);
-    let task = tokio::spawn(relay(id, socket, rx, sender.clone(), done.clone()));
+    let task = tokio::spawn(relay(id, (r, w), rx, sender.clone(), done.clone()));
     Conn {
         to_socket: tx,
         tasks: vec![task],
@@ -186,15 +221,18 @@ fn start_conn(
 }
 
 /// Both directions of one connection; reports `id` on `done` when both have ended.
-async fn relay(
+/// (A TCP socket comes split with `into_split`, lock-free; any other stream with
+/// `tokio::io::split`.)
+async fn relay<R, W>(
     id: u32,
-    socket: TcpStream,
+    (mut r, mut w): (R, W),
     mut from_tunnel: mpsc::Receiver<Option<Vec<u8>>>,
     sender: TunnelSender,
     done: mpsc::UnboundedSender<u32>,
-) {
-    let _ = socket.set_nodelay(true);
-    let (mut r, mut w) = socket.into_split();
+) where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
     let channel = FIRST_CONN_CHANNEL + i64::from(id);
     let s = sender.clone();
     let upstream = async move {
@@ -218,7 +256,9 @@ async fn relay(
         while let Some(chunk) = from_tunnel.recv().await {
             match chunk {
                 Some(data) => {
-                    if w.write_all(&data).await.is_err() {
+                    // A flush per chunk: free for a socket, and what makes a stream
+                    // with a buffer (stdout under -W, line-buffered) pass bytes on.
+                    if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
                         return false;
                     }
                 }
