@@ -120,6 +120,15 @@ async fn forward(f: &Forward, sender: TunnelSender, receiver: TunnelReceiver) ->
             };
             run_mux(sender, receiver, role, &label).await
         }
+        Forward::Dynamic => {
+            run_mux(
+                sender,
+                receiver,
+                MuxRole::Dynamic,
+                "dynamic forward (SOCKS)",
+            )
+            .await
+        }
         Forward::Listen { bind, port } => {
             match tokio::net::TcpListener::bind((bind.as_str(), *port)).await {
                 Ok(l) => {

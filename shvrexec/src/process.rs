@@ -289,7 +289,8 @@ impl Running {
             | Control::ConnOpen(_)
             | Control::ConnEof(_)
             | Control::ConnClose(_)
-            | Control::Total(_) => {}
+            | Control::Total(_)
+            | Control::ConnOpenTo { .. } => {}
         }
     }
 

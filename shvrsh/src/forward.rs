@@ -20,6 +20,9 @@ pub enum Direction {
     Local,
     /// `-R`: listen on the device, connect here.
     Remote,
+    /// `-D`: a SOCKS5 proxy here; each connection to the destination it names, as
+    /// the device sees it.
+    Dynamic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,26 @@ impl ForwardSpec {
     /// brackets.
     pub fn parse(direction: Direction, s: &str) -> Result<ForwardSpec, String> {
         let parts = split_colons(s);
+        if direction == Direction::Dynamic {
+            // `-D [BIND:]PORT`
+            let (bind, port) = match &parts[..] {
+                [port] => ("127.0.0.1".to_string(), port),
+                [bind, port] if !bind.is_empty() => (bind.clone(), port),
+                _ => return Err(format!("'{s}': expected [BIND:]PORT")),
+            };
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("'{s}': '{port}' is not a port (1..65535)"))?;
+            return Ok(ForwardSpec {
+                direction,
+                bind,
+                port,
+                host: String::new(),
+                host_port: 0,
+            });
+        }
         let (bind, rest) = match parts.len() {
             3 => ("127.0.0.1".to_string(), &parts[..]),
             4 => (parts[0].clone(), &parts[1..]),
@@ -135,6 +158,7 @@ impl fmt::Display for ForwardSpec {
         let flag = match self.direction {
             Direction::Local => "-L",
             Direction::Remote => "-R",
+            Direction::Dynamic => return write!(f, "-D {}:{}", self.bind, self.port),
         };
         write!(
             f,
@@ -150,6 +174,7 @@ impl FromStr for Direction {
         match s {
             "L" => Ok(Direction::Local),
             "R" => Ok(Direction::Remote),
+            "D" => Ok(Direction::Dynamic),
             _ => Err(format!("unknown direction {s}")),
         }
     }
@@ -163,7 +188,22 @@ pub async fn start(
     spec: &ForwardSpec,
 ) -> Result<JoinHandle<CloseStatus>, RshError> {
     let label = spec.to_string();
+    let listen = |label: &str| {
+        let label = label.to_string();
+        move |e: std::io::Error| {
+            RshError::Forward(format!(
+                "{label}: cannot listen on {}:{}: {e}",
+                spec.bind, spec.port
+            ))
+        }
+    };
     let (forward, role) = match spec.direction {
+        Direction::Dynamic => {
+            let l = tokio::net::TcpListener::bind((spec.bind.as_str(), spec.port))
+                .await
+                .map_err(listen(&label))?;
+            (Forward::Dynamic, MuxRole::Socks(l))
+        }
         Direction::Local => {
             let l = tokio::net::TcpListener::bind((spec.bind.as_str(), spec.port))
                 .await
@@ -224,6 +264,19 @@ mod tests {
         );
         let v6 = ForwardSpec::parse(Direction::Local, "[::1]:8080:[fe80::1]:80").unwrap();
         assert_eq!((v6.bind.as_str(), v6.host.as_str()), ("::1", "fe80::1"));
+        let d = ForwardSpec::parse(Direction::Dynamic, "1080").unwrap();
+        assert_eq!((d.bind.as_str(), d.port), ("127.0.0.1", 1080));
+        let d = ForwardSpec::parse(Direction::Dynamic, "[::1]:1080").unwrap();
+        assert_eq!(
+            (d.bind.as_str(), d.to_string().as_str()),
+            ("::1", "-D ::1:1080")
+        );
+        for bad in ["", "x", ":1080", "1:2:3"] {
+            assert!(
+                ForwardSpec::parse(Direction::Dynamic, bad).is_err(),
+                "{bad}"
+            );
+        }
         assert_eq!(parse_host_port("h:22").unwrap(), ("h".into(), 22));
         assert_eq!(parse_host_port("[::1]:22").unwrap(), ("::1".into(), 22));
         for bad in ["h", "h:0", ":22", "h:22:1"] {

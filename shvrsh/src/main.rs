@@ -46,13 +46,19 @@ struct Args {
     /// as this machine sees it (BIND defaults to 127.0.0.1 on the device; repeatable)
     #[arg(short = 'R', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
     remote: Vec<String>,
+    /// A SOCKS5 proxy at [BIND:]PORT (BIND defaults to 127.0.0.1; repeatable), like
+    /// ssh -D: each connection goes to the destination it asks for, as the device sees
+    /// it, names resolved there (curl --socks5-hostname). The agent must allow
+    /// forwarding (shvagent --allow-forward)
+    #[arg(short = 'D', value_name = "[BIND:]PORT")]
+    dynamic: Vec<String>,
     /// No command: only forward ports, until interrupted or the broker goes
     #[arg(short = 'N')]
     no_command: bool,
     /// Connect stdin and stdout to HOST:PORT as the device sees it, like ssh -W: for
     /// ssh's ProxyCommand (`ssh -o ProxyCommand="shvrsh URL test/agent -W %h:%p" host`).
     /// The agent must allow forwarding (shvagent --allow-forward)
-    #[arg(short = 'W', value_name = "HOST:PORT", conflicts_with_all = ["cmd", "no_command", "pty", "local", "remote"])]
+    #[arg(short = 'W', value_name = "HOST:PORT", conflicts_with_all = ["cmd", "no_command", "pty", "local", "remote", "dynamic"])]
     stdio: Option<String>,
     /// How the agent speaks tunnels: `shv` (our shvagent: Blobs, flow control, resize,
     /// EOF and signals), `cpp` (the C++ shvapp shvagent: the original launch form and
@@ -89,6 +95,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
     for (dir, specs) in [
         (Direction::Local, &args.local),
         (Direction::Remote, &args.remote),
+        (Direction::Dynamic, &args.dynamic),
     ] {
         for s in specs {
             forwards.push(ForwardSpec::parse(dir, s).map_err(anyhow::Error::msg)?);
@@ -99,7 +106,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
         None => None,
     };
     if args.no_command && forwards.is_empty() {
-        anyhow::bail!("-N needs at least one -L or -R");
+        anyhow::bail!("-N needs at least one -L, -R or -D");
     }
     if args.no_command && !args.cmd.is_empty() {
         anyhow::bail!("-N and a command exclude each other");

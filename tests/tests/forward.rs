@@ -566,3 +566,66 @@ async fn ssh_and_rsync_through_shvrsh_as_proxy_command() {
         b"note"
     );
 }
+
+/// `-D PORT` (ssh's): a SOCKS5 proxy whose connections each go where they ask, as the
+/// device sees it; `localhost` is resolved on the device's side
+/// (`--socks5-hostname`). 20 curl downloads at once, each byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_proxy_carries_twenty_concurrent_downloads() {
+    let (broker, _agent) = start(true).await;
+    let www = HttpServer::start();
+    let socks = free_port_now();
+    let mut rsh = spawn_rsh(&broker, &["-N".into(), "-D".into(), socks.to_string()]);
+    wait_listening(socks, &mut rsh).await;
+    let dir = TempDir::new("socks");
+    let mut curls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let out = dir.path().join(format!("blob{i}"));
+        let url = format!("http://localhost:{}/blob.bin", www.port);
+        let proxy = format!("127.0.0.1:{socks}");
+        curls.spawn(async move {
+            let st = tokio::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--fail",
+                    "-m",
+                    "60",
+                    "--socks5-hostname",
+                    &proxy,
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(&url)
+                .output()
+                .await
+                .expect("curl (.ci/run installs it)");
+            (out, st)
+        });
+    }
+    while let Some(r) = curls.join_next().await {
+        let (out, st) = r.unwrap();
+        assert!(
+            st.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let body = std::fs::read(&out).unwrap();
+        assert_eq!(body.len(), MIB5, "{}", out.display());
+        assert_eq!(Sha256::digest(&body).as_slice(), &www.sha[..]);
+    }
+    // A destination nobody listens on: that connection fails, the proxy goes on.
+    let refused = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "20",
+            "--socks5-hostname",
+            &format!("127.0.0.1:{socks}"),
+        ])
+        .arg(format!("http://localhost:{}/", free_port_now()))
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(rsh.try_wait().unwrap().is_none(), "shvrsh -D ended");
+}

@@ -252,7 +252,7 @@ impl CloseStatus {
 /// the PTY (`{"resize": [cols, rows]}`), close the command's stdin (`{"eof": true}`) or
 /// signal it (`{"signal": N}`); either end acknowledges the data its application has
 /// consumed (`{"ack": bytes}`, flow control).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     Resize {
         cols: u16,
@@ -266,6 +266,14 @@ pub enum Control {
     ConnOpen(u32),
     ConnEof(u32),
     ConnClose(u32),
+    /// **[ext]** Dynamic forwards (`forwardDynamic`, `shvrsh -D`): connection N was
+    /// accepted and is to be connected to `host:port` as the device sees it (a name is
+    /// resolved there). `{"connOpen": N, "host": H, "port": P}`.
+    ConnOpenTo {
+        id: u32,
+        host: String,
+        port: u16,
+    },
     /// **[ext]** Copying tunnels (`copyOut`): the bytes of file data the stream will
     /// carry, sent by the device before it, for the operator's progress bar.
     Total(u64),
@@ -291,6 +299,13 @@ impl Control {
                 "total",
                 RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX)),
             ),
+            Control::ConnOpenTo { id, host, port } => {
+                let mut m = Map::new();
+                m.insert("connOpen".into(), RpcValue::from(i64::from(id)));
+                m.insert("host".into(), RpcValue::from(host.as_str()));
+                m.insert("port".into(), RpcValue::from(i64::from(port)));
+                return RpcValue::from(m);
+            }
         };
         let mut m = Map::new();
         m.insert(key.into(), v);
@@ -336,6 +351,25 @@ impl Control {
                 .and_then(|n| u32::try_from(n).ok())
         };
         if let Some(n) = conn("connOpen") {
+            if let Some(h) = m.get("host") {
+                let Value::String(host) = &h.value else {
+                    return None;
+                };
+                let port = m
+                    .get("port")
+                    .and_then(as_i64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p > 0)?;
+                // A DNS name is at most 253 bytes: a longer one is no destination.
+                if host.is_empty() || host.len() > 255 {
+                    return None;
+                }
+                return Some(Control::ConnOpenTo {
+                    id: n,
+                    host: host.to_string(),
+                    port,
+                });
+            }
             return Some(Control::ConnOpen(n));
         }
         if let Some(n) = conn("connEof") {

@@ -38,12 +38,17 @@ pub enum Forward {
     /// `listenTcp` (ssh `-R`): the device listens on `bind:port`; every connection it
     /// accepts is carried back to the operator's side.
     Listen { bind: String, port: u16 },
+    /// `forwardDynamic` (ssh `-D`): the operator's side is a SOCKS5 proxy; each
+    /// connection names its own destination (`connOpen` with host and port), connected
+    /// as the device sees it.
+    Dynamic,
 }
 
 pub const METHOD_RUN_PTY_CMD: &str = "runPtyCmd";
 pub const METHOD_RUN_CMD: &str = "runCmd";
 pub const METHOD_FORWARD_TCP: &str = "forwardTcp";
 pub const METHOD_LISTEN_TCP: &str = "listenTcp";
+pub const METHOD_FORWARD_DYNAMIC: &str = "forwardDynamic";
 pub const METHOD_COPY_OUT: &str = "copyOut";
 pub const METHOD_COPY_IN: &str = "copyIn";
 
@@ -66,6 +71,7 @@ impl LaunchParams {
         match self.forward {
             Some(Forward::Connect { .. }) => return METHOD_FORWARD_TCP,
             Some(Forward::Listen { .. }) => return METHOD_LISTEN_TCP,
+            Some(Forward::Dynamic) => return METHOD_FORWARD_DYNAMIC,
             None => {}
         }
         match self.copy {
@@ -102,12 +108,15 @@ impl LaunchParams {
             return RpcValue::from(m);
         }
         if let Some(f) = &self.forward {
-            let (k, host, port) = match f {
-                Forward::Connect { host, port } => ("host", host, port),
-                Forward::Listen { bind, port } => ("bind", bind, port),
+            let target = match f {
+                Forward::Connect { host, port } => Some(("host", host, port)),
+                Forward::Listen { bind, port } => Some(("bind", bind, port)),
+                Forward::Dynamic => None,
             };
-            p.insert(k.into(), RpcValue::from(host.as_str()));
-            p.insert("port".into(), RpcValue::from(i64::from(*port)));
+            if let Some((k, host, port)) = target {
+                p.insert(k.into(), RpcValue::from(host.as_str()));
+                p.insert("port".into(), RpcValue::from(i64::from(*port)));
+            }
             let mut m = Map::new();
             m.insert("method".into(), RpcValue::from(self.method()));
             m.insert("params".into(), RpcValue::from(p));
@@ -167,6 +176,7 @@ impl LaunchParams {
             | (Some(Forward::Listen { bind: host, port }), _) => {
                 word(&format!("{host}:{port}"));
             }
+            (Some(Forward::Dynamic), _) => word("SOCKS"),
             (None, Some(FileCopy::Out { paths, recursive })) => {
                 if *recursive {
                     word("-r");
@@ -251,6 +261,12 @@ impl LaunchParams {
             METHOD_COPY_OUT | METHOD_COPY_IN => {
                 return Ok(LaunchParams {
                     copy: Some(copy_from(method, m.get("params"))?),
+                    ..Default::default()
+                });
+            }
+            METHOD_FORWARD_DYNAMIC => {
+                return Ok(LaunchParams {
+                    forward: Some(Forward::Dynamic),
                     ..Default::default()
                 });
             }

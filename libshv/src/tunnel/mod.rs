@@ -37,6 +37,7 @@ mod fast;
 mod frames;
 mod launch;
 pub mod mux;
+pub mod socks;
 
 pub use address::*;
 pub use ctl::*;

@@ -44,6 +44,12 @@ pub enum MuxRole {
     /// Carries this one stream as connection 0 and ends the forward when it ends
     /// (`shvrsh -W`, ssh's ProxyCommand).
     Stream(Box<dyn MuxStream + Unpin>),
+    /// A SOCKS5 proxy (`shvrsh -D`): accepts connections, reads each one's destination
+    /// from its handshake and announces it (`connOpen` with host and port).
+    Socks(TcpListener),
+    /// Connects each announced connection to the destination it names (the device's
+    /// side of `-D`).
+    Dynamic,
 }
 
 struct Conn {
@@ -72,9 +78,18 @@ pub async fn run_mux(
     let mut next_id: u32 = 0;
     // Connections that ended on their own report here, to be forgotten.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+    let (mut socks, mut dynamic, mut single) = (false, false, false);
     let (listener, target) = match role {
         MuxRole::Accept(l) => (Some(l), None),
+        MuxRole::Socks(l) => {
+            socks = true;
+            (Some(l), None)
+        }
         MuxRole::Connect { host, port } => (None, Some((host, port))),
+        MuxRole::Dynamic => {
+            dynamic = true;
+            (None, None)
+        }
         MuxRole::Stream(stream) => {
             if sender.send_control(Control::ConnOpen(0)).await.is_err() {
                 return CloseStatus::Error("tunnel lost".into());
@@ -84,11 +99,16 @@ pub async fn run_mux(
                 start_conn(0, tokio::io::split(stream), &sender, &done_tx),
             );
             next_id = 1;
+            // With a single stream, the forward lasts as long as it.
+            single = true;
             (None, None)
         }
     };
-    // With a single stream, the forward lasts as long as it.
-    let single = listener.is_none() && target.is_none();
+    // SOCKS handshakes run in tasks of their own (a slow client must not hold up the
+    // forward) and hand the connection back here with its destination; at most
+    // MAX_CONNS of them at once.
+    let (ready_tx, mut ready_rx) = mpsc::channel::<(TcpStream, String, u16)>(16);
+    let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
         let accept = async {
             match &listener {
@@ -98,10 +118,31 @@ pub async fn run_mux(
         };
         tokio::select! {
             accepted = accept => match accepted {
-                Ok((socket, peer)) => {
+                Ok((mut socket, peer)) => {
                     let _ = socket.set_nodelay(true);
                     if conns.len() >= MAX_CONNS {
                         tracing::warn!("{label}: {MAX_CONNS} connections open; refusing {peer}");
+                        continue;
+                    }
+                    if socks {
+                        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                            tracing::warn!("{label}: {MAX_CONNS} SOCKS handshakes at once; refusing {peer}");
+                            continue;
+                        };
+                        let ready = ready_tx.clone();
+                        let label = label.to_string();
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            match super::socks::accept(&mut socket).await {
+                                Ok((host, port)) => {
+                                    // Optimistic: a destination the device cannot
+                                    // reach closes the connection right after.
+                                    super::socks::reply(&mut socket, super::socks::SUCCEEDED).await;
+                                    let _ = ready.send((socket, host, port)).await;
+                                }
+                                Err(e) => tracing::info!("{label}: SOCKS client {peer}: {e}"),
+                            }
+                        });
                         continue;
                     }
                     let id = next_id;
@@ -117,6 +158,19 @@ pub async fn run_mux(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
+            Some((socket, host, port)) = ready_rx.recv() => {
+                if conns.len() >= MAX_CONNS {
+                    tracing::warn!("{label}: {MAX_CONNS} connections open; refusing one to {host}:{port}");
+                    continue;
+                }
+                let id = next_id;
+                next_id = next_id.wrapping_add(1);
+                tracing::info!("{label}: connection {id} to {host}:{port}");
+                if sender.send_control(Control::ConnOpenTo { id, host, port }).await.is_err() {
+                    return CloseStatus::Error("tunnel lost".into());
+                }
+                conns.insert(id, start_conn(id, socket.into_split(), &sender, &done_tx));
+            }
             Some(id) = done_rx.recv() => {
                 conns.remove(&id);
                 if single && conns.is_empty() {
@@ -133,14 +187,23 @@ pub async fn run_mux(
                         let _ = sender.send_control(Control::ConnClose(id)).await;
                     }
                 }
-                Some(TunnelEvent::Control(Control::ConnOpen(id))) => {
-                    let Some((host, port)) = &target else { continue };
+                Some(TunnelEvent::Control(open @ (Control::ConnOpen(_) | Control::ConnOpenTo { .. }))) => {
+                    // A fixed target takes plain opens; a dynamic forward, opens that
+                    // name their destination. Anything else is refused.
+                    let (id, host, port) = match (open, &target) {
+                        (Control::ConnOpen(id), Some((h, p))) => (id, h.clone(), *p),
+                        (Control::ConnOpenTo { id, host, port }, None) if dynamic => (id, host, port),
+                        (Control::ConnOpen(id) | Control::ConnOpenTo { id, .. }, _) => {
+                            let _ = sender.send_control(Control::ConnClose(id)).await;
+                            continue;
+                        }
+                        _ => continue,
+                    };
                     if conns.len() >= MAX_CONNS || conns.contains_key(&id) {
                         let _ = sender.send_control(Control::ConnClose(id)).await;
                         continue;
                     }
                     // Connecting may take a while: in a task, announcing a failure.
-                    let (host, port) = (host.clone(), *port);
                     let (tx, rx) = mpsc::channel(CONN_QUEUE);
                     let s = sender.clone();
                     let done = done_tx.clone();

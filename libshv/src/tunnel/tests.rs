@@ -341,7 +341,7 @@ fn control_messages_round_trip() {
         Control::Signal(2),
         Control::Ack(65536),
     ] {
-        assert_eq!(Control::parse(&c.to_value()), Some(c));
+        assert_eq!(Control::parse(&c.clone().to_value()), Some(c));
     }
     assert_eq!(
         Control::Resize {
@@ -401,8 +401,14 @@ fn forward_launches_and_connection_controls_round_trip() {
         Control::ConnOpen(7),
         Control::ConnEof(0),
         Control::ConnClose(u32::MAX),
+        Control::ConnOpenTo {
+            id: 3,
+            host: "plc.local".into(),
+            port: 502,
+        },
+        Control::Total(1 << 40),
     ] {
-        assert_eq!(Control::parse(&c.to_value()), Some(c));
+        assert_eq!(Control::parse(&c.clone().to_value()), Some(c));
     }
     let negative = RpcValue::from_cpon(r#"{"connOpen":-1}"#).unwrap();
     assert_eq!(Control::parse(&negative), None);
