@@ -416,7 +416,8 @@ fn mask_query(q: &str, plain: &[&str]) -> String {
         .join("&")
 }
 
-fn query_escape(s: &str) -> String {
+/// A URL query value, percent-encoded as `parse` decodes it (`&`, `=`, `%`, spaces…).
+pub fn query_escape(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

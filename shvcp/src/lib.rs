@@ -84,22 +84,7 @@ impl Request {
                 }
                 // As scp: checked before anything is copied. Several sources, or a
                 // DST written as `DST/`, need an existing directory.
-                let wants_dir = dst.ends_with('/') || sources.len() > 1;
-                if wants_dir && !dest.is_dir() {
-                    if dest.exists() {
-                        bail!("{}: not a directory", dest.display());
-                    }
-                    bail!("{}: no such directory", dest.display());
-                }
-                if !dest.is_dir() {
-                    let parent = match dest.parent() {
-                        Some(p) if !p.as_os_str().is_empty() => p,
-                        _ => Path::new("."),
-                    };
-                    if !parent.is_dir() {
-                        bail!("{}: no such directory", parent.display());
-                    }
-                }
+                copy::check_destination(&dest, dst.ends_with('/') || sources.len() > 1)?;
                 Direction::Download {
                     agent: agent.context("no source")?,
                     sources,

@@ -110,7 +110,7 @@ fn resolve_in(name: &str, path: &Path) -> anyhow::Result<Target> {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(k);
         url.push('=');
-        url.push_str(&query_escape(v));
+        url.push_str(&libshv::url::query_escape(v));
     };
     if let Some(p) = &host.password {
         add("password", p);
@@ -165,19 +165,6 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// Percent-encodes a query value (everything but the unreserved characters).
-fn query_escape(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +193,9 @@ mod tests {
             0o600,
         );
         let t = resolve_in("site1", &p).unwrap();
-        assert_eq!(t.url, "tcp://admin@127.0.0.1:3755?password=p%26w%20d");
+        let url = libshv::RpcUrl::parse(&t.url).unwrap();
+        assert_eq!(url.password.as_deref(), Some("p&w d"), "{}", t.url);
+        assert_eq!(url.user, "admin");
         let e = resolve_in("site2", &p).unwrap_err().to_string();
         assert!(e.contains("it has: site1"), "{e}");
     }

@@ -174,27 +174,9 @@ pub fn archive<W: Write>(
 /// makes the whole copy fail with its name ([`CopyError::Skipped`]): nothing is lost
 /// silently. Sparse files are written sparse where the file system allows.
 pub fn extract<R: Read>(input: R, dest: &Path, preserve: bool) -> Result<CopyStats, CopyError> {
-    let into_dir = dest.is_dir();
     let wants_dir = dest.as_os_str().as_encoded_bytes().ends_with(b"/");
-    if wants_dir && !into_dir {
-        return Err(if dest.exists() {
-            CopyError::NotADirectory(dest.display().to_string())
-        } else {
-            CopyError::NoSuchDirectory(dest.display().to_string())
-        });
-    }
-    let base = if into_dir {
-        dest.to_path_buf()
-    } else {
-        match dest.parent() {
-            Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
-            Some(p) => p.to_path_buf(),
-            None => return Err(CopyError::NotADirectory(dest.display().to_string())),
-        }
-    };
-    if !base.is_dir() {
-        return Err(CopyError::NoSuchDirectory(base.display().to_string()));
-    }
+    let base = check_destination(dest, wants_dir)?;
+    let into_dir = base == dest;
     let mut skipped = Vec::new();
     let rename_to = (!into_dir)
         .then(|| dest.file_name().map(PathBuf::from))
@@ -305,6 +287,32 @@ fn kind_name(t: tar::EntryType) -> &'static str {
         tar::EntryType::Link => "a hard link",
         _ => "an entry of an unsupported kind",
     }
+}
+
+/// Where a copy into `dest` writes, checked before anything is (scp's rules): `dest`
+/// itself when it is a directory (it must be when `wants_dir`: a `DST/` or several
+/// sources), else the existing directory that the new name goes into.
+pub fn check_destination(dest: &Path, wants_dir: bool) -> Result<PathBuf, CopyError> {
+    if dest.is_dir() {
+        return Ok(dest.to_path_buf());
+    }
+    let shown = || dest.display().to_string();
+    if wants_dir {
+        return Err(if dest.exists() {
+            CopyError::NotADirectory(shown())
+        } else {
+            CopyError::NoSuchDirectory(shown())
+        });
+    }
+    let base = match dest.parent() {
+        Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
+        Some(p) => p.to_path_buf(),
+        None => return Err(CopyError::NotADirectory(shown())),
+    };
+    if !base.is_dir() {
+        return Err(CopyError::NoSuchDirectory(base.display().to_string()));
+    }
+    Ok(base)
 }
 
 /// A relative path of plain names: no root, no `..` (a lying sender's `../../etc`).
