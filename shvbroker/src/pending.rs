@@ -225,6 +225,11 @@ impl PendingRequests {
         }
     }
 
+    /// Whether a response with this key answers a pending request.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Takes the entry a response answers; false if there is none.
     pub fn answer(&mut self, key: &Key) -> bool {
         self.take(key).is_some()

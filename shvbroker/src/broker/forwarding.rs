@@ -48,6 +48,11 @@ impl Forwarding {
         self.next_rid
     }
 
+    /// Whether `rid` to `from` is one of the broker's own requests, still awaited.
+    pub fn is_own(&self, from: PeerId, rid: i64) -> bool {
+        self.own_requests.contains_key(&(from, rid))
+    }
+
     /// The broker's own request `rid` to `from`, if it was one (answered now).
     pub fn answered(&mut self, from: PeerId, rid: i64) -> Option<OwnRequest> {
         self.own_requests.remove(&(from, rid)).map(|(o, _)| o)

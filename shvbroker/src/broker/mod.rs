@@ -13,6 +13,7 @@
 //! [`tunneling`].
 
 mod api;
+pub mod decision;
 mod forwarding;
 mod registry;
 mod routing;
@@ -139,7 +140,7 @@ impl Broker {
                 ev = events.recv() => match ev {
                     // The event's in-flight permit is given back when it is dropped,
                     // after the event has been dealt with.
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => self.handle(ev),
                     None => break,
                 },
                 _ = tick.tick() => self.housekeeping(),
@@ -151,7 +152,9 @@ impl Broker {
         }
     }
 
-    fn on_event(&mut self, ev: Event) {
+    /// Deals with one event, all of it, before the next: the synchronous seam the
+    /// broker's own tests drive (`broker/tests`) with no sockets.
+    pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Register(reg, reply) => self.register(*reg, reply),
             Event::Frame(id, frame, _permit) => self.on_frame(id, frame),
@@ -275,3 +278,5 @@ impl Broker {
 }
 
 pub use libshv::path::{is_under, join as join_path};
+#[cfg(test)]
+mod tests;

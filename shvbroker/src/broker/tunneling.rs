@@ -17,8 +17,36 @@ use crate::pending;
 use crate::tunnel::*;
 
 impl Broker {
+    /// Where frames enter: the tunnel part takes what is its own (a tunnel end's
+    /// requests, the TunnelCtl control responses) and hands back everything else for
+    /// the router. Tunnel *data* are ordinary responses, authorized by the router with
+    /// [`Broker::tunnel_of`].
+    pub(super) fn intercept_tunnel(
+        &mut self,
+        from: PeerId,
+        mut frame: RpcFrame,
+    ) -> Option<RpcFrame> {
+        match frame.kind() {
+            libshv::frame::Kind::Request
+                if self.peers.get(&from).is_some_and(|p| p.is_tunnel_end()) =>
+            {
+                let r = if frame.shv_path() == ".app" && frame.method() == Some("ping") {
+                    Ok(RpcValue::null())
+                } else {
+                    Err(libshv::RpcError::method_not_found(
+                        "a tunnel connection may only ping",
+                    ))
+                };
+                self.respond(from, &frame.meta, r);
+                None
+            }
+            libshv::frame::Kind::Response if self.tunnel_response(from, &mut frame) => None,
+            _ => Some(frame),
+        }
+    }
+
     /// Handles the tunnel-specific responses. Returns true if the frame was consumed.
-    pub fn tunnel_response(&mut self, from: PeerId, frame: &mut RpcFrame) -> bool {
+    fn tunnel_response(&mut self, from: PeerId, frame: &mut RpcFrame) -> bool {
         match tctl_state(frame) {
             Some(TunnelState::FindTunnelRequest) => {
                 self.find_tunnel(from, frame);
@@ -242,7 +270,7 @@ impl Broker {
     /// CallerIds left must be the tunnel's own path below `target`: else an end could
     /// address another client behind the same connection (a parent link) whose pending
     /// request happens to have the tunnel's request id.
-    fn tunnel_of(&self, from: PeerId, target: PeerId, frame: &RpcFrame) -> Option<u64> {
+    pub(super) fn tunnel_of(&self, from: PeerId, target: PeerId, frame: &RpcFrame) -> Option<u64> {
         let rid = frame.request_id()?;
         let rest = frame.meta.get(tag::CALLER_IDS);
         self.tunnels
@@ -263,11 +291,9 @@ impl Broker {
             .map(|t| t.id)
     }
 
-    /// Authorizes tunnel data and accounts for it (and records it, if recording).
-    pub fn tunnel_authorizes(&mut self, from: PeerId, target: PeerId, frame: &RpcFrame) -> bool {
-        let Some(tid) = self.tunnel_of(from, target, frame) else {
-            return false;
-        };
+    /// Accounts for data of tunnel `tid` going to `target` (and records it, if
+    /// recording).
+    pub(super) fn tunnel_data(&mut self, tid: u64, target: PeerId, frame: &RpcFrame) {
         let mut recorded = None;
         if let Some(t) = self.tunnels.get_mut(tid) {
             let n = frame.body.len() as u64;
@@ -285,7 +311,6 @@ impl Broker {
         if let (Some(to_rsh), Some(rec)) = (recorded, self.recorder.as_mut()) {
             record(rec, tid, to_rsh, frame);
         }
-        true
     }
 
     /// A `runCmd` forwarded with command access: it runs on the agent at once, so it
