@@ -223,7 +223,7 @@ mod tests {
         assert!(RpcFrame::parse(Bytes::from_static(&[0x88, 0xff])).is_err());
     }
 
-    /// Found by the bad-input catalogue (tests/tests/catalogue.rs): wrong-typed routing
+    /// Found by the bad-input catalogue (tests/tests/e2e/catalogue.rs): wrong-typed routing
     /// tags were read as absent and the frame routed somewhere else.
     #[test]
     fn rejects_wrong_meta_types() {

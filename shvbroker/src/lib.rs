@@ -24,6 +24,7 @@ pub mod peers;
 pub mod pending;
 pub mod queue;
 pub mod reading;
+pub mod ready;
 pub mod recording;
 pub mod server;
 pub mod stall;

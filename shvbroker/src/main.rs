@@ -33,6 +33,11 @@ struct Args {
     /// are shown as REDACTED)
     #[arg(long)]
     print_config: bool,
+    /// Once every listener is bound, write their addresses to FILE, one URL per line
+    /// (with the ports port 0 picked): scripts and tests wait for the file instead of
+    /// reading the log. Written beside and renamed, so it is never seen half-written.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
     #[command(flatten)]
     log: shvtool::LogArgs,
 }
@@ -79,5 +84,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         s.cancel();
     });
-    shvbroker::server::run(config, shutdown).await
+    let server = shvbroker::server::Server::bind(config).await?;
+    if let Some(path) = &args.ready_file {
+        shvbroker::ready::write(path, server.addresses())
+            .map_err(|e| anyhow::anyhow!("cannot write --ready-file {}: {e}", path.display()))?;
+    }
+    server.serve(shutdown).await
 }

@@ -183,21 +183,21 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// Parses the port out of a `listening on tcp://127.0.0.1:PORT` log line.
-pub fn parse_listen_port(line: &str) -> Option<u16> {
-    let line = strip_ansi(line);
-    let i = line.find("listening on tcp://")?;
-    let rest = &line[i + "listening on tcp://".len()..];
-    let token = rest.split_whitespace().next()?;
-    let (_, port) = token.rsplit_once(':')?;
-    let digits: String = port.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+/// The port of the first `scheme://HOST:PORT[/…]` among `addresses`.
+pub fn port_of(addresses: &[String], scheme: &str) -> Option<u16> {
+    addresses.iter().find_map(|a| {
+        let rest = a.strip_prefix(scheme)?.strip_prefix("://")?;
+        let host_port = rest.split('/').next()?;
+        host_port.rsplit_once(':')?.1.parse().ok()
+    })
 }
 
 /// A running `shvbroker` on 127.0.0.1 with an ephemeral port; killed on Drop.
 pub struct Broker {
     child: Child,
     pub port: u16,
+    /// What the broker wrote to its `--ready-file`: one listening URL per line.
+    addresses: Vec<String>,
     stderr: Arc<Mutex<String>>,
     dir: TempDir,
 }
@@ -230,6 +230,9 @@ impl Broker {
             std::fs::write(&cfg, yaml).expect("write config");
             cmd.arg("-c").arg(&cfg);
         }
+        // Readiness and the chosen ports come from this file, never from the log.
+        let ready = dir.path().join("ready");
+        cmd.arg("--ready-file").arg(&ready);
         cmd.args(extra)
             // Keeps a default config's unix socket private to this broker.
             .env("XDG_RUNTIME_DIR", dir.path())
@@ -240,12 +243,10 @@ impl Broker {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn shvbroker");
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std_mpsc::channel::<u16>();
         let mut pipe = std::io::BufReader::new(child.stderr.take().unwrap());
         let buf = stderr.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            let mut sent = false;
             let mut line = String::new();
             loop {
                 line.clear();
@@ -254,54 +255,44 @@ impl Broker {
                     Ok(_) => {}
                 }
                 buf.lock().unwrap().push_str(&strip_ansi(&line));
-                if !sent {
-                    if let Some(p) = parse_listen_port(&line) {
-                        sent = tx.send(p).is_ok();
-                    }
-                }
             }
         });
-        let port = match rx.recv_timeout(TIMEOUT) {
-            Ok(p) => p,
-            Err(_) => {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let addresses = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                break text.lines().map(str::to_string).collect::<Vec<_>>();
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let status = child.wait().ok();
+                // The reader thread may still be taking the last lines.
+                std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "shvbroker did not log 'listening on tcp://127.0.0.1:PORT' (exit: {status:?}); \
-                     stderr:\n{}",
+                    "shvbroker did not write its --ready-file (exit: {status:?}); stderr:\n{}",
                     stderr.lock().unwrap()
                 );
             }
+            std::thread::sleep(Duration::from_millis(5));
         };
+        let port = port_of(&addresses, "tcp").expect("the broker listens on tcp://");
         Broker {
             child,
             port,
+            addresses,
             stderr,
             dir,
         }
     }
 
-    /// The port of the broker's `scheme://` listener, from its log.
-    /// Waits for the line: the broker logs its listeners one after another, and the
-    /// harness returns as soon as it has seen the TCP one.
+    /// The port of the broker's first `scheme://` listener.
     pub fn listen_port(&self, scheme: &str) -> u16 {
-        let marker = format!("listening on {scheme}://");
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            let port = self
-                .stderr()
-                .lines()
-                .find_map(|l| l.split(marker.as_str()).nth(1).map(str::to_string))
-                .and_then(|rest| rest.trim().rsplit_once(':').map(|(_, p)| p.to_string()))
-                .and_then(|p| p.parse().ok());
-            match port {
-                Some(p) => return p,
-                None if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                None => panic!("the broker logs no {scheme}:// address"),
-            }
-        }
+        port_of(&self.addresses, scheme).unwrap_or_else(|| {
+            panic!(
+                "the broker listens on no {scheme}:// ({:?})",
+                self.addresses
+            )
+        })
     }
 
     /// Waits until the broker's log contains `needle` (it is read by another thread,
@@ -1306,18 +1297,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_listen_lines() {
-        assert_eq!(
-            parse_listen_port(
-                "2024-01-01T00:00:00Z  INFO shvbroker: listening on tcp://127.0.0.1:41234"
-            ),
-            Some(41234)
-        );
-        assert_eq!(
-            parse_listen_port("\x1b[32m INFO\x1b[0m listening on tcp://127.0.0.1:5 (x)"),
-            Some(5)
-        );
-        assert_eq!(parse_listen_port("listening on unix:/tmp/x.sock"), None);
+    fn ports_from_the_ready_file() {
+        let a: Vec<String> = [
+            "tcp://127.0.0.1:41234",
+            "ws://127.0.0.1:5/shv",
+            "unix:/tmp/x",
+            "tcp://[::1]:7",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(port_of(&a, "tcp"), Some(41234));
+        assert_eq!(port_of(&a, "ws"), Some(5));
+        assert_eq!(port_of(&a, "wss"), None);
+        assert_eq!(port_of(&a[3..], "tcp"), Some(7));
     }
 
     #[test]

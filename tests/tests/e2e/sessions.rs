@@ -3,15 +3,13 @@
 //! session has an open and a close entry naming the user the broker authenticated,
 //! whatever UserId the client sent.
 
-mod rsh_common;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::shell_rig::Agent;
 use libshv::meta::tag;
 use libshv::tunnel::{CloseStatus, Control, LaunchParams, TunnelEnd, TunnelEvent};
 use libshv::{RpcMessage, RpcValue};
-use rsh_common::Agent;
 use tests::*;
 
 fn broker_with_records(dir: &Path, record_input: bool) -> Broker {

@@ -1,13 +1,11 @@
 //! `shvcp`: files both ways through a tunnel, byte-exact; a tree with -r -p keeps modes
 //! and mtimes; a missing file is exit status 1 with one line.
 
-mod rsh_common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use crate::shell_rig::Agent;
 use rand::RngCore;
-use rsh_common::Agent;
 use sha2::{Digest, Sha256};
 use tests::*;
 

@@ -2,8 +2,6 @@
 //! that this test allocates, as a user's terminal would be. Checks the remote size
 //! (start and after a resize), the exit status and that the terminal mode is restored.
 
-mod rsh_common;
-
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -11,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::shell_rig::Agent;
 use nix::pty::{openpty, Winsize};
 use nix::sys::termios::{tcgetattr, LocalFlags, Termios};
-use rsh_common::Agent;
 use tests::{bin, Broker, TIMEOUT};
 
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);

@@ -2,11 +2,9 @@
 //! must be slowed down, not cut off. (Brokers disconnect a peer whose send queue
 //! overflows; the tunnel's ack window keeps the queue short.)
 
-mod rsh_common;
-
 use std::process::Stdio;
 
-use rsh_common::Agent;
+use crate::shell_rig::Agent;
 use tests::{bin, config_yaml, Broker, TIMEOUT};
 use tokio::io::AsyncReadExt;
 

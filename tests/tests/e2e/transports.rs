@@ -4,12 +4,10 @@
 //! whose three ends use three transports; the web root of a `ws://` listener; an
 //! expired server certificate.
 
-mod rsh_common;
-
 use std::time::Duration;
 
+use crate::shell_rig::Agent;
 use rand::RngCore;
-use rsh_common::Agent;
 use sha2::{Digest, Sha256};
 use tests::pki::Pki;
 use tests::*;
@@ -237,7 +235,7 @@ async fn a_shell_across_wss_ssl_and_a_tls_tunnel_host_is_byte_exact() {
     let mut data = vec![0u8; 10 << 20];
     rand::thread_rng().fill_bytes(&mut data);
     let want = Sha256::digest(&data);
-    let run = rsh_common::through_remote_cat(&rsh_url, "test/agent", data).await;
+    let run = crate::shell_rig::through_remote_cat(&rsh_url, "test/agent", data).await;
     assert_eq!(run.code, 0, "shvrsh stderr: {}", run.stderr);
     assert_eq!(run.out.len(), 10 << 20, "length of what came back");
     assert_eq!(Sha256::digest(&run.out), want, "sha256 of what came back");

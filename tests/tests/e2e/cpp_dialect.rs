@@ -3,14 +3,12 @@
 //! launch parameters, SHV 2 subscriptions) and the C++ journal itself
 //! (`shared/spec/journal.txt`) replayed against our broker and our agent.
 
-mod rsh_common;
-
 use std::time::Duration;
 
+use crate::shell_rig::Agent;
 use libshv::meta::{self, tag};
 use libshv::tunnel::{frame_event, TunnelCtl, TunnelEvent, TunnelState};
 use libshv::{RpcFrame, RpcMessage, RpcValue};
-use rsh_common::Agent;
 use tests::*;
 
 /// One frame of the journal: who (1 agent, 2 rsh, 3 rexec), whether the broker

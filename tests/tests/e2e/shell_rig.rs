@@ -1,8 +1,6 @@
-//! Helpers shared by the remote-shell tests (rsh.rs, rsh_pty.rs): a real `shvagent`
-//! mounted on a test broker, finding its `shvrexec` children, and reading
+//! What the tunnel tests (shells, forwards, copies, recordings) share: a real
+//! `shvagent` mounted on a test broker, finding its `shvrexec` children, and reading
 //! `.broker/tunnels:list`.
-
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,7 +17,6 @@ pub const TWO_SECONDS: Duration = Duration::from_secs(2);
 pub struct Agent {
     child: Child,
     stderr: Arc<Mutex<String>>,
-    pub mount: String,
 }
 
 impl Agent {
@@ -75,11 +72,7 @@ impl Agent {
                 b.push('\n');
             }
         });
-        let agent = Agent {
-            child,
-            stderr,
-            mount: mount.to_string(),
-        };
+        let agent = Agent { child, stderr };
         let (client, _) = broker.connect("admin", "admin").await;
         let deadline = Instant::now() + TIMEOUT;
         loop {

@@ -5,12 +5,10 @@
 //! `-W` carries stdin and stdout (ssh and rsync through it as ProxyCommand, to an sshd
 //! of the test's own).
 
-mod rsh_common;
-
 use std::time::Duration;
 
+use crate::shell_rig::Agent;
 use rand::RngCore;
-use rsh_common::Agent;
 use sha2::{Digest, Sha256};
 use tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,19 +5,17 @@
 //! and injection tests play the agent / an attacker with libshv and raw frames, so that
 //! they can see what a real agent never shows (the secret, guessed ids).
 
-mod rsh_common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::shell_rig::{
+    sigkill, spawn_rsh, through_remote_cat, tunnels, wait_connected_tunnel, Agent, TWO_SECONDS,
+};
 use libshv::login::{Credentials, LoginParams};
 use libshv::meta::tag;
 use libshv::tunnel::{self, LaunchParams, TunnelCtl, TunnelEnd, TunnelState};
 use libshv::{Client, RequestHandler, RpcError, RpcMessage, RpcValue};
 use rand::RngCore;
-use rsh_common::{
-    sigkill, spawn_rsh, through_remote_cat, tunnels, wait_connected_tunnel, Agent, TWO_SECONDS,
-};
 use sha2::{Digest, Sha256};
 use tests::{config_yaml, run_bin, Broker, CmdOutput, RawConn, RawEvent, TempDir, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,0 +1,31 @@
+//! End-to-end tests: the real binaries on 127.0.0.1, one module per behaviour.
+
+mod autosetup;
+mod bad_input;
+mod browse;
+mod catalogue;
+mod cli;
+mod client_access;
+mod copy;
+mod cpp_dialect;
+mod device;
+mod forward;
+mod half_sent_frames;
+mod hostile_peers;
+mod login;
+mod login_throttle;
+mod rsh;
+mod rsh_flow;
+mod rsh_pty;
+mod serial_framing;
+mod sessions;
+mod shell_rig;
+mod subscribe;
+mod tls;
+mod tools;
+mod transports;
+mod tree;
+mod tree_tunnel;
+mod tunnel_chain;
+mod watchdog;
+mod websocket;
