@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use shvproto::RpcValue;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, FrameReader, FrameWriter};
 use crate::frame::RpcFrame;
@@ -62,10 +63,15 @@ struct Shared {
     /// Requests being served, by (request id, CallerIds as Cpon): SHV 3 callers re-send
     /// a long request with Abort=false to ask if it still runs, or Abort=true to cancel.
     serving: Mutex<HashMap<(i64, String), tokio::task::AbortHandle>>,
+    /// Cancelled by [`Client::close`]: the background tasks wind down.
+    stop: CancellationToken,
+    /// The reader and writer tasks, awaited by the first [`Client::close`] (a second
+    /// one waits on the lock until they have ended).
+    tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A logged-in connection. Cheap to clone; the connection closes when the last clone
-/// and the background tasks are gone or the peer disconnects.
+/// and the background tasks are gone, the peer disconnects, or on [`Client::close`].
 #[derive(Clone)]
 pub struct Client {
     out: mpsc::Sender<RpcFrame>,
@@ -123,6 +129,8 @@ impl Client {
             // a peer that relays for many (a broker, an agent) must never confuse two
             // senders' requests, so do not hand every process the same ids.
             next_id: AtomicI64::new(rand::Rng::gen_range(&mut rand::thread_rng(), 1..1i64 << 30)),
+            stop: CancellationToken::new(),
+            tasks: tokio::sync::Mutex::new(Vec::new()),
         });
         let client = Client {
             out: out_tx,
@@ -130,14 +138,20 @@ impl Client {
             timeout: config.timeout,
             closed: closed_rx,
         };
-        tokio::spawn(write_loop(writer, out_rx, config.heartbeat, client.clone()));
-        tokio::spawn(read_loop(
+        let writer = tokio::spawn(write_loop(writer, out_rx, config.heartbeat, client.clone()));
+        let reader = tokio::spawn(read_loop(
             reader,
             client.downgrade(),
             sig_tx,
             handler,
             closed_tx,
         ));
+        client
+            .shared
+            .tasks
+            .try_lock()
+            .expect("nobody else has the new client yet")
+            .extend([writer, reader]);
         (client, sig_rx)
     }
 
@@ -162,6 +176,29 @@ impl Client {
     }
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
+    }
+
+    /// Closes the connection, for this client and every clone of it, and returns once
+    /// its background tasks have ended and the socket is closed. Frames already queued
+    /// are still written (for at most the call timeout, then the socket is closed
+    /// anyway), calls waiting for a response fail with [`ClientError::Disconnected`],
+    /// and requests still being served are aborted: nothing of the connection is left
+    /// running. Closing a closed client returns at once.
+    ///
+    /// Called from a [`RequestHandler`], the handler's own task is aborted with the
+    /// others, at its first wait after `close` returns.
+    pub async fn close(&self) {
+        self.shared.stop.cancel();
+        let mut tasks = self.shared.tasks.lock().await;
+        for task in tasks.drain(..) {
+            let _ = task.await;
+        }
+        // Served requests hold clones of the client: without this they would run on
+        // (a handler that never returns would keep its task forever).
+        let serving: Vec<_> = self.shared.serving.lock().unwrap().drain().collect();
+        for (_, task) in serving {
+            task.abort();
+        }
     }
 
     /// Sends a frame as is.
