@@ -20,9 +20,9 @@ use shvproto::RpcValue;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, FrameReader, FrameWriter};
 use crate::frame::RpcFrame;
 use crate::message::{RpcError, RpcMessage};
+use crate::transport::{FrameReader, FrameWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -99,7 +99,7 @@ impl Client {
         // command-line tool for the kernel's two minutes.
         let (mut reader, mut writer) = tokio::time::timeout(
             config.timeout,
-            connection::connect(transport, config.max_frame),
+            crate::transport::dial(transport, config.max_frame),
         )
         .await
         .map_err(|_| ClientError::Timeout(config.timeout))?

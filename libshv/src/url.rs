@@ -10,7 +10,7 @@ pub use transport::{Endpoint, Framing, Transport};
 
 use std::fmt;
 
-use crate::tls::TlsOptions;
+use crate::transport::tls::TlsOptions;
 
 pub const DEFAULT_PORT: u16 = 3755;
 /// The SHV URL standard's default port of `ssl://`.

@@ -7,10 +7,10 @@ use shvproto::Value;
 
 use super::ClientError;
 use crate::codec::Incoming;
-use crate::connection::{FrameReader, FrameWriter};
 use crate::frame::RpcFrame;
 use crate::login::LoginParams;
 use crate::message::RpcMessage;
+use crate::transport::{FrameReader, FrameWriter};
 /// hello + login on a fresh connection.
 pub async fn login(
     reader: &mut FrameReader,

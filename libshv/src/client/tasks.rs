@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Client, Pending, RequestHandler, WeakClient};
 use crate::codec::Incoming;
-use crate::connection::{FrameReader, FrameWriter};
 use crate::frame::RpcFrame;
 use crate::message::{RpcError, RpcMessage};
+use crate::transport::{FrameReader, FrameWriter};
 use crate::writer::{write_batch, Outgoing};
 
 /// Writes what the client queues, batched, with a heartbeat when nothing was sent for

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::DEFAULT_BAUDRATE;
-use crate::tls::TlsOptions;
+use crate::transport::tls::TlsOptions;
 
 /// Where an SHV connection goes, as three independent choices: the byte stream
 /// ([`Endpoint`]), whether TLS runs over it, and how messages are framed on it

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use libshv::connection::FrameReader;
 use libshv::login::{constant_time_eq, parse_login, sha1_hex, sha1_login, LoginRequest};
 use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
+use libshv::transport::FrameReader;
 use libshv::{RpcFrame, RpcValue};
 use rand::Rng;
 use tokio::sync::oneshot;
