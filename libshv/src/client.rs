@@ -1,22 +1,28 @@
 //! An async SHV client: hello/login, calls with timeouts, subscriptions and signals,
 //! heartbeat, serving requests as a mounted device, and raw frame access for tunnels.
 
+mod config;
+mod login;
+mod reconnect;
+mod tasks;
+
+pub use config::{ClientConfig, CommandLineError};
+pub use login::login;
+pub use reconnect::serve_reconnecting;
+use tasks::{read_loop, write_loop};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use shvproto::{RpcValue, Value};
+use shvproto::RpcValue;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Incoming, DEFAULT_MAX_FRAME};
-use crate::connection::{self, FrameReader, FrameWriter};
 use crate::frame::RpcFrame;
-use crate::login::{Credentials, LoginParams};
 use crate::message::{RpcError, RpcMessage};
-use crate::url::RpcUrl;
-use crate::writer::{write_batch, Outgoing};
+use crate::transport::{FrameReader, FrameWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -32,87 +38,6 @@ pub enum ClientError {
     Disconnected,
     #[error("protocol error: {0}")]
     Protocol(String),
-}
-
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    pub url: RpcUrl,
-    pub login: LoginParams,
-    /// Timeout of `call`.
-    pub timeout: Duration,
-    /// Send `.app:ping` when nothing was sent for this long.
-    pub heartbeat: Option<Duration>,
-    pub max_frame: usize,
-}
-
-impl ClientConfig {
-    /// Credentials and device options taken from the URL; SHA1 login unless `shapass`
-    /// is absent and the caller asks otherwise.
-    pub fn from_url(url: RpcUrl) -> Self {
-        let credentials = if let Some(t) = &url.token {
-            Credentials::Token(t.clone())
-        } else if let Some(h) = &url.shapass {
-            Credentials::Sha1(h.clone())
-        } else if let Some(p) = &url.password {
-            Credentials::Plain(p.clone())
-        } else if let Ok(p) = std::env::var("SHV_PASSWORD") {
-            Credentials::Plain(p)
-        } else {
-            Credentials::None
-        };
-        let login = LoginParams {
-            user: url.user.clone(),
-            credentials,
-            use_sha1: true,
-            device_id: url.device_id.clone(),
-            mount_point: url.mount_point.clone(),
-            idle_timeout: None,
-            user_agent: Some(format!("libshv-rs/{}", env!("CARGO_PKG_VERSION"))),
-            broker: false,
-        };
-        ClientConfig {
-            url,
-            login,
-            timeout: Duration::from_secs(10),
-            heartbeat: Some(Duration::from_secs(60)),
-            max_frame: DEFAULT_MAX_FRAME,
-        }
-    }
-}
-
-/// A command line's connection options that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandLineError {
-    #[error(transparent)]
-    Url(#[from] crate::url::UrlError),
-    #[error("cannot read {0}: {1}")]
-    PasswordFile(String, std::io::Error),
-}
-
-impl ClientConfig {
-    /// What every command-line tool does with its URL, `--password-file` and `--plain`.
-    pub fn from_command_line(
-        url: &str,
-        password_file: Option<&std::path::Path>,
-        plain: bool,
-    ) -> Result<Self, CommandLineError> {
-        let mut config = ClientConfig::from_url(RpcUrl::parse(url)?);
-        if let Some(f) = password_file {
-            config
-                .password_from_file(f)
-                .map_err(|e| CommandLineError::PasswordFile(f.display().to_string(), e))?;
-        }
-        config.login.use_sha1 = !plain;
-        Ok(config)
-    }
-
-    /// Takes the password from the first line of a file (`--password-file`), so that it
-    /// need not sit on a command line.
-    pub fn password_from_file(&mut self, path: &std::path::Path) -> std::io::Result<()> {
-        let text = std::fs::read_to_string(path)?;
-        self.login.credentials = Credentials::Plain(text.lines().next().unwrap_or("").to_string());
-        Ok(())
-    }
 }
 
 /// Serves requests that reach a client mounted as a device.
@@ -138,10 +63,15 @@ struct Shared {
     /// Requests being served, by (request id, CallerIds as Cpon): SHV 3 callers re-send
     /// a long request with Abort=false to ask if it still runs, or Abort=true to cancel.
     serving: Mutex<HashMap<(i64, String), tokio::task::AbortHandle>>,
+    /// Cancelled by [`Client::close`]: the background tasks wind down.
+    stop: CancellationToken,
+    /// The reader and writer tasks, awaited by the first [`Client::close`] (a second
+    /// one waits on the lock until they have ended).
+    tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A logged-in connection. Cheap to clone; the connection closes when the last clone
-/// and the background tasks are gone or the peer disconnects.
+/// and the background tasks are gone, the peer disconnects, or on [`Client::close`].
 #[derive(Clone)]
 pub struct Client {
     out: mpsc::Sender<RpcFrame>,
@@ -169,7 +99,7 @@ impl Client {
         // command-line tool for the kernel's two minutes.
         let (mut reader, mut writer) = tokio::time::timeout(
             config.timeout,
-            connection::connect(transport, config.max_frame),
+            crate::transport::dial(transport, config.max_frame),
         )
         .await
         .map_err(|_| ClientError::Timeout(config.timeout))?
@@ -199,6 +129,8 @@ impl Client {
             // a peer that relays for many (a broker, an agent) must never confuse two
             // senders' requests, so do not hand every process the same ids.
             next_id: AtomicI64::new(rand::Rng::gen_range(&mut rand::thread_rng(), 1..1i64 << 30)),
+            stop: CancellationToken::new(),
+            tasks: tokio::sync::Mutex::new(Vec::new()),
         });
         let client = Client {
             out: out_tx,
@@ -206,14 +138,20 @@ impl Client {
             timeout: config.timeout,
             closed: closed_rx,
         };
-        tokio::spawn(write_loop(writer, out_rx, config.heartbeat, client.clone()));
-        tokio::spawn(read_loop(
+        let writer = tokio::spawn(write_loop(writer, out_rx, config.heartbeat, client.clone()));
+        let reader = tokio::spawn(read_loop(
             reader,
             client.downgrade(),
             sig_tx,
             handler,
             closed_tx,
         ));
+        client
+            .shared
+            .tasks
+            .try_lock()
+            .expect("nobody else has the new client yet")
+            .extend([writer, reader]);
         (client, sig_rx)
     }
 
@@ -238,6 +176,29 @@ impl Client {
     }
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
+    }
+
+    /// Closes the connection, for this client and every clone of it, and returns once
+    /// its background tasks have ended and the socket is closed. Frames already queued
+    /// are still written (for at most the call timeout, then the socket is closed
+    /// anyway), calls waiting for a response fail with [`ClientError::Disconnected`],
+    /// and requests still being served are aborted: nothing of the connection is left
+    /// running. Closing a closed client returns at once.
+    ///
+    /// Called from a [`RequestHandler`], the handler's own task is aborted with the
+    /// others, at its first wait after `close` returns.
+    pub async fn close(&self) {
+        self.shared.stop.cancel();
+        let mut tasks = self.shared.tasks.lock().await;
+        for task in tasks.drain(..) {
+            let _ = task.await;
+        }
+        // Served requests hold clones of the client: without this they would run on
+        // (a handler that never returns would keep its task forever).
+        let serving: Vec<_> = self.shared.serving.lock().unwrap().drain().collect();
+        for (_, task) in serving {
+            task.abort();
+        }
     }
 
     /// Sends a frame as is.
@@ -377,120 +338,6 @@ impl Client {
     }
 }
 
-/// Keeps a device (or any client) connected: connect, serve until the link drops, back
-/// off (1 s, doubling up to `max_backoff`; reset after a link that held that long),
-/// reconnect. `on_connect` runs after every successful login (e.g. to re-subscribe).
-/// Returns only when the very first login is refused: a wrong password does not fix
-/// itself, while a broker that is down or restarting does.
-pub async fn serve_reconnecting(
-    config: &ClientConfig,
-    handler: Option<Arc<dyn RequestHandler>>,
-    max_backoff: Duration,
-    mut on_connect: impl FnMut(&Client),
-) -> ClientError {
-    let mut backoff = crate::backoff::Backoff::new(max_backoff);
-    let mut ever_connected = false;
-    loop {
-        match Client::connect(config, handler.clone()).await {
-            // Signals are dropped unread: a kept, undrained receiver would stall reads.
-            Ok((client, _)) => {
-                ever_connected = true;
-                tracing::info!("connected to {}", config.url.transport());
-                on_connect(&client);
-                let since = tokio::time::Instant::now();
-                client.closed().await;
-                tracing::warn!("connection to {} lost", config.url.transport());
-                backoff.connected_for(since.elapsed());
-            }
-            Err(e @ ClientError::Login(_)) if !ever_connected => return e,
-            Err(e) => tracing::warn!("{e}; retrying"),
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-}
-
-/// hello + login on a fresh connection.
-pub async fn login(
-    reader: &mut FrameReader,
-    writer: &mut FrameWriter,
-    params: &LoginParams,
-    timeout: Duration,
-) -> Result<(), ClientError> {
-    let hello = RpcMessage::new_request(1, "", "hello", None).into_frame();
-    let resp = exchange(reader, writer, hello, timeout).await?;
-    let nonce = match resp.result() {
-        Ok(v) => match v.get("nonce").map(|n| &n.value) {
-            Some(Value::String(s)) => s.to_string(),
-            _ => String::new(),
-        },
-        Err(e) => return Err(ClientError::Login(format!("hello: {e}"))),
-    };
-    let login = RpcMessage::new_request(2, "", "login", Some(params.to_value(&nonce))).into_frame();
-    let resp = exchange(reader, writer, login, timeout).await?;
-    resp.result().map_err(|e| ClientError::Login(e.message))?;
-    Ok(())
-}
-
-async fn exchange(
-    reader: &mut FrameReader,
-    writer: &mut FrameWriter,
-    frame: RpcFrame,
-    timeout: Duration,
-) -> Result<RpcMessage, ClientError> {
-    let id = frame.request_id();
-    writer
-        .send(frame)
-        .await
-        .map_err(|_| ClientError::Disconnected)?;
-    let wait = async {
-        loop {
-            match reader.next().await {
-                Some(Ok(Incoming::Frame(f))) if f.is_response() && f.request_id() == id => {
-                    return RpcMessage::from_frame(&f)
-                        .map_err(|e| ClientError::Protocol(e.to_string()));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
-                None => return Err(ClientError::Disconnected),
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| ClientError::Timeout(timeout))?
-}
-
-async fn write_loop(
-    writer: FrameWriter,
-    mut rx: mpsc::Receiver<RpcFrame>,
-    heartbeat: Option<Duration>,
-    client: Client,
-) {
-    // The write loop must not keep the connection alive on its own.
-    let Client { shared, .. } = client;
-    let weak = Arc::downgrade(&shared);
-    drop(shared);
-    let period = heartbeat.unwrap_or(Duration::from_secs(3600 * 24 * 365));
-    let mut writer = crate::writer::outgoing_writer(writer);
-    loop {
-        let frame = match tokio::time::timeout(period, rx.recv()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(_) => {
-                let Some(shared) = weak.upgrade() else { break };
-                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                RpcMessage::new_request(id, ".app", "ping", None).into_frame()
-            }
-        };
-        // Batch what is already queued into one flush.
-        let more = || rx.try_recv().ok().map(Outgoing::Frame);
-        if write_batch(&mut writer, frame.into(), more).await.is_err() {
-            break;
-        }
-    }
-    let _ = writer.close().await;
-}
-
 /// What the read loop holds: the connection closes (the writer ends, which shuts the
 /// socket) once the application has dropped every [`Client`].
 struct WeakClient {
@@ -509,132 +356,4 @@ impl WeakClient {
             closed: self.closed.clone(),
         })
     }
-}
-
-async fn read_loop(
-    mut reader: FrameReader,
-    client: WeakClient,
-    signals: mpsc::Sender<RpcMessage>,
-    handler: Option<Arc<dyn RequestHandler>>,
-    closed: watch::Sender<bool>,
-) {
-    let mut dropped_signals: u64 = 0;
-    while let Some(item) = reader.next().await {
-        let frame = match item {
-            Ok(Incoming::Frame(f)) => f,
-            Ok(other) => {
-                tracing::warn!(
-                    "ignoring bad frame from peer: {}",
-                    crate::logsafe::shown(&format!("{other:?}"))
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!("read error: {e}");
-                break;
-            }
-        };
-        if frame.is_response() {
-            let id = frame.request_id().unwrap_or_default();
-            let target = {
-                let mut pending = client.shared.pending.lock().unwrap();
-                match pending.get(&id) {
-                    Some(Pending::Stream(tx)) => Some(Pending::Stream(tx.clone())),
-                    Some(Pending::Once(_)) => pending.remove(&id),
-                    None => None,
-                }
-            };
-            match target {
-                Some(Pending::Once(tx)) => {
-                    let _ = tx.send(frame);
-                }
-                Some(Pending::Stream(tx)) => {
-                    let _ = tx.send(frame).await;
-                }
-                None => tracing::debug!("response to unknown request {id} dropped"),
-            }
-        } else if frame.is_request() {
-            let msg = match RpcMessage::from_frame(&frame) {
-                Ok(m) => m,
-                Err(e) => {
-                    let resp = RpcMessage::response_to(&frame.meta).with_error(
-                        &RpcError::invalid_param(format!("cannot decode request: {e}")),
-                    );
-                    if let Some(c) = client.upgrade() {
-                        let _ = c.send(resp).await;
-                    }
-                    continue;
-                }
-            };
-            let Some(client) = client.upgrade() else {
-                continue;
-            };
-            let key = (
-                frame.request_id().unwrap_or_default(),
-                frame
-                    .meta
-                    .get(crate::meta::tag::CALLER_IDS)
-                    .map(|c| c.to_cpon())
-                    .unwrap_or_default(),
-            );
-            if let Some(abort) = msg.body.get(&crate::meta::key::ABORT) {
-                // Not a new call: a question about (or the cancel of) a running one.
-                let running = client.shared.serving.lock().unwrap().remove(&key);
-                match running {
-                    Some(task) if abort.as_bool() => {
-                        task.abort();
-                        let err =
-                            RpcError::new(crate::message::code::REQUEST_INVALID, "request aborted");
-                        let _ = client
-                            .send(RpcMessage::response_to(&frame.meta).with_error(&err))
-                            .await;
-                    }
-                    Some(task) => {
-                        client.shared.serving.lock().unwrap().insert(key, task);
-                    }
-                    None => {}
-                }
-                continue;
-            }
-            let handler = handler.clone();
-            let task_client = client.clone();
-            let task_key = key.clone();
-            // Held across the spawn so that the task's own removal comes after this insert.
-            let mut serving = client.shared.serving.lock().unwrap();
-            let task = tokio::spawn(async move {
-                let client = task_client;
-                let meta = msg.meta.clone();
-                let result = match handler {
-                    Some(h) => h.handle(&client, msg).await,
-                    None => Some(Err(RpcError::method_not_found(
-                        "this client serves no requests",
-                    ))),
-                };
-                client.shared.serving.lock().unwrap().remove(&task_key);
-                if let Some(r) = result {
-                    let _ = client
-                        .send(RpcMessage::response_to(&meta).with_result_or_error(r))
-                        .await;
-                }
-            });
-            serving.insert(key, task.abort_handle());
-        } else if frame.is_signal() {
-            if let Ok(msg) = RpcMessage::from_frame(&frame) {
-                // Never waits: an application that does not drain its signals must not
-                // stall the responses to its calls. While its queue (SIGNAL_QUEUE) is
-                // full, signals are dropped and counted; a dropped receiver means it
-                // wants none.
-                if let Err(mpsc::error::TrySendError::Full(_)) = signals.try_send(msg) {
-                    dropped_signals += 1;
-                    if dropped_signals.is_power_of_two() {
-                        tracing::warn!(
-                            "{dropped_signals} signals dropped: the application does not read them"
-                        );
-                    }
-                }
-            }
-        }
-    }
-    client.shared.pending.lock().unwrap().clear();
-    let _ = closed.send(true);
 }

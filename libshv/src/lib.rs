@@ -5,7 +5,6 @@ pub mod access;
 pub mod backoff;
 pub mod client;
 pub mod codec;
-pub mod connection;
 pub mod frame;
 pub mod login;
 pub mod logsafe;
@@ -15,16 +14,24 @@ pub mod node;
 pub mod path;
 pub mod reader;
 pub mod ri;
-pub mod serial;
-pub mod tls;
+pub mod transport;
 pub mod tunnel;
 pub mod url;
 pub mod value;
 pub mod writer;
-pub mod ws;
 
 pub use client::{Client, ClientConfig, ClientError, RequestHandler};
 pub use frame::RpcFrame;
 pub use message::{RpcError, RpcMessage};
 pub use shvproto::{self, RpcValue};
+/// The old path of the Serial framing (the `tests` crate and the fuzz targets use it).
+pub use transport::serial;
 pub use url::RpcUrl;
+
+/// The old path of [`transport::connection`] and [`transport::stream`], where
+/// [`transport::dial`] was `connect` (the `tests` crate uses it).
+pub mod connection {
+    pub use crate::transport::connection::dial as connect;
+    pub use crate::transport::connection::*;
+    pub use crate::transport::stream::*;
+}

@@ -26,7 +26,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::PollSemaphore;
 
 use crate::codec::{BlockCodec, Incoming};
-use crate::connection::BoxRead;
+use crate::transport::stream::BoxRead;
 
 /// Bytes of one connection buffered without a charge: small frames (nearly all of
 /// them) and the start of the next frame never touch a budget.

@@ -8,8 +8,9 @@ use futures::SinkExt;
 use tokio_util::codec::{Encoder, FramedWrite};
 
 use crate::codec::{encode_into, write_frame, DIRECT_BODY};
-use crate::connection::{BoxWrite, FrameWriter};
 use crate::frame::RpcFrame;
+use crate::transport::connection::FrameWriter;
+use crate::transport::stream::BoxWrite;
 
 /// What a connection's writer sends: a frame to serialize, or bytes already framed (a
 /// signal encoded once for all its subscribers).

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use libshv::codec::{Incoming, DEFAULT_MAX_FRAME};
-use libshv::connection::{self, FrameReader, FrameWriter};
 use libshv::login::LoginParams;
+use libshv::transport::{FrameReader, FrameWriter};
 use libshv::url::Transport;
 use libshv::{ClientConfig, RpcFrame, RpcMessage, RpcUrl, RpcValue};
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ pub struct Conn {
 
 /// Connects without logging in (the raw relay has no login phase).
 pub async fn connect_raw(transport: &Transport) -> Result<Conn, BenchError> {
-    let (reader, writer) = connection::connect(transport, DEFAULT_MAX_FRAME)
+    let (reader, writer) = libshv::transport::dial(transport, DEFAULT_MAX_FRAME)
         .await
         .map_err(|e| BenchError::Connect(transport.to_string(), e))?;
     Ok(Conn { reader, writer })

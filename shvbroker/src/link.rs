@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libshv::client::{login, ClientConfig};
-use libshv::connection;
 use libshv::message::RpcMessage;
 use libshv::RpcUrl;
 use tokio::sync::oneshot;
@@ -70,7 +69,7 @@ async fn session(
     cc.login.user_agent = Some(format!("shvbroker/{}", env!("CARGO_PKG_VERSION")));
     cc.login.broker = true;
     let (mut reader, mut writer) =
-        connection::connect(url.transport(), ctx.config.limits.max_frame_size)
+        libshv::transport::dial(url.transport(), ctx.config.limits.max_frame_size)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
     login(&mut reader, &mut writer, &cc.login, cc.timeout)

@@ -1,24 +1,27 @@
 //! One client connection: the login phase, then frames to the broker task, and a writer
 //! task draining this peer's bounded queue onto its socket.
 
+mod login;
+mod writer;
+
+pub use login::LoginFailures;
+pub(crate) use writer::write_loop;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use libshv::codec::BlockCodec;
 use libshv::codec::Incoming;
-use libshv::connection::{BoxRead, BoxWrite, FrameReader};
-use libshv::login::{sha1_hex, sha1_login};
 use libshv::logsafe::shown;
 use libshv::message::{code, RpcError, RpcMessage};
-use libshv::writer::{write_batch, OutgoingCodec, OutgoingWriter};
+use libshv::transport::{BoxRead, BoxWrite, FrameReader};
+use libshv::writer::OutgoingCodec;
 use libshv::{RpcFrame, RpcValue};
-use rand::Rng;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::Grants;
 use crate::config::Config;
 pub use crate::queue::Outgoing;
 use crate::queue::{self, QueueReceiver, QueueSender};
@@ -81,67 +84,6 @@ impl PeerContext {
         let l = &self.config.limits;
         queue::channel(l.client_queue, l.client_queue_bytes, self.outgoing.clone())
     }
-}
-
-/// Recent failed logins per source address. Failed answers to one address are spaced
-/// out one after another, whatever the number of connections they come by: N parallel
-/// connections guess no faster than one. Entries fade after [`FAILURE_MEMORY`].
-#[derive(Default)]
-pub struct LoginFailures(std::sync::Mutex<std::collections::HashMap<String, SourceFailures>>);
-
-struct SourceFailures {
-    count: u32,
-    last: std::time::Instant,
-    /// When the next failed answer to this address may go out.
-    next_slot: std::time::Instant,
-}
-
-const FAILURE_MEMORY: Duration = Duration::from_secs(300);
-/// The longest a failed login's answer is held back.
-const MAX_PENALTY: Duration = Duration::from_secs(16);
-/// Source addresses remembered at most (a fresh one beyond that gets only the
-/// per-connection throttle).
-const MAX_SOURCES: usize = 10_000;
-
-impl LoginFailures {
-    /// Records a failure from `addr` (the `conn_failures`-th on its connection) and
-    /// returns how long to wait before answering it.
-    fn penalty(&self, addr: &str, conn_failures: u32) -> Duration {
-        let now = std::time::Instant::now();
-        let delay = |level: u32| Duration::from_millis(250u64 << level.min(5));
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let source = source_of(addr);
-        if !map.contains_key(source) && map.len() >= MAX_SOURCES {
-            map.retain(|_, e| now.duration_since(e.last) < FAILURE_MEMORY);
-            if map.len() >= MAX_SOURCES {
-                return delay(conn_failures);
-            }
-        }
-        let e = map.entry(source.to_string()).or_insert(SourceFailures {
-            count: 0,
-            last: now,
-            next_slot: now,
-        });
-        if now.duration_since(e.last) >= FAILURE_MEMORY {
-            e.count = 0;
-        }
-        e.count = e.count.saturating_add(1);
-        e.last = now;
-        // Each failure on this connection, and every fourth recent one from the same
-        // address, doubles the delay, up to 8 s; answers queue up behind each other.
-        let slot = e.next_slot.max(now) + delay(conn_failures.max(e.count / 4));
-        // Queued answers wait at most this long, so that a flood from one address
-        // (or from all local users: unix sockets are one source) cannot push every
-        // later failed answer past the login timeout.
-        let slot = slot.min(now + MAX_PENALTY);
-        e.next_slot = slot;
-        slot - now
-    }
-}
-
-/// The address part of `ip:port` (unix sockets count as one source).
-fn source_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr)
 }
 
 /// Serves one connection until it ends. Its client id is given at each successful
@@ -231,19 +173,6 @@ pub async fn run(
     let _ = writer_task.await;
     tracing::debug!(peer = id, "disconnected");
 }
-
-/// Why a login did not succeed.
-enum Failed {
-    /// Wrong credentials or a malformed login: counts toward the failed-login delay of
-    /// the source address.
-    Denied(RpcError),
-    /// The password was right, but the broker refused the session (a mount point, the
-    /// user's session limit): no delay.
-    Refused(RpcError),
-}
-
-/// The answer to a request before login (pySHV's text, which peers match).
-const LOGIN_REQUIRED_MSG: &str = "Use login method (login required)";
 
 /// The id of a connection that has not logged in (yet, or again after ResetSession).
 const NOT_LOGGED_IN: PeerId = -1;
@@ -362,237 +291,8 @@ impl Conn {
             }
         }
     }
-
-    /// hello / workflows / login. Returns the idle timeout to use once logged in, or
-    /// None when the connection must close. The whole phase, not just each read, is
-    /// bounded by `login_timeout`: a client that floods `hello` and never reads its
-    /// answers blocks on its full queue, and is cut off all the same.
-    async fn login_phase(&mut self, reader: &mut FrameReader) -> Option<Option<Duration>> {
-        let limit = Duration::from_secs(self.ctx.config.limits.login_timeout);
-        // Before login frames are small: larger ones are drained, never buffered.
-        reader.decoder_mut().set_max_frame(MAX_LOGIN_FRAME);
-        // The pool of connections not logged in may evict this one to make room.
-        let evicted = self
-            .ticket
-            .as_ref()
-            .map(|t| t.eviction())
-            .unwrap_or_default();
-        let outcome = tokio::select! {
-            o = tokio::time::timeout(limit, self.login_steps(reader)) => Some(o),
-            _ = evicted.cancelled() => None,
-        };
-        reader
-            .decoder_mut()
-            .set_max_frame(self.ctx.config.limits.max_frame_size);
-        match outcome {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => {
-                tracing::info!(peer = self.id, addr = %shown(&self.addr), "no login within {limit:?}, disconnecting");
-                None
-            }
-            None => {
-                // Logged once per burst by the pool's owner, not per connection.
-                tracing::debug!(addr = %shown(&self.addr), "evicted before login to make room");
-                None
-            }
-        }
-    }
-
-    async fn login_steps(&mut self, reader: &mut FrameReader) -> Option<Option<Duration>> {
-        let config = self.ctx.config.clone();
-        let nonce: String = rand::thread_rng()
-            .sample_iter(&rand::distributions::Alphanumeric)
-            .take(16)
-            .map(char::from)
-            .collect();
-        let mut failures = 0u32;
-        loop {
-            let frame = match self.next(reader, None).await {
-                Read::Frame(f) => f,
-                Read::Reset | Read::Skip => continue,
-                Read::Closed => return None,
-            };
-            if !frame.is_request() {
-                continue;
-            }
-            if frame.body.len() > MAX_LOGIN_FRAME {
-                let e = RpcError::invalid_param(format!(
-                    "a request before login may have at most {MAX_LOGIN_FRAME} bytes"
-                ));
-                self.respond(&frame, Err(e)).await;
-                continue;
-            }
-            if !frame.shv_path().is_empty() {
-                self.respond(
-                    &frame,
-                    Err(RpcError::new(code::LOGIN_REQUIRED, LOGIN_REQUIRED_MSG)),
-                )
-                .await;
-                continue;
-            }
-            match frame.method().unwrap_or("") {
-                "hello" => {
-                    let mut m = shvproto::Map::new();
-                    m.insert("nonce".into(), nonce.as_str().into());
-                    self.respond(&frame, Ok(m.into())).await;
-                }
-                "workflows" => {
-                    let l = vec![RpcValue::from("PLAIN"), RpcValue::from("SHA1")];
-                    self.respond(&frame, Ok(l.into())).await;
-                }
-                "login" => {
-                    let param = RpcMessage::from_frame(&frame)
-                        .ok()
-                        .and_then(|m| m.param().cloned());
-                    let parsed = param
-                        .as_ref()
-                        .map(|p| parse_login(p))
-                        .unwrap_or(Err("missing login parameter"));
-                    let outcome = match parsed {
-                        Err(why) => Err(Failed::Denied(RpcError::invalid_param(format!(
-                            "invalid login: {why}"
-                        )))),
-                        Ok(req) => self.try_login(&config, &nonce, req, &frame).await,
-                    };
-                    match outcome {
-                        Ok(idle) => {
-                            // Answered by the broker task on registration.
-                            return Some(idle);
-                        }
-                        Err(failed) => {
-                            failures += 1;
-                            let err = match failed {
-                                Failed::Denied(err) => {
-                                    let delay =
-                                        self.ctx.login_failures.penalty(&self.addr, failures);
-                                    tokio::time::sleep(delay).await;
-                                    err
-                                }
-                                // The password was right: no reason to slow down the
-                                // other logins from this address.
-                                Failed::Refused(err) => err,
-                            };
-                            self.respond(&frame, Err(err)).await;
-                            if failures >= config.limits.login_attempts {
-                                tracing::info!(peer = self.id, addr = %shown(&self.addr), "too many failed logins, disconnecting");
-                                return None;
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    self.respond(
-                        &frame,
-                        Err(RpcError::new(code::LOGIN_REQUIRED, LOGIN_REQUIRED_MSG)),
-                    )
-                    .await;
-                }
-            }
-        }
-    }
-
-    async fn try_login(
-        &mut self,
-        config: &Config,
-        nonce: &str,
-        req: LoginRequest,
-        request: &RpcFrame,
-    ) -> Result<Option<Duration>, Failed> {
-        // A client may lengthen its watchdog, within limits.max_idle_timeout, but not
-        // switch off the broker's own: asking for none (0) gets the longest.
-        let longest = Duration::from_secs(config.limits.max_idle_timeout);
-        let idle = Some(
-            match req.idle_timeout.unwrap_or(config.limits.idle_timeout) {
-                0 => longest,
-                s => Duration::from_secs(s).min(longest),
-            },
-        );
-        // A tunnel secret is checked by the broker task: a wrong one is a failed login
-        // like a wrong password (it is what an unauthenticated sender guesses at).
-        let is_tunnel = req.tunnel_secret.is_some();
-        self.budget = Some(match is_tunnel {
-            true => self.ctx.read_budgets.for_tunnel_end(&self.addr),
-            false => self.ctx.read_budgets.for_user(&req.user),
-        });
-        let login = if let Some(secret) = req.tunnel_secret {
-            LoginInfo::Tunnel { secret }
-        } else {
-            // One message for a wrong password and an unknown user: never reveal which.
-            let denied = || {
-                RpcError::new(
-                    code::METHOD_CALL_EXCEPTION,
-                    "Invalid login: wrong user name or password",
-                )
-            };
-            let stored = config.user_sha1(&req.user);
-            let ok = match (&stored, req.kind.as_str()) {
-                (Some(h), "PLAIN") => constant_time_eq(&sha1_hex(req.password.as_bytes()), h),
-                (Some(h), "SHA1") => {
-                    constant_time_eq(&sha1_login(nonce, h), &req.password.to_ascii_lowercase())
-                }
-                (_, "PLAIN" | "SHA1") => false,
-                (_, other) => {
-                    return Err(Failed::Denied(RpcError::invalid_param(format!(
-                        "unsupported login type '{}'",
-                        shown(other)
-                    ))))
-                }
-            };
-            if !ok {
-                tracing::info!(peer = self.id, addr = %shown(&self.addr), user = %shown(&req.user), "login failed");
-                return Err(Failed::Denied(denied()));
-            }
-            // Verified: lift the pre-login byte cap now, before the login answer goes
-            // out, or a bridge could still be capped when the client (rightly) sends a
-            // large first request as soon as it has that answer.
-            self.logged_in();
-            LoginInfo::User {
-                grants: Grants::for_user(config, &req.user),
-                user: req.user,
-                device_id: req.device_id,
-                mount_point: req.mount_point,
-                user_agent: req.user_agent,
-            }
-        };
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let id = self
-            .ctx
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Known before the broker task hears of it: whatever happens to this login
-        // (even a timeout while registering), the connection says Gone with this id.
-        self.id = id;
-        let reg = Registration {
-            id,
-            login,
-            idle_timeout: idle,
-            tx: self.tx.clone(),
-            cancel: self.cancel.clone(),
-            addr: self.addr.clone(),
-            login_request: Some(request.meta.clone()),
-        };
-        let shutting_down = || {
-            Failed::Refused(RpcError::new(
-                code::TRY_AGAIN_LATER,
-                "broker is shutting down",
-            ))
-        };
-        self.ctx
-            .events
-            .send(Event::Register(Box::new(reg), reply_tx))
-            .await
-            .map_err(|_| shutting_down())?;
-        reply_rx
-            .await
-            .map_err(|_| shutting_down())?
-            .inspect_err(|_| self.id = NOT_LOGGED_IN)
-            .map_err(|e| match is_tunnel {
-                true => Failed::Denied(e),
-                false => Failed::Refused(e),
-            })?;
-        Ok(idle)
-    }
-
+}
+impl Conn {
     /// Logged in: frames go to the broker task. Returns true on ResetSession.
     pub(crate) async fn serve(&self, reader: &mut FrameReader, idle: Option<Duration>) -> bool {
         let mut watchdog = idle.map(Watchdog::new);
@@ -681,13 +381,6 @@ impl Conn {
     }
 }
 
-/// Requests before login are small (hello, workflows, login): a larger one is refused
-/// unread, so that an unauthenticated socket cannot make the broker decode megabytes.
-const MAX_LOGIN_FRAME: usize = 64 * 1024;
-
-pub use libshv::login::constant_time_eq;
-use libshv::login::{parse_login, LoginRequest};
-
 /// The meta of an oversized frame, if its kept head holds all of it.
 fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
     let end = libshv::value::skip_container(head, 0, libshv::value::MAX_DEPTH).ok()?;
@@ -696,53 +389,4 @@ fn partial_meta(head: &[u8]) -> Option<shvproto::MetaMap> {
     shvproto::ChainPackReader::new(&mut slice)
         .try_read_meta()
         .ok()?
-}
-
-/// Connections closed for stalling, for their log line. (Process-wide: the line is
-/// about the process's log.)
-static STALLS: std::sync::Mutex<libshv::logsafe::Burst> =
-    std::sync::Mutex::new(libshv::logsafe::Burst::new());
-
-/// Drains a peer's queue onto its socket until the queue ends or the peer is cancelled.
-/// `addr` names the peer in the log.
-pub(crate) async fn write_loop(
-    mut writer: OutgoingWriter,
-    mut rx: QueueReceiver,
-    cancel: CancellationToken,
-    addr: String,
-) {
-    {
-        let work = async {
-            while let Some(first) = rx.recv().await {
-                // Batch what is already queued into one flush.
-                write_batch(&mut writer, first, || rx.try_recv()).await?;
-            }
-            Ok::<(), std::io::Error>(())
-        };
-        // A peer that stops reading blocks `flush`; cancellation must still win.
-        tokio::select! {
-            r = work => match r {
-                // A stalled peer (crate::stall) is the broker's decision: say so, once
-                // per burst (a user can stall thousands of connections at once).
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    let due = STALLS.lock().unwrap_or_else(|e| e.into_inner()).note();
-                    if let Some(n) = due {
-                        tracing::warn!(addr = %shown(&addr), "disconnecting: {e} ({n} such connection(s) since the last line)");
-                    }
-                }
-                Err(e) => tracing::debug!(addr = %shown(&addr), "write failed: {e}"),
-                Ok(()) => {}
-            },
-            _ = cancel.cancelled() => {}
-        }
-    }
-    // Best effort: deliver what is already queued (e.g. a last error), then close.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(f) = rx.try_recv() {
-            writer.feed(f).await?;
-        }
-        writer.close().await
-    })
-    .await;
-    cancel.cancel();
 }

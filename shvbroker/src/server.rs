@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libshv::connection::{BoxRead, BoxWrite, RawStream};
 use libshv::logsafe::shown;
 use libshv::reader::Meter;
+use libshv::transport::stream::{self, BoxRead, BoxStream, BoxWrite, RawStream};
+use libshv::transport::{AcceptHooks, Acceptor};
 use libshv::url::{Endpoint, Framing, RpcUrl, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +68,7 @@ impl Server {
             let t = parsed.transport();
             let tls = match &t.tls {
                 Some(o) => {
-                    let c = libshv::tls::server_config(o)
+                    let c = libshv::transport::tls::server_config(o)
                         .map_err(|e| anyhow::anyhow!("listen {shown_url}: {e}"))?;
                     Some(tokio_rustls::TlsAcceptor::from(c))
                 }
@@ -281,7 +282,11 @@ async fn accept_loop(
         tls,
         framing,
     } = l;
-    let handshake = Arc::new(Handshake { tls, framing });
+    let handshake = Arc::new(Acceptor {
+        tls,
+        framing,
+        max_frame: ctx.config.limits.max_frame_size,
+    });
     if let Socket::Tty { path, baudrate } = &socket {
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -377,11 +382,11 @@ async fn accept(socket: &Socket) -> std::io::Result<(RawStream, String, Option<s
 
 /// A serial line carries one peer at a time: open it (waiting for the device to
 /// appear), serve the peer until the line fails or it logs out, then open it again.
-async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Handshake>, ctx: &Arc<PeerContext>) {
+async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Acceptor>, ctx: &Arc<PeerContext>) {
     let addr = format!("serial:{path}");
     let mut logged = false;
     loop {
-        match libshv::connection::open_tty(path, baudrate) {
+        match stream::open_tty(path, baudrate) {
             Ok(s) => {
                 logged = false;
                 tracing::info!("serial line {} open", shown(path));
@@ -407,19 +412,13 @@ async fn serve_tty(path: &str, baudrate: u32, handshake: Arc<Handshake>, ctx: &A
     }
 }
 
-/// What a connection does before it speaks SHV.
-struct Handshake {
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    framing: Framing,
-}
-
 /// The TLS handshake and the framing's setup (a WebSocket handshake, or an HTTP GET of
 /// the web root on a WebSocket port), bounded by `login_timeout` — a client that never
 /// finishes them is dropped like one that never logs in — then the connection as usual.
 async fn handshake_then_run(
     stream: RawStream,
     addr: String,
-    handshake: Arc<Handshake>,
+    handshake: Arc<Acceptor>,
     ctx: Arc<PeerContext>,
     mut ticket: crate::admission::Ticket,
     place: crate::admission::Place,
@@ -452,65 +451,60 @@ async fn handshake_then_run(
 /// been answered.
 async fn shake(
     raw: RawStream,
-    handshake: &Handshake,
+    acceptor: &Acceptor,
     ctx: &PeerContext,
     ticket: &mut crate::admission::Ticket,
     place: &mut Option<crate::admission::Place>,
     addr: &str,
 ) -> std::io::Result<Option<(BoxRead, BoxWrite, Option<Meter>)>> {
-    let max = ctx.config.limits.max_frame_size;
-    let mut stream = raw.boxed();
-    if let s @ 1.. = ctx.config.limits.write_stall_timeout {
-        // On the socket itself: a bridge's task writes to it after the connection
-        // above has given up, and TLS writes more than the connection asked for.
-        stream = Box::new(crate::stall::StallGuard::new(
-            stream,
-            Duration::from_secs(s),
-        ));
+    let mut guards = Guards {
+        ctx,
+        ticket,
+        place,
+        addr,
+    };
+    let accepted = libshv::transport::accept(raw, acceptor, &mut guards).await?;
+    Ok(accepted.map(|a| (a.read, a.write, a.meter)))
+}
+
+/// The broker's own steps between the transport layers of a connection it accepts.
+struct Guards<'a> {
+    ctx: &'a PeerContext,
+    ticket: &'a mut crate::admission::Ticket,
+    place: &'a mut Option<crate::admission::Place>,
+    addr: &'a str,
+}
+
+impl AcceptHooks for Guards<'_> {
+    fn accepted(&mut self, stream: BoxStream) -> BoxStream {
+        match self.ctx.config.limits.write_stall_timeout {
+            // On the socket itself: a bridge's task writes to it after the connection
+            // above has given up, and TLS writes more than the connection asked for.
+            s @ 1.. => Box::new(crate::stall::StallGuard::new(
+                stream,
+                Duration::from_secs(s),
+            )),
+            0 => stream,
+        }
     }
-    if let Some(acceptor) = &handshake.tls {
-        let s = acceptor
-            .accept(stream)
-            .await
-            .map_err(|e| std::io::Error::other(format!("TLS handshake failed: {e}")))?;
-        stream = Box::new(s);
-    }
-    if !matches!(handshake.framing, Framing::Block) {
-        // The bridges gather whole messages of up to `max` before login could refuse
-        // them; the cap keeps that to PRE_LOGIN_BYTES. (Block frames before login are
-        // drained over 64 KiB by the login code itself.) The bridge's tasks hold the
+
+    fn before_bridge(&mut self, stream: BoxStream) -> BoxStream {
+        // The bridges gather whole messages of up to `max_frame_size` before login could
+        // refuse them; the cap keeps that to PRE_LOGIN_BYTES. (Block frames before login
+        // are drained over 64 KiB by the login code itself.) The bridge's tasks hold the
         // socket, and may outlive the connection above for a while: the place goes with
         // the socket, so that `max_connections` counts open sockets.
-        stream = Box::new(ticket.cap(stream, addr, place.take()));
+        Box::new(self.ticket.cap(stream, self.addr, self.place.take()))
     }
-    // After login, what a bridge gathers of a message is charged to the user's read
-    // budget, as the Block reader above charges a frame.
-    let meter = Meter::default();
-    Ok(Some(match &handshake.framing {
-        Framing::Block => {
-            let (r, w) = libshv::connection::split(stream);
-            (r, w, None)
+
+    async fn before_upgrade(&mut self, stream: BoxStream) -> std::io::Result<Option<BoxStream>> {
+        match &self.ctx.config.web_root {
+            Some(root) => crate::web::serve_or_upgrade(stream, root).await,
+            None => Ok(Some(stream)),
         }
-        Framing::Serial { crc } => {
-            let stream = meter.wrap(stream);
-            let (r, w) = libshv::serial::bridge(stream, *crc, max, Some(meter.clone()));
-            (r, w, Some(meter))
-        }
-        Framing::WebSocket { .. } => {
-            let stream: libshv::connection::BoxStream = Box::new(meter.wrap(stream));
-            let stream = match &ctx.config.web_root {
-                Some(root) => match crate::web::serve_or_upgrade(stream, root).await? {
-                    Some(s) => s,
-                    None => return Ok(None),
-                },
-                None => stream,
-            };
-            let names = &ctx.config.web_hosts;
-            let admit = |origin: Option<&str>, host: Option<&str>| {
-                crate::web::check_origin(origin, host, names)
-            };
-            let (r, w) = libshv::ws::accept(stream, max, &admit, Some(meter.clone())).await?;
-            (r, w, Some(meter))
-        }
-    }))
+    }
+
+    fn admit(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
+        crate::web::check_origin(origin, host, &self.ctx.config.web_hosts)
+    }
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use libshv::connection::BoxStream;
 use libshv::logsafe::shown;
+use libshv::transport::BoxStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest request head (request line and headers) we read.

@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
-use crate::connection::{BoxRead, BoxWrite};
+use super::stream::{BoxRead, BoxWrite};
 
 pub const STX: u8 = 0xA2;
 pub const ETX: u8 = 0xA3;

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::connection::{BoxRead, BoxWrite};
+use super::stream::{BoxRead, BoxWrite};
 
 /// The subprotocol of one SHV message per WebSocket message.
 pub const SUBPROTOCOL: &str = "shv3";

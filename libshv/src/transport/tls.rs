@@ -17,6 +17,8 @@ use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
 };
 
+use super::stream::BoxStream;
+
 /// The TLS options of an `ssl://` URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
@@ -134,6 +136,30 @@ pub fn server_config(o: &TlsOptions) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(certs(cert)?, key(k)?)
         .map_err(config_err)?;
     Ok(Arc::new(config))
+}
+
+/// The client side of the layer: TLS over `stream`, the server's certificate checked
+/// against `host` as `o` says.
+pub async fn connect(stream: BoxStream, host: &str, o: &TlsOptions) -> std::io::Result<BoxStream> {
+    let config = client_config(o).map_err(std::io::Error::other)?;
+    let name = server_name(host).map_err(std::io::Error::other)?;
+    let s = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await?;
+    Ok(Box::new(s))
+}
+
+/// The server side of the layer: the handshake with a client, by a listener's
+/// [`server_config`].
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: BoxStream,
+) -> std::io::Result<BoxStream> {
+    let s = acceptor
+        .accept(stream)
+        .await
+        .map_err(|e| std::io::Error::other(format!("TLS handshake failed: {e}")))?;
+    Ok(Box::new(s))
 }
 
 /// The name a client checks the server's certificate against.
