@@ -6,11 +6,9 @@ mod transport;
 
 pub use redact::{query_escape, redact};
 use shape::check_shape;
-pub use transport::{Endpoint, Framing, Transport};
+pub use transport::{Endpoint, Framing, TlsOptions, Transport};
 
 use std::fmt;
-
-use crate::transport::tls::TlsOptions;
 
 pub const DEFAULT_PORT: u16 = 3755;
 /// The SHV URL standard's default port of `ssl://`.

@@ -1,5 +1,6 @@
 //! Broker configuration: YAML on disk, or the built-in default that is safe on a laptop.
 
+mod autosetup;
 mod connections;
 mod limits;
 mod tunnel;
@@ -9,16 +10,16 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use crate::autosetup::Autosetup;
-pub use crate::mounts::check_mount_path;
 use libshv::login::sha1_hex;
 use serde::{Deserialize, Serialize};
 
+pub use autosetup::{expand, Autosetup};
 pub use connections::Connection;
 pub use limits::Limits;
 pub use tunnel::{public_tunnel_address, RecordLimits, TunnelConfig, WhenFull};
 use users::{rule, user};
 pub use users::{AccessRule, Role, User};
+pub use validate::check_mount_path;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -7,21 +7,7 @@ use libshv::path::is_under;
 
 use crate::peers::PeerId;
 
-/// A mount point must be a canonical, non-empty path that does not shadow the broker's
-/// own nodes (`.app`, `.broker`) or a device's `.device`.
-pub fn check_mount_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("empty mount point".into());
-    }
-    libshv::path::check(path).map_err(|e| format!("invalid mount point '{path}': {e}"))?;
-    let first = path.split('/').next().unwrap_or("");
-    if matches!(first, ".app" | ".broker" | ".device") {
-        return Err(format!(
-            "mount point '{path}' would shadow the broker's '{first}'"
-        ));
-    }
-    Ok(())
-}
+pub use crate::config::check_mount_path;
 
 #[derive(Default)]
 pub struct Mounts {

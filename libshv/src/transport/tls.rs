@@ -19,20 +19,8 @@ use tokio_rustls::rustls::{
 
 use super::stream::BoxStream;
 
-/// The TLS options of an `ssl://` URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// PEM file of the CA(s) to trust (clients: instead of the system's; a broker: for
-    /// client certificates).
-    pub ca: Option<String>,
-    /// PEM file of our certificate chain (a broker's; a client's for `verify=true`
-    /// brokers).
-    pub cert: Option<String>,
-    /// PEM file of the key of `cert`.
-    pub key: Option<String>,
-    /// Check the peer's certificate (None: the side's default).
-    pub verify: Option<bool>,
-}
+/// Described by the URL (`url` is below the transports: it names what to open).
+pub use crate::url::TlsOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -4,7 +4,21 @@
 use std::fmt;
 
 use super::DEFAULT_BAUDRATE;
-use crate::transport::tls::TlsOptions;
+
+/// The TLS options of an `ssl://` URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CA(s) to trust (clients: instead of the system's; a broker: for
+    /// client certificates).
+    pub ca: Option<String>,
+    /// PEM file of our certificate chain (a broker's; a client's for `verify=true`
+    /// brokers).
+    pub cert: Option<String>,
+    /// PEM file of the key of `cert`.
+    pub key: Option<String>,
+    /// Check the peer's certificate (None: the side's default).
+    pub verify: Option<bool>,
+}
 
 /// Where an SHV connection goes, as three independent choices: the byte stream
 /// ([`Endpoint`]), whether TLS runs over it, and how messages are framed on it

@@ -3,7 +3,7 @@
 
 use libshv::access::parse_level;
 
-use super::{check_mount_path, public_tunnel_address, Config, DAY, REDACTED};
+use super::{public_tunnel_address, Config, DAY, REDACTED};
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), String> {
@@ -55,7 +55,7 @@ impl Config {
                 return Err(format!("autosetup[{i}]: a rule needs at least one role"));
             }
             // The template with placeholders filled must be a valid mount point.
-            let sample = crate::autosetup::expand(&a.mount_point, "dev", "role", "user", 1);
+            let sample = super::expand(&a.mount_point, "dev", "role", "user", 1);
             check_mount_path(&sample).map_err(|e| format!("autosetup[{i}]: {e}"))?;
         }
         for (i, c) in self.connections.iter().enumerate() {
@@ -145,6 +145,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A mount point must be a canonical, non-empty path that does not shadow the broker's
+/// own nodes (`.app`, `.broker`) or a device's `.device`.
+pub fn check_mount_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty mount point".into());
+    }
+    libshv::path::check(path).map_err(|e| format!("invalid mount point '{path}': {e}"))?;
+    let first = path.split('/').next().unwrap_or("");
+    if matches!(first, ".app" | ".broker" | ".device") {
+        return Err(format!(
+            "mount point '{path}' would shadow the broker's '{first}'"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
