@@ -395,6 +395,26 @@ pub struct Case {
     pub expect: &'static [(&'static str, Out)],
 }
 
+impl Case {
+    /// A row on the standard config.
+    pub const fn new(
+        setup: &'static [(&'static str, Send)],
+        from: &'static str,
+        send: Send,
+        decision: &'static str,
+        expect: &'static [(&'static str, Out)],
+    ) -> Case {
+        Case {
+            config: "",
+            setup,
+            from,
+            send,
+            decision,
+            expect,
+        }
+    }
+}
+
 /// A decision's kind, as the tables name it.
 pub fn kind(d: &Decision) -> String {
     match d {

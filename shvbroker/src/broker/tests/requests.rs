@@ -15,14 +15,7 @@ const fn req(
     decision: &'static str,
     expect: &'static [(&'static str, Out)],
 ) -> Case {
-    Case {
-        config: "",
-        setup: NONE,
-        from,
-        send,
-        decision,
-        expect,
-    }
+    Case::new(NONE, from, send, decision, expect)
 }
 
 table! {

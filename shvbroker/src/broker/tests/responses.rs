@@ -15,14 +15,7 @@ const fn answer(
     decision: &'static str,
     expect: &'static [(&'static str, Out)],
 ) -> Case {
-    Case {
-        config: "",
-        setup,
-        from,
-        send,
-        decision,
-        expect,
-    }
+    Case::new(setup, from, send, decision, expect)
 }
 
 table! {

@@ -11,14 +11,7 @@ const fn sig(
     decision: &'static str,
     expect: &'static [(&'static str, Out)],
 ) -> Case {
-    Case {
-        config: "",
-        setup,
-        from: "dev",
-        send,
-        decision,
-        expect,
-    }
+    Case::new(setup, "dev", send, decision, expect)
 }
 
 const VIEWER_ALL: &[(&str, Send)] = &[(
