@@ -1,10 +1,9 @@
 //! What a logged-in user may do: access grants per path/method and allowed mount points,
 //! compiled once from the user's roles at login.
 
-use libshv::access::parse_level;
 use libshv::ri::{path_match, Ri};
 
-use crate::config::Config;
+use crate::settings::Settings;
 
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
@@ -15,23 +14,16 @@ pub struct Grants {
 
 impl Grants {
     /// Grants of `user` (roles in order, rules in order; the first matching rule wins).
-    pub fn for_user(config: &Config, user: &str) -> Grants {
-        let mut g = Grants::default();
-        let Some(u) = config.users.get(user) else {
-            return g;
-        };
-        g.roles = u.roles.clone();
-        for role in &u.roles {
-            if let Some(r) = config.roles.get(role) {
-                for a in &r.access {
-                    if let Some(level) = parse_level(&a.grant) {
-                        g.rules.push((Ri::parse(&a.ri), level));
-                    }
-                }
-                g.mount_points.extend(r.mount_points.iter().cloned());
-            }
+    pub fn for_user(settings: &Settings, user: &str) -> Grants {
+        let (rules, mount_points) = settings.rules_of(user);
+        Grants {
+            rules,
+            mount_points,
+            roles: settings
+                .account(user)
+                .map(|a| a.roles.clone())
+                .unwrap_or_default(),
         }
-        g
     }
 
     /// Everything: for a parent broker, whose requests carry the level it granted
@@ -74,10 +66,11 @@ impl Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn default_roles() {
-        let c = Config::default();
+        let c = Settings::default();
         let admin = Grants::for_user(&c, "admin");
         assert_eq!(admin.level("a/b", "set"), Some(63));
         assert!(admin.may_mount("x/y"));
@@ -97,7 +90,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let g = Grants::for_user(&c, "u");
+        let g = Grants::for_user(&Settings::new(&c).unwrap(), "u");
         assert_eq!(g.level("secret/x", "get"), Some(1));
         assert_eq!(g.level("other", "get"), Some(16));
     }

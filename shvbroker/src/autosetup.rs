@@ -75,9 +75,10 @@ pub fn mount_point(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::settings::Settings;
 
-    fn config() -> Config {
-        Config::parse(
+    fn config() -> Settings {
+        let c = Config::parse(
             "users:\n\
              \x20 admin: {password: a, roles: [admin]}\n\
              \x20 test: {password: t, roles: [test, browse]}\n\
@@ -92,7 +93,8 @@ mod tests {
              \x20 - {device_id: '?*', roles: [admin, test], mount_point: 'test/%d%i'}\n",
             "t",
         )
-        .unwrap()
+        .unwrap();
+        Settings::new(&c).unwrap()
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Broker configuration: YAML on disk, or the built-in default that is safe on a laptop.
+//! Broker configuration as data: the YAML file (serde, one `Default` per section), or the
+//! built-in default that is safe on a laptop. The checks and what is compiled from it
+//! are the second layer, [`crate::settings::Settings`].
 
 mod autosetup;
 mod connections;
 mod limits;
+mod mount_point;
+mod seconds;
 mod tunnel;
 mod users;
-mod validate;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,10 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use autosetup::{expand, Autosetup};
 pub use connections::Connection;
 pub use limits::Limits;
+pub use mount_point::check_mount_path;
 pub use tunnel::{public_tunnel_address, RecordLimits, TunnelConfig, WhenFull};
 use users::{rule, user};
 pub use users::{AccessRule, Role, User};
-pub use validate::check_mount_path;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -68,8 +71,6 @@ pub enum ConfigError {
     Read(String, std::io::Error),
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
-    #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
 }
 
 /// The socket path used by the default config: `$XDG_RUNTIME_DIR/shvbroker.sock`, a
@@ -154,15 +155,13 @@ impl Config {
         Self::parse(&text, &file)
     }
 
-    /// Parses YAML; serde_yaml's messages carry the line and column of the problem.
+    /// Parses YAML and hashes the passwords; serde_yaml's messages carry the line and
+    /// column of the problem. Whether the values make sense is
+    /// [`crate::settings::Settings::new`]'s to say.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             message: e.to_string(),
-        })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            file: file.to_string(),
-            message,
         })?;
         cfg.hash_passwords();
         Ok(cfg)
@@ -213,9 +212,8 @@ impl Config {
     }
 }
 
-const REDACTED: &str = "REDACTED";
-/// Upper bound of the config's durations (seconds): keeps time arithmetic in range.
-const DAY: u64 = 86_400;
+/// What `--print-config` shows in place of a secret.
+pub const REDACTED: &str = "REDACTED";
 
 /// Overwrites a secret's bytes before they are freed (best effort: copies made by the
 /// YAML parser are not reached).
@@ -274,14 +272,17 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains(&sha1_hex(b"hunter2")), "{shown}");
         assert!(shown.contains(REDACTED), "{shown}");
-        // What --print-config shows parses as it is, and refuses to load until the
-        // secrets are put back, naming where.
-        let e = Config::parse(&shown, "t").unwrap_err().to_string();
-        assert!(e.contains("users.u.sha1pass is REDACTED"), "{e}");
+        // What --print-config shows parses as it is, and is refused until the secrets
+        // are put back, naming where.
+        let settle = |text: &str| {
+            crate::settings::Settings::new(&Config::parse(text, "t").unwrap()).map(|_| ())
+        };
+        let e = settle(&shown).unwrap_err().to_string();
+        assert!(e.contains("users.u.sha1pass: REDACTED"), "{e}");
         let fixed = shown.replace(&format!("sha1pass: {REDACTED}"), "password: x");
-        let e = Config::parse(&fixed, "t").unwrap_err().to_string();
+        let e = settle(&fixed).unwrap_err().to_string();
         assert!(e.contains("connections[0].url: its password is ***"), "{e}");
         let fixed = fixed.replace("password=***", "password=x");
-        assert!(Config::parse(&fixed, "t").is_ok());
+        assert_eq!(settle(&fixed), Ok(()));
     }
 }

@@ -27,6 +27,7 @@ pub mod reading;
 pub mod ready;
 pub mod recording;
 pub mod server;
+pub mod settings;
 pub mod stall;
 pub mod subscriptions;
 pub mod tunnel;

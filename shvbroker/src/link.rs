@@ -4,31 +4,24 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use libshv::client::{login, ClientConfig};
 use libshv::message::RpcMessage;
 use libshv::RpcUrl;
 use tokio::sync::oneshot;
 
-use crate::config::Connection;
 use crate::events::LinkStatus;
 use crate::peer::{write_loop, Conn, Event, LoginInfo, PeerContext, Registration};
+use crate::settings::Parent;
 
-pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
-    let url = match RpcUrl::parse(&conf.url) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!("connection {index}: {e}");
-            return;
-        }
-    };
+pub async fn run(index: usize, conf: Parent, ctx: Arc<PeerContext>) {
+    let url = &conf.url;
     let shown = url.to_string();
-    let mut backoff = libshv::backoff::Backoff::new(Duration::from_secs(conf.reconnect_max));
+    let mut backoff = libshv::backoff::Backoff::new(conf.reconnect_max);
     loop {
         let result = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            r = session(index, &conf, &url, &ctx) => r,
+            r = session(index, &conf, url, &ctx) => r,
         };
         let error = match result {
             Ok(()) => {
@@ -53,7 +46,7 @@ pub async fn run(index: usize, conf: Connection, ctx: Arc<PeerContext>) {
 /// One connected period of the link. Ok when it was up and then closed.
 async fn session(
     index: usize,
-    conf: &Connection,
+    conf: &Parent,
     url: &RpcUrl,
     ctx: &Arc<PeerContext>,
 ) -> Result<(), String> {
@@ -65,11 +58,11 @@ async fn session(
         cc.login.device_id = conf.device_id.clone();
     }
     // The parent may drop us after three missed heartbeats, not sooner.
-    cc.login.idle_timeout = Some(conf.heartbeat.max(1) * 3);
+    cc.login.idle_timeout = Some(conf.heartbeat.as_secs() * 3);
     cc.login.user_agent = Some(format!("shvbroker/{}", env!("CARGO_PKG_VERSION")));
     cc.login.broker = true;
     let (mut reader, mut writer) =
-        libshv::transport::dial(url.transport(), ctx.config.limits.max_frame_size)
+        libshv::transport::dial(url.transport(), ctx.settings.limits.max_frame_size)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
     login(&mut reader, &mut writer, &cc.login, cc.timeout)
@@ -77,7 +70,7 @@ async fn session(
         .map_err(|e| e.to_string())?;
 
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let heartbeat = Duration::from_secs(conf.heartbeat.max(1));
+    let heartbeat = conf.heartbeat;
     let (tx, rx) = ctx.queue();
     let cancel = ctx.shutdown.child_token();
     // Login is done: from now on the link writes what the broker queues.

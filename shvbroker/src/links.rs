@@ -4,9 +4,9 @@ use std::time::SystemTime;
 
 use libshv::RpcValue;
 
-use crate::config::Connection;
 use crate::events::LinkStatus;
 use crate::peers::PeerId;
+use crate::settings::Parent;
 
 #[derive(Default, Clone)]
 struct LinkState {
@@ -20,15 +20,13 @@ struct LinkState {
 pub struct Links(Vec<LinkState>);
 
 impl Links {
-    pub fn new(connections: &[Connection]) -> Links {
+    pub fn new(parents: &[Parent]) -> Links {
         Links(
-            connections
+            parents
                 .iter()
                 .map(|c| LinkState {
                     // Shown without secrets.
-                    url: libshv::RpcUrl::parse(&c.url)
-                        .map(|u| u.to_string())
-                        .unwrap_or_default(),
+                    url: c.url.to_string(),
                     ..Default::default()
                 })
                 .collect(),

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use shvbroker::config::Config;
+use shvbroker::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
 /// SHV 3 RPC broker: clients and devices connect to it, it routes calls, responses and
@@ -69,6 +70,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &args.name {
         config.name = n.clone();
     }
+    // Checked before it is printed too: --print-config is how a config is tried out.
+    let file = args
+        .config
+        .as_ref()
+        .map_or("the built-in config".into(), |p| p.display().to_string());
+    let settings = Settings::new(&config).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
     if args.print_config {
         print!("{}", config.to_yaml_redacted());
         return Ok(());
@@ -84,7 +91,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         s.cancel();
     });
-    let server = shvbroker::server::Server::bind(config).await?;
+    let server = shvbroker::server::Server::bind(settings).await?;
     if let Some(path) = &args.ready_file {
         shvbroker::ready::write(path, server.addresses())
             .map_err(|e| anyhow::anyhow!("cannot write --ready-file {}: {e}", path.display()))?;

@@ -22,16 +22,16 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 pub use crate::queue::Outgoing;
 use crate::queue::{self, QueueReceiver, QueueSender};
+use crate::settings::Settings;
 
 pub use crate::events::{Event, LoginInfo, Registration};
 pub use crate::peers::PeerId;
 
 /// What every connection task shares.
 pub struct PeerContext {
-    pub config: Arc<Config>,
+    pub settings: Arc<Settings>,
     pub next_id: std::sync::atomic::AtomicI64,
     pub events: mpsc::Sender<Event>,
     pub shutdown: CancellationToken,
@@ -49,28 +49,25 @@ pub struct PeerContext {
 
 impl PeerContext {
     pub fn new(
-        config: Arc<Config>,
+        settings: Arc<Settings>,
         events: mpsc::Sender<Event>,
         shutdown: CancellationToken,
         outgoing: Arc<queue::Total>,
     ) -> PeerContext {
-        let inflight = Arc::new(Semaphore::new(config.limits.inflight_bytes));
+        let l = &settings.limits;
+        let inflight = Arc::new(Semaphore::new(l.inflight_bytes));
         let admission = crate::admission::Admission::new(
-            config.limits.max_unauthenticated,
-            config.limits.max_unauthenticated_per_address,
-            crate::admission::connection_cap(config.limits.max_connections),
+            l.max_unauthenticated,
+            l.max_unauthenticated_per_address,
+            crate::admission::connection_cap(l.max_connections),
         );
-        let l = &config.limits;
-        let read_budgets = crate::reading::ReadBudgets::new(
-            l.read_bytes,
-            l.read_bytes_per_user,
-            Duration::from_secs(l.frame_timeout),
-        );
+        let read_budgets =
+            crate::reading::ReadBudgets::new(l.read_bytes, l.read_bytes_per_user, l.frame_timeout);
         PeerContext {
             outgoing,
             admission,
             read_budgets,
-            config,
+            settings,
             next_id: std::sync::atomic::AtomicI64::new(0),
             events,
             shutdown,
@@ -81,7 +78,7 @@ impl PeerContext {
 
     /// A bounded outgoing queue for a new connection.
     pub fn queue(&self) -> (QueueSender, QueueReceiver) {
-        let l = &self.config.limits;
+        let l = &self.settings.limits;
         queue::channel(l.client_queue, l.client_queue_bytes, self.outgoing.clone())
     }
 }
@@ -99,11 +96,11 @@ pub async fn run(
     ticket: crate::admission::Ticket,
     meter: Option<libshv::reader::Meter>,
 ) {
-    let limits = &ctx.config.limits;
+    let limits = &ctx.settings.limits;
     let mut reader = FrameReader::new(read, BlockCodec::new(limits.max_frame_size));
     let write: BoxWrite = match limits.write_stall_timeout {
-        0 => write,
-        s => Box::pin(crate::stall::StallGuard::new(write, Duration::from_secs(s))),
+        d if d.is_zero() => write,
+        d => Box::pin(crate::stall::StallGuard::new(write, d)),
     };
     let writer = FramedWrite::new(write, OutgoingCodec);
     let (tx, rx) = ctx.queue();
@@ -279,7 +276,7 @@ impl Conn {
                         body: Default::default(),
                     };
                     if f.is_request() {
-                        let limit = self.ctx.config.limits.max_frame_size;
+                        let limit = self.ctx.settings.limits.max_frame_size;
                         let err = RpcError::new(
                             code::REQUEST_INVALID,
                             format!("frame of {size} bytes exceeds the limit of {limit}"),
@@ -370,7 +367,7 @@ impl Conn {
         &self,
         f: &RpcFrame,
     ) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
-        let budget = self.ctx.config.limits.inflight_bytes;
+        let budget = self.ctx.settings.limits.inflight_bytes;
         let n = f
             .body
             .len()

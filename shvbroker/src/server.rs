@@ -11,14 +11,14 @@ use libshv::logsafe::shown;
 use libshv::reader::Meter;
 use libshv::transport::stream::{self, BoxRead, BoxStream, BoxWrite, RawStream};
 use libshv::transport::{AcceptHooks, Acceptor};
-use libshv::url::{Endpoint, Framing, RpcUrl, Transport};
+use libshv::url::{Endpoint, Framing, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::config::Config;
 use crate::peer::{self, PeerContext};
+use crate::settings::Settings;
 
 /// Capacity of the channel from all peers to the broker task.
 const EVENT_QUEUE: usize = 1024;
@@ -45,7 +45,7 @@ enum Socket {
 
 /// A broker whose listeners are bound and which is not serving yet.
 pub struct Server {
-    config: Arc<Config>,
+    settings: Arc<Settings>,
     listeners: Vec<Listener>,
     /// What clients can connect to (`tcp://IP:PORT` with the port chosen for port 0,
     /// `unix:PATH`, …), in the order of the config's `listen`.
@@ -58,14 +58,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every `listen` URL of `config`.
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    /// Binds every `listen` URL of `settings`.
+    pub async fn bind(settings: Settings) -> anyhow::Result<Server> {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
-        for url in &config.listen {
-            let shown_url = libshv::url::redact(url);
-            let parsed = RpcUrl::parse(url).map_err(|e| anyhow::anyhow!("listen: {e}"))?;
-            let t = parsed.transport();
+        for url in &settings.listen {
+            let shown_url = url.to_string();
+            let t = url.transport();
             let tls = match &t.tls {
                 Some(o) => {
                     let c = libshv::transport::tls::server_config(o)
@@ -105,7 +104,7 @@ impl Server {
         if listeners.is_empty() {
             anyhow::bail!("no listen address configured");
         }
-        if let Some(root) = &config.web_root {
+        if let Some(root) = &settings.web_root {
             if !root.is_dir() {
                 anyhow::bail!("web_root {} is not a directory", root.display());
             }
@@ -116,31 +115,31 @@ impl Server {
                 tracing::warn!("web_root is set but no ws:// or wss:// listener serves it");
             }
         }
-        let tunnel_address = match &config.tunnel.public_address {
-            Some(a) => Some(crate::config::public_tunnel_address(a)?),
+        let tunnel_address = match &settings.tunnel_address {
+            Some(a) => Some(a.clone()),
             None => addresses
                 .iter()
                 .find(|a| matches!(a.endpoint, Endpoint::Tcp { .. }))
                 .cloned(),
         };
-        let audit = match &config.tunnel.audit_log {
+        let audit = match &settings.tunnel.audit_log {
             Some(p) => crate::audit::AuditLog::open(p)
                 .map_err(|e| anyhow::anyhow!("tunnel.audit_log {}: {e}", p.display()))?,
             None => crate::audit::AuditLog::disabled(),
         };
-        let recorder = match &config.tunnel.record_dir {
+        let recorder = match &settings.tunnel.record_dir {
             Some(d) => Some(
                 crate::recording::Recorder::open(
                     d,
-                    config.tunnel.record_input,
-                    config.tunnel.record_limits(),
+                    settings.tunnel.record_input,
+                    settings.tunnel.record_limits(),
                 )
                 .map_err(|e| anyhow::anyhow!("tunnel.record_dir {}: {e}", d.display()))?,
             ),
             None => None,
         };
         Ok(Server {
-            config: Arc::new(config),
+            settings: Arc::new(settings),
             listeners,
             addresses,
             tunnel_address,
@@ -167,7 +166,7 @@ impl Server {
     /// task stopped on its own); the caller should exit.
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Server {
-            config,
+            settings,
             listeners,
             addresses,
             tunnel_address,
@@ -178,9 +177,9 @@ impl Server {
             tracing::info!("listening on {a}");
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let outgoing = crate::queue::Total::new(config.limits.outgoing_bytes);
+        let outgoing = crate::queue::Total::new(settings.limits.outgoing_bytes);
         let broker = Broker::new(
-            config.clone(),
+            settings.clone(),
             tunnel_address,
             audit,
             recorder,
@@ -188,7 +187,7 @@ impl Server {
         );
         let mut broker_task = tokio::spawn(broker.run(events_rx, shutdown.clone()));
         let ctx = Arc::new(PeerContext::new(
-            config.clone(),
+            settings.clone(),
             events_tx,
             shutdown.clone(),
             outgoing,
@@ -199,7 +198,7 @@ impl Server {
             let accept = accept_loop(l, ctx.clone(), shutdown.clone(), connections.clone());
             tasks.push(tokio::spawn(accept));
         }
-        for (i, c) in config.connections.iter().enumerate() {
+        for (i, c) in settings.parents.iter().enumerate() {
             tasks.push(tokio::spawn(crate::link::run(i, c.clone(), ctx.clone())));
         }
         drop(ctx);
@@ -244,9 +243,9 @@ impl Server {
     }
 }
 
-/// Binds and serves until `shutdown` (what `main` does).
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    Server::bind(config).await?.serve(shutdown).await
+/// Binds and serves until `shutdown`: `main` without its ready file and signals.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Server::bind(settings).await?.serve(shutdown).await
 }
 
 fn bind_unix(shown_url: &str, path: &str) -> anyhow::Result<tokio::net::UnixListener> {
@@ -285,7 +284,7 @@ async fn accept_loop(
     let handshake = Arc::new(Acceptor {
         tls,
         framing,
-        max_frame: ctx.config.limits.max_frame_size,
+        max_frame: ctx.settings.limits.max_frame_size,
     });
     if let Socket::Tty { path, baudrate } = &socket {
         tokio::select! {
@@ -423,7 +422,7 @@ async fn handshake_then_run(
     mut ticket: crate::admission::Ticket,
     place: crate::admission::Place,
 ) {
-    let limit = Duration::from_secs(ctx.config.limits.login_timeout);
+    let limit = ctx.settings.limits.login_timeout;
     // A bridge takes the place along with the socket (see `shake`); otherwise it is
     // given back when this returns.
     let mut place = Some(place);
@@ -477,14 +476,11 @@ struct Guards<'a> {
 
 impl AcceptHooks for Guards<'_> {
     fn accepted(&mut self, stream: BoxStream) -> BoxStream {
-        match self.ctx.config.limits.write_stall_timeout {
+        match self.ctx.settings.limits.write_stall_timeout {
             // On the socket itself: a bridge's task writes to it after the connection
             // above has given up, and TLS writes more than the connection asked for.
-            s @ 1.. => Box::new(crate::stall::StallGuard::new(
-                stream,
-                Duration::from_secs(s),
-            )),
-            0 => stream,
+            d if d.is_zero() => stream,
+            d => Box::new(crate::stall::StallGuard::new(stream, d)),
         }
     }
 
@@ -498,13 +494,13 @@ impl AcceptHooks for Guards<'_> {
     }
 
     async fn before_upgrade(&mut self, stream: BoxStream) -> std::io::Result<Option<BoxStream>> {
-        match &self.ctx.config.web_root {
+        match &self.ctx.settings.web_root {
             Some(root) => crate::web::serve_or_upgrade(stream, root).await,
             None => Ok(Some(stream)),
         }
     }
 
     fn admit(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
-        crate::web::check_origin(origin, host, &self.ctx.config.web_hosts)
+        crate::web::check_origin(origin, host, &self.ctx.settings.web_hosts)
     }
 }

@@ -77,6 +77,7 @@ fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
                 }
             } else if p.extension().is_some_and(|x| x == "rs" || x == "toml")
                 && !p.ends_with("tests.rs")
+                && !p.parent().is_some_and(|d| d.ends_with("tests"))
             {
                 let t = e.metadata().ok()?.modified().ok()?;
                 newest = newest.max(Some(t));

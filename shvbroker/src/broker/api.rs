@@ -13,7 +13,7 @@ use libshv::RpcValue;
 use shvproto::{Map, Value};
 
 use super::Broker;
-use crate::peer::PeerId;
+use crate::peers::PeerId;
 
 /// A method of a broker node: how `dir` describes it, and the level a call needs (lower
 /// than shown for `.app`'s getters: a client must learn the SHV version whatever its
@@ -161,7 +161,7 @@ pub fn call(
             "no such path: '{path}'"
         )));
     };
-    let (listed, callable) = methods_of(path, !broker.config.connections.is_empty());
+    let (listed, callable) = methods_of(path, !broker.settings.parents.is_empty());
     let Some(desc) = callable.iter().find(|m| m.desc.name == method) else {
         return Err(RpcError::method_not_found(format!(
             "no method '{method}' on '{path}'"
@@ -188,7 +188,7 @@ pub fn call(
         (".app", "version") => Ok(RpcValue::from(env!("CARGO_PKG_VERSION"))),
         (".app", "ping") => Ok(RpcValue::null()),
         (".app", "date") => Ok(RpcValue::from(shvproto::DateTime::now())),
-        (".broker", "name") => Ok(RpcValue::from(broker.config.name.as_str())),
+        (".broker", "name") => Ok(RpcValue::from(broker.settings.name.as_str())),
         (".broker", "clientInfo") => {
             let id = int_param(&param)?;
             Ok(client_info(broker, id).unwrap_or_else(RpcValue::null))
@@ -291,7 +291,7 @@ fn subscribe(broker: &mut Broker, from: PeerId, param: &RpcValue) -> Result<RpcV
             ))
         }
     };
-    let limits = &broker.config.limits;
+    let limits = &broker.settings.limits;
     if ri.len() > limits.max_ri_len {
         return Err(RpcError::invalid_param(format!(
             "subscribe: RI longer than {} bytes",

@@ -2,7 +2,8 @@
 //! changes nothing; [`super::Broker::apply`] carries the decision out (queues, the
 //! pending table, the tunnel table's counters, the broker's own API). Keeping the two
 //! apart is what lets a test ask "what would happen to this frame?" and get an answer
-//! it can compare, and lets a reader find every way a frame can go in one enum.
+//! it can compare, and lets a reader find every way a routed frame can go in one enum. (Tunnel control
+//! frames are taken before routing, by `tunneling::intercept_tunnel`.)
 
 use std::fmt;
 
@@ -45,7 +46,6 @@ pub enum Decision {
 /// Bookkeeping that goes with a forwarded frame.
 #[derive(Debug)]
 pub enum Effect {
-    None,
     /// A request: remember it, so that exactly one answer is let back; a `launchRexec`
     /// keeps what the tunnel table will need, a `runCmd` (`run_cmd`: the agent's path)
     /// is audited as it passes.
@@ -66,6 +66,8 @@ pub enum Effect {
 pub enum Dropped {
     /// Neither request, response nor signal.
     NotAMessage,
+    /// From a peer that is gone: its frames were on their way when it was removed.
+    GoneSender,
     /// A response without CallerIds that answers nothing the broker asked.
     NoCallerIds,
     /// A parent's answer to our heartbeat ping: expected, and needs nothing.
@@ -89,6 +91,7 @@ impl Dropped {
     pub fn name(self) -> &'static str {
         match self {
             Dropped::NotAMessage => "NotAMessage",
+            Dropped::GoneSender => "GoneSender",
             Dropped::NoCallerIds => "NoCallerIds",
             Dropped::HeartbeatAnswer => "HeartbeatAnswer",
             Dropped::Unsolicited { .. } => "Unsolicited",
@@ -102,6 +105,7 @@ impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Dropped::NotAMessage => "frame that is neither request, response nor signal",
+            Dropped::GoneSender => "frame from a peer that is gone",
             Dropped::NoCallerIds => "response without CallerIds",
             Dropped::HeartbeatAnswer => "answer to a heartbeat",
             Dropped::Unsolicited { .. } => "unsolicited response",

@@ -92,14 +92,14 @@ impl Broker {
         let level = self
             .peers
             .get(&to)
-            .and_then(|p| self.config.users.get(&*p.user))
-            .map_or(libshv::access::level::READ, |u| u.own_request_level());
+            .and_then(|p| self.settings.account(&p.user))
+            .map_or(libshv::access::level::READ, |a| a.own_request_level);
         msg.meta.insert(tag::ACCESS_LEVEL, RpcValue::from(level));
         msg.meta.insert(
             tag::ACCESS,
             RpcValue::from(libshv::access::level_name(level)),
         );
-        libshv::meta::user_id::append(&mut msg.meta, None, &self.config.name);
+        libshv::meta::user_id::append(&mut msg.meta, None, &self.settings.name);
         if !self.try_send_to(to, msg.to_frame()) {
             return false;
         }

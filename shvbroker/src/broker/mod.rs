@@ -33,13 +33,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
-use crate::config::{check_mount_path, Config};
+use crate::config::check_mount_path;
 use crate::events::{Event, LoginInfo, Registration};
 use crate::links::Links;
 use crate::mounts::Mounts;
 use crate::peers::{Peer, PeerId, PeerKind, SessionCounts};
 use crate::pending::{self, PendingRequests};
 use crate::queue::{Full, Outgoing};
+use crate::settings::Settings;
 use crate::subscriptions::Subscriptions;
 use crate::tunnel::Tunnels;
 use forwarding::Forwarding;
@@ -49,7 +50,7 @@ use forwarding::Forwarding;
 pub const MAX_PATH_LEN: usize = 4096;
 
 pub struct Broker {
-    config: Arc<Config>,
+    settings: Arc<Settings>,
     peers: HashMap<PeerId, Peer>,
     /// Logged-in users' connections, counted per user.
     sessions: SessionCounts,
@@ -79,26 +80,25 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(
-        config: Arc<Config>,
+        settings: Arc<Settings>,
         tunnel_address: Option<libshv::url::Transport>,
         audit: crate::audit::AuditLog,
         recorder: Option<crate::recording::Recorder>,
         outgoing: Arc<crate::queue::Total>,
     ) -> Self {
-        let secret_ttl = Duration::from_secs(config.tunnel.secret_ttl);
         Broker {
             peers: HashMap::new(),
             sessions: SessionCounts::default(),
             mounts: Mounts::default(),
-            subscriptions: Subscriptions::new(config.limits.max_subscriptions),
+            subscriptions: Subscriptions::new(settings.limits.max_subscriptions),
             pending: PendingRequests::new(
-                config.limits.max_pending,
-                config.limits.max_pending_per_user,
+                settings.limits.max_pending,
+                settings.limits.max_pending_per_user,
             ),
-            tunnels: Tunnels::new(secret_ttl),
+            tunnels: Tunnels::new(settings.tunnel.secret_ttl),
             dropped_responses: 0,
-            links: Links::new(&config.connections),
-            config,
+            links: Links::new(&settings.parents),
+            settings,
             tunnel_address,
             audit,
             recorder,
@@ -114,11 +114,10 @@ impl Broker {
             return crate::subscriptions::Owner::Parent;
         }
         let max_bytes = self
-            .config
-            .users
-            .get(&*peer.user)
-            .and_then(|u| u.max_subscription_bytes)
-            .unwrap_or(self.config.limits.max_subscription_bytes_per_user);
+            .settings
+            .account(&peer.user)
+            .and_then(|a| a.max_subscription_bytes)
+            .unwrap_or(self.settings.limits.max_subscription_bytes_per_user);
         crate::subscriptions::Owner::User {
             name: peer.user.to_string(),
             max_bytes,

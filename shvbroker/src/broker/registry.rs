@@ -81,11 +81,10 @@ impl Broker {
                     }
                 };
                 let max = self
-                    .config
-                    .users
-                    .get(&user)
-                    .and_then(|u| u.max_sessions)
-                    .unwrap_or(self.config.limits.max_sessions_per_user);
+                    .settings
+                    .account(&user)
+                    .and_then(|a| a.max_sessions)
+                    .unwrap_or(self.settings.limits.max_sessions_per_user);
                 if !self.sessions.open(&user, max) {
                     if let Some(n) = self.sessions.refusals.note() {
                         tracing::warn!(peer = id, user = %shown(&user), addr = %shown(&peer.addr), "login refused: the user has {max} sessions already (limits.max_sessions_per_user, or the user's max_sessions); {n} such refusal(s) since the last line");
@@ -157,7 +156,7 @@ impl Broker {
             crate::autosetup::check_device_id(d)?;
         }
         let rule = device_id.and_then(|d| {
-            crate::autosetup::rule_for(&self.config.autosetup, grants, d).map(|r| (r, d))
+            crate::autosetup::rule_for(&self.settings.autosetup, grants, d).map(|r| (r, d))
         });
         let subscriptions = rule
             .map(|(r, _)| r.subscriptions.clone())

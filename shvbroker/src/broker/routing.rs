@@ -51,7 +51,6 @@ impl Broker {
         match decision {
             Decision::Forward { to, frame, effect } => {
                 match effect {
-                    Effect::None => {}
                     Effect::Expect {
                         key,
                         budget,
@@ -124,7 +123,7 @@ impl Broker {
             return refuse(frame, RpcError::method_not_found(e));
         }
         let Some(peer) = self.peers.get(&from) else {
-            return Decision::Drop(Dropped::NotAMessage);
+            return Decision::Drop(Dropped::GoneSender);
         };
         let Some(granted) = self.granted_level(from, &path, &method) else {
             let e = RpcError::method_not_found(format!(
@@ -178,7 +177,7 @@ impl Broker {
             pending::Budget::User(peer.user.clone())
         };
         if !self.pending.has_room(&key, &budget) {
-            let l = &self.config.limits;
+            let l = &self.settings.limits;
             let e = RpcError::new(
                 code::TRY_AGAIN_LATER,
                 format!(
@@ -205,7 +204,7 @@ impl Broker {
             .meta
             .insert(tag::ACCESS, RpcValue::from(level_name(level)));
         let login = (!peer.is_parent()).then_some(&*peer.user);
-        libshv::meta::user_id::append(&mut frame.meta, login, &self.config.name);
+        libshv::meta::user_id::append(&mut frame.meta, login, &self.settings.name);
         meta::push_id(&mut frame.meta, tag::CALLER_IDS, from);
         let launch = (method == "launchRexec").then(|| crate::pending::launch_of(&path, &frame));
         let run_cmd = (method == "runCmd" && level >= level::COMMAND).then_some(path);
@@ -223,7 +222,7 @@ impl Broker {
 
     /// A request for the broker's own tree: its parameter decoded (and bounded) here.
     fn decide_local(&self, frame: RpcFrame, path: String, method: String, level: i64) -> Decision {
-        let max = self.config.limits.local_param_size;
+        let max = self.settings.limits.local_param_size;
         if frame.body.len() > max {
             let error = RpcError::invalid_param(format!(
                 "the broker's own methods take at most {max} bytes of parameter"

@@ -12,7 +12,7 @@ use libshv::{RpcFrame, RpcValue};
 use shvproto::{Map, MetaMap};
 
 use super::Broker;
-use crate::peer::PeerId;
+use crate::peers::PeerId;
 use crate::pending;
 use crate::tunnel::*;
 
@@ -207,7 +207,7 @@ impl Broker {
             && tctl
                 .get(&key::SECRET)
                 .is_some_and(|s| !s.as_str().is_empty());
-        let public = self.config.tunnel.public_address.is_some();
+        let public = self.settings.tunnel_address.is_some();
         let last_broker = cids.len() == 1;
         // The nearest broker to rsh with a public address hosts the tunnel; rsh's own
         // broker does if nobody on the way could.

@@ -1,6 +1,9 @@
 //! `connections`: the parent brokers this broker logs in to as a device.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
@@ -11,16 +14,16 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Seconds between heartbeats to the parent.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat: u64,
+    #[serde(default = "default_heartbeat", with = "super::seconds")]
+    pub heartbeat: Duration,
     /// Maximum reconnect back-off in seconds.
-    #[serde(default = "default_reconnect")]
-    pub reconnect_max: u64,
+    #[serde(default = "default_reconnect", with = "super::seconds")]
+    pub reconnect_max: Duration,
 }
 
-fn default_heartbeat() -> u64 {
-    60
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
 }
-fn default_reconnect() -> u64 {
-    30
+fn default_reconnect() -> Duration {
+    Duration::from_secs(30)
 }

@@ -1,40 +1,39 @@
 //! `tunnel`: where tunnel ends reach this broker, and the recording and audit of the
 //! sessions it hosts.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TunnelConfig {
     /// `host:port`, or a URL (`ssl://host:3756`, `wss://host/shv`), at which a tunnel end
     /// (shvrexec) can reach this broker; tunnels are hosted by the nearest broker to the
     /// operator that has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<String>,
     /// Seconds a tunnel secret stays valid.
-    #[serde(default = "default_secret_ttl")]
-    pub secret_ttl: u64,
+    #[serde(with = "super::seconds")]
+    pub secret_ttl: Duration,
     /// Record every tunnel hosted here into this directory (asciicast v2, one file per
     /// session, named in the audit entry).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub record_dir: Option<std::path::PathBuf>,
     /// Record what the operator types too (off by default: it may hold passwords).
-    #[serde(default)]
     pub record_input: bool,
     /// Bytes one recording may take on disk; then it ends with a marker event
     /// (0: no cap).
-    #[serde(default = "default_record_max_bytes")]
     pub record_max_bytes: u64,
     /// Bytes all recordings in `record_dir` may take together (0: no cap).
-    #[serde(default = "default_record_dir_max_bytes")]
     pub record_dir_max_bytes: u64,
     /// What happens when `record_dir` is at its cap: `delete_oldest` finished
     /// recordings, or `refuse` to record new sessions (they still run; the audit says
     /// they were not recorded).
-    #[serde(default)]
     pub record_when_full: WhenFull,
     /// JSON lines of every session's open and close (who, from where, what, bytes each
     /// way, exit status, recording file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_log: Option<std::path::PathBuf>,
 }
 
@@ -65,26 +64,15 @@ impl TunnelConfig {
     }
 }
 
-fn default_record_max_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_record_dir_max_bytes() -> u64 {
-    1024 * 1024 * 1024
-}
-
-fn default_secret_ttl() -> u64 {
-    10
-}
-
 impl Default for TunnelConfig {
     fn default() -> Self {
         TunnelConfig {
             public_address: None,
-            secret_ttl: default_secret_ttl(),
+            secret_ttl: Duration::from_secs(10),
             record_dir: None,
             record_input: false,
-            record_max_bytes: default_record_max_bytes(),
-            record_dir_max_bytes: default_record_dir_max_bytes(),
+            record_max_bytes: 64 * 1024 * 1024,
+            record_dir_max_bytes: 1024 * 1024 * 1024,
             record_when_full: WhenFull::default(),
             audit_log: None,
         }

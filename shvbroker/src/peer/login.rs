@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{Conn, Event, LoginInfo, Read, Registration, NOT_LOGGED_IN};
 use crate::access::Grants;
-use crate::config::Config;
+use crate::settings::Settings;
 /// Recent failed logins per source address. Failed answers to one address are spaced
 /// out one after another, whatever the number of connections they come by: N parallel
 /// connections guess no faster than one. Entries fade after [`FAILURE_MEMORY`].
@@ -101,7 +101,7 @@ impl Conn {
         &mut self,
         reader: &mut FrameReader,
     ) -> Option<Option<Duration>> {
-        let limit = Duration::from_secs(self.ctx.config.limits.login_timeout);
+        let limit = self.ctx.settings.limits.login_timeout;
         // Before login frames are small: larger ones are drained, never buffered.
         reader.decoder_mut().set_max_frame(MAX_LOGIN_FRAME);
         // The pool of connections not logged in may evict this one to make room.
@@ -116,7 +116,7 @@ impl Conn {
         };
         reader
             .decoder_mut()
-            .set_max_frame(self.ctx.config.limits.max_frame_size);
+            .set_max_frame(self.ctx.settings.limits.max_frame_size);
         match outcome {
             Some(Ok(r)) => r,
             Some(Err(_)) => {
@@ -132,7 +132,7 @@ impl Conn {
     }
 
     async fn login_steps(&mut self, reader: &mut FrameReader) -> Option<Option<Duration>> {
-        let config = self.ctx.config.clone();
+        let settings = self.ctx.settings.clone();
         let nonce: String = rand::thread_rng()
             .sample_iter(&rand::distributions::Alphanumeric)
             .take(16)
@@ -185,7 +185,7 @@ impl Conn {
                         Err(why) => Err(Failed::Denied(RpcError::invalid_param(format!(
                             "invalid login: {why}"
                         )))),
-                        Ok(req) => self.try_login(&config, &nonce, req, &frame).await,
+                        Ok(req) => self.try_login(&settings, &nonce, req, &frame).await,
                     };
                     match outcome {
                         Ok(idle) => {
@@ -206,7 +206,7 @@ impl Conn {
                                 Failed::Refused(err) => err,
                             };
                             self.respond(&frame, Err(err)).await;
-                            if failures >= config.limits.login_attempts {
+                            if failures >= settings.limits.login_attempts {
                                 tracing::info!(peer = self.id, addr = %shown(&self.addr), "too many failed logins, disconnecting");
                                 return None;
                             }
@@ -226,20 +226,22 @@ impl Conn {
 
     async fn try_login(
         &mut self,
-        config: &Config,
+        settings: &Settings,
         nonce: &str,
         req: LoginRequest,
         request: &RpcFrame,
     ) -> Result<Option<Duration>, Failed> {
         // A client may lengthen its watchdog, within limits.max_idle_timeout, but not
         // switch off the broker's own: asking for none (0) gets the longest.
-        let longest = Duration::from_secs(config.limits.max_idle_timeout);
-        let idle = Some(
-            match req.idle_timeout.unwrap_or(config.limits.idle_timeout) {
-                0 => longest,
-                s => Duration::from_secs(s).min(longest),
-            },
-        );
+        let longest = settings.limits.max_idle_timeout;
+        let asked = req
+            .idle_timeout
+            .map_or(settings.limits.idle_timeout, Duration::from_secs);
+        let idle = Some(if asked.is_zero() {
+            longest
+        } else {
+            asked.min(longest)
+        });
         // A tunnel secret is checked by the broker task: a wrong one is a failed login
         // like a wrong password (it is what an unauthenticated sender guesses at).
         let is_tunnel = req.tunnel_secret.is_some();
@@ -257,7 +259,7 @@ impl Conn {
                     "Invalid login: wrong user name or password",
                 )
             };
-            let stored = config.user_sha1(&req.user);
+            let stored = settings.account(&req.user).map(|a| &a.sha1pass);
             let ok = match (&stored, req.kind.as_str()) {
                 (Some(h), "PLAIN") => constant_time_eq(&sha1_hex(req.password.as_bytes()), h),
                 (Some(h), "SHA1") => {
@@ -280,7 +282,7 @@ impl Conn {
             // large first request as soon as it has that answer.
             self.logged_in();
             LoginInfo::User {
-                grants: Grants::for_user(config, &req.user),
+                grants: Grants::for_user(settings, &req.user),
                 user: req.user,
                 device_id: req.device_id,
                 mount_point: req.mount_point,

@@ -12,6 +12,7 @@ use libshv::message::{RpcError, RpcMessage};
 use libshv::{RpcUrl, RpcValue};
 use shvbroker::config::Config;
 use shvbroker::server::Server;
+use shvbroker::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +44,8 @@ impl TestBroker {
     pub async fn with_config(yaml: &str) -> TestBroker {
         let mut config = Config::parse(yaml, "test").expect("test config");
         config.listen = vec!["tcp://127.0.0.1:0".into()];
-        let server = Server::bind(config).await.expect("bind");
+        let settings = Settings::new(&config).expect("valid test config");
+        let server = Server::bind(settings).await.expect("bind");
         let port = server.tcp_port().expect("a TCP port");
         assert_eq!(
             server.addresses()[0].to_string(),

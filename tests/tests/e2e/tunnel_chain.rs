@@ -33,7 +33,8 @@ async fn setup(stop: &CancellationToken) -> String {
         listen: vec![format!("tcp://127.0.0.1:{port}")],
         ..Default::default()
     };
-    tokio::spawn(shvbroker::server::run(config, stop.clone()));
+    let settings = shvbroker::settings::Settings::new(&config).unwrap();
+    tokio::spawn(shvbroker::server::run(settings, stop.clone()));
     let agent_url = format!("tcp://device@127.0.0.1:{port}?password=device&devmount=test/agent");
     let admin = format!("tcp://admin@127.0.0.1:{port}?password=admin");
     let _ = connect(&admin).await;

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::events::{Event, LoginInfo, Registration};
 use crate::peers::PeerId;
 use crate::queue::{self, QueueReceiver};
+use crate::settings::Settings;
 
 /// Users of the standard world: `admin` (su everywhere), `viewer` (rd), `browser`
 /// (bws), `limited` (rd on `public/**` only), `op` (cmd on `test/**`), `device`
@@ -77,7 +78,7 @@ pub enum Login {
 
 pub struct World {
     pub broker: Broker,
-    pub config: Arc<Config>,
+    pub settings: Arc<Settings>,
     ids: HashMap<&'static str, PeerId>,
     queues: HashMap<PeerId, QueueReceiver>,
     /// The last request each peer received: `Send::Reply` answers it.
@@ -100,10 +101,11 @@ impl World {
 
     /// No peers yet.
     pub fn empty(extra: &str) -> World {
-        let config = Arc::new(Config::parse(&format!("{CONFIG}{extra}"), "test").expect("config"));
+        let config = Config::parse(&format!("{CONFIG}{extra}"), "test").expect("config");
+        let settings = Arc::new(Settings::new(&config).expect("valid test config"));
         let total = queue::Total::new(64 << 20);
         let broker = Broker::new(
-            config.clone(),
+            settings.clone(),
             None,
             crate::audit::AuditLog::disabled(),
             None,
@@ -111,7 +113,7 @@ impl World {
         );
         World {
             broker,
-            config,
+            settings,
             ids: HashMap::new(),
             queues: HashMap::new(),
             last_request: HashMap::new(),
@@ -140,14 +142,14 @@ impl World {
         let login = match login {
             Login::User(user, mount) => LoginInfo::User {
                 user: user.to_string(),
-                grants: Grants::for_user(&self.config, user),
+                grants: Grants::for_user(&self.settings, user),
                 device_id: None,
                 mount_point: mount.map(str::to_string),
                 user_agent: None,
             },
             Login::Device(user, device_id) => LoginInfo::User {
                 user: user.to_string(),
-                grants: Grants::for_user(&self.config, user),
+                grants: Grants::for_user(&self.settings, user),
                 device_id: Some(device_id.to_string()),
                 mount_point: None,
                 user_agent: None,
@@ -419,7 +421,6 @@ impl Case {
 pub fn kind(d: &Decision) -> String {
     match d {
         Decision::Forward { effect, .. } => match effect {
-            Effect::None => "forward",
             Effect::Expect { .. } => "forward/expect",
             Effect::Answer(_) => "forward/answer",
             Effect::TunnelData(_) => "forward/tunnel",

@@ -108,7 +108,7 @@ fn a_registration_nobody_waits_for_is_forgotten() {
         id: 99,
         login: LoginInfo::User {
             user: "device".into(),
-            grants: Grants::for_user(&w.config, "device"),
+            grants: Grants::for_user(&w.settings, "device"),
             device_id: None,
             mount_point: Some("test/late".into()),
             user_agent: None,
