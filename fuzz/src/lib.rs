@@ -211,7 +211,7 @@ pub fn login_params(data: &[u8]) {
 /// reached), byte 1 the chunk size. The result must not depend on the split, and every
 /// message re-encodes to a frame that decodes to itself.
 pub fn serial_decoder(data: &[u8]) {
-    use libshv::serial::{encode, SerialDecoder, SerialItem};
+    use libshv::transport::serial::{encode, SerialDecoder, SerialItem};
     if data.len() < 2 {
         return;
     }

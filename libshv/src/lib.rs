@@ -1,5 +1,9 @@
 //! Silicon Heaven RPC (SHV 3) for Rust: values, frames, framing, URLs, login, an async
 //! client and the tunnel helpers shared by the broker and the remote-shell tools.
+//!
+//! Cargo features (all on by default) choose what is linked: `tls`, `ws`, `serial` (serial
+//! lines), `tunnel` and `copy` (shvcp's stream). A URL whose transport was left out is
+//! refused when dialled or bound, with an error naming the feature.
 
 pub mod access;
 pub mod backoff;
@@ -15,6 +19,7 @@ pub mod path;
 pub mod reader;
 pub mod ri;
 pub mod transport;
+#[cfg(feature = "tunnel")]
 pub mod tunnel;
 pub mod url;
 pub mod value;
@@ -24,14 +29,4 @@ pub use client::{Client, ClientConfig, ClientError, RequestHandler};
 pub use frame::RpcFrame;
 pub use message::{RpcError, RpcMessage};
 pub use shvproto::{self, RpcValue};
-/// The old path of the Serial framing (the `tests` crate and the fuzz targets use it).
-pub use transport::serial;
 pub use url::RpcUrl;
-
-/// The old path of [`transport::connection`] and [`transport::stream`], where
-/// [`transport::dial`] was `connect` (the `tests` crate uses it).
-pub mod connection {
-    pub use crate::transport::connection::dial as connect;
-    pub use crate::transport::connection::*;
-    pub use crate::transport::stream::*;
-}

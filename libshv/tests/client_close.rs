@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use libshv::client::{Client, ClientConfig, RequestHandler};
 use libshv::codec::Incoming;
-use libshv::connection::{framed, FrameReader, FrameWriter};
+use libshv::transport::{framed, FrameReader, FrameWriter};
 use libshv::{ClientError, RpcError, RpcFrame, RpcMessage, RpcUrl, RpcValue};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;

@@ -4,11 +4,13 @@
 
 pub mod hosts;
 pub mod log;
+#[cfg(feature = "tunnel")]
 pub mod login;
 pub mod report;
 
 pub use hosts::resolve_url;
 pub use log::LogArgs;
+#[cfg(feature = "tunnel")]
 pub use login::{launch_error, LaunchError, LoginArgs};
 pub use report::{exit_code, fail, report, Failure, UsageError};
 

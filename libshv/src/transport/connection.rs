@@ -9,8 +9,12 @@ use std::future::Future;
 
 use tokio_util::codec::FramedWrite;
 
+use super::serial;
 use super::stream::{self, BoxRead, BoxStream, BoxWrite, RawStream};
-use super::{serial, tls, ws};
+#[cfg(feature = "tls")]
+use super::tls;
+#[cfg(feature = "ws")]
+use super::ws;
 use crate::codec::BlockCodec;
 use crate::reader::Meter;
 use crate::url::{Endpoint, Framing, Transport};
@@ -36,18 +40,30 @@ pub async fn dial(
         let (r, w) = raw.into_halves();
         return Ok(framed(r, w, max_frame));
     }
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut stream = raw.boxed();
     if let Some(o) = &transport.tls {
         let host = match &transport.endpoint {
             Endpoint::Tcp { host, .. } => host.as_str(),
             _ => return Err(std::io::Error::other("TLS needs a host name")),
         };
-        stream = tls::connect(stream, host, o).await?;
+        #[cfg(feature = "tls")]
+        {
+            stream = tls::connect(stream, host, o).await?;
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (host, o);
+            return Err(super::not_built("TLS", "tls"));
+        }
     }
     let (r, mut w) = match &transport.framing {
         Framing::Block => stream::split(stream),
         Framing::Serial { crc } => serial::bridge(stream, *crc, max_frame, None),
+        #[cfg(feature = "ws")]
         Framing::WebSocket { .. } => ws::connect(stream, &transport.to_string(), max_frame).await?,
+        #[cfg(not(feature = "ws"))]
+        Framing::WebSocket { .. } => return Err(super::not_built("WebSocket", "ws")),
     };
     if let Endpoint::Tty { .. } = transport.endpoint {
         // A serial line outlives its users: the peer may still hold the session of
@@ -61,7 +77,8 @@ pub async fn dial(
 
 /// How a listener's connections are set up before they speak SHV.
 pub struct Acceptor {
-    /// TLS over the stream (from [`tls::server_config`]).
+    /// TLS over the stream (from `tls::server_config`).
+    #[cfg(feature = "tls")]
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub framing: Framing,
     /// The largest message a framing bridge gathers.
@@ -117,6 +134,7 @@ pub async fn accept<H: AcceptHooks>(
 ) -> std::io::Result<Option<Accepted>> {
     let max = how.max_frame;
     let mut stream = hooks.accepted(raw.boxed());
+    #[cfg(feature = "tls")]
     if let Some(acceptor) = &how.tls {
         stream = tls::accept(acceptor, stream).await?;
     }
@@ -142,6 +160,9 @@ pub async fn accept<H: AcceptHooks>(
                 meter: Some(meter),
             }
         }
+        #[cfg(not(feature = "ws"))]
+        Framing::WebSocket { .. } => return Err(super::not_built("WebSocket", "ws")),
+        #[cfg(feature = "ws")]
         Framing::WebSocket { .. } => {
             let stream: BoxStream = Box::new(meter.wrap(stream));
             let Some(stream) = hooks.before_upgrade(stream).await? else {
@@ -157,4 +178,35 @@ pub async fn accept<H: AcceptHooks>(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A transport this build left out is refused when dialled, naming the feature
+    /// (CI runs this with `--no-default-features`).
+    #[cfg(not(all(feature = "tls", feature = "ws", feature = "serial")))]
+    #[tokio::test]
+    async fn a_left_out_transport_names_its_feature() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut cases = Vec::new();
+        if cfg!(not(feature = "tls")) {
+            cases.push((format!("ssl://127.0.0.1:{port}"), "`tls`"));
+        }
+        if cfg!(not(feature = "ws")) {
+            cases.push((format!("ws://127.0.0.1:{port}"), "`ws`"));
+        }
+        if cfg!(not(feature = "serial")) {
+            cases.push(("serial:/dev/null".to_string(), "`serial`"));
+        }
+        for (url, feature) in cases {
+            let u = crate::RpcUrl::parse(&url).unwrap();
+            let e = match super::dial(u.transport(), 1 << 20).await {
+                Ok(_) => panic!("{url} was dialled"),
+                Err(e) => e,
+            };
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{url}: {e}");
+            assert!(e.to_string().contains(feature), "{url}: {e}");
+        }
+    }
 }

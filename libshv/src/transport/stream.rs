@@ -23,6 +23,7 @@ pub type BoxStream = Box<dyn ByteStream>;
 pub enum RawStream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    #[cfg(feature = "serial")]
     Tty(tokio_serial::SerialStream),
 }
 
@@ -38,6 +39,7 @@ impl RawStream {
                 let (r, w) = s.into_split();
                 (Box::pin(r), Box::pin(w))
             }
+            #[cfg(feature = "serial")]
             RawStream::Tty(s) => split(Box::new(s)),
         }
     }
@@ -47,6 +49,7 @@ impl RawStream {
         match self {
             RawStream::Tcp(s) => Box::new(s),
             RawStream::Unix(s) => Box::new(s),
+            #[cfg(feature = "serial")]
             RawStream::Tty(s) => Box::new(s),
         }
     }
@@ -67,10 +70,14 @@ pub async fn open(endpoint: &Endpoint) -> std::io::Result<RawStream> {
             RawStream::Tcp(s)
         }
         Endpoint::Unix { path } => RawStream::Unix(tokio::net::UnixStream::connect(path).await?),
+        #[cfg(feature = "serial")]
         Endpoint::Tty { path, baudrate } => RawStream::Tty(open_tty(path, *baudrate)?),
+        #[cfg(not(feature = "serial"))]
+        Endpoint::Tty { .. } => return Err(super::not_built("a serial line", "serial")),
     })
 }
 
+#[cfg(feature = "serial")]
 /// Opens a serial line in raw mode at `baudrate`, exclusively (a second opener would
 /// interleave its bytes with ours).
 pub fn open_tty(path: &str, baudrate: u32) -> std::io::Result<tokio_serial::SerialStream> {

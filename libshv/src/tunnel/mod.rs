@@ -29,6 +29,7 @@ use crate::message::{RpcError, RpcMessage};
 use crate::meta::{self, key, tag};
 
 mod address;
+#[cfg(feature = "copy")]
 pub mod copy;
 mod ctl;
 mod dialect;
@@ -39,13 +40,27 @@ mod launch;
 pub mod mux;
 pub mod socks;
 
-pub use address::*;
-pub use ctl::*;
-pub use dialect::*;
-pub use endpoint::*;
+// Each name once, so a reader sees what the tunnel API is and where it lives.
+pub use address::{parse_tunnel_address, tunnel_host_port, TunnelAddressError};
+use ctl::as_i64;
+pub use ctl::{
+    channel, tctl_key, CloseStatus, Control, TunnelCtl, TunnelCtlError, TunnelState,
+    TUNNEL_CTL_META_TYPE,
+};
+pub use dialect::{Dialect, MAP_FORM_SIGNATURE};
+pub use endpoint::{
+    frame_event, frame_event_bounded, NotRead, TunnelEnd, TunnelReceiver, TunnelSender,
+    DATA_HEADROOM, FLOW_WINDOW, MAX_CHUNK,
+};
 use fast::*;
-pub use frames::*;
-pub use launch::*;
+pub use frames::{
+    close_with_error, find_tunnel_request, parse_data, tunnel_frame, TunnelError, TunnelEvent,
+};
+pub use launch::{
+    describe_launch, FileCopy, Forward, LaunchParams, RexecLine, METHOD_COPY_IN, METHOD_COPY_OUT,
+    METHOD_FORWARD_DYNAMIC, METHOD_FORWARD_TCP, METHOD_LISTEN_TCP, METHOD_RUN_CMD,
+    METHOD_RUN_PTY_CMD,
+};
 
 #[cfg(test)]
 mod tests;

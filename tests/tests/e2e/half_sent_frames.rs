@@ -121,29 +121,32 @@ async fn serial_holder(port: u16) -> tokio::task::JoinHandle<()> {
     let mut call = async |s: &mut tokio::net::TcpStream, m: RpcMessage| {
         let mut b = vec![1u8];
         b.extend_from_slice(&m.to_frame().payload());
-        s.write_all(&libshv::serial::encode(&b, false))
+        s.write_all(&libshv::transport::serial::encode(&b, false))
             .await
             .unwrap();
         // The response: STX … ETX, unescaped.
         loop {
-            if let Some(end) = got.iter().position(|b| *b == libshv::serial::ETX) {
+            if let Some(end) = got
+                .iter()
+                .position(|b| *b == libshv::transport::serial::ETX)
+            {
                 let frame: Vec<u8> = got.drain(..=end).collect();
                 let start = frame
                     .iter()
-                    .position(|b| *b == libshv::serial::STX)
+                    .position(|b| *b == libshv::transport::serial::STX)
                     .unwrap();
                 let mut raw = Vec::new();
                 let mut esc = false;
                 for &b in &frame[start + 1..frame.len() - 1] {
                     if esc {
                         raw.push(match b {
-                            0x02 => libshv::serial::STX,
-                            0x03 => libshv::serial::ETX,
-                            0x04 => libshv::serial::ATX,
-                            _ => libshv::serial::ESC,
+                            0x02 => libshv::transport::serial::STX,
+                            0x03 => libshv::transport::serial::ETX,
+                            0x04 => libshv::transport::serial::ATX,
+                            _ => libshv::transport::serial::ESC,
                         });
                         esc = false;
-                    } else if b == libshv::serial::ESC {
+                    } else if b == libshv::transport::serial::ESC {
                         esc = true;
                     } else {
                         raw.push(b);
@@ -170,7 +173,7 @@ async fn serial_holder(port: u16) -> tokio::task::JoinHandle<()> {
         .result()
         .expect("viewer login over tcps");
     tokio::spawn(async move {
-        let mut f = vec![libshv::serial::STX, 1];
+        let mut f = vec![libshv::transport::serial::STX, 1];
         f.resize(FRAME - 64, 0);
         let _ = s.write_all(&f).await;
         std::future::pending::<()>().await;

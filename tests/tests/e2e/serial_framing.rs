@@ -51,9 +51,14 @@ async fn serial_garbage_is_skipped() {
         .unwrap();
     let hello = RpcMessageBytes::hello();
     let mut junk = vec![0x00, 0x41, 0xff];
-    junk.extend([libshv::serial::STX, 1, 2, libshv::serial::ATX]);
+    junk.extend([
+        libshv::transport::serial::STX,
+        1,
+        2,
+        libshv::transport::serial::ATX,
+    ]);
     junk.extend(frame_bytes(1, &hello));
-    junk.extend(libshv::serial::encode(
+    junk.extend(libshv::transport::serial::encode(
         &[&[1u8][..], &hello].concat(),
         false,
     ));
@@ -63,7 +68,11 @@ async fn serial_garbage_is_skipped() {
         .await
         .expect("an answer to the hello")
         .unwrap();
-    assert!(n > 0 && buf[0] == libshv::serial::STX, "{:x?}", &buf[..n]);
+    assert!(
+        n > 0 && buf[0] == libshv::transport::serial::STX,
+        "{:x?}",
+        &buf[..n]
+    );
     broker.assert_running();
     let url = format!("tcps://admin@127.0.0.1:{port}?password=admin");
     assert_eq!(shvcall(&url, ".app", "ping", None).await.code, 0);

@@ -374,7 +374,7 @@ async fn a_stalled_websocket_peer_releases_its_socket() {
     let before = fd_count(broker.pid());
     let u = libshv::RpcUrl::parse(&url("ws", ws, "viewer", "?password=viewer")).unwrap();
     let cc = libshv::client::ClientConfig::from_url(u.clone());
-    let (mut reader, mut writer) = libshv::connection::connect(u.transport(), 1 << 24)
+    let (mut reader, mut writer) = libshv::transport::dial(u.transport(), 1 << 24)
         .await
         .expect("ws connect");
     libshv::client::login(&mut reader, &mut writer, &cc.login, TIMEOUT)
@@ -563,7 +563,7 @@ async fn websocket_and_serial_connections_cannot_send_megabytes_before_login() {
         .await
         .unwrap();
     // A frame that starts and never ends.
-    let mut frame = vec![libshv::serial::STX];
+    let mut frame = vec![libshv::transport::serial::STX];
     frame.resize(4 << 20, 0x55);
     let (mut rd, mut wr) = s.split();
     let r = tokio::time::timeout(TIMEOUT, async {
