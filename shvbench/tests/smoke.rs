@@ -1,73 +1,20 @@
-//! Runs `shvbench`'s smoke mode against our debug shvbroker (built by
-//! `cargo build --workspace` before the tests), including a 1 MiB round trip through
+//! Runs `shvbench`'s smoke mode against our shvbroker of this build (built by
+//! `cargo build --workspace` before the tests, started by the `tests` crate's harness), including a 1 MiB round trip through
 //! a tunnel (debug shvagent, shvrexec, shvrsh). Asserts only that calls, signals and
 //! tunnel bytes went through: timing on a shared CI machine means nothing.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use libshv::RpcUrl;
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn debug_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
-}
-
-fn broker_bin() -> PathBuf {
-    debug_dir().join("shvbroker")
-}
-
-/// Starts the broker on an ephemeral port and returns it with the port it logged.
-fn start_broker() -> (KillOnDrop, u16) {
-    let bin = broker_bin();
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --workspace` first",
-        bin.display()
-    );
-    let mut child = Command::new(&bin)
-        .args(["--listen", "tcp://127.0.0.1:0", "--log", "info"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shvbroker");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining stderr after the port is found, so the broker never blocks on it.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on tcp://127.0.0.1:").nth(1) {
-                let port: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                let _ = tx.send(port.parse::<u16>().ok());
-            }
-        }
-    });
-    let child = KillOnDrop(child);
-    let port = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("broker logs its port")
-        .expect("a numeric port");
-    (child, port)
-}
+use tests::{profile_dir, Broker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_against_our_broker() {
-    let (broker, port) = start_broker();
+    // The test harness's broker: readiness and port from its --ready-file.
+    let broker = Broker::start_with_args(None, &["--log", "info"]);
+    let port = broker.port;
     let url = RpcUrl::parse(&format!("tcp://admin@127.0.0.1:{port}?password=admin")).unwrap();
     let device = RpcUrl::parse(&format!("tcp://device@127.0.0.1:{port}?password=device")).unwrap();
-    let pid = broker.0.id();
-    let bins = shvbench::tunnel::TunnelBins::in_dir(&debug_dir());
+    let pid = broker.pid();
+    let bins = shvbench::tunnel::TunnelBins::in_dir(&profile_dir());
     if let Err(e) = bins.check() {
         panic!("{e} (run `cargo build --workspace` first)");
     }

@@ -19,11 +19,13 @@ autosetup:
   - {device_id: '?*', roles: [admin, test], mount_point: 'test/%d%i'}
 ";
 
-fn device(broker: &Broker, user: &str, device_id: &str, mount: Option<&str>) -> DeviceHandle {
+async fn device(broker: &Broker, user: &str, device_id: &str, mount: Option<&str>) -> DeviceHandle {
     let mut c = broker.config(user, user);
     c.login.device_id = Some(device_id.into());
     c.login.mount_point = mount.map(str::to_string);
-    DeviceHandle::connect(c, Some(TestDevice::new())).expect("device login")
+    DeviceHandle::connect(c, Some(TestDevice::new()))
+        .await
+        .expect("device login")
 }
 
 async fn mount_of(d: &DeviceHandle) -> RpcValue {
@@ -40,14 +42,14 @@ async fn mount_of(d: &DeviceHandle) -> RpcValue {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_are_placed_by_the_first_matching_rule() {
     let broker = Broker::start(Some(CONFIG));
-    let a = device(&broker, "test", "foo", None);
-    let b = device(&broker, "test", "foo", None);
-    let c = device(&broker, "admin", "foo", None);
+    let a = device(&broker, "test", "foo", None).await;
+    let b = device(&broker, "test", "foo", None).await;
+    let c = device(&broker, "admin", "foo", None).await;
     assert_eq!(mount_of(&a).await.as_str(), "test/foo");
     assert_eq!(mount_of(&b).await.as_str(), "test/foo1");
     assert_eq!(mount_of(&c).await.as_str(), "test/foo2");
     // The history rule is for admins; its subscriptions are made for the device.
-    let h = device(&broker, "admin", "history", None);
+    let h = device(&broker, "admin", "history", None).await;
     assert_eq!(mount_of(&h).await.as_str(), ".history");
     let subs = h
         .client
@@ -55,24 +57,26 @@ async fn devices_are_placed_by_the_first_matching_rule() {
         .await
         .unwrap();
     assert!(subs.get("test/**:*:*").is_some(), "{}", subs.to_cpon());
-    let t = device(&broker, "test", "history", None);
+    let t = device(&broker, "test", "history", None).await;
     assert_eq!(mount_of(&t).await.as_str(), "test/history");
     // No rule for this user: logged in, not mounted; an empty deviceId matches no `?*`.
-    let n = device(&broker, "nobody", "foo", None);
+    let n = device(&broker, "nobody", "foo", None).await;
     assert!(mount_of(&n).await.is_null());
-    let e = device(&broker, "test", "", None);
+    let e = device(&broker, "test", "", None).await;
     assert!(mount_of(&e).await.is_null());
     // A mount point the device asks for wins over the rule.
-    let x = device(&broker, "test", "bar", Some("test/explicit"));
+    let x = device(&broker, "test", "bar", Some("test/explicit")).await;
     assert_eq!(mount_of(&x).await.as_str(), "test/explicit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_device_gets_the_signals_of_its_subscription() {
     let broker = Broker::start(Some(CONFIG));
-    let mut h = device(&broker, "admin", "history", None);
+    let mut h = device(&broker, "admin", "history", None).await;
     let mut signals = h.take_signals();
-    let dev = broker.mount_device("test", "test", "test/dev", TestDevice::new());
+    let dev = broker
+        .mount_device("test", "test", "test/dev", TestDevice::new())
+        .await;
     dev.client
         .emit("number", "chng", "get", Some(RpcValue::from(3)))
         .await

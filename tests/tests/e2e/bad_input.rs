@@ -203,7 +203,9 @@ async fn nesting_depth_100000_in_param() {
 #[tokio::test]
 async fn nesting_depth_100000_in_param_to_a_device() {
     let mut broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let (observer, _) = broker.connect("admin", "admin").await;
     let mut raw = broker.raw().await;
     raw.login("admin", "admin", true).await.expect("login");

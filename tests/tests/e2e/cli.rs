@@ -233,7 +233,9 @@ async fn shvcall_password_from_env_file_and_plain() {
 #[tokio::test]
 async fn shvcall_subscribe_prints_signals() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let args: Vec<std::ffi::OsString> = vec![
         broker.url("viewer", "viewer").into(),
         "--subscribe".into(),

@@ -6,7 +6,9 @@ use tests::{rpc_error_code, Broker, TestDevice};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_admins_reach_into_client_trees() {
     let broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev", TestDevice::new())
+        .await;
     let (admin, _) = broker.connect("admin", "admin").await;
     let info = admin
         .call(

@@ -8,7 +8,9 @@ use tests::*;
 #[tokio::test]
 async fn device_by_mount_point_is_called_through_broker() {
     let broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let (c, _) = broker.connect("admin", "admin").await;
 
     let test = string_list(&c.call("test", "ls", None).await.expect("ls test"));
@@ -66,7 +68,9 @@ async fn device_by_mount_point_is_called_through_broker() {
 #[tokio::test]
 async fn device_by_device_id_from_config_mounts() {
     let broker = Broker::start(Some(&config_yaml(&[("dev-abc", "test/byid")], "")));
-    let _dev = broker.mount_device_id("device", "device", "dev-abc", TestDevice::with_number(5));
+    let _dev = broker
+        .mount_device_id("device", "device", "dev-abc", TestDevice::with_number(5))
+        .await;
     let (c, _) = broker.connect("viewer", "viewer").await;
     assert_eq!(
         c.call("test/byid/number", "get", None)
@@ -82,7 +86,9 @@ async fn device_by_device_id_from_config_mounts() {
 #[tokio::test]
 async fn shvcall_binary_calls_the_device() {
     let broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let admin = broker.url("admin", "admin");
 
     let out = shvcall(&admin, "test/dev1/number", "get", None).await;
@@ -121,7 +127,9 @@ async fn shvcall_binary_calls_the_device() {
 async fn viewer_cannot_call_write_method() {
     let broker = Broker::start(None);
     let dev = TestDevice::new();
-    let _d = broker.mount_device("device", "device", "test/dev1", dev.clone());
+    let _d = broker
+        .mount_device("device", "device", "test/dev1", dev.clone())
+        .await;
     let (viewer, _) = broker.connect("viewer", "viewer").await;
     assert_eq!(
         viewer
@@ -167,7 +175,9 @@ async fn viewer_cannot_call_write_method() {
 #[tokio::test]
 async fn access_level_in_request_can_only_be_lowered() {
     let broker = Broker::start(None);
-    let _d = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _d = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let mut raw = broker.raw().await;
     raw.login("viewer", "viewer", true).await.expect("login");
     // A viewer claiming su gets rd.
@@ -191,7 +201,9 @@ async fn access_level_in_request_can_only_be_lowered() {
 #[tokio::test]
 async fn viewer_cannot_disconnect_clients_admin_can() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let info = dev
         .client
         .call(".broker/currentClient", "info", None)
@@ -228,7 +240,9 @@ async fn viewer_cannot_disconnect_clients_admin_can() {
 #[tokio::test]
 async fn broker_client_api_reaches_the_device() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let info = dev
         .client
         .call(".broker/currentClient", "info", None)
@@ -301,7 +315,7 @@ async fn device_cannot_mount_outside_its_role() {
     let broker = Broker::start(None);
     let mut c = broker.config("device", "device");
     c.login.mount_point = Some("forbidden/x".into());
-    let r = DeviceHandle::connect(c, Some(TestDevice::new()));
+    let r = DeviceHandle::connect(c, Some(TestDevice::new())).await;
     let (admin, _) = broker.connect("admin", "admin").await;
     let root = string_list(&admin.call("", "ls", None).await.unwrap());
     assert!(
@@ -323,15 +337,17 @@ async fn device_cannot_mount_outside_its_role() {
 #[tokio::test]
 async fn mount_points_may_not_nest_or_shadow() {
     let broker = Broker::start(None);
-    let _a = broker.mount_device("admin", "admin", "test/dev1", TestDevice::with_number(1));
+    let _a = broker
+        .mount_device("admin", "admin", "test/dev1", TestDevice::with_number(1))
+        .await;
     // Nested under an existing mount: must not become reachable.
     let mut c = broker.config("admin", "admin");
     c.login.mount_point = Some("test/dev1/sub".into());
-    let nested = DeviceHandle::connect(c, Some(TestDevice::with_number(99)));
+    let nested = DeviceHandle::connect(c, Some(TestDevice::with_number(99))).await;
     // Shadowing .broker: must not become reachable either.
     let mut c = broker.config("admin", "admin");
     c.login.mount_point = Some(".broker/x".into());
-    let shadow = DeviceHandle::connect(c, Some(TestDevice::with_number(98)));
+    let shadow = DeviceHandle::connect(c, Some(TestDevice::with_number(98))).await;
 
     let (admin, _) = broker.connect("admin", "admin").await;
     assert_eq!(
@@ -369,7 +385,9 @@ async fn mount_points_may_not_nest_or_shadow() {
 async fn concurrent_callers_get_their_own_responses() {
     // Two callers in parallel get their own answers (response routing by CallerIds).
     let broker = Broker::start(None);
-    let _d = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _d = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let (a, _) = broker.connect("admin", "admin").await;
     let (b, _) = broker.connect("viewer", "viewer").await;
     let mut tasks = Vec::new();

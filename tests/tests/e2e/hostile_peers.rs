@@ -68,7 +68,9 @@ async fn device_id_mount_needs_a_role_the_autosetup_rule_names() {
     let r = admin.call("prod/plc1", "ls", None).await;
     assert!(r.is_err(), "the viewer got mounted at prod/plc1: {r:?}");
     // The real device gets the mount point, and the admins' requests go to it.
-    let _plc = broker.mount_device_id("plc", "plc", "plc1", TestDevice::with_number(7));
+    let _plc = broker
+        .mount_device_id("plc", "plc", "plc1", TestDevice::with_number(7))
+        .await;
     let v = admin.call("prod/plc1/number", "get", None).await.unwrap();
     assert_eq!(v.as_int(), 7);
     // Nothing ever reached the impostor.
@@ -81,7 +83,9 @@ async fn device_id_mount_needs_a_role_the_autosetup_rule_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailing_slash_and_dot_segments_cannot_skip_access_rules() {
     let broker = Broker::start(Some(PLC_CONFIG));
-    let _plc = broker.mount_device("plc", "plc", "prod/dev", TestDevice::with_number(1));
+    let _plc = broker
+        .mount_device("plc", "plc", "prod/dev", TestDevice::with_number(1))
+        .await;
     let (ops, _) = broker.connect("ops", "ops").await;
     // `prod/**` is Browse only for ops: no set, whatever the path's spelling.
     for path in [
@@ -127,7 +131,9 @@ async fn mount_point_with_dot_segments_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_client_path_uses_the_device_grant() {
     let broker = Broker::start(Some(PLC_CONFIG));
-    let dev = broker.mount_device("plc", "plc", "prod/dev", TestDevice::with_number(1));
+    let dev = broker
+        .mount_device("plc", "plc", "prod/dev", TestDevice::with_number(1))
+        .await;
     let id = dev
         .client
         .call(".broker/currentClient", "info", None)
@@ -478,7 +484,9 @@ async fn pending_requests_are_bounded_per_caller_and_per_user() {
 /// A broker with a device at test/dev, and a raw connection logged in as viewer.
 async fn viewer_and_device() -> (Broker, DeviceHandle, RawConn) {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev", TestDevice::new())
+        .await;
     let mut viewer = broker.raw().await;
     viewer.login("viewer", "viewer", true).await.unwrap();
     (broker, dev, viewer)

@@ -12,6 +12,7 @@ mod device;
 mod forward;
 mod half_sent_frames;
 mod hostile_peers;
+mod in_process;
 mod login;
 mod login_throttle;
 mod rsh;

@@ -286,12 +286,14 @@ async fn capture_find_tunnel_response(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let device = broker.mount_device(
-        "device",
-        "device",
-        "test/fake",
-        Arc::new(FakeAgent { found: tx }),
-    );
+    let device = broker
+        .mount_device(
+            "device",
+            "device",
+            "test/fake",
+            Arc::new(FakeAgent { found: tx }),
+        )
+        .await;
     let (rsh, _) = broker.connect("admin", "admin").await;
     let c = rsh.clone();
     let launch = tokio::spawn(async move {

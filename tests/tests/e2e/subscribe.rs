@@ -23,7 +23,9 @@ async fn subscriptions_cpon(c: &Client) -> String {
 #[tokio::test]
 async fn subscribe_receive_unsubscribe() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let (c, mut sigs) = broker.connect("viewer", "viewer").await;
 
     let r = c
@@ -109,8 +111,12 @@ async fn signals_need_read_access_and_matching_path() {
     );
     assert!(yaml.contains("test/open/**"), "{yaml}");
     let broker = Broker::start(Some(&yaml));
-    let open = broker.mount_device("device", "device", "test/open", TestDevice::new());
-    let closed = broker.mount_device("device", "device", "test/closed", TestDevice::new());
+    let open = broker
+        .mount_device("device", "device", "test/open", TestDevice::new())
+        .await;
+    let closed = broker
+        .mount_device("device", "device", "test/closed", TestDevice::new())
+        .await;
     let (c, mut sigs) = broker.connect("viewer", "viewer").await;
     assert!(c
         .subscribe("test/**:*:chng", None)
@@ -132,7 +138,9 @@ async fn signals_need_read_access_and_matching_path() {
 #[tokio::test]
 async fn subscription_ttl_expires() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let (c, mut sigs) = broker.connect("admin", "admin").await;
     assert!(c
         .subscribe("test/dev1/**:*:marker", None)
@@ -171,14 +179,18 @@ async fn subscription_ttl_expires() {
 async fn lsmod_on_mount_and_unmount() {
     let broker = Broker::start(None);
     // Keep `test` present so that both mount and unmount change only `test`'s children.
-    let _other = broker.mount_device("device", "device", "test/other", TestDevice::new());
+    let _other = broker
+        .mount_device("device", "device", "test/other", TestDevice::new())
+        .await;
     let (c, mut sigs) = broker.connect("viewer", "viewer").await;
     assert!(c
         .subscribe("**:*:lsmod", None)
         .await
         .expect("subscribe lsmod"));
 
-    let mut dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let mut dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let s = next_signal(&mut sigs).await;
     let (path, name, _, param) = signal_parts(&s);
     assert_eq!(
@@ -189,7 +201,7 @@ async fn lsmod_on_mount_and_unmount() {
     );
     assert_eq!(param.to_cpon(), r#"{"dev1":true}"#);
 
-    dev.disconnect();
+    dev.disconnect().await;
     let s = next_signal(&mut sigs).await;
     let (path, name, _, param) = signal_parts(&s);
     assert_eq!(
@@ -212,7 +224,9 @@ async fn lsmod_for_a_new_subtree() {
         .subscribe("**:*:lsmod", None)
         .await
         .expect("subscribe lsmod"));
-    let _dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let s = next_signal(&mut sigs).await;
     let (path, name, _, param) = signal_parts(&s);
     assert_eq!(name, "lsmod");
@@ -227,7 +241,9 @@ async fn lsmod_for_a_new_subtree() {
 #[tokio::test]
 async fn signals_from_unmounted_clients_are_dropped() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let (c, mut sigs) = broker.connect("admin", "admin").await;
     assert!(c.subscribe("**:*:*", None).await.expect("subscribe all"));
     let (plain, _) = broker.connect("viewer", "viewer").await;

@@ -40,7 +40,8 @@ async fn three_levels_call_signal_and_replay_after_restart() {
     let device = TestDevice::new();
     let dev = tree
         ._edge
-        .mount_device("device", "device", "test/dev", device.clone());
+        .mount_device("device", "device", "test/dev", device.clone())
+        .await;
     let (top, mut signals) = tree.top.connect("admin", "admin").await;
     wait_for_child(&top, "site", "edge").await;
     wait_for_child(&top, "site/edge/test", "dev").await;
@@ -152,7 +153,8 @@ async fn parent_access_level_is_never_raised() {
     let tree = start_tree();
     let _dev = tree
         ._edge
-        .mount_device("device", "device", "test/dev", TestDevice::new());
+        .mount_device("device", "device", "test/dev", TestDevice::new())
+        .await;
     let (viewer, _) = tree.top.connect("viewer", "viewer").await;
     wait_for_child(&viewer, "site/edge/test", "dev").await;
     // Read works, and the device saw Read (8) after two more brokers.

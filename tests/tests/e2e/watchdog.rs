@@ -55,7 +55,9 @@ async fn device_with_short_watchdog_is_unmounted() {
     cfg.login.idle_timeout = Some(2);
     cfg.heartbeat = None;
     cfg.login.mount_point = Some("test/sleepy".into());
-    let dev = DeviceHandle::connect(cfg, Some(TestDevice::new())).expect("device login");
+    let dev = DeviceHandle::connect(cfg, Some(TestDevice::new()))
+        .await
+        .expect("device login");
     assert_eq!(
         observer
             .call("test/sleepy/number", "get", None)

@@ -77,7 +77,9 @@ async fn pyshv_client_session(url: String, broker: &Broker) {
 #[tokio::test]
 async fn pyshv_client_sha1_login_lists_and_calls() {
     let broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let url = format!(
         "tcp://admin@127.0.0.1:{}?shapass={}",
         broker.port,
@@ -90,7 +92,9 @@ async fn pyshv_client_sha1_login_lists_and_calls() {
 async fn pyshv_client_password_url_login() {
     // pyshv turns a plain password into a SHA1 login on plain TCP.
     let broker = Broker::start(None);
-    let _dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let _dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     pyshv_client_session(broker.url("admin", "admin"), &broker).await;
 }
 
@@ -197,7 +201,9 @@ async fn pyshv_device_by_device_id() {
 #[tokio::test]
 async fn pyshv_device_unmount_emits_lsmod() {
     let broker = Broker::start(None);
-    let _keep = broker.mount_device("device", "device", "test/keep", TestDevice::new());
+    let _keep = broker
+        .mount_device("device", "device", "test/keep", TestDevice::new())
+        .await;
     let (c, mut sigs) = broker.connect("admin", "admin").await;
     assert!(c.subscribe("test:*:lsmod", None).await.unwrap());
     let url = format!("{}&devmount=test/pydev", broker.url("device", "device"));
@@ -213,7 +219,9 @@ async fn pyshv_device_unmount_emits_lsmod() {
 #[tokio::test]
 async fn pyshv_subscriber_gets_signal_from_our_device() {
     let broker = Broker::start(None);
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let mut py = PyProc::spawn(
         "py_subscriber.py",
         &[&broker.url("viewer", "viewer"), "test/dev1/**:*:chng", "2"],
@@ -251,7 +259,9 @@ async fn pyshv_slow_call_runs_once_on_our_device() {
     // a response; that query must not start the method a second time.
     let broker = Broker::start(None);
     let dev = TestDevice::new();
-    let _d = broker.mount_device("device", "device", "test/dev1", dev.clone());
+    let _d = broker
+        .mount_device("device", "device", "test/dev1", dev.clone())
+        .await;
     let mut py = PyProc::spawn(
         "py_call.py",
         &[&broker.url("admin", "admin"), "test/dev1", "slow"],
@@ -278,7 +288,9 @@ roles:
   device: {access: [{ri: '**:*', grant: rd}], mount_points: ['test/**']}
 ";
     let broker = Broker::start(Some(yaml));
-    let dev = broker.mount_device("device", "device", "test/dev1", TestDevice::new());
+    let dev = broker
+        .mount_device("device", "device", "test/dev1", TestDevice::new())
+        .await;
     let mut py = PyProc::spawn(
         "py_valueclient.py",
         &[

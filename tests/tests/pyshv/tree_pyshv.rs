@@ -89,7 +89,9 @@ connections:
         top.port
     );
     let ours = Broker::start(Some(&child_cfg));
-    let _dev = ours.mount_device("device", "device", "test/dev", TestDevice::new());
+    let _dev = ours
+        .mount_device("device", "device", "test/dev", TestDevice::new())
+        .await;
     let (client, mut signals) = connect(&top.url("admin", "admin")).await;
     wait_for_child(&client, "rsite/test", "dev").await;
     let v = client

@@ -1,32 +1,34 @@
-//! The broker in process (bound on port 0 through `Server::bind`, served with a
-//! shutdown token), exercised by libshv clients over loopback: routing, access,
-//! subscriptions, mounts, the broker's API, tunnels' broker side, and parent links.
+//! The broker in process ([`Broker::in_process`]: bound on port 0 through `Server::bind`,
+//! served with a shutdown token), exercised by libshv clients over loopback: routing,
+//! access, subscriptions, mounts, the broker's API, tunnels' broker side, and parent
+//! links.
 
-mod common;
+use std::sync::Arc;
 
-use common::*;
+use libshv::client::SignalReceiver;
 use libshv::message::code;
 use libshv::meta::tag;
 use libshv::tunnel::{TunnelCtl, TunnelState};
-use libshv::{RpcFrame, RpcMessage, RpcValue};
+use libshv::{Client, RequestHandler, RpcError, RpcFrame, RpcMessage, RpcValue};
+use tests::*;
 
 // ---- routing ------------------------------------------------------------------
 
 #[tokio::test]
 async fn root_lists_the_broker_nodes_and_mounts() {
-    let b = TestBroker::start().await;
-    let (_dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (_dev, _) = device(&b, "test/dev").await;
     let (admin, _) = b.client("admin").await;
     let ls = admin.call("", "ls", None).await.unwrap();
-    assert_eq!(strings(&ls), [".app", ".broker", "test"]);
+    assert_eq!(string_list(&ls), [".app", ".broker", "test"]);
     let ls = admin.call(".broker", "ls", None).await.unwrap();
-    assert_eq!(strings(&ls), ["currentClient", "client"]);
+    assert_eq!(string_list(&ls), ["currentClient", "client"]);
 }
 
 #[tokio::test]
 async fn requests_reach_the_mounted_device_with_the_prefix_stripped() {
-    let b = TestBroker::start().await;
-    let (_dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (_dev, _) = device(&b, "test/dev").await;
     let (admin, _) = b.client("admin").await;
     let who = admin.call("test/dev/a/b", "whoami", None).await.unwrap();
     assert_eq!(who.get("path").unwrap().as_str(), "a/b");
@@ -39,9 +41,9 @@ async fn requests_reach_the_mounted_device_with_the_prefix_stripped() {
 
 #[tokio::test]
 async fn longest_mount_prefix_wins() {
-    let b = TestBroker::start().await;
-    let (_a, _) = b.device("test/a").await;
-    let (_ab, _) = b.device("test/ab").await;
+    let b = start().await;
+    let (_a, _) = device(&b, "test/a").await;
+    let (_ab, _) = device(&b, "test/ab").await;
     let (admin, _) = b.client("admin").await;
     let who = admin.call("test/ab/x", "whoami", None).await.unwrap();
     assert_eq!(who.get("path").unwrap().as_str(), "x");
@@ -51,18 +53,18 @@ async fn longest_mount_prefix_wins() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_method_not_found() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (admin, _) = b.client("admin").await;
     for (path, method) in [("nothing", "ls"), (".app", "nope"), (".broker/foo", "ls")] {
         let r = admin.call(path, method, None).await;
-        assert_eq!(error_code(r), code::METHOD_NOT_FOUND, "{path}:{method}");
+        assert_eq!(rpc_error_code(r), code::METHOD_NOT_FOUND, "{path}:{method}");
     }
 }
 
 #[tokio::test]
 async fn non_canonical_paths_are_refused() {
-    let b = TestBroker::start().await;
-    let (_dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (_dev, _) = device(&b, "test/dev").await;
     let (admin, _) = b.client("admin").await;
     for path in [
         "test/dev/",
@@ -72,14 +74,14 @@ async fn non_canonical_paths_are_refused() {
         "/test/dev",
     ] {
         let r = admin.call(path, "whoami", None).await;
-        assert_eq!(error_code(r), code::METHOD_NOT_FOUND, "{path}");
+        assert_eq!(rpc_error_code(r), code::METHOD_NOT_FOUND, "{path}");
     }
 }
 
 #[tokio::test]
 async fn broker_client_path_reaches_a_client_by_id() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let id = client_id(&dev).await;
     let (admin, _) = b.client("admin").await;
     let who = admin
@@ -93,8 +95,8 @@ async fn broker_client_path_reaches_a_client_by_id() {
 
 #[tokio::test]
 async fn access_level_is_lowered_to_the_grant_and_user_id_appended() {
-    let b = TestBroker::start().await;
-    let (_dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (_dev, _) = device(&b, "test/dev").await;
     let (viewer, _) = b.client("viewer").await;
     let who = viewer.call("test/dev", "whoami", None).await.unwrap();
     assert_eq!(who.get("accessLevel").unwrap().as_int(), 8);
@@ -104,37 +106,37 @@ async fn access_level_is_lowered_to_the_grant_and_user_id_appended() {
 #[tokio::test]
 async fn a_user_without_a_grant_is_refused() {
     let yaml = "users:\n  u: {password: u, roles: [r]}\n  device: {password: device, roles: [d]}\nroles:\n  r: {access: [{ri: 'other/**:*', grant: rd}]}\n  d: {access: [{ri: '**:*', grant: rd}], mount_points: ['test/**']}\n";
-    let b = TestBroker::with_config(yaml).await;
-    let (_dev, _) = b.device("test/dev").await;
+    let b = Broker::in_process(Some(yaml)).await;
+    let (_dev, _) = device(&b, "test/dev").await;
     let (u, _) = b.client("u").await;
     let r = u.call("test/dev", "echo", None).await;
-    assert_eq!(error_code(r), code::METHOD_NOT_FOUND);
+    assert_eq!(rpc_error_code(r), code::METHOD_NOT_FOUND);
     // …but every user may browse the broker's own nodes and learn the SHV version.
     let v = u.call(".app", "shvVersionMajor", None).await.unwrap();
     assert_eq!(v.as_int(), 3);
     assert!(u.call(".broker/currentClient", "info", None).await.is_ok());
     let r = u.call(".broker", "clients", None).await;
-    assert_eq!(error_code(r), code::METHOD_NOT_FOUND);
+    assert_eq!(rpc_error_code(r), code::METHOD_NOT_FOUND);
 }
 
 #[tokio::test]
 async fn broker_administration_needs_super_service() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (viewer, _) = b.client("viewer").await;
     let (admin, _) = b.client("admin").await;
     assert_eq!(
-        error_code(viewer.call(".broker", "clients", None).await),
+        rpc_error_code(viewer.call(".broker", "clients", None).await),
         code::METHOD_NOT_FOUND
     );
     let ids = admin.call(".broker", "clients", None).await.unwrap();
     assert_eq!(ids.to_cpon(), "[0,1]");
     let ls = viewer.call(".broker/client", "ls", None).await.unwrap();
-    assert!(strings(&ls).is_empty());
+    assert!(string_list(&ls).is_empty());
 }
 
 #[tokio::test]
 async fn viewer_cannot_mount() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let mut c = b.config("viewer", "viewer");
     c.login.mount_point = Some("test/x".into());
     assert!(b.try_connect(&c, None).await.is_err());
@@ -144,8 +146,8 @@ async fn viewer_cannot_mount() {
 
 #[tokio::test]
 async fn mounts_cannot_nest_or_shadow() {
-    let b = TestBroker::start().await;
-    let (_dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (_dev, _) = device(&b, "test/dev").await;
     for mp in ["test/dev", "test/dev/x", "test", ".app", ".broker/x"] {
         let mut c = b.config("admin", "admin");
         c.login.mount_point = Some(mp.into());
@@ -155,11 +157,11 @@ async fn mounts_cannot_nest_or_shadow() {
 
 #[tokio::test]
 async fn lsmod_goes_on_the_parent_of_the_topmost_new_node() {
-    let b = TestBroker::start().await;
-    let (_dev, _) = b.device("test/device").await;
+    let b = start().await;
+    let (_dev, _) = device(&b, "test/device").await;
     let (admin, mut signals) = b.client("admin").await;
     admin.subscribe("**:*:lsmod", None).await.unwrap();
-    let (well, _) = b.device("test/node/well").await;
+    let (well, _) = device(&b, "test/node/well").await;
     let s = signal_on(&mut signals, "test").await;
     assert_eq!(s.param().unwrap().to_cpon(), r#"{"node":true}"#);
     let id = client_id(&well).await;
@@ -175,8 +177,8 @@ async fn lsmod_goes_on_the_parent_of_the_topmost_new_node() {
 
 #[tokio::test]
 async fn signals_reach_matching_subscribers_under_the_mount_point() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let (viewer, mut signals) = b.client("viewer").await;
     assert!(viewer.subscribe("test/**:*:chng", None).await.unwrap());
     dev.emit("x", "other", "get", Some(RpcValue::from(1)))
@@ -192,8 +194,8 @@ async fn signals_reach_matching_subscribers_under_the_mount_point() {
 
 #[tokio::test]
 async fn unsubscribe_stops_signals() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let (viewer, mut signals) = b.client("viewer").await;
     viewer.subscribe("test/**:*:*", None).await.unwrap();
     assert!(viewer.unsubscribe("test/**:*:*").await.unwrap());
@@ -239,7 +241,7 @@ impl Noting {
 
 #[tokio::test]
 async fn a_mount_is_asked_whether_it_is_a_broker_only_once_subscriptions_or_launches_reach_it() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let mount = |m: &str| {
         let mut c = b.config("device", "device");
         c.login.mount_point = Some(m.into());
@@ -285,7 +287,7 @@ async fn a_mount_is_asked_whether_it_is_a_broker_only_once_subscriptions_or_laun
 
 #[tokio::test]
 async fn subscriptions_are_listed_with_their_ttl() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (viewer, _) = b.client("viewer").await;
     viewer.subscribe("a/**:*:*", Some(100)).await.unwrap();
     viewer.subscribe("b/**:*:*", None).await.unwrap();
@@ -299,8 +301,8 @@ async fn subscriptions_are_listed_with_their_ttl() {
 
 #[tokio::test]
 async fn a_device_cannot_send_signals_outside_its_mount_point() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let (admin, mut signals) = b.client("admin").await;
     admin.subscribe("**:*:*", None).await.unwrap();
     // The path is taken relative to the mount point, whatever it says.
@@ -314,7 +316,7 @@ async fn a_device_cannot_send_signals_outside_its_mount_point() {
 
 #[tokio::test]
 async fn client_ids_start_at_zero_and_count_logins() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (admin, _) = b.client("admin").await;
     let info = admin
         .call(".broker/currentClient", "info", None)
@@ -331,13 +333,13 @@ async fn client_ids_start_at_zero_and_count_logins() {
 
 #[tokio::test]
 async fn client_info_has_the_keys_peers_expect() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (admin, _) = b.client("admin").await;
     let info = admin
         .call(".broker/currentClient", "info", None)
         .await
         .unwrap();
-    let shvproto::Value::Map(m) = &info.value else {
+    let libshv::shvproto::Value::Map(m) = &info.value else {
         panic!("{}", info.to_cpon())
     };
     let keys: Vec<&str> = m.keys().map(String::as_str).collect();
@@ -360,7 +362,7 @@ async fn client_info_has_the_keys_peers_expect() {
 
 #[tokio::test]
 async fn dir_uses_the_rpc_type_notation() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (admin, _) = b.client("admin").await;
     let dir = admin.call("", "dir", None).await.unwrap();
     assert_eq!(
@@ -376,7 +378,7 @@ async fn dir_uses_the_rpc_type_notation() {
 
 #[tokio::test]
 async fn broker_methods_refuse_oversized_parameters() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (viewer, _) = b.client("viewer").await;
     let r = viewer
         .call(
@@ -385,13 +387,13 @@ async fn broker_methods_refuse_oversized_parameters() {
             Some(RpcValue::from("x".repeat(100_000))),
         )
         .await;
-    assert_eq!(error_code(r), code::INVALID_PARAM);
+    assert_eq!(rpc_error_code(r), code::INVALID_PARAM);
 }
 
 #[tokio::test]
 async fn disconnect_client_unmounts_the_device() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let (admin, _) = b.client("admin").await;
     let id = client_id(&dev).await;
     admin
@@ -400,15 +402,15 @@ async fn disconnect_client_unmounts_the_device() {
         .unwrap();
     tokio::time::timeout(TIMEOUT, dev.closed()).await.unwrap();
     let mounts = admin.call(".broker", "mounts", None).await.unwrap();
-    assert!(strings(&mounts).is_empty());
+    assert!(string_list(&mounts).is_empty());
 }
 
 // ---- responses and tunnels ------------------------------------------------------
 
 #[tokio::test]
 async fn unsolicited_responses_are_dropped() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let (admin, mut signals) = b.client("admin").await;
     let admin_id = client_id(&admin).await;
     // The device answers a request nobody sent.
@@ -425,12 +427,12 @@ async fn unsolicited_responses_are_dropped() {
 
 #[tokio::test]
 async fn a_refused_launch_rexec_opens_nothing() {
-    let b = TestBroker::start().await;
-    let (_agent, _) = b.device("test/agent").await;
+    let b = start().await;
+    let (_agent, _) = device(&b, "test/agent").await;
     let (admin, _) = b.client("admin").await;
     // Echo has no launchRexec: the error goes back, no tunnel is opened or kept.
     let r = admin.call("test/agent", "launchRexec", None).await;
-    assert_eq!(error_code(r), code::METHOD_NOT_FOUND);
+    assert_eq!(rpc_error_code(r), code::METHOD_NOT_FOUND);
     let list = admin.call(".broker/tunnels", "list", None).await.unwrap();
     assert_eq!(list.to_cpon(), "[]");
 }
@@ -439,7 +441,7 @@ async fn a_refused_launch_rexec_opens_nothing() {
 /// an admin's `launchRexec` to it: (the agent, the request id, the request as the
 /// agent got it).
 async fn launch_to_silent_agent(
-    b: &TestBroker,
+    b: &Broker,
     admin: &libshv::Client,
     mount: &str,
 ) -> (libshv::Client, i64, RpcMessage) {
@@ -467,7 +469,7 @@ async fn launch_to_silent_agent(
 
 #[tokio::test]
 async fn find_tunnel_request_for_a_launch_is_answered_with_a_secret() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (admin, _) = b.client("admin").await;
     let (agent, rid, launch) = launch_to_silent_agent(&b, &admin, "test/agent").await;
     let mut stream = agent.register_stream(rid, 4);
@@ -515,9 +517,9 @@ impl libshv::RequestHandler for Silent {
 
 #[tokio::test]
 async fn a_child_broker_links_up_and_its_devices_are_reachable() {
-    let top = TestBroker::start().await;
-    let child = TestBroker::with_config(&child_config(top.port)).await;
-    let (_dev, _) = child.device("test/dev").await;
+    let top = start().await;
+    let child = Broker::in_process(Some(&child_config(top.port))).await;
+    let (_dev, _) = device(&child, "test/dev").await;
     let (admin, _) = top.client("admin").await;
     wait_reachable(&admin, "site/test/dev").await;
     let who = admin.call("site/test/dev", "whoami", None).await.unwrap();
@@ -533,9 +535,9 @@ async fn a_child_broker_links_up_and_its_devices_are_reachable() {
 
 #[tokio::test]
 async fn subscriptions_are_forwarded_into_a_child_broker() {
-    let top = TestBroker::start().await;
-    let child = TestBroker::with_config(&child_config(top.port)).await;
-    let (dev, _) = child.device("test/dev").await;
+    let top = start().await;
+    let child = Broker::in_process(Some(&child_config(top.port))).await;
+    let (dev, _) = device(&child, "test/dev").await;
     let (admin, mut signals) = top.client("admin").await;
     admin.subscribe("site/test/**:*:chng", None).await.unwrap();
     let got = tokio::time::timeout(TIMEOUT, async {
@@ -578,8 +580,8 @@ impl libshv::client::RequestHandler for Hangs {
 #[tokio::test]
 async fn one_user_up_the_tree_cannot_use_up_the_pending_budget_of_all() {
     const LIMITS: &str = "limits: {max_pending: 4}\n";
-    let top = TestBroker::with_config(&format!("{CONFIG}{LIMITS}")).await;
-    let child = TestBroker::with_config(&format!("{}{LIMITS}", child_config(top.port))).await;
+    let top = Broker::in_process(Some(&format!("{CONFIG}{LIMITS}"))).await;
+    let child = Broker::in_process(Some(&format!("{}{LIMITS}", child_config(top.port)))).await;
     let mut c = child.config("device", "device");
     c.login.mount_point = Some("test/dev".into());
     let _dev = child
@@ -600,7 +602,7 @@ async fn one_user_up_the_tree_cannot_use_up_the_pending_budget_of_all() {
     viewer.call(".app", "ping", None).await.unwrap();
     // Its fifth is refused by its own broker: four wait already.
     let r = viewer.call("site/test/dev", "hang", None).await;
-    assert_eq!(error_code(r), code::TRY_AGAIN_LATER);
+    assert_eq!(rpc_error_code(r), code::TRY_AGAIN_LATER);
     // The child still takes requests from other users of the same parent.
     let who = admin.call("site/test/dev", "whoami", None).await.unwrap();
     assert_eq!(who.get("path").unwrap().as_str(), "");
@@ -614,7 +616,7 @@ async fn one_user_up_the_tree_cannot_use_up_the_pending_budget_of_all() {
 
 #[tokio::test]
 async fn shutdown_closes_clients_and_ends_cleanly() {
-    let b = TestBroker::start().await;
+    let mut b = start().await;
     let (admin, _) = b.client("admin").await;
     assert!(b.is_running());
     b.stop().await.expect("a clean stop");
@@ -625,7 +627,7 @@ async fn shutdown_closes_clients_and_ends_cleanly() {
 
 #[tokio::test]
 async fn a_bad_login_gets_invalid_login_and_the_broker_serves_on() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let c = b.config("admin", "wrong");
     match b.try_connect(&c, None).await {
         Err(e) => assert!(e.to_string().contains("Invalid login"), "{e}"),
@@ -657,9 +659,9 @@ async fn wait_reachable(client: &libshv::Client, path: &str) {
 /// child's queue (it stays linked) nor fill its subscription table.
 #[tokio::test]
 async fn many_subscriptions_into_a_child_broker_do_not_cut_it_off() {
-    let top = TestBroker::start().await;
-    let child = TestBroker::with_config(&child_config(top.port)).await;
-    let (_dev, _) = child.device("test/dev").await;
+    let top = start().await;
+    let child = Broker::in_process(Some(&child_config(top.port))).await;
+    let (_dev, _) = device(&child, "test/dev").await;
     let (viewer, _) = top.client("viewer").await;
     wait_reachable(&viewer, "site/test/dev").await;
     for i in 0..1000 {
@@ -678,7 +680,7 @@ async fn many_subscriptions_into_a_child_broker_do_not_cut_it_off() {
             .call(".broker", "clientInfo", Some(RpcValue::from(id)))
             .await
             .unwrap();
-        if let shvproto::Value::Map(m) = &info.get("subscriptions").unwrap().value {
+        if let libshv::shvproto::Value::Map(m) = &info.get("subscriptions").unwrap().value {
             most = most.max(m.len());
         }
     }
@@ -690,7 +692,7 @@ async fn many_subscriptions_into_a_child_broker_do_not_cut_it_off() {
 
 fn strings_of_ints(v: &RpcValue) -> Vec<i64> {
     match &v.value {
-        shvproto::Value::List(l) => l.iter().map(|x| x.as_int()).collect(),
+        libshv::shvproto::Value::List(l) => l.iter().map(|x| x.as_int()).collect(),
         _ => panic!("{}", v.to_cpon()),
     }
 }
@@ -699,10 +701,10 @@ fn strings_of_ints(v: &RpcValue) -> Vec<i64> {
 /// up the tree with this broker's credentials there).
 #[tokio::test]
 async fn broker_client_path_does_not_reach_the_parent_link() {
-    let top = TestBroker::start().await;
-    let child = TestBroker::with_config(&child_config(top.port)).await;
+    let top = start().await;
+    let child = Broker::in_process(Some(&child_config(top.port))).await;
     let (top_admin, _) = top.client("admin").await;
-    let (_dev, _) = child.device("test/dev").await;
+    let (_dev, _) = device(&child, "test/dev").await;
     wait_reachable(&top_admin, "site/test/dev").await;
     let (admin, _) = child.client("admin").await;
     let ids = admin.call(".broker", "clients", None).await.unwrap();
@@ -725,14 +727,14 @@ async fn broker_client_path_does_not_reach_the_parent_link() {
     let r = admin
         .call(&format!(".broker/client/{link}/.app"), "ping", None)
         .await;
-    assert_eq!(error_code(r), code::METHOD_NOT_FOUND);
+    assert_eq!(rpc_error_code(r), code::METHOD_NOT_FOUND);
 }
 
 /// A device that fills in a tunnel secret of its own gets ours: only a broker below may
 /// host a tunnel for us.
 #[tokio::test]
 async fn a_device_cannot_supply_the_tunnel_secret() {
-    let b = TestBroker::start().await;
+    let b = start().await;
     let (admin, _) = b.client("admin").await;
     let (agent, rid, launch) = launch_to_silent_agent(&b, &admin, "test/liar").await;
     let mut stream = agent.register_stream(rid, 4);
@@ -755,8 +757,8 @@ async fn a_device_cannot_supply_the_tunnel_secret() {
 /// client's read loop drops signals beyond its queue instead of waiting.
 #[tokio::test]
 async fn undrained_signals_do_not_stall_responses() {
-    let b = TestBroker::start().await;
-    let (dev, _) = b.device("test/dev").await;
+    let b = start().await;
+    let (dev, _) = device(&b, "test/dev").await;
     let (viewer, _signals_never_read) = b.client("viewer").await;
     viewer.subscribe("test/**:*:*", None).await.unwrap();
     for i in 0..(libshv::client::SIGNAL_QUEUE as i64 + 500) {
@@ -770,4 +772,84 @@ async fn undrained_signals_do_not_stall_responses() {
         .await
         .expect("a response came despite the full signal queue")
         .unwrap();
+}
+
+// ---- support ------------------------------------------------------------------
+
+/// Users admin (su), device (may mount under test/**), viewer (read everywhere).
+const CONFIG: &str = "name: inproc
+users:
+  admin: {password: admin, roles: [admin]}
+  device: {password: device, roles: [device]}
+  viewer: {password: viewer, roles: [viewer]}
+roles:
+  admin: {access: [{ri: '**:*', grant: su}], mount_points: ['**']}
+  device: {access: [{ri: '**:*', grant: rd}], mount_points: ['test/**']}
+  viewer: {access: [{ri: '**:*', grant: rd}]}
+";
+
+async fn start() -> Broker {
+    Broker::in_process(Some(CONFIG)).await
+}
+
+/// A device mounted at `mount` answering with [`Echo`].
+async fn device(b: &Broker, mount: &str) -> (Client, SignalReceiver) {
+    let mut c = b.config("device", "device");
+    c.login.mount_point = Some(mount.into());
+    b.try_connect(&c, Some(Arc::new(Echo)))
+        .await
+        .unwrap_or_else(|e| panic!("device at {mount}: {e}"))
+}
+
+/// A device: `echo` returns its parameter, `whoami` what the broker told it about the
+/// caller (UserId, AccessLevel), `ls` lists `echo` and `whoami` under the root.
+struct Echo;
+
+#[async_trait::async_trait]
+impl RequestHandler for Echo {
+    async fn handle(&self, _c: &Client, req: RpcMessage) -> Option<Result<RpcValue, RpcError>> {
+        let f = req.to_frame();
+        let method = f.method().unwrap_or("").to_string();
+        let path = f.shv_path().to_string();
+        Some(match (path.as_str(), method.as_str()) {
+            ("", "ls") => Ok(RpcValue::from(vec![RpcValue::from("node")])),
+            (_, "echo") => Ok(req.param().cloned().unwrap_or_else(RpcValue::null)),
+            (_, "whoami") => {
+                let mut m = libshv::shvproto::Map::new();
+                m.insert("path".into(), RpcValue::from(path.as_str()));
+                m.insert("userId".into(), RpcValue::from(&*f.user_id()));
+                m.insert(
+                    "accessLevel".into(),
+                    RpcValue::from(f.access_level().unwrap_or(-1)),
+                );
+                Ok(RpcValue::from(m))
+            }
+            _ => Err(RpcError::method_not_found(format!("{path}:{method}"))),
+        })
+    }
+}
+
+/// The next signal within [`TIMEOUT`] whose path is `path`.
+async fn signal_on(rx: &mut SignalReceiver, path: &str) -> RpcMessage {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let m = rx.recv().await.expect("signal channel open");
+            if m.to_frame().shv_path() == path {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no signal on {path}"))
+}
+
+/// The client id the broker gave `client`.
+async fn client_id(client: &Client) -> i64 {
+    client
+        .call(".broker/currentClient", "info", None)
+        .await
+        .expect("currentClient:info")
+        .get("clientId")
+        .expect("clientId")
+        .as_int()
 }
