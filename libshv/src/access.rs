@@ -64,6 +64,20 @@ fn parse_level_name_only(s: &str) -> Option<i64> {
     NAMES.iter().find(|(n, _)| *n == s.trim()).map(|(_, l)| *l)
 }
 
+/// The level a device grants a request: the AccessLevel its broker set; for a broker
+/// that sets none (SHV 2), its access string; with neither, everything, as the broker
+/// already checked the request.
+pub fn granted(meta: &shvproto::MetaMap) -> i64 {
+    use crate::meta::tag;
+    match meta.get(tag::ACCESS_LEVEL).and_then(crate::value::as_i64) {
+        Some(l) => l,
+        None => match meta.get(tag::ACCESS).map(|v| &v.value) {
+            Some(shvproto::Value::String(s)) => level_from_access(s).unwrap_or(level::ADMIN),
+            _ => level::ADMIN,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +94,16 @@ mod tests {
         assert_eq!(named_floor(10), 8);
         assert_eq!(named_floor(63), 63);
         assert_eq!(named_floor(0), 0);
+    }
+
+    #[test]
+    fn granted_level_from_meta() {
+        use crate::meta::tag;
+        let mut m = shvproto::MetaMap::new();
+        assert_eq!(granted(&m), level::ADMIN);
+        m.insert(tag::ACCESS, shvproto::RpcValue::from("rd"));
+        assert_eq!(granted(&m), level::READ);
+        m.insert(tag::ACCESS_LEVEL, shvproto::RpcValue::from(24));
+        assert_eq!(granted(&m), 24);
     }
 }

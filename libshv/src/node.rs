@@ -1,5 +1,6 @@
-//! Describing a node's methods the way `dir` answers, and answering `dir` and `ls`: one
-//! encoding for the broker's own nodes, devices (shvagent) and test devices.
+//! A device tree: describing a node's methods the way `dir` answers, and resolving a
+//! request on a node ([`Node::resolve`]: method, access, `ls` and `dir` answered), once
+//! for the broker's own nodes, devices (shvagent) and test devices.
 //!
 //! Types use the RPC type notation current peers use: `n` Null, `b` Bool, `i` Int,
 //! `s` String, `[s]` a List of Strings, `{b}` a Map of Bools, `!name` a named type, `|`
@@ -7,7 +8,9 @@
 
 use shvproto::{IMap, Map, RpcValue, Value};
 
-use crate::access::level;
+use crate::access::{level, level_name};
+use crate::logsafe::shown;
+use crate::message::RpcError;
 
 /// `dir` method flags.
 pub mod flag {
@@ -25,8 +28,10 @@ pub struct MethodDesc {
     pub flags: i64,
     pub param: &'static str,
     pub result: &'static str,
-    /// The access level needed (as `dir` shows it).
+    /// The access level `dir` shows.
     pub access: i64,
+    /// The level a call needs: `access` unless [`MethodDesc::callable_from`] lowered it.
+    pub call_access: i64,
     /// Signals the method's node emits: (name, value type).
     pub signals: &'static [(&'static str, &'static str)],
 }
@@ -45,7 +50,17 @@ impl MethodDesc {
             param,
             result,
             access,
+            call_access: access,
             signals: &[],
+        }
+    }
+
+    /// Callable from `level` on, whatever `dir` shows (the broker's `.app` getters:
+    /// every client must learn the SHV version, whatever its roles).
+    pub const fn callable_from(self, level: i64) -> Self {
+        MethodDesc {
+            call_access: level,
+            ..self
         }
     }
 
@@ -129,6 +144,87 @@ pub fn ls<S: AsRef<str>>(children: &[S], param: Option<&RpcValue>) -> RpcValue {
     }
 }
 
+/// A node of a device tree as its owner describes it for one request: the methods `dir`
+/// lists (in order, `dir` and `ls` among them), those it answers without listing them
+/// (extensions that peers comparing `dir` must not see), and its children.
+#[derive(Debug, Clone, Default)]
+pub struct Node<'a> {
+    methods: Vec<&'a MethodDesc>,
+    unlisted: Vec<&'a MethodDesc>,
+    children: Vec<String>,
+}
+
+/// What is left of a request once its node has done what every node does.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// `ls` or `dir`, answered from the node's description.
+    Answer(RpcValue),
+    /// One of the owner's methods, allowed at the request's level: the owner runs it.
+    Call(&'a MethodDesc),
+}
+
+impl<'a> Node<'a> {
+    pub fn new<C: Into<String>>(
+        methods: impl IntoIterator<Item = &'a MethodDesc>,
+        children: impl IntoIterator<Item = C>,
+    ) -> Node<'a> {
+        Node {
+            methods: methods.into_iter().collect(),
+            unlisted: Vec::new(),
+            children: children.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Methods answered but not listed by `dir` (a `dir` for one name still finds them).
+    pub fn with_unlisted(mut self, methods: impl IntoIterator<Item = &'a MethodDesc>) -> Self {
+        self.unlisted.extend(methods);
+        self
+    }
+
+    /// Finds `method` on this node (at `path`) and checks the request's `level`; answers
+    /// `ls` and `dir` itself. A missing method and too low a level are both
+    /// MethodNotFound, as SHV 3 answers "no access".
+    pub fn resolve(
+        &self,
+        path: &str,
+        method: &str,
+        level: i64,
+        param: Option<&RpcValue>,
+    ) -> Result<Resolved<'a>, RpcError> {
+        let all = || self.methods.iter().chain(&self.unlisted).copied();
+        let Some(desc) = all().find(|m| m.name == method) else {
+            return Err(RpcError::method_not_found(format!(
+                "no method '{}' on '{}'",
+                shown(method),
+                shown(path)
+            )));
+        };
+        if level < desc.call_access {
+            return Err(RpcError::method_not_found(format!(
+                "access denied: {}:{} needs '{}', you have '{}'",
+                shown(path),
+                shown(method),
+                level_name(desc.call_access),
+                level_name(level)
+            )));
+        }
+        Ok(match method {
+            "ls" => Resolved::Answer(ls(&self.children, param)),
+            "dir" => Resolved::Answer(match param.map(|p| &p.value) {
+                // Whether a method exists: the unlisted ones exist too.
+                Some(Value::String(_)) => dir(all(), param),
+                _ => dir(self.methods.iter().copied(), None),
+            }),
+            _ => Resolved::Call(desc),
+        })
+    }
+}
+
+/// The answer for a path that has no node.
+pub fn no_such_path(path: &str) -> RpcError {
+    RpcError::method_not_found(format!("no such path: '{}'", shown(path)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +256,36 @@ mod tests {
         assert_eq!(dir(&methods, None).as_list().len(), 2);
         assert_eq!(ls(&["a", "b"], None).to_cpon(), r#"["a","b"]"#);
         assert!(ls(&["a"], Some(&RpcValue::from("a"))).as_bool());
+    }
+
+    #[test]
+    fn resolve_checks_method_and_level_and_answers_ls_and_dir() {
+        let get = MethodDesc::getter("get", "i", level::READ);
+        let hidden = MethodDesc::new("x", 0, "n", "n", level::WRITE);
+        let version = MethodDesc::getter("v", "s", level::READ).callable_from(level::BROWSE);
+        let methods = [DIR, LS, get, version];
+        let n = Node::new(&methods, ["a"]).with_unlisted([&hidden]);
+        let answer = |m: &str, l: i64, p: Option<RpcValue>| match n.resolve("p", m, l, p.as_ref()) {
+            Ok(Resolved::Answer(v)) => Ok(v.to_cpon()),
+            Ok(Resolved::Call(d)) => Ok(format!("call {}", d.name)),
+            Err(e) => Err(e.message),
+        };
+        assert_eq!(answer("ls", level::BROWSE, None).unwrap(), r#"["a"]"#);
+        assert_eq!(answer("get", level::READ, None).unwrap(), "call get");
+        assert_eq!(answer("v", level::BROWSE, None).unwrap(), "call v");
+        let e = answer("get", level::BROWSE, None).unwrap_err();
+        assert_eq!(e, "access denied: p:get needs 'rd', you have 'bws'");
+        let e = answer("nope", level::ADMIN, None).unwrap_err();
+        assert_eq!(e, "no method 'nope' on 'p'");
+        // `dir` lists the listed ones only, but finds an unlisted one by name.
+        let d = n.resolve("p", "dir", level::BROWSE, None).unwrap();
+        let Resolved::Answer(d) = d else { panic!() };
+        assert_eq!(d.as_list().len(), 4);
+        assert_eq!(
+            answer("dir", level::BROWSE, Some("x".into())).unwrap(),
+            "true"
+        );
+        assert_eq!(answer("x", level::WRITE, None).unwrap(), "call x");
+        assert_eq!(no_such_path("q\n").message, "no such path: 'q\\n'");
     }
 }

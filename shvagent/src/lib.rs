@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use libshv::access::level;
 use libshv::client::{Client, ClientConfig, RequestHandler};
-use libshv::logsafe::shown;
 use libshv::message::{RpcError, RpcMessage};
 use libshv::meta::{self, tag};
 use libshv::RpcValue;
 
-use nodes::{dir, granted_level, ls, no_such_path, node_of};
+use nodes::node_of;
 use rexec::FindTunnel;
 
 /// Access level needed for `launchRexec` and `runCmd`. A shell is full control of the
@@ -74,31 +73,16 @@ impl RequestHandler for Agent {
             .get(tag::METHOD)
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
-        let Some((methods, _)) = node_of(&path) else {
-            return Some(Err(no_such_path(&path)));
+        let Some(node) = node_of(&path) else {
+            return Some(Err(libshv::node::no_such_path(&path)));
         };
-        let Some(desc) = methods.iter().find(|m| m.name == method) else {
-            return Some(Err(RpcError::method_not_found(format!(
-                "no method '{}' on '{}'",
-                shown(&method),
-                shown(&path)
-            ))));
-        };
-        if granted_level(&req.meta) < desc.access {
-            // SHV 3 answers "no access" with MethodNotFound as well.
-            return Some(Err(RpcError::method_not_found(format!(
-                "access denied to {}",
-                if path.is_empty() {
-                    method.clone()
-                } else {
-                    format!("{path}:{method}")
-                }
-            ))));
-        }
         let p = req.param();
+        match node.resolve(&path, &method, libshv::access::granted(&req.meta), p) {
+            Err(e) => return Some(Err(e)),
+            Ok(libshv::node::Resolved::Answer(v)) => return Some(Ok(v)),
+            Ok(libshv::node::Resolved::Call(_)) => {}
+        }
         Some(match (path.as_str(), method.as_str()) {
-            (_, "dir") => dir(&path, p),
-            (_, "ls") => ls(&path, p),
             ("", "launchRexec") => return self.launch_rexec(client, &req).await,
             ("", "runCmd") => run_cmd(p, &meta::verified_user(&req.meta)).await,
             (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),

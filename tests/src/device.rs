@@ -2,6 +2,7 @@
 //! small device tree served through a [`RequestHandler`].
 
 use super::*;
+use libshv::node::{self, flag, MethodDesc, Node, Resolved};
 
 /// A device client a test can cut off: [`DeviceHandle::disconnect`] closes its
 /// connection (`Client::close`: the socket is closed when it returns), and so does Drop.
@@ -61,6 +62,8 @@ const ROOT_METHODS: &[MethodDesc] = &[
     MethodDesc::new("userId", 0, "n", "s", level::BROWSE),
     MethodDesc::new("callerIds", 0, "n", "i|[i]", level::BROWSE),
 ];
+/// Answered on the root but not listed by `dir`.
+const SLOW: MethodDesc = MethodDesc::new("slow", flag::NOT_IDEMPOTENT, "n", "i", level::BROWSE);
 const NUMBER_METHODS: &[MethodDesc] = &[
     node::DIR,
     node::LS,
@@ -125,41 +128,31 @@ impl RequestHandler for TestDevice {
         let frame = request.to_frame();
         let path = frame.shv_path().to_string();
         let method = frame.method().unwrap_or("").to_string();
-        let access = frame.access_level().unwrap_or(0);
         let param = request.param().cloned().unwrap_or_else(RpcValue::null);
-        let not_found = || {
-            Some(Err(RpcError::method_not_found(format!(
-                "no method {path}:{method} (access {access})"
-            ))))
+        let node = match path.as_str() {
+            "" => Node::new(ROOT_METHODS, [".app", "number"]).with_unlisted([&SLOW]),
+            "number" => Node::new(NUMBER_METHODS, None::<String>),
+            ".app" => Node::new(APP_METHODS, None::<String>),
+            _ => return Some(Err(node::no_such_path(&path))),
         };
-        let children: &[&str] = match path.as_str() {
-            "" => &[".app", "number"],
-            "number" | ".app" => &[],
-            _ => return not_found(),
-        };
-        let methods = match path.as_str() {
-            "" => ROOT_METHODS,
-            "number" => NUMBER_METHODS,
-            _ => APP_METHODS,
-        };
-        match method.as_str() {
-            "ls" => return Some(Ok(node::ls(children, Some(&param)))),
-            "dir" => return Some(Ok(node::dir(methods, Some(&param)))),
-            _ => {}
+        let level = libshv::access::granted(&request.meta);
+        match node.resolve(&path, &method, level, Some(&param)) {
+            Err(e) => return Some(Err(e)),
+            Ok(Resolved::Answer(v)) => return Some(Ok(v)),
+            Ok(Resolved::Call(_)) => {}
         }
-        let need = |level: i64| access >= level;
         match (path.as_str(), method.as_str()) {
-            ("", "echo") if need(1) => Some(Ok(param)),
-            ("", "accessLevel") if need(1) => Some(Ok(meta_value(&request, 17))),
-            ("", "userId") if need(1) => Some(Ok(meta_value(&request, 16))),
-            ("", "callerIds") if need(1) => Some(Ok(meta_value(&request, 11))),
-            ("", "slow") if need(1) => {
+            ("", "echo") => Some(Ok(param)),
+            ("", "accessLevel") => Some(Ok(meta_value(&request, 17))),
+            ("", "userId") => Some(Ok(meta_value(&request, 16))),
+            ("", "callerIds") => Some(Ok(meta_value(&request, 11))),
+            ("", "slow") => {
                 let n = self.slow_calls.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::time::sleep(Duration::from_millis(2500)).await;
                 Some(Ok(RpcValue::from(n as i64)))
             }
-            ("number", "get") if need(8) => Some(Ok(RpcValue::from(*self.number.lock().unwrap()))),
-            ("number", "set") if need(16) => {
+            ("number", "get") => Some(Ok(RpcValue::from(*self.number.lock().unwrap()))),
+            ("number", "set") => {
                 let v = match param.value {
                     Value::Int(i) => i,
                     Value::UInt(u) => u as i64,
@@ -175,7 +168,7 @@ impl RequestHandler for TestDevice {
             (".app", "shvVersionMajor") => Some(Ok(RpcValue::from(3))),
             (".app", "shvVersionMinor") => Some(Ok(RpcValue::from(0))),
             (".app", "ping") => Some(Ok(RpcValue::null())),
-            _ => not_found(),
+            _ => Some(Err(RpcError::method_not_found(format!("{path}:{method}")))),
         }
     }
 }

@@ -28,7 +28,7 @@ use libshv::client::SignalReceiver;
 use libshv::codec::{BlockCodec, Incoming};
 use libshv::login::Credentials;
 use libshv::message::code;
-use libshv::node::{self, flag, MethodDesc};
+
 use libshv::shvproto::Value;
 use libshv::{
     Client, ClientConfig, RequestHandler, RpcError, RpcFrame, RpcMessage, RpcUrl, RpcValue,

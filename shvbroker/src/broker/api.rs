@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use libshv::access::level::{self, BROWSE, SUPER_SERVICE};
-use libshv::access::level_name;
 use libshv::message::RpcError;
-use libshv::node::{self, flag, MethodDesc};
+use libshv::node::{self, flag, MethodDesc, Node, Resolved};
 use libshv::ri::Ri;
 use libshv::value::{as_i64, as_u64};
 use libshv::RpcValue;
@@ -15,118 +14,55 @@ use shvproto::{Map, Value};
 use super::Broker;
 use crate::peers::PeerId;
 
-/// A method of a broker node: how `dir` describes it, and the level a call needs (lower
-/// than shown for `.app`'s getters: a client must learn the SHV version whatever its
-/// roles).
-struct Method {
-    desc: MethodDesc,
-    required: i64,
+/// A getter `dir` shows at Read that anyone who may browse can call: a client must learn
+/// the SHV version whatever its roles.
+const fn app_getter(name: &'static str, result: &'static str) -> MethodDesc {
+    MethodDesc::getter(name, result, level::READ).callable_from(BROWSE)
 }
 
-const fn m(desc: MethodDesc) -> Method {
-    Method {
-        desc,
-        required: desc.access,
-    }
-}
-
-/// A getter `dir` shows at Read that anyone who may browse can call.
-const fn app_getter(name: &'static str, result: &'static str) -> Method {
-    Method {
-        desc: MethodDesc::getter(name, result, level::READ),
-        required: BROWSE,
-    }
-}
-
-const COMMON: &[Method] = &[m(node::DIR), m(node::LS)];
-const APP: &[Method] = &[
+const COMMON: &[MethodDesc] = &[node::DIR, node::LS];
+const APP: &[MethodDesc] = &[
     app_getter("shvVersionMajor", "i"),
     app_getter("shvVersionMinor", "i"),
     app_getter("name", "s"),
     app_getter("version", "s"),
     app_getter("date", "t"),
-    m(MethodDesc::new("ping", 0, "n", "n", BROWSE)),
+    MethodDesc::new("ping", 0, "n", "n", BROWSE),
 ];
-const BROKER: &[Method] = &[
-    m(MethodDesc::getter("name", "s", BROWSE)),
-    m(MethodDesc::new(
-        "clientInfo",
-        0,
-        "i",
-        "!clientInfo|n",
-        SUPER_SERVICE,
-    )),
-    m(MethodDesc::new(
-        "mountedClientInfo",
-        0,
-        "s",
-        "!clientInfo|n",
-        SUPER_SERVICE,
-    )),
-    m(MethodDesc::getter("clients", "[i]", SUPER_SERVICE)),
-    m(MethodDesc::getter("mounts", "[s]", SUPER_SERVICE)),
-    m(MethodDesc::new(
-        "disconnectClient",
-        0,
-        "i",
-        "n",
-        SUPER_SERVICE,
-    )),
+const BROKER: &[MethodDesc] = &[
+    MethodDesc::getter("name", "s", BROWSE),
+    MethodDesc::new("clientInfo", 0, "i", "!clientInfo|n", SUPER_SERVICE),
+    MethodDesc::new("mountedClientInfo", 0, "s", "!clientInfo|n", SUPER_SERVICE),
+    MethodDesc::getter("clients", "[i]", SUPER_SERVICE),
+    MethodDesc::getter("mounts", "[s]", SUPER_SERVICE),
+    MethodDesc::new("disconnectClient", 0, "i", "n", SUPER_SERVICE),
 ];
 /// Our extension of `.broker`, listed by `dir` only on a broker with parent links (peers
 /// compare the list of a plain broker exactly), callable on any.
-const PARENTS: Method = m(MethodDesc::getter("parents", "[{}]", SUPER_SERVICE));
-const CURRENT_CLIENT: &[Method] = &[
-    m(MethodDesc::getter("info", "!clientInfo", BROWSE)),
-    m(MethodDesc::new(
-        "subscribe",
-        0,
-        "s|[s:RPCRI,i:TTL]",
-        "b",
-        BROWSE,
-    )),
-    m(MethodDesc::new("unsubscribe", 0, "s", "b", BROWSE)),
-    m(MethodDesc::new(
-        "subscriptions",
-        flag::GETTER,
-        "!get",
-        "{i|n}",
-        BROWSE,
-    )),
+const PARENTS: MethodDesc = MethodDesc::getter("parents", "[{}]", SUPER_SERVICE);
+const CURRENT_CLIENT: &[MethodDesc] = &[
+    MethodDesc::getter("info", "!clientInfo", BROWSE),
+    MethodDesc::new("subscribe", 0, "s|[s:RPCRI,i:TTL]", "b", BROWSE),
+    MethodDesc::new("unsubscribe", 0, "s", "b", BROWSE),
+    MethodDesc::new("subscriptions", flag::GETTER, "!get", "{i|n}", BROWSE),
 ];
 /// The SHV 2 API of the C++ broker, for its clients (their `shvcall --subscribe`, their
 /// heartbeat): answered, not listed (peers compare `.broker`'s list exactly).
-const BROKER_APP: &[Method] = &[
-    m(MethodDesc::new("ping", 0, "n", "n", BROWSE)),
-    m(MethodDesc::new(
-        "subscribe",
-        0,
-        "{method:s,path:s}",
-        "b",
-        BROWSE,
-    )),
-    m(MethodDesc::new(
-        "unsubscribe",
-        0,
-        "{method:s,path:s}",
-        "b",
-        BROWSE,
-    )),
+const BROKER_APP: &[MethodDesc] = &[
+    MethodDesc::new("ping", 0, "n", "n", BROWSE),
+    MethodDesc::new("subscribe", 0, "{method:s,path:s}", "b", BROWSE),
+    MethodDesc::new("unsubscribe", 0, "{method:s,path:s}", "b", BROWSE),
 ];
-const TUNNELS: &[Method] = &[
-    m(MethodDesc::new("list", 0, "n", "[{}]", SUPER_SERVICE)),
-    m(MethodDesc::new(
-        "close",
-        flag::NOT_IDEMPOTENT,
-        "i",
-        "b",
-        level::ADMIN,
-    )),
+const TUNNELS: &[MethodDesc] = &[
+    MethodDesc::new("list", 0, "n", "[{}]", SUPER_SERVICE),
+    MethodDesc::new("close", flag::NOT_IDEMPOTENT, "i", "b", level::ADMIN),
 ];
 
-/// The methods of a broker node, in `dir` order: what `dir` lists, and what is callable.
-fn methods_of(path: &str, with_parents: bool) -> (Vec<&'static Method>, Vec<&'static Method>) {
-    let own: &'static [Method] = match path {
+/// A broker node for one request: its methods in `dir` order (`.broker:parents`, our
+/// extension, listed only on a broker with parent links: peers compare the list of a
+/// plain broker exactly) and its children as `level` may see them.
+fn node_of(path: &str, with_parents: bool, children: Vec<String>) -> Node<'static> {
+    let own: &'static [MethodDesc] = match path {
         ".app" => APP,
         ".broker" => BROKER,
         ".broker/currentClient" => CURRENT_CLIENT,
@@ -134,17 +70,16 @@ fn methods_of(path: &str, with_parents: bool) -> (Vec<&'static Method>, Vec<&'st
         ".broker/tunnels" => TUNNELS,
         _ => &[],
     };
-    let listed: Vec<&Method> = COMMON.iter().chain(own).collect();
-    let mut callable = listed.clone();
-    if path == ".broker" {
-        callable.push(&PARENTS);
-    }
-    let listed = if path == ".broker" && with_parents {
-        callable.clone()
-    } else {
-        listed
+    let ours: &'static [MethodDesc] = match path {
+        ".broker" => std::slice::from_ref(&PARENTS),
+        _ => &[],
     };
-    (listed, callable)
+    let listed = COMMON.iter().chain(own);
+    if with_parents {
+        Node::new(listed.chain(ours), children)
+    } else {
+        Node::new(listed, children).with_unlisted(ours)
+    }
 }
 
 /// Answers a request for a path no mount serves.
@@ -157,31 +92,15 @@ pub fn call(
     param: Option<RpcValue>,
 ) -> Result<RpcValue, RpcError> {
     let Some(children) = broker.virtual_children(path, level) else {
-        return Err(RpcError::method_not_found(format!(
-            "no such path: '{path}'"
-        )));
+        return Err(node::no_such_path(path));
     };
-    let (listed, callable) = methods_of(path, !broker.settings.parents.is_empty());
-    let Some(desc) = callable.iter().find(|m| m.desc.name == method) else {
-        return Err(RpcError::method_not_found(format!(
-            "no method '{method}' on '{path}'"
-        )));
-    };
-    if level < desc.required {
-        return Err(RpcError::method_not_found(format!(
-            "access denied: {path}:{method} needs '{}', you have '{}'",
-            level_name(desc.required),
-            level_name(level)
-        )));
+    let node = node_of(path, !broker.settings.parents.is_empty(), children);
+    match node.resolve(path, method, level, param.as_ref())? {
+        Resolved::Answer(v) => return Ok(v),
+        Resolved::Call(_) => {}
     }
     let param = param.unwrap_or_else(RpcValue::null);
     match (path, method) {
-        (_, "ls") => Ok(node::ls(&children, Some(&param))),
-        (_, "dir") => Ok(match &param.value {
-            // Whether a method exists: the unlisted extensions exist too.
-            Value::String(_) => node::dir(callable.iter().map(|m| &m.desc), Some(&param)),
-            _ => node::dir(listed.iter().map(|m| &m.desc), None),
-        }),
         (".app", "shvVersionMajor") => Ok(RpcValue::from(3)),
         (".app", "shvVersionMinor") => Ok(RpcValue::from(0)),
         (".app", "name") => Ok(RpcValue::from("shvbroker")),
