@@ -10,17 +10,17 @@
 //! - [`compare`]: rounds over all of them and the Markdown table;
 //! - [`smoke`]: each scenario for about a second, to keep the tool working in CI.
 
-pub mod brokers;
+pub(crate) mod brokers;
 mod cli;
 mod commands;
-pub mod compare;
-pub mod files;
-pub mod proto;
-pub mod relay;
-pub mod scenarios;
+pub(crate) mod compare;
+pub(crate) mod files;
+pub(crate) mod proto;
+pub(crate) mod relay;
+pub(crate) mod scenarios;
 mod smoke;
-pub mod stats;
-pub mod transports;
+pub(crate) mod stats;
+pub(crate) mod transports;
 pub mod tunnel;
 
 pub use cli::{Cli, Command, CompareArgs, TargetArgs, TunnelArgs};

@@ -37,9 +37,6 @@ impl Samples {
     pub fn len(&self) -> usize {
         self.us.len()
     }
-    pub fn is_empty(&self) -> bool {
-        self.us.is_empty()
-    }
     /// The `p`-th percentile (0..=100) in microseconds, nearest-rank; NaN when empty.
     pub fn percentile(&mut self, p: f64) -> f64 {
         if self.us.is_empty() {

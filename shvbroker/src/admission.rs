@@ -216,6 +216,7 @@ impl Admission {
     }
 
     /// Connections not logged in now.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).total
     }

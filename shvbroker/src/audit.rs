@@ -48,10 +48,6 @@ impl AuditLog {
         })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.tx.is_some()
-    }
-
     /// Writes one entry (a JSON object; `time` is added).
     pub fn write(&mut self, entry: serde_json::Map<String, serde_json::Value>) {
         let Some(line) = self.line(entry) else {

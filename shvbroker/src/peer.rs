@@ -22,7 +22,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::queue::Outgoing;
 use crate::queue::{self, QueueReceiver, QueueSender};
 use crate::settings::Settings;
 

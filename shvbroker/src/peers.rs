@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,6 @@ pub struct Peer {
     pub is_broker: Option<bool>,
     /// A child broker that has only SHV 2's `.broker/app:subscribe` (the C++ one).
     pub shv2_subscriptions: bool,
-    pub connected_at: SystemTime,
     /// When the last frame from this peer arrived (`clientInfo:idleTime`).
     pub last_rx: Instant,
     /// The idle watchdog in force for this peer (None: off).
@@ -92,6 +91,7 @@ impl SessionCounts {
     }
 
     /// Sessions of `user` now.
+    #[cfg(test)]
     pub fn of(&self, user: &str) -> usize {
         self.by_user.get(user).copied().unwrap_or(0)
     }

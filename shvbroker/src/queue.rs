@@ -40,7 +40,7 @@ fn total_cost(item: &Outgoing) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
     /// The peer has too many frames or bytes queued: it does not read fast enough.
-    Full,
+    Overflow,
     /// All queues together hold [`Total`]'s bound, and this one is among the long ones.
     Pressure,
     /// The peer's writer is gone.
@@ -155,7 +155,7 @@ impl QueueSender {
         let cost = cost(&item);
         let queued = self.bytes.load(Ordering::Acquire);
         if queued > 0 && queued.saturating_add(cost) > self.max_bytes {
-            return Err(Full::Full);
+            return Err(Full::Overflow);
         }
         let in_total = total_cost(&item);
         if self.total.over(queued, in_total) {
@@ -165,7 +165,7 @@ impl QueueSender {
         self.tx.try_send(item).map_err(|e| {
             self.refund(cost, in_total);
             match e {
-                mpsc::error::TrySendError::Full(_) => Full::Full,
+                mpsc::error::TrySendError::Full(_) => Full::Overflow,
                 mpsc::error::TrySendError::Closed(_) => Full::Closed,
             }
         })
@@ -276,20 +276,20 @@ mod tests {
         let (tx, mut rx) = channel(100, 10_000, Total::new(usize::MAX));
         // One large item always fits an empty queue.
         tx.push(frame(50_000)).unwrap();
-        assert_eq!(tx.push(frame(10)), Err(Full::Full));
+        assert_eq!(tx.push(frame(10)), Err(Full::Overflow));
         rx.recv().await.unwrap();
         assert_eq!(tx.queued_bytes(), 0);
         for _ in 0..20 {
             tx.push(frame(100)).unwrap();
         }
         assert!(tx.queued_bytes() <= 10_000);
-        assert_eq!(tx.push(frame(5_000)), Err(Full::Full));
+        assert_eq!(tx.push(frame(5_000)), Err(Full::Overflow));
         while rx.try_recv().is_some() {}
         assert_eq!(tx.queued_bytes(), 0);
         let (tx, _rx) = channel(2, 1 << 20, Total::new(usize::MAX));
         tx.push(frame(1)).unwrap();
         tx.push(frame(1)).unwrap();
-        assert_eq!(tx.push(frame(1)), Err(Full::Full));
+        assert_eq!(tx.push(frame(1)), Err(Full::Overflow));
         assert!(tx.is_busy());
     }
 

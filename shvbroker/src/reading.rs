@@ -66,11 +66,6 @@ impl ReadBudgets {
             frame_timeout: self.frame_timeout,
         }
     }
-
-    /// Bytes of the broker's budget in use now.
-    pub fn used(&self) -> usize {
-        self.global_total - self.global.available_permits()
-    }
 }
 
 #[cfg(test)]

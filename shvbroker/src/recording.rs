@@ -123,10 +123,6 @@ impl Recorder {
         })
     }
 
-    pub fn records_input(&self) -> bool {
-        self.record_input
-    }
-
     /// Starts a session's file; returns its name (for the audit entry and
     /// `.broker/tunnels`), or None when the directory is full and the policy is to
     /// refuse new recordings.

@@ -224,6 +224,7 @@ impl Subscriptions {
     }
 
     /// Bytes charged to `user` now.
+    #[cfg(test)]
     pub fn user_bytes(&self, user: &str) -> usize {
         self.by_user.get(user).copied().unwrap_or(0)
     }

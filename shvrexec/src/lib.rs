@@ -11,7 +11,7 @@
 //! `portable-pty`'s own child abstraction would not give us; `nix` also serves shvrsh's
 //! termios handling, so the workspace carries one low-level crate instead of two.
 
-pub mod process;
+pub(crate) mod process;
 
 use std::time::Duration;
 

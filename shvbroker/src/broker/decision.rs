@@ -88,6 +88,7 @@ impl Dropped {
     }
 
     /// The variant's name (the broker's tests compare it).
+    #[cfg(test)]
     pub fn name(self) -> &'static str {
         match self {
             Dropped::NotAMessage => "NotAMessage",

@@ -21,7 +21,7 @@ mod tunneling;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use libshv::access::{level, level_name};
 use libshv::logsafe::shown;
@@ -196,7 +196,7 @@ impl Broker {
         };
         match p.tx.push(frame) {
             Ok(()) => true,
-            Err(Full::Full) => {
+            Err(Full::Overflow) => {
                 if !self.doomed.iter().any(|(d, _)| *d == id) {
                     self.doomed
                         .push((id, "send queue full (client does not read)"));
@@ -276,6 +276,6 @@ impl Broker {
     }
 }
 
-pub use libshv::path::{is_under, join as join_path};
+pub use libshv::path::join as join_path;
 #[cfg(test)]
 mod tests;

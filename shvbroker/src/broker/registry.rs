@@ -31,7 +31,6 @@ impl Broker {
             cancel,
             is_broker: None,
             shv2_subscriptions: false,
-            connected_at: SystemTime::now(),
             last_rx: Instant::now(),
             idle_max: idle_timeout,
         };
