@@ -204,6 +204,11 @@ impl World {
     /// Hands a frame from `alias` to the broker task.
     pub fn frame_from(&mut self, alias: &str, frame: RpcFrame) {
         let id = self.id(alias);
+        self.frame_from_id(id, frame);
+    }
+
+    /// A frame from peer `id`, which need not be (or be still) logged in.
+    pub fn frame_from_id(&mut self, id: PeerId, frame: RpcFrame) {
         let permit = self.permits.clone().try_acquire_many_owned(1).unwrap();
         self.broker.handle(Event::Frame(id, frame, permit));
     }

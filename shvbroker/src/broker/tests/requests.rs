@@ -178,3 +178,15 @@ fn a_busy_device_is_spared() {
     );
     assert!(w.drain("dev").len() <= 4);
 }
+
+/// A frame still on its way from a peer that is gone is dropped, not routed: its
+/// sender's grants and mount are gone with it.
+#[test]
+fn a_request_from_a_gone_peer_is_dropped() {
+    let mut w = World::new("");
+    let f = w.build(&Req("test/dev/x", "get", None));
+    let gone: PeerId = i64::MAX;
+    assert_eq!(kind(&w.broker.decide(gone, f.clone())), "drop/GoneSender");
+    w.frame_from_id(gone, f);
+    assert!(w.drain("dev").is_empty());
+}
