@@ -30,6 +30,8 @@ pub struct FilesReport {
     pub relay: Vec<f64>,
     pub cat: Vec<f64>,
     pub forward: Vec<f64>,
+    /// The same forward's next connection after [`WARM_CONNECTIONS`] short ones.
+    pub forward_late: Vec<f64>,
     pub upload: Vec<f64>,
     pub download: Vec<f64>,
 }
@@ -43,6 +45,10 @@ impl FilesReport {
             ("raw relay (baseline)", &self.relay),
             ("`shvrsh -- cat` (each way)", &self.cat),
             ("`shvrsh -N -L` forward", &self.forward),
+            (
+                "`shvrsh -N -L` forward, after 60 connections",
+                &self.forward_late,
+            ),
             ("`shvcp` upload", &self.upload),
             ("`shvcp` download", &self.download),
         ] {
@@ -104,7 +110,9 @@ async fn measure(
     let result = async {
         let cat = tunnel::bulk_cat(&opts.bins, &admin, "test/agent", opts.bytes).await?;
         report.cat.push(cat.mb_per_s);
-        report.forward.push(forward(opts, &admin).await?);
+        report.forward.push(forward(opts, &admin, 0).await?);
+        let late = forward(opts, &admin, WARM_CONNECTIONS).await?;
+        report.forward_late.push(late);
         let admin_arg = admin.without_secrets();
         let up = opts.workdir.join("up.bin");
         let remote = format!("test/agent:{}", up.display());
@@ -129,9 +137,14 @@ async fn measure(
     result
 }
 
-/// `bytes` through `shvrsh -N -L` to a sink on "the device's side"; MB/s from the first
-/// byte sent to the last one read by the sink.
-async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl) -> Result<f64, BenchError> {
+/// Short connections through a forward before the measured one: a long-lived forward's
+/// channel numbers count up (once past 63 its frames lost the fast path).
+pub const WARM_CONNECTIONS: usize = 60;
+
+/// `bytes` through `shvrsh -N -L` to a sink on "the device's side", on the forward's
+/// connection after `warm` short ones; MB/s from the first byte sent to the last one
+/// read by the sink.
+async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl, warm: usize) -> Result<f64, BenchError> {
     let sink = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("sink"))?;
@@ -162,6 +175,19 @@ async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl) -> Result<f64, BenchE
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    for _ in 0..warm {
+        client.write_all(b"w").await.map_err(io("warm-up"))?;
+        let (mut s, _) = tokio::time::timeout(TIMEOUT, sink.accept())
+            .await
+            .map_err(|_| BenchError::Timeout("warm-up connection".into()))?
+            .map_err(io("sink"))?;
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.map_err(io("warm-up"))?;
+        drop((s, client));
+        client = tokio::net::TcpStream::connect(("127.0.0.1", lport))
+            .await
+            .map_err(io("forward"))?;
+    }
     let bytes = opts.bytes;
     let reader = tokio::spawn(async move {
         let (mut s, _) = sink.accept().await?;
