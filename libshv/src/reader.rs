@@ -290,6 +290,14 @@ impl Stream for FrameReader {
             match this.poll_fill(cx, room.max(1)) {
                 Poll::Ready(Ok(0)) => this.eof = true,
                 Poll::Ready(Ok(_)) => {}
+                // A TLS peer that closes without close_notify (most clients do when their
+                // process exits) between frames has sent every frame whole: a close, not
+                // a stream error. Inside a frame it is still reported, as any early EOF.
+                Poll::Ready(Err(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof && this.buf.is_empty() =>
+                {
+                    this.eof = true
+                }
                 Poll::Ready(Err(e)) => return this.fail(e),
                 Poll::Pending => {
                     if let (Some(b), true) = (&this.budget, this.charge.held != 0) {
@@ -525,6 +533,41 @@ mod tests {
         };
         assert!(a.body.len() > 1_000_000 && b.body.len() < 100);
         assert!(reader.next().await.is_none());
+    }
+
+    /// What a TLS stream reads when its peer closed without close_notify.
+    struct AbruptEof(Vec<u8>);
+
+    impl AsyncRead for AbruptEof {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if self.0.is_empty() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "peer closed connection without sending TLS close_notify",
+                )));
+            }
+            let n = buf.remaining().min(self.0.len());
+            buf.put_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_without_close_notify_between_frames_is_a_close() {
+        let mut reader =
+            FrameReader::new(Box::pin(AbruptEof(big_frame(10))), BlockCodec::default());
+        assert!(matches!(reader.next().await, Some(Ok(Incoming::Frame(_)))));
+        assert!(reader.next().await.is_none(), "a clean end");
+        // Inside a frame it is an error, as any early end.
+        let half = big_frame(100)[..50].to_vec();
+        let mut reader = FrameReader::new(Box::pin(AbruptEof(half)), BlockCodec::default());
+        let e = reader.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[tokio::test]

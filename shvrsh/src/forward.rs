@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use libshv::tunnel::mux::{run_mux, MuxRole};
-use libshv::tunnel::{CloseStatus, Forward, LaunchParams, TunnelEnd};
+use libshv::tunnel::{CloseStatus, Forward, LaunchParams, TunnelEnd, TunnelSender};
 use libshv::Client;
 use tokio::task::JoinHandle;
 
@@ -182,11 +182,13 @@ impl FromStr for Direction {
 
 /// Opens the forward's tunnel (and for `-L` its local listener first, so that a port
 /// in use fails at once) and runs it in a task; the task's result is how it ended.
+/// Opens the forward's tunnel and serves it in a task; returns the tunnel's sending half
+/// (to close it when shvrsh is stopped) and the task, which ends with the close status.
 pub async fn start(
     client: &Client,
     opts: &Options,
     spec: &ForwardSpec,
-) -> Result<JoinHandle<CloseStatus>, RshError> {
+) -> Result<(TunnelSender, JoinHandle<CloseStatus>), RshError> {
     let label = spec.to_string();
     let listen = |label: &str| {
         let label = label.to_string();
@@ -241,9 +243,9 @@ pub async fn start(
         Err(e) => return Err(launch_error(client, &opts.agent_path, e).await),
     };
     let (sender, receiver) = end.split();
-    Ok(tokio::spawn(async move {
-        run_mux(sender, receiver, role, &label).await
-    }))
+    let closer = sender.clone();
+    let task = tokio::spawn(async move { run_mux(sender, receiver, role, &label).await });
+    Ok((closer, task))
 }
 
 #[cfg(test)]

@@ -388,7 +388,7 @@ pub async fn run(opts: Options) -> i32 {
     let mut forwards = Vec::new();
     for spec in &opts.forwards {
         match forward::start(&client, &opts, spec).await {
-            Ok(task) => forwards.push((spec.to_string(), task)),
+            Ok((closer, task)) => forwards.push((spec.to_string(), closer, task)),
             Err(e) => {
                 eprintln!("shvrsh: {e}");
                 return EXIT_FAILURE;
@@ -399,11 +399,11 @@ pub async fn run(opts: Options) -> i32 {
         return forward::stdio(&client, &opts, host, *port).await;
     }
     let Some(stdin) = stdin else {
-        return wait_forwards(forwards).await;
+        return wait_forwards(&client, forwards).await;
     };
     // Forwards that end early (say, the device could not listen) are reported; the
     // command goes on.
-    for (label, task) in forwards {
+    for (label, _, task) in forwards {
         tokio::spawn(async move {
             if let Ok(CloseStatus::Error(e)) = task.await {
                 eprintln!("shvrsh: {label}: {e}");
@@ -430,11 +430,53 @@ pub async fn run(opts: Options) -> i32 {
     code
 }
 
+/// A forward: its label (`-L 8080:h:80`), its tunnel's sending half, its task.
+type ForwardTask = (String, TunnelSender, tokio::task::JoinHandle<CloseStatus>);
+
 /// `-N`: runs until every forward has ended (the broker went, or the device could not
-/// listen); 0 if they ended cleanly, 255 with the reasons otherwise.
-async fn wait_forwards(forwards: Vec<(String, tokio::task::JoinHandle<CloseStatus>)>) -> i32 {
+/// listen); 0 if they ended cleanly, 255 with the reasons otherwise. SIGINT, SIGTERM or
+/// SIGHUP close every forward's tunnel first (the device sees the operator leave, not a
+/// lost connection) and end with 255, as ssh does.
+async fn wait_forwards(client: &Client, forwards: Vec<ForwardTask>) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let stopped = async {
+        tokio::select! {
+            _ = recv(&mut int) => {}
+            _ = recv(&mut term) => {}
+            _ = recv(&mut hup) => {}
+        }
+    };
+    let closers: Vec<TunnelSender> = forwards.iter().map(|(_, c, _)| c.clone()).collect();
+    tokio::select! {
+        code = wait_all(forwards) => code,
+        _ = stopped => {
+            for c in &closers {
+                let _ = c.close(&CloseStatus::Detached).await;
+            }
+            // The ping's answer comes after the broker read our CloseTunnels.
+            let _ = client
+                .call_timeout(".app", "ping", None, Duration::from_secs(2))
+                .await;
+            eprintln!("shvrsh: terminated");
+            EXIT_FAILURE
+        }
+    }
+}
+
+async fn wait_all(forwards: Vec<ForwardTask>) -> i32 {
     let mut code = 0;
-    for (label, task) in forwards {
+    for (label, _, task) in forwards {
         match task.await {
             Ok(CloseStatus::Error(e)) => {
                 eprintln!("shvrsh: {label}: {e}");

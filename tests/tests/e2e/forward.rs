@@ -627,3 +627,47 @@ async fn socks_proxy_carries_twenty_concurrent_downloads() {
     assert!(!refused.status.success());
     assert!(rsh.try_wait().unwrap().is_none(), "shvrsh -D ended");
 }
+
+/// `shvrsh -N` stopped by SIGTERM (how a service manager stops it) closes its forwards'
+/// tunnels before it goes: the device sees the operator leave, not a lost connection,
+/// and shvrsh ends with 255 and one line, as ssh does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_shvrsh_n_with_its_tunnels_closed() {
+    let (broker, agent) = start(true).await;
+    let target = echo_server().await;
+    let lport = free_port_now();
+    let mut rsh = spawn_rsh(
+        &broker,
+        &[
+            "-N".into(),
+            "-L".into(),
+            format!("{lport}:127.0.0.1:{target}"),
+        ],
+    );
+    wait_listening(lport, &mut rsh).await;
+    round_trip(lport).await.expect("the forward carries bytes");
+    let pid = rsh.id().expect("shvrsh runs") as libc::pid_t;
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(TIMEOUT, rsh.wait())
+        .await
+        .expect("shvrsh exits")
+        .unwrap();
+    let mut err = String::new();
+    let _ = rsh.stderr.take().unwrap().read_to_string(&mut err).await;
+    assert_eq!(status.code(), Some(255), "{err}");
+    assert_eq!(err.trim(), "shvrsh: terminated");
+    // shvrexec saw the tunnel closed by the operator, not its end vanishing.
+    wait_for("shvrexec to log the close", || async {
+        agent
+            .stderr()
+            .contains("command ended: closed without a status")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !agent.stderr().contains("disconnected"),
+        "{}",
+        agent.stderr()
+    );
+}

@@ -24,10 +24,18 @@ fn ssl_url(port: u16, user: &str, options: &str) -> String {
 #[tokio::test]
 async fn shvcall_over_tls_with_the_ca() {
     let pki = Pki::new();
-    let (_broker, port) = tls_broker(&pki, "");
+    let (broker, port) = tls_broker(&pki, "");
     let url = ssl_url(port, "admin", &format!("&ca={}", pki.file("ca.pem")));
     let out = shvcall(&url, ".app", "shvVersionMajor", None).await;
     assert_eq!((out.code, out.stdout.trim()), (0, "3"), "{out:?}");
+    // shvcall exits without a TLS close_notify, as most clients do: a close between
+    // frames, not a stream error in the broker's log.
+    broker.wait_log("disconnected");
+    assert!(
+        !broker.stderr().contains("stream error"),
+        "{}",
+        broker.stderr()
+    );
 }
 
 #[tokio::test]
