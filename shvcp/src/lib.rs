@@ -226,7 +226,7 @@ async fn download(
     };
     let (_client, end) = open(req, agent, copy).await?;
     let (_sender, mut receiver) = end.split();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let (dest_owned, preserve) = (dest.to_path_buf(), req.preserve);
     let extractor = tokio::task::spawn_blocking(move || {
         copy::extract(ChannelReader::new(rx), &dest_owned, preserve)

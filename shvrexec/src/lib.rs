@@ -206,7 +206,7 @@ async fn copy_files(
                 Err(e) => return CloseStatus::Error(e.to_string()),
             };
             tracing::info!("copy in: {}", dest_path.display());
-            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
             let job = tokio::task::spawn_blocking(move || {
                 extract(ChannelReader::new(rx), &dest_path, preserve)
             });

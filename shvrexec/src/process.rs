@@ -39,9 +39,9 @@ const VEOF_BYTE: u8 = 4;
 /// Where bytes from rsh's channel 0 go.
 enum Input {
     /// Blocking writer thread on the PTY master (the child may not read for a while).
-    Pty(std::sync::mpsc::Sender<Vec<u8>>),
+    Pty(std::sync::mpsc::Sender<bytes::Bytes>),
     /// The child's stdin pipe, written by a task; `None` after EOF.
-    Pipe(Option<mpsc::UnboundedSender<Vec<u8>>>),
+    Pipe(Option<mpsc::UnboundedSender<bytes::Bytes>>),
 }
 
 struct Running {
@@ -149,7 +149,7 @@ fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
             }
         }
     });
-    let (in_tx, in_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<bytes::Bytes>();
     let mut writer = std::fs::File::from(master.try_clone()?);
     std::thread::spawn(move || {
         while let Ok(data) = in_rx.recv() {
@@ -225,7 +225,7 @@ fn spawn_pipes(call: &LaunchParams) -> std::io::Result<Running> {
         });
     }
     drop(out_tx);
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
     if let Some(mut stdin) = child.stdin.take() {
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
@@ -279,7 +279,7 @@ impl Running {
             }
             Control::Eof => match &mut self.input {
                 Input::Pty(tx) => {
-                    let _ = tx.send(vec![VEOF_BYTE]);
+                    let _ = tx.send(bytes::Bytes::from_static(&[VEOF_BYTE]));
                 }
                 Input::Pipe(tx) => *tx = None,
             },
@@ -311,7 +311,7 @@ impl Running {
         }
     }
 
-    fn input(&mut self, data: Vec<u8>) {
+    fn input(&mut self, data: bytes::Bytes) {
         match &self.input {
             Input::Pty(tx) => {
                 let _ = tx.send(data);
@@ -553,7 +553,7 @@ mod tests {
             cols: 120,
             rows: 40,
         });
-        r.input(b"go\n".to_vec());
+        r.input(bytes::Bytes::from_static(b"go\n"));
         r.control(Control::Eof);
         let (out, _, st) = finish(r).await;
         assert!(out.contains("40 120"), "{out}");
@@ -564,7 +564,7 @@ mod tests {
     #[tokio::test]
     async fn pipes_keep_streams_apart_and_forward_eof() {
         let mut r = spawn_pipes(&params(false, &["sh", "-c", "cat; echo e >&2; exit 5"])).unwrap();
-        r.input(b"abc".to_vec());
+        r.input(bytes::Bytes::from_static(b"abc"));
         r.control(Control::Eof);
         let (out, err, st) = finish(r).await;
         assert_eq!((out.as_str(), err.as_str()), ("abc", "e\n"));

@@ -69,7 +69,7 @@ fn read_channel(rest: &[u8]) -> Option<(i64, &[u8])> {
 /// which made it most of a tunnel end's CPU, and it refuses a String that is not
 /// UTF-8, which a C++ end's output need not be. Anything else (control Maps, other
 /// layouts) takes the generic path.
-pub(super) fn fast_data(body: &[u8]) -> Option<TunnelEvent> {
+pub(super) fn fast_data(body: &bytes::Bytes) -> Option<TunnelEvent> {
     // 8a IMap, 42 key Int 2 (Result), 88 List, channel (tiny Int/UInt), 85 Blob | 86 String
     let rest = body.strip_prefix(&[0x8a, 0x42, 0x88])?;
     let (channel, rest) = read_channel(rest)?;
@@ -82,12 +82,14 @@ pub(super) fn fast_data(body: &[u8]) -> Option<TunnelEvent> {
     }
     let (len, start) = crate::value::read_uint(rest, 0).ok()?;
     let end = start.checked_add(usize::try_from(len).ok()?)?;
-    let data = rest.get(start..end)?;
+    rest.get(start..end)?;
+    // Where the bytes sit in the body: handed on as a slice of it, not copied.
+    let offset = body.len() - rest.len();
     // The List and the IMap end right after the bytes, or this is not our layout.
     // Bytes after the IMap are ignored, as the C++ libshv ignores them (one of its
     // releases writes every body twice; see `value::from_chainpack_prefix`).
     (rest.get(end..end.checked_add(2)?)? == [0xff, 0xff]).then(|| TunnelEvent::Data {
         channel,
-        data: data.to_vec(),
+        data: body.slice(offset + start..offset + end),
     })
 }

@@ -21,7 +21,9 @@ pub enum TunnelError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TunnelEvent {
     /// Bytes on a data channel (0 stdin, 1 stdout, 2 stderr).
-    Data { channel: i64, data: Vec<u8> },
+    /// Data of `channel`: a slice of the received frame's body where the fast path read
+    /// it (no copy).
+    Data { channel: i64, data: bytes::Bytes },
     /// A channel 3 control message.
     Control(Control),
     /// The far side (or a broker) closed the tunnel.
@@ -114,8 +116,8 @@ pub fn parse_data(result: &RpcValue) -> Option<TunnelEvent> {
         return Control::parse(payload).map(TunnelEvent::Control);
     }
     let data = match &payload.value {
-        Value::Blob(b) => b.to_vec(),
-        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Blob(b) => bytes::Bytes::copy_from_slice(b),
+        Value::String(s) => bytes::Bytes::copy_from_slice(s.as_bytes()),
         _ => return None,
     };
     Some(TunnelEvent::Data { channel: ch, data })

@@ -54,7 +54,7 @@ pub enum MuxRole {
 
 struct Conn {
     /// Bytes for the socket; None = the far side will send no more (shut down writing).
-    to_socket: mpsc::Sender<Option<Vec<u8>>>,
+    to_socket: mpsc::Sender<Option<bytes::Bytes>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -246,7 +246,7 @@ pub async fn run_mux(
 /// Queues `chunk` towards connection `id`'s socket, waiting while it is slow (which
 /// holds up the tunnel: see the module's notes) but at most [`CONN_STALL`]; a
 /// connection that took nothing for that long is dropped (false).
-async fn deliver(conns: &mut HashMap<u32, Conn>, id: u32, chunk: Option<Vec<u8>>) -> bool {
+async fn deliver(conns: &mut HashMap<u32, Conn>, id: u32, chunk: Option<bytes::Bytes>) -> bool {
     let Some(c) = conns.get(&id) else {
         return true;
     };
@@ -289,7 +289,7 @@ where
 async fn relay<R, W>(
     id: u32,
     (mut r, mut w): (R, W),
-    mut from_tunnel: mpsc::Receiver<Option<Vec<u8>>>,
+    mut from_tunnel: mpsc::Receiver<Option<bytes::Bytes>>,
     sender: TunnelSender,
     done: mpsc::UnboundedSender<u32>,
 ) where
@@ -353,18 +353,24 @@ mod tests {
             tasks: Vec::new(),
         };
         conns.insert(5, conn(tx));
-        assert!(deliver(&mut conns, 5, Some(vec![1])).await, "room for one");
+        assert!(
+            deliver(&mut conns, 5, Some(bytes::Bytes::from(vec![1]))).await,
+            "room for one"
+        );
         // Taken within the stall: kept.
         let reader = tokio::spawn(async move {
             tokio::time::sleep(CONN_STALL / 2).await;
             rx.recv().await;
             rx
         });
-        assert!(deliver(&mut conns, 5, Some(vec![2])).await, "read in time");
+        assert!(
+            deliver(&mut conns, 5, Some(bytes::Bytes::from(vec![2]))).await,
+            "read in time"
+        );
         let _rx = reader.await.unwrap();
         // Nothing taken for CONN_STALL: dropped, and the caller goes on.
         let start = tokio::time::Instant::now();
-        assert!(!deliver(&mut conns, 5, Some(vec![3])).await);
+        assert!(!deliver(&mut conns, 5, Some(bytes::Bytes::from(vec![3]))).await);
         assert!(start.elapsed() >= CONN_STALL);
         assert!(conns.is_empty());
         // A connection already gone is no reason to stop.

@@ -47,16 +47,16 @@ impl Write for ChannelWriter {
 /// A blocking reader fed by an async task (the tunnel's receiver); EOF when the
 /// sender is dropped.
 pub struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    buf: bytes::Bytes,
     pos: usize,
 }
 
 impl ChannelReader {
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
         ChannelReader {
             rx,
-            buf: Vec::new(),
+            buf: bytes::Bytes::new(),
             pos: 0,
         }
     }
