@@ -144,6 +144,57 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Our remote shell side by side with OpenSSH, in one run: starts its own sshd
+    /// (Debian's openssh-server binary; own directory, fresh keys, key auth only,
+    /// 127.0.0.1) and our broker with shvagent (plain TCP, then TLS on every leg), and
+    /// per round, in rotated order, measures on each: a session running `true`, `cat`
+    /// down and up (random bytes, checked), CPU per MiB downloaded (every process of
+    /// both ends, net of the `true` session), PTY keystroke echo p50/p99, scp/shvcp up
+    /// and down, and a `-L` forward fresh and after --warm connections. Prints a
+    /// Markdown table of medians and ours/ssh ratios. Without sshd the ssh columns are
+    /// left out with a note.
+    Ssh {
+        /// Rounds; the table shows medians
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// MiB per transfer
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Single-byte PTY echoes per round and side
+        #[arg(long, default_value_t = 300)]
+        keystrokes: usize,
+        /// Short connections through the forward before its measured one
+        #[arg(long, default_value_t = 100)]
+        warm: usize,
+        /// Sides, in this order: ssh (default cipher), ssh-aes (aes128-gcm), tcp (ours),
+        /// tls (ours, TLS on every leg)
+        #[arg(long, value_delimiter = ',', default_value = "ssh,ssh-aes,tcp,tls")]
+        sides: Vec<crate::ssh::Side>,
+        /// The sshd binary, an absolute path (sshd re-executes itself)
+        #[arg(long, env = "SHVBENCH_SSHD", default_value = "/usr/sbin/sshd")]
+        sshd: PathBuf,
+        /// The ssh client
+        #[arg(long, env = "SHVBENCH_SSH", default_value = "ssh")]
+        ssh: PathBuf,
+        /// The scp client
+        #[arg(long, env = "SHVBENCH_SCP", default_value = "scp")]
+        scp: PathBuf,
+        /// ssh-keygen, for the throwaway host and user keys
+        #[arg(long, default_value = "ssh-keygen")]
+        ssh_keygen: PathBuf,
+        /// Our shvbroker binary (default: shvbroker next to this executable)
+        #[arg(long)]
+        ours: Option<PathBuf>,
+        /// Directory with shvagent, shvrexec, shvrsh and shvcp (default: next to shvbench)
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Directory for keys, configs, the payload, copies and logs
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("shvbench-ssh"))]
+        workdir: PathBuf,
+        /// Also write the Markdown report to this file
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// What a transport costs: our broker on tcp, ssl, ws, wss and tcps in turn (one
     /// listener each, a throwaway CA for TLS), the rpc load and a `shvrsh -- cat` tunnel
     /// with every end on that transport; a Markdown table of medians and each

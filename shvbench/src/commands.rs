@@ -7,7 +7,7 @@ use std::time::Duration;
 use libshv::RpcUrl;
 
 use crate::cli::{urls, Cli, Command};
-use crate::{brokers, compare, files, raise_nofile_limit, relay, scenarios, smoke, stats};
+use crate::{brokers, compare, files, raise_nofile_limit, relay, scenarios, smoke, ssh, stats};
 use crate::{transports, tunnel};
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.05))
@@ -231,6 +231,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = files::run(&opts).await?;
             let md = report.markdown(mib.max(1));
+            println!("{md}");
+            if let Some(p) = output {
+                std::fs::write(&p, &md)?;
+            }
+        }
+        Command::Ssh {
+            rounds,
+            mib,
+            keystrokes,
+            warm,
+            sides,
+            sshd,
+            ssh,
+            scp,
+            ssh_keygen,
+            ours,
+            bin_dir,
+            workdir,
+            output,
+        } => {
+            let bins = match &bin_dir {
+                Some(d) => tunnel::TunnelBins::in_dir(d),
+                None => tunnel::TunnelBins::next_to_exe(),
+            };
+            let opts = ssh::SshOpts {
+                ours: ours.unwrap_or_else(ours_next_to_exe),
+                shvcp: bins.rsh.with_file_name("shvcp"),
+                bins,
+                sshd,
+                ssh,
+                scp,
+                ssh_keygen,
+                workdir,
+                rounds,
+                bytes: mib.max(1) << 20,
+                keystrokes: keystrokes.max(1),
+                warm,
+                sides,
+            };
+            let md = ssh::run(&opts).await?.markdown();
             println!("{md}");
             if let Some(p) = output {
                 std::fs::write(&p, &md)?;

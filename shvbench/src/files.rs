@@ -145,33 +145,49 @@ pub const WARM_CONNECTIONS: usize = 60;
 /// connection after `warm` short ones; MB/s from the first byte sent to the last one
 /// read by the sink.
 async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl, warm: usize) -> Result<f64, BenchError> {
+    let rsh = opts.bins.rsh.clone();
+    let spawn = |lport: u16, sink_port: u16| {
+        let mut c = tokio::process::Command::new(&rsh);
+        c.arg(admin.without_secrets())
+            .args([
+                "test/agent",
+                "-N",
+                "-L",
+                &format!("{lport}:127.0.0.1:{sink_port}"),
+            ])
+            .env("SHV_PASSWORD", admin.password.clone().unwrap_or_default());
+        c
+    };
+    forward_via(spawn, opts.bytes, warm).await
+}
+
+/// `bytes` through a local port forward started by `spawn(local port, sink port)`
+/// (shvrsh -N -L, ssh -N -L) to a sink here, on the forward's connection after `warm`
+/// short ones; MB/s from the first byte sent to the last one read by the sink.
+pub(crate) async fn forward_via(
+    spawn: impl FnOnce(u16, u16) -> tokio::process::Command,
+    bytes: u64,
+    warm: usize,
+) -> Result<f64, BenchError> {
     let sink = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("sink"))?;
     let sink_port = sink.local_addr().map_err(io("sink"))?.port();
     let lport = brokers::free_port()?;
-    let mut rsh = tokio::process::Command::new(&opts.bins.rsh)
-        .arg(admin.without_secrets())
-        .args([
-            "test/agent",
-            "-N",
-            "-L",
-            &format!("{lport}:127.0.0.1:{sink_port}"),
-        ])
-        .env("SHV_PASSWORD", admin.password.clone().unwrap_or_default())
+    let mut forwarder = spawn(lport, sink_port)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(io("shvrsh"))?;
+        .map_err(io("forwarder"))?;
     let deadline = Instant::now() + TIMEOUT;
     let mut client = loop {
         if let Ok(c) = tokio::net::TcpStream::connect(("127.0.0.1", lport)).await {
             break c;
         }
         if Instant::now() > deadline {
-            return Err(BenchError::Timeout("shvrsh -L never listened".into()));
+            return Err(BenchError::Timeout("the forward never listened".into()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -188,7 +204,6 @@ async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl, warm: usize) -> Resul
             .await
             .map_err(io("forward"))?;
     }
-    let bytes = opts.bytes;
     let reader = tokio::spawn(async move {
         let (mut s, _) = sink.accept().await?;
         let mut buf = vec![0u8; 256 * 1024];
@@ -215,7 +230,7 @@ async fn forward(opts: &FilesOpts, admin: &libshv::RpcUrl, warm: usize) -> Resul
         .map_err(|_| BenchError::Timeout("forward transfer".into()))?
         .map_err(|e| BenchError::Io(e.to_string()))?
         .map_err(io("sink"))?;
-    let _ = rsh.kill().await;
+    let _ = forwarder.kill().await;
     if got != bytes {
         return Err(BenchError::Io(format!("forward: {got} of {bytes} bytes")));
     }
@@ -228,24 +243,31 @@ async fn shvcp(opts: &FilesOpts, url: &str, args: &[&str]) -> Result<f64, BenchE
         .ok()
         .and_then(|u| u.password)
         .unwrap_or_else(|| "admin".into());
+    let mut cmd = tokio::process::Command::new(&opts.shvcp);
+    cmd.arg("-q")
+        .arg(url)
+        .args(args)
+        .env("SHV_PASSWORD", password);
+    timed_copy(cmd, "shvcp", opts.bytes).await
+}
+
+/// Runs a copy command (shvcp, scp) to its successful end; MB/s of `bytes` over the
+/// whole run.
+pub(crate) async fn timed_copy(
+    mut cmd: tokio::process::Command,
+    name: &str,
+    bytes: u64,
+) -> Result<f64, BenchError> {
     let t0 = Instant::now();
-    let out = tokio::time::timeout(
-        TIMEOUT,
-        tokio::process::Command::new(&opts.shvcp)
-            .arg("-q")
-            .arg(url)
-            .args(args)
-            .env("SHV_PASSWORD", password)
-            .output(),
-    )
-    .await
-    .map_err(|_| BenchError::Timeout("shvcp".into()))?
-    .map_err(io("shvcp"))?;
+    let out = tokio::time::timeout(TIMEOUT, cmd.stdin(std::process::Stdio::null()).output())
+        .await
+        .map_err(|_| BenchError::Timeout(name.to_string()))?
+        .map_err(io(name))?;
     if !out.status.success() {
         return Err(BenchError::Io(format!(
-            "shvcp: {}",
+            "{name}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(mb_per_s(opts.bytes, t0.elapsed()))
+    Ok(mb_per_s(bytes, t0.elapsed()))
 }

@@ -19,7 +19,9 @@ pub(crate) mod proto;
 pub(crate) mod relay;
 pub(crate) mod scenarios;
 mod smoke;
+pub(crate) mod ssh;
 pub(crate) mod stats;
+pub(crate) mod table;
 pub(crate) mod transports;
 pub mod tunnel;
 

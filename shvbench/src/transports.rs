@@ -11,7 +11,7 @@ use libshv::url::RpcUrl;
 
 use crate::brokers::{self, BrokerKind};
 use crate::scenarios::{self, Target};
-use crate::stats::median;
+use crate::table::Table;
 use crate::tunnel::{self, TunnelBins};
 use crate::BenchError;
 
@@ -31,30 +31,16 @@ pub struct TransportsOpts {
     pub transports: Vec<String>,
 }
 
-/// Per transport, the values of one row (one per round).
-type Cells = Vec<(String, Vec<f64>)>;
-
 /// Medians per (row, transport).
 #[derive(Debug, Default)]
 pub struct TransportsReport {
-    rows: Vec<(String, Cells)>,
+    table: Table,
     pub version: String,
 }
 
 impl TransportsReport {
     fn record(&mut self, row: String, transport: &str, v: f64) {
-        let i = match self.rows.iter().position(|(r, _)| *r == row) {
-            Some(i) => i,
-            None => {
-                self.rows.push((row, Vec::new()));
-                self.rows.len() - 1
-            }
-        };
-        let cells = &mut self.rows[i].1;
-        match cells.iter_mut().find(|(t, _)| t == transport) {
-            Some((_, vs)) => vs.push(v),
-            None => cells.push((transport.to_string(), vec![v])),
-        }
+        self.table.record(&row, transport, v);
     }
 
     /// A Markdown table: one column per transport, then each one's ratio to TCP
@@ -72,8 +58,8 @@ impl TransportsReport {
             out.push_str("---:|");
         }
         out.push('\n');
-        for (row, cells) in &self.rows {
-            let value = |t: &str| cells.iter().find(|(c, _)| c == t).map(|(_, vs)| median(vs));
+        for row in self.table.rows() {
+            let value = |t: &str| self.table.median(row, t);
             out.push_str(&format!("| {row} |"));
             for t in transports {
                 match value(t) {
@@ -95,7 +81,7 @@ impl TransportsReport {
 }
 
 /// A CA and a certificate for 127.0.0.1, as PEM files in `dir`: (ca, cert, key).
-fn make_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), BenchError> {
+pub(crate) fn make_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), BenchError> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let io = |e: &dyn std::fmt::Display| BenchError::Io(format!("test certificate: {e}"));
     std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
@@ -124,7 +110,7 @@ fn make_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), BenchError> {
 }
 
 /// The listen URL for `transport` on `port`, and the URL clients use (without user).
-fn urls(
+pub(crate) fn urls(
     transport: &str,
     port: u16,
     pki: &(PathBuf, PathBuf, PathBuf),
@@ -147,7 +133,7 @@ fn urls(
     Ok((listen, client))
 }
 
-fn with_user(base: &str, user: &str) -> Result<RpcUrl, BenchError> {
+pub(crate) fn with_user(base: &str, user: &str) -> Result<RpcUrl, BenchError> {
     let (scheme, rest) = base.split_once("://").expect("a network URL");
     let sep = if rest.contains('?') { '&' } else { '?' };
     RpcUrl::parse(&format!("{scheme}://{user}@{rest}{sep}password={user}"))

@@ -26,6 +26,8 @@ use libshv::RpcUrl;
 use bulk::download;
 pub use bulk::{bulk_cat, relay_bulk};
 use echo::echo;
+pub(crate) use echo::echo_on;
+pub(crate) use processes::Piped;
 pub use processes::{Agent, TunnelBins};
 
 use crate::BenchError;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use libshv::RpcUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::processes::{Rsh, TunnelBins};
+use super::processes::{Piped, Rsh, TunnelBins};
 use super::{EchoResult, EXIT_TIMEOUT, KEY, OPEN_TIMEOUT};
 use crate::stats::Samples;
 use crate::BenchError;
@@ -19,7 +19,17 @@ pub(crate) async fn echo(
     keystrokes: usize,
 ) -> Result<EchoResult, BenchError> {
     let spawned = Instant::now();
-    let mut rsh = Rsh::spawn(bins, url, agent, true, &["cat"])?;
+    let rsh = Rsh::spawn(bins, url, agent, true, &["cat"])?;
+    echo_on(rsh, spawned, keystrokes).await
+}
+
+/// The echo measurement on any remote PTY running `cat` (shvrsh -t, ssh -tt), spawned
+/// at `spawned`.
+pub(crate) async fn echo_on(
+    mut rsh: Piped,
+    spawned: Instant,
+    keystrokes: usize,
+) -> Result<EchoResult, BenchError> {
     let mut stdin = rsh.child.stdin.take().expect("piped stdin");
     let mut stdout = rsh.child.stdout.take().expect("piped stdout");
     let mut samples = Samples::with_capacity(keystrokes);
@@ -56,9 +66,10 @@ pub(crate) async fn echo(
                 samples.push_nanos(t.elapsed().as_nanos() as i64);
             }
         }
-        // End the line (cat prints it back) and end the input: shvrsh passes EOF on as ^D.
+        // End the line (cat prints it back) and end cat's input with ^D, as a user
+        // would: ssh -tt does not turn a closed stdin into one (shvrsh would).
         stdin
-            .write_all(b"\n")
+            .write_all(b"\n\x04")
             .await
             .map_err(|e| format!("write: {e}"))?;
         drop(stdin);

@@ -155,6 +155,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id (0 once it has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// SIGTERM, then SIGKILL if it does not exit within 5 s.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
@@ -172,20 +177,26 @@ impl Agent {
     }
 }
 
-/// shvrsh with piped stdio; stderr is collected by a task for error messages.
-pub(crate) struct Rsh {
+/// A child process with piped stdio (shvrsh, ssh); stderr is collected by a task for
+/// error messages.
+pub(crate) struct Piped {
     pub(crate) child: Child,
+    name: String,
     stderr: tokio::task::JoinHandle<String>,
 }
 
-impl Rsh {
+/// shvrsh with piped stdio.
+pub(crate) type Rsh = Piped;
+
+impl Piped {
+    /// `shvrsh [-t] --no-escape URL AGENT -- CMD...`.
     pub(crate) fn spawn(
         bins: &TunnelBins,
         url: &RpcUrl,
         agent: &str,
         pty: bool,
         cmd: &[&str],
-    ) -> Result<Rsh, BenchError> {
+    ) -> Result<Piped, BenchError> {
         let (u, password) = url_arg(url);
         let mut c = Command::new(&bins.rsh);
         if pty {
@@ -197,24 +208,33 @@ impl Rsh {
             .arg("--")
             .args(cmd)
             .env("SHV_PASSWORD", password)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
+            .env("RUST_LOG", "warn");
+        Self::start(c, "shvrsh")
+    }
+
+    /// Starts `cmd` with stdin, stdout and stderr piped; `name` is for messages.
+    pub(crate) fn start(mut cmd: Command, name: &str) -> Result<Piped, BenchError> {
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = c
+        let mut child = cmd
             .spawn()
-            .map_err(|e| BenchError::Io(format!("cannot start {}: {e}", bins.rsh.display())))?;
+            .map_err(|e| BenchError::Io(format!("cannot start {name}: {e}")))?;
         let mut err = child.stderr.take().expect("piped stderr");
         let stderr = tokio::spawn(async move {
             let mut s = Vec::new();
             let _ = err.read_to_end(&mut s).await;
             String::from_utf8_lossy(&s).into_owned()
         });
-        Ok(Rsh { child, stderr })
+        Ok(Piped {
+            child,
+            name: name.to_string(),
+            stderr,
+        })
     }
 
-    /// An error with what shvrsh said on stderr.
+    /// An error with what the process said on stderr.
     pub(crate) async fn fail(mut self, what: String) -> BenchError {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
@@ -223,10 +243,14 @@ impl Rsh {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        BenchError::Io(format!("shvrsh: {what}; its stderr: {}", stderr.trim()))
+        BenchError::Io(format!(
+            "{}: {what}; its stderr: {}",
+            self.name,
+            stderr.trim()
+        ))
     }
 
-    /// Waits for shvrsh to exit with status 0.
+    /// Waits for the process to exit with status 0.
     pub(crate) async fn finish(mut self) -> Result<(), BenchError> {
         match tokio::time::timeout(EXIT_TIMEOUT, self.child.wait()).await {
             Ok(Ok(s)) if s.success() => Ok(()),
