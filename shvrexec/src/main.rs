@@ -56,7 +56,6 @@ fn main() {
             1
         }
     };
-    // Blocking PTY reader threads may still sit in read(); do not wait for them.
     std::process::exit(code)
 }
 
@@ -66,7 +65,11 @@ fn run() -> anyhow::Result<()> {
     let launch = shvrexec::Launch::parse(&line)?;
     // The line held the secret; do not keep it around longer than needed.
     drop(line);
-    let rt = tokio::runtime::Runtime::new()?;
+    // One thread: a session's bytes (and each keystroke) cross this process without a
+    // hand-off between threads, each of which is a wake-up, often on another CPU.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let status = rt.block_on(shvrexec::run(launch))?;
     tracing::debug!("exiting after {status}");
     Ok(())

@@ -1,6 +1,5 @@
 //! Running the command in a PTY or with pipes and relaying it over the tunnel.
 
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -15,6 +14,7 @@ use libshv::tunnel::{
 use nix::pty::{openpty, Winsize};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -38,8 +38,8 @@ const VEOF_BYTE: u8 = 4;
 
 /// Where bytes from rsh's channel 0 go.
 enum Input {
-    /// Blocking writer thread on the PTY master (the child may not read for a while).
-    Pty(std::sync::mpsc::Sender<bytes::Bytes>),
+    /// The PTY master's writer task (the child may not read for a while).
+    Pty(mpsc::UnboundedSender<bytes::Bytes>),
     /// The child's stdin pipe, written by a task; `None` after EOF.
     Pipe(Option<mpsc::UnboundedSender<bytes::Bytes>>),
 }
@@ -99,6 +99,44 @@ fn build_command(call: &LaunchParams) -> Command {
     cmd
 }
 
+/// A PTY master in non-blocking mode, read and written through the runtime's reactor.
+struct PtyMaster(AsyncFd<OwnedFd>);
+
+impl PtyMaster {
+    fn new(fd: OwnedFd) -> std::io::Result<PtyMaster> {
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        // SAFETY: an OwnedFd is a valid descriptor that stays open, and the same, for
+        // as long as the AsyncFd owns it.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        Ok(PtyMaster(fd))
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|fd| Ok(nix::unistd::read(fd.get_ref(), buf)?)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let mut ready = self.0.writable().await?;
+            match ready.try_io(|fd| Ok(nix::unistd::write(fd.get_ref(), data)?)) {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
 fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
     let ws = Winsize {
         ws_row: call.rows,
@@ -130,30 +168,33 @@ fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
     let pgid = Pid::from_raw(child.id().unwrap_or(0) as i32);
     let master = pty.master;
 
+    // The master is ours alone, so it can be non-blocking and driven by the runtime's
+    // epoll: a keystroke crosses this process in the runtime's one thread, with no hand-off
+    // to reader or writer threads (each a wake-up, often on the other CPU).
+    let pty = Arc::new(PtyMaster::new(master.try_clone()?)?);
     let (out_tx, out_rx) = mpsc::channel(64);
-    let mut reader = std::fs::File::from(master.try_clone()?);
-    std::thread::spawn(move || {
+    let reader = pty.clone();
+    tokio::spawn(async move {
         loop {
             // Each read gets a fresh buffer that is sent as is (no copy), with room in
             // front for the frame body's header.
             let mut buf = vec![0u8; DATA_HEADROOM + CHUNK];
-            match reader.read(&mut buf[DATA_HEADROOM..]) {
+            match reader.read(&mut buf[DATA_HEADROOM..]).await {
                 // EIO: every slave fd is closed (the session ended).
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     buf.truncate(DATA_HEADROOM + n);
-                    if out_tx.blocking_send((channel::STDOUT, buf)).is_err() {
+                    if out_tx.send((channel::STDOUT, buf)).await.is_err() {
                         break;
                     }
                 }
             }
         }
     });
-    let (in_tx, in_rx) = std::sync::mpsc::channel::<bytes::Bytes>();
-    let mut writer = std::fs::File::from(master.try_clone()?);
-    std::thread::spawn(move || {
-        while let Ok(data) = in_rx.recv() {
-            if writer.write_all(&data).is_err() {
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
+    tokio::spawn(async move {
+        while let Some(data) = in_rx.recv().await {
+            if pty.write_all(&data).await.is_err() {
                 break;
             }
         }

@@ -1,6 +1,7 @@
 //! shvrsh: a remote shell over SHV tunnels, used like ssh (tunnel.md, tools.md).
 
 pub mod forward;
+mod stdin;
 pub mod term;
 
 use std::io::Write;
@@ -113,38 +114,6 @@ pub async fn open(opts: &Options) -> Result<(Client, TunnelEnd), RshError> {
 /// The one-line reason a launch failed.
 pub async fn launch_error(client: &Client, agent_path: &str, e: TunnelError) -> RshError {
     shvtool::launch_error(client, agent_path, e).await.into()
-}
-
-/// Local stdin, read by a thread from the very start so that keystrokes typed while
-/// the tunnel opens are buffered (they are sent once it is open). `None` = EOF.
-/// Bounded, so that piping a large file in does not fill memory faster than the tunnel
-/// drains it: the reader thread then waits and the kernel holds the rest.
-pub fn spawn_stdin_reader() -> mpsc::Receiver<Option<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel(64);
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => {
-                    let _ = tx.blocking_send(None);
-                    break;
-                }
-                Ok(n) => {
-                    if tx.blocking_send(Some(buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    let _ = tx.blocking_send(None);
-                    break;
-                }
-            }
-        }
-    });
-    rx
 }
 
 /// `~.` after a newline detaches (ssh's escape); `~~` sends one `~`.
@@ -377,7 +346,7 @@ pub async fn relay(
 /// Returns the exit status.
 pub async fn run(opts: Options) -> i32 {
     // -W reads stdin itself, as a byte stream.
-    let stdin = (!opts.no_command && opts.stdio.is_none()).then(spawn_stdin_reader);
+    let stdin = (!opts.no_command && opts.stdio.is_none()).then(stdin::spawn_stdin_reader);
     let client = match connect(&opts).await {
         Ok(c) => c,
         Err(e) => {

@@ -145,7 +145,12 @@ fn main() {
         std::process::exit(EXIT_FAILURE);
     }
     let code = match options(args) {
-        Ok(opts) => match tokio::runtime::Runtime::new() {
+        // One thread, as ssh: a keystroke and its echo cross shvrsh without a hand-off
+        // between threads (each a wake-up, often on the other CPU).
+        Ok(opts) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(shvrsh::run(opts)),
             Err(e) => {
                 eprintln!("shvrsh: {e}");
