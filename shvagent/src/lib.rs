@@ -97,7 +97,7 @@ impl RequestHandler for Agent {
     }
 }
 
-/// Reconnect back-off: 1 s doubling up to this.
+/// Reconnect back-off cap: 1 s doubling up to this (about 0.5 s for a minute after a link that held).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs the agent forever: connect, serve until the link drops, back off, reconnect.

@@ -24,8 +24,10 @@ pub async fn run(index: usize, conf: Parent, ctx: Arc<PeerContext>) {
             r = session(index, &conf, url, &ctx) => r,
         };
         let error = match result {
-            Ok(()) => {
-                backoff.reset();
+            // It was up: the parent was alive a moment ago (a restart is the common
+            // case), so the back-off retries quickly for a while.
+            Ok(held) => {
+                backoff.connected_for(held);
                 "connection closed".to_string()
             }
             Err(e) => e,
@@ -43,13 +45,14 @@ pub async fn run(index: usize, conf: Parent, ctx: Arc<PeerContext>) {
     }
 }
 
-/// One connected period of the link. Ok when it was up and then closed.
+/// One connected period of the link. Ok (how long it was up) when it was up and then
+/// closed.
 async fn session(
     index: usize,
     conf: &Parent,
     url: &RpcUrl,
     ctx: &Arc<PeerContext>,
-) -> Result<(), String> {
+) -> Result<std::time::Duration, String> {
     let mut cc = ClientConfig::from_url(url.clone());
     if conf.mount_point.is_some() {
         cc.login.mount_point = conf.mount_point.clone();
@@ -103,6 +106,7 @@ async fn session(
         .map_err(|_| "broker stopped".to_string())?
         .map_err(|e| e.message)?;
     tracing::info!(parent = %url, peer = id, "parent link up");
+    let up = tokio::time::Instant::now();
     let _ = ctx
         .events
         .send(Event::Link(index, LinkStatus::Connected { peer: id }))
@@ -143,5 +147,5 @@ async fn session(
     drop(conn);
     hb.abort();
     let _ = writer_task.await;
-    Ok(())
+    Ok(up.elapsed())
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{Client, ClientConfig, ClientError, RequestHandler};
 
 /// Keeps a device (or any client) connected: connect, serve until the link drops, back
-/// off (1 s, doubling up to `max_backoff`; reset after a link that held that long),
-/// reconnect. `on_connect` runs after every successful login (e.g. to re-subscribe).
+/// off ([`crate::backoff::Backoff`]: about every 0.5 s for a minute after a link that
+/// held, else 1 s doubling up to `max_backoff`; jittered), reconnect. `on_connect` runs after every successful login (e.g. to re-subscribe).
 /// Returns only when the very first login is refused: a wrong password does not fix
 /// itself, while a broker that is down or restarting does.
 pub async fn serve_reconnecting(
