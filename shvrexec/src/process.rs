@@ -3,13 +3,13 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libshv::tunnel::{
-    channel, CloseStatus, Control, LaunchParams, TunnelEvent, TunnelReceiver, TunnelSender,
-    DATA_HEADROOM,
+    channel, CloseStatus, Control, DeferredAcker, LaunchParams, TunnelEvent, TunnelReceiver,
+    TunnelSender, DATA_HEADROOM, FLOW_WINDOW,
 };
 use nix::pty::{openpty, Winsize};
 use nix::sys::signal::{killpg, Signal};
@@ -39,9 +39,49 @@ const VEOF_BYTE: u8 = 4;
 /// Where bytes from rsh's channel 0 go.
 enum Input {
     /// The PTY master's writer task (the child may not read for a while).
-    Pty(mpsc::UnboundedSender<bytes::Bytes>),
+    Pty(mpsc::UnboundedSender<Chunk>),
     /// The child's stdin pipe, written by a task; `None` after EOF.
-    Pipe(Option<mpsc::UnboundedSender<bytes::Bytes>>),
+    Pipe(Option<mpsc::UnboundedSender<Chunk>>),
+}
+
+/// Input for the child, and how many of its bytes came from the tunnel (to acknowledge
+/// once written; 0 for what we inject, such as the PTY's EOF character).
+struct Chunk {
+    data: bytes::Bytes,
+    tunnel_bytes: usize,
+}
+
+/// More input queued for the child than this means the operator's end ignores the
+/// tunnel window (an honest one never has more than [`FLOW_WINDOW`] unacknowledged).
+const INPUT_QUEUE_MAX: usize = 2 * FLOW_WINDOW;
+
+/// The operator's end sent more than the window allows while the child was not reading.
+#[derive(Debug)]
+struct InputOverflow;
+
+/// Writes input to the child as it reads it, and only then acknowledges it to the
+/// operator's end: a child that does not read holds the operator back through the
+/// window, instead of growing this queue. After a write fails (the child closed its
+/// input) the rest is dropped, and still acknowledged.
+fn spawn_input_writer(
+    mut w: InputSink,
+    mut rx: mpsc::UnboundedReceiver<Chunk>,
+    queued: Arc<AtomicUsize>,
+    mut acker: Option<DeferredAcker>,
+) {
+    tokio::spawn(async move {
+        let mut open = true;
+        while let Some(chunk) = rx.recv().await {
+            if open && w.write_all(&chunk.data).await.is_err() {
+                open = false;
+            }
+            queued.fetch_sub(chunk.data.len(), Ordering::Relaxed);
+            if let Some(a) = acker.as_mut() {
+                a.consumed(chunk.tunnel_bytes).await;
+            }
+        }
+        // Sender dropped = EOF from rsh: dropping the writer closes the child's input.
+    });
 }
 
 struct Running {
@@ -49,6 +89,8 @@ struct Running {
     pgid: Pid,
     master: Option<OwnedFd>,
     input: Input,
+    /// Bytes queued for the child's input and not yet written.
+    input_queued: Arc<AtomicUsize>,
     /// (channel, bytes after DATA_HEADROOM free bytes) from the output readers; closed when all readers hit EOF.
     output: mpsc::Receiver<(i64, Vec<u8>)>,
 }
@@ -99,6 +141,25 @@ fn build_command(call: &LaunchParams) -> Command {
     cmd
 }
 
+/// Where the child's input goes.
+enum InputSink {
+    Pty(Arc<PtyMaster>),
+    Pipe(tokio::process::ChildStdin),
+    /// The child has no input pipe: input is dropped.
+    Nowhere,
+}
+
+impl InputSink {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            InputSink::Pty(p) => p.write_all(data).await,
+            InputSink::Pipe(p) => p.write_all(data).await,
+            InputSink::Nowhere => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+}
+
 /// A PTY master in non-blocking mode, read and written through the runtime's reactor.
 struct PtyMaster(AsyncFd<OwnedFd>);
 
@@ -137,7 +198,7 @@ impl PtyMaster {
     }
 }
 
-fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
+fn spawn_pty(call: &LaunchParams, acker: Option<DeferredAcker>) -> std::io::Result<Running> {
     let ws = Winsize {
         ws_row: call.rows,
         ws_col: call.cols,
@@ -191,24 +252,20 @@ fn spawn_pty(call: &LaunchParams) -> std::io::Result<Running> {
             }
         }
     });
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
-    tokio::spawn(async move {
-        while let Some(data) = in_rx.recv().await {
-            if pty.write_all(&data).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let input_queued = Arc::new(AtomicUsize::new(0));
+    spawn_input_writer(InputSink::Pty(pty), in_rx, input_queued.clone(), acker);
     Ok(Running {
         child,
         pgid,
         master: Some(master),
         input: Input::Pty(in_tx),
+        input_queued,
         output: out_rx,
     })
 }
 
-fn spawn_pipes(call: &LaunchParams) -> std::io::Result<Running> {
+fn spawn_pipes(call: &LaunchParams, acker: Option<DeferredAcker>) -> std::io::Result<Running> {
     let mut cmd = build_command(call);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -266,23 +323,20 @@ fn spawn_pipes(call: &LaunchParams) -> std::io::Result<Running> {
         });
     }
     drop(out_tx);
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
-    if let Some(mut stdin) = child.stdin.take() {
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Some(data) = in_rx.recv().await {
-                if stdin.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
-            // Sender dropped = EOF from rsh: closing the pipe tells the command.
-        });
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let input_queued = Arc::new(AtomicUsize::new(0));
+    match child.stdin.take() {
+        Some(stdin) => {
+            spawn_input_writer(InputSink::Pipe(stdin), in_rx, input_queued.clone(), acker)
+        }
+        None => spawn_input_writer(InputSink::Nowhere, in_rx, input_queued.clone(), acker),
     }
     Ok(Running {
         child,
         pgid,
         master: None,
         input: Input::Pipe(Some(in_tx)),
+        input_queued,
         output: out_rx,
     })
 }
@@ -320,7 +374,10 @@ impl Running {
             }
             Control::Eof => match &mut self.input {
                 Input::Pty(tx) => {
-                    let _ = tx.send(bytes::Bytes::from_static(&[VEOF_BYTE]));
+                    let _ = tx.send(Chunk {
+                        data: bytes::Bytes::from_static(&[VEOF_BYTE]),
+                        tunnel_bytes: 0,
+                    });
                 }
                 Input::Pipe(tx) => *tx = None,
             },
@@ -352,15 +409,28 @@ impl Running {
         }
     }
 
-    fn input(&mut self, data: bytes::Bytes) {
-        match &self.input {
-            Input::Pty(tx) => {
-                let _ = tx.send(data);
+    /// Queues tunnel data for the child. Returns how many of its bytes were dropped
+    /// instead (input after EOF), for the caller to acknowledge.
+    fn input(&mut self, data: bytes::Bytes) -> Result<usize, InputOverflow> {
+        let tx = match &self.input {
+            Input::Pty(tx) | Input::Pipe(Some(tx)) => tx,
+            Input::Pipe(None) => return Ok(data.len()),
+        };
+        let len = data.len();
+        if self.input_queued.fetch_add(len, Ordering::Relaxed) + len > INPUT_QUEUE_MAX {
+            self.input_queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(InputOverflow);
+        }
+        let chunk = Chunk {
+            data,
+            tunnel_bytes: len,
+        };
+        match tx.send(chunk) {
+            Ok(()) => Ok(0),
+            Err(lost) => {
+                self.input_queued.fetch_sub(len, Ordering::Relaxed);
+                Ok(lost.0.data.len())
             }
-            Input::Pipe(Some(tx)) => {
-                let _ = tx.send(data);
-            }
-            Input::Pipe(None) => {}
         }
     }
 }
@@ -373,10 +443,12 @@ pub async fn run(
     sender: TunnelSender,
     mut receiver: TunnelReceiver,
 ) -> Option<CloseStatus> {
+    // Input is acknowledged once written to the child, not when it arrives.
+    let mut acker = receiver.deferred_acks();
     let spawned = if call.pty {
-        spawn_pty(call)
+        spawn_pty(call, Some(acker.clone()))
     } else {
-        spawn_pipes(call)
+        spawn_pipes(call, Some(acker.clone()))
     };
     let mut r = match spawned {
         Ok(r) => r,
@@ -453,9 +525,21 @@ pub async fn run(
         }
         tokio::select! {
             ev = receiver.recv() => match ev {
-                Some(TunnelEvent::Data { channel: channel::STDIN, data }) => r.input(data),
-                Some(TunnelEvent::Data { channel, .. }) => {
+                Some(TunnelEvent::Data { channel: channel::STDIN, data }) => match r.input(data) {
+                    Ok(dropped) => acker.consumed(dropped).await,
+                    Err(InputOverflow) => {
+                        tracing::warn!(
+                            "the operator's end sent more than the tunnel window allows; closing"
+                        );
+                        r.hangup();
+                        return Some(CloseStatus::Error(
+                            "input beyond the tunnel's flow-control window".into(),
+                        ));
+                    }
+                },
+                Some(TunnelEvent::Data { channel, data }) => {
                     tracing::debug!("ignoring data on channel {channel} from rsh");
+                    acker.consumed(data.len()).await;
                 }
                 Some(TunnelEvent::Control(c)) => r.control(c),
                 Some(TunnelEvent::Closed(_)) | None => {
@@ -567,14 +651,17 @@ mod tests {
 
     #[tokio::test]
     async fn pty_is_a_controlling_terminal_with_size_and_term() {
-        let r = spawn_pty(&params(
-            true,
-            &[
-                "sh",
-                "-c",
-                "tty; stty size; echo $TERM; ps -o tty= -p $$ >/dev/null; exit 4",
-            ],
-        ))
+        let r = spawn_pty(
+            &params(
+                true,
+                &[
+                    "sh",
+                    "-c",
+                    "tty; stty size; echo $TERM; ps -o tty= -p $$ >/dev/null; exit 4",
+                ],
+            ),
+            None,
+        )
         .unwrap();
         let (out, _, st) = finish(r).await;
         assert!(out.contains("/dev/pts/"), "{out}");
@@ -585,16 +672,16 @@ mod tests {
 
     #[tokio::test]
     async fn pty_resize_and_eof() {
-        let mut r = spawn_pty(&params(
-            true,
-            &["sh", "-c", "read x; stty size; cat; echo done"],
-        ))
+        let mut r = spawn_pty(
+            &params(true, &["sh", "-c", "read x; stty size; cat; echo done"]),
+            None,
+        )
         .unwrap();
         r.control(Control::Resize {
             cols: 120,
             rows: 40,
         });
-        r.input(bytes::Bytes::from_static(b"go\n"));
+        r.input(bytes::Bytes::from_static(b"go\n")).unwrap();
         r.control(Control::Eof);
         let (out, _, st) = finish(r).await;
         assert!(out.contains("40 120"), "{out}");
@@ -604,8 +691,12 @@ mod tests {
 
     #[tokio::test]
     async fn pipes_keep_streams_apart_and_forward_eof() {
-        let mut r = spawn_pipes(&params(false, &["sh", "-c", "cat; echo e >&2; exit 5"])).unwrap();
-        r.input(bytes::Bytes::from_static(b"abc"));
+        let mut r = spawn_pipes(
+            &params(false, &["sh", "-c", "cat; echo e >&2; exit 5"]),
+            None,
+        )
+        .unwrap();
+        r.input(bytes::Bytes::from_static(b"abc")).unwrap();
         r.control(Control::Eof);
         let (out, err, st) = finish(r).await;
         assert_eq!((out.as_str(), err.as_str()), ("abc", "e\n"));
@@ -614,20 +705,45 @@ mod tests {
 
     #[tokio::test]
     async fn signal_reaches_the_process_group() {
-        let mut r = spawn_pipes(&params(false, &["sleep", "100"])).unwrap();
+        let mut r = spawn_pipes(&params(false, &["sleep", "100"]), None).unwrap();
         r.control(Control::Signal(15));
         let (_, _, st) = finish(r).await;
         assert_eq!(st, CloseStatus::Signal(15));
-        let r = spawn_pipes(&params(false, &["sleep", "100"])).unwrap();
+        let r = spawn_pipes(&params(false, &["sleep", "100"]), None).unwrap();
         r.hangup();
         let (_, _, st) = finish(r).await;
         assert_eq!(st, CloseStatus::Signal(1));
+    }
+
+    #[tokio::test]
+    async fn input_the_child_does_not_read_is_bounded() {
+        // The child never reads stdin: what the pipe does not take stays queued, and past
+        // twice the window (more than an honest operator's end can send) input is refused.
+        let mut r = spawn_pipes(&params(false, &["sleep", "100"]), None).unwrap();
+        let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut accepted = 0usize;
+        let refused = loop {
+            match r.input(chunk.clone()) {
+                Ok(dropped) => {
+                    assert_eq!(dropped, 0);
+                    accepted += chunk.len();
+                }
+                Err(InputOverflow) => break accepted,
+            }
+            assert!(accepted <= INPUT_QUEUE_MAX + 1024 * 1024, "never refused");
+        };
+        assert!(
+            refused >= INPUT_QUEUE_MAX - chunk.len(),
+            "refused early: {refused}"
+        );
+        r.hangup();
+        let _ = r.child.wait().await;
     }
 
     #[test]
     fn missing_program_is_an_error() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let _g = rt.enter();
-        assert!(spawn_pipes(&params(false, &["/no/such/program"])).is_err());
+        assert!(spawn_pipes(&params(false, &["/no/such/program"]), None).is_err());
     }
 }

@@ -344,6 +344,7 @@ impl TunnelEnd {
             closed: self.closed,
             acker: sender.clone(),
             unacked: 0,
+            deferred: false,
             buffered,
             room,
         };
@@ -474,6 +475,8 @@ pub struct TunnelReceiver {
     acker: TunnelSender,
     /// Window cost handed to the application and not yet acknowledged.
     unacked: usize,
+    /// Data is acknowledged through a [`DeferredAcker`], not when `recv` hands it out.
+    deferred: bool,
     /// Window cost the pump queued and the application has not taken yet.
     buffered: Arc<std::sync::atomic::AtomicUsize>,
     /// Told when the application took something (a journal-dialect pump waits for it).
@@ -566,10 +569,10 @@ impl TunnelReceiver {
                 self.closed = true;
                 self.client.unregister(self.recv_id);
             }
-            TunnelEvent::Data { data, .. } => {
+            TunnelEvent::Data { data, .. } if !self.deferred => {
                 self.unacked += cost(data.len());
             }
-            TunnelEvent::Control(_) => {}
+            TunnelEvent::Data { .. } | TunnelEvent::Control(_) => {}
         }
         if !matches!(ev, TunnelEvent::Closed(_)) {
             self.buffered
@@ -577,6 +580,46 @@ impl TunnelReceiver {
             self.room.notify_one();
         }
         Some(ev)
+    }
+}
+
+impl TunnelReceiver {
+    /// From now on data counts as consumed only when the application says so through
+    /// the returned acker (e.g. once it is written to a child process), not when `recv`
+    /// hands it out. Then whatever the application queues between the two is bounded by
+    /// the far side's window ([`FLOW_WINDOW`]): a consumer that stops reading holds the
+    /// far side back instead of growing a queue. Every data event must then be reported
+    /// to an acker, also the ones the application drops.
+    pub fn deferred_acks(&mut self) -> DeferredAcker {
+        self.deferred = true;
+        DeferredAcker {
+            acker: self.acker.clone(),
+            unacked: 0,
+        }
+    }
+}
+
+/// Acknowledges tunnel data as the application consumes it; see
+/// [`TunnelReceiver::deferred_acks`]. Clones count separately, each acknowledging its own
+/// share.
+#[derive(Clone)]
+pub struct DeferredAcker {
+    acker: TunnelSender,
+    unacked: usize,
+}
+
+impl DeferredAcker {
+    /// `len` bytes of one data event are consumed: acknowledged once a quarter window
+    /// has gathered (as `recv` does), so the far side keeps streaming.
+    pub async fn consumed(&mut self, len: usize) {
+        self.unacked = self.unacked.saturating_add(cost(len));
+        if self.unacked >= FLOW_WINDOW / 4 && self.acker.dialect == Dialect::Shv {
+            let n = self.unacked as u64;
+            self.unacked = 0;
+            if let Err(e) = self.acker.send_control(Control::Ack(n)).await {
+                tracing::debug!("cannot acknowledge tunnel data: {e}");
+            }
+        }
     }
 }
 

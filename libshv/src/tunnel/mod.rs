@@ -49,8 +49,8 @@ pub use ctl::{
 };
 pub use dialect::{Dialect, MAP_FORM_SIGNATURE};
 pub use endpoint::{
-    frame_event, frame_event_bounded, NotRead, TunnelEnd, TunnelReceiver, TunnelSender,
-    DATA_HEADROOM, FLOW_WINDOW, MAX_CHUNK,
+    frame_event, frame_event_bounded, DeferredAcker, NotRead, TunnelEnd, TunnelReceiver,
+    TunnelSender, DATA_HEADROOM, FLOW_WINDOW, MAX_CHUNK,
 };
 use fast::*;
 pub use frames::{
