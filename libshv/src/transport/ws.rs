@@ -1,12 +1,17 @@
 //! WebSocket (`ws://HOST:PORT[/PATH]`): with the `shv3` subprotocol one SHV message
 //! (format byte and ChainPack) per binary WebSocket message; without it, Block frames
 //! inside binary messages, as older peers send. [`connect`] and [`accept`] turn a
-//! WebSocket into a Block-framed byte stream (a pipe and two tasks), so that everything
-//! above the framing stays as it is.
+//! WebSocket into a Block-framed byte stream (direct `AsyncRead`/`AsyncWrite` layers),
+//! so that everything above the framing stays as it is.
 
-use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -112,6 +117,12 @@ where
 /// How long closing a WebSocket may wait for a peer that does not read.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Bytes of whole frames a writer holds for a sink that is not ready before it stops
+/// accepting more (back-pressure to the connection above).
+const WRITE_HIGH: usize = 256 * 1024;
+
+/// The two halves, as direct layers over the WebSocket: no tasks and no pipe, so a frame
+/// crosses with no wake-up of its own and no copy into a pipe.
 fn bridge<S>(
     ws: WebSocketStream<S>,
     shv3: bool,
@@ -120,65 +131,151 @@ fn bridge<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ours, theirs) = tokio::io::duplex(256 * 1024);
-    let (mut pipe_r, mut pipe_w) = tokio::io::split(theirs);
-    let (mut sink, mut stream) = ws.split();
-    // WebSocket messages in → Block bytes out.
-    let reader = tokio::spawn(async move {
-        while let Some(msg) = stream.next().await {
-            let data = match msg {
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) | Err(_) => break,
-                // Text, ping, pong: nothing for us (pongs are answered by the library).
-                Ok(_) => {
-                    if let Some(m) = &meter {
-                        m.settle();
+    let (sink, stream) = ws.split();
+    let read = WsRead {
+        stream,
+        shv3,
+        meter,
+        head: Bytes::new(),
+        body: Bytes::new(),
+        done: false,
+    };
+    let write = WsWrite {
+        sink,
+        shv3,
+        buf: BytesMut::with_capacity(64 * 1024),
+        closing: None,
+    };
+    (Box::pin(read), Box::pin(write))
+}
+
+/// WebSocket messages in, Block bytes out: with `shv3` each message gets its length
+/// prefix, else a message already holds Block frames.
+struct WsRead<S> {
+    stream: SplitStream<WebSocketStream<S>>,
+    shv3: bool,
+    meter: Option<crate::reader::Meter>,
+    /// What is left of the current message's length prefix, then of its bytes.
+    head: Bytes,
+    body: Bytes,
+    /// The peer closed (or the socket failed): EOF from now on.
+    done: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsRead<S> {
+    fn settle(&self) {
+        if let Some(m) = &self.meter {
+            m.settle();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsRead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.head.is_empty() || !this.body.is_empty() {
+                for part in [&mut this.head, &mut this.body] {
+                    let n = part.len().min(out.remaining());
+                    out.put_slice(&part[..n]);
+                    part.advance(n);
+                }
+                // Handed on whole: what gathering it held goes back.
+                if this.head.is_empty() && this.body.is_empty() {
+                    this.settle();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.done {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.stream.poll_next_unpin(cx)) {
+                Some(Ok(Message::Binary(b))) => {
+                    if this.shv3 {
+                        let (hdr, n) = crate::value::uint_bytes(b.len() as u64);
+                        this.head = Bytes::copy_from_slice(&hdr[..n]);
                     }
-                    continue;
+                    this.body = b;
+                    if this.head.is_empty() && this.body.is_empty() {
+                        this.settle();
+                    }
                 }
-            };
-            let ok = if shv3 {
-                let (hdr, n) = crate::value::uint_bytes(data.len() as u64);
-                pipe_w.write_all(&hdr[..n]).await.is_ok() && pipe_w.write_all(&data).await.is_ok()
-            } else {
-                pipe_w.write_all(&data).await.is_ok()
-            };
-            if !ok {
-                break;
-            }
-            // Handed on whole: what gathering it held goes back.
-            if let Some(m) = &meter {
-                m.settle();
+                // A close, or a broken socket: the end of the stream, as for TCP.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => this.done = true,
+                // Text, ping, pong: nothing for us (pongs are answered by the library).
+                Some(Ok(_)) => this.settle(),
             }
         }
-        let _ = pipe_w.shutdown().await;
-    });
-    // Block bytes in → one WebSocket message per frame. This side ends when the
-    // connection above is done with the stream (it dropped its halves); it then closes
-    // the socket, bounded, and stops the reader, which would otherwise hold the socket
-    // for as long as the peer stays silent.
-    tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        'pipe: loop {
-            while let Some((pos, end)) = crate::codec::next_block(&buf) {
-                let frame = if shv3 {
-                    buf[pos..end].to_vec()
-                } else {
-                    buf[..end].to_vec()
-                };
-                buf.advance(end);
-                if sink.send(Message::binary(frame)).await.is_err() {
-                    break 'pipe;
-                }
+    }
+}
+
+/// Block bytes in, one WebSocket message per frame out (with `shv3` without the length
+/// prefix). Bytes are gathered until a frame is whole.
+struct WsWrite<S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    shv3: bool,
+    buf: BytesMut,
+    /// Set by the first `poll_shutdown`: how long the close may still take.
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsWrite<S> {
+    /// Hands every whole frame in `buf` to the sink; Pending while the sink is not ready.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((pos, end)) = crate::codec::next_block(&self.buf) {
+            ready!(self.sink.poll_ready_unpin(cx)).map_err(io_err)?;
+            let mut frame = self.buf.split_to(end);
+            if self.shv3 {
+                frame.advance(pos);
             }
-            match pipe_r.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+            self.sink
+                .start_send_unpin(Message::binary(frame.freeze()))
+                .map_err(io_err)?;
         }
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
-        reader.abort();
-    });
-    let (r, w) = tokio::io::split(ours);
-    (Box::pin(r), Box::pin(w))
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsWrite<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match this.poll_drain(cx) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            // Whole frames wait for the sink: take no more until it moves. (An
+            // incomplete frame alone never blocks: it needs these very bytes.)
+            Poll::Pending if this.buf.len() >= WRITE_HIGH => return Poll::Pending,
+            _ => {}
+        }
+        this.buf.extend_from_slice(data);
+        // Start sending what is now whole; an error shows at the next call.
+        let _ = this.poll_drain(cx);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.poll_drain(cx))?;
+        this.sink.poll_flush_unpin(cx).map_err(io_err)
+    }
+
+    /// Sends what is whole and a Close; a peer that does not read gets [`CLOSE_GRACE`].
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let grace = this
+            .closing
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+        if grace.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_drain(cx))?;
+        this.sink.poll_close_unpin(cx).map_err(io_err)
+    }
 }
