@@ -88,6 +88,11 @@ impl RunningBroker {
         self.url("device", "device")
     }
 
+    /// SIGKILL, as a crash: no goodbye to its peers.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// SIGTERM, then SIGKILL if it does not exit in time.
     pub async fn stop(mut self) {
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
@@ -274,6 +279,34 @@ pub async fn start_ours_on(
         .stderr(Stdio::from(logfile))
         .kill_on_drop(true);
     RunningBroker::spawn(cmd, bin, BrokerKind::Ours, port, log).await
+}
+
+/// Starts our broker with the config file `config`, listening on `tcp://127.0.0.1:port`
+/// (and nothing else), its log appended to `log`.
+pub async fn start_ours_with(
+    bin: &Path,
+    config: &Path,
+    port: u16,
+    log: &Path,
+) -> Result<RunningBroker, BenchError> {
+    let logfile = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| BenchError::Io(format!("{}: {e}", log.display())))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(config);
+    cmd.args([
+        "--listen",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--log",
+        "warn",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(logfile))
+    .kill_on_drop(true);
+    RunningBroker::spawn(cmd, bin, BrokerKind::Ours, port, log.to_path_buf()).await
 }
 
 /// The crates.io broker's own default (`--print-effective-config`) with our listener,

@@ -195,6 +195,26 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// An SHV tree of our brokers on loopback, built here: a central broker, for 3
+    /// levels also --regions regional brokers, and --sites site brokers with --devices
+    /// light simulated devices spread over them (in --device-procs processes of
+    /// this executable). Measures bring-up (until every device answers a call on
+    /// central), call latency per depth, calls/s through central, `ls` of the wide
+    /// nodes, signals from all devices to one subscriber on central at each of
+    /// --rates, RSS per broker, and the fault cases: central killed and restarted at
+    /// once and after --outage seconds, a site broker killed and restarted. One
+    /// column per --levels value; a Markdown table.
+    Tree(Box<TreeArgs>),
+    /// Internal to `tree`: one process of simulated devices (reads commands on stdin)
+    #[command(hide = true)]
+    TreeDevices {
+        /// Site broker ports on 127.0.0.1
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
+        /// Devices per site broker
+        #[arg(long)]
+        per_site: usize,
+    },
     /// What a transport costs: our broker on tcp, ssl, ws, wss and tcps in turn (one
     /// listener each, a throwaway CA for TLS), the rpc load and a `shvrsh -- cat` tunnel
     /// with every end on that transport; a Markdown table of medians and each
@@ -358,6 +378,59 @@ pub struct CompareArgs {
     pub mount: String,
     /// Directory for generated broker configs and broker logs
     #[arg(long, default_value_os_t = std::env::temp_dir().join("shvbench"))]
+    pub workdir: PathBuf,
+    /// Also write the Markdown report to this file
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TreeArgs {
+    /// Site brokers
+    #[arg(long, default_value_t = 100)]
+    pub sites: usize,
+    /// Simulated devices in all, spread evenly over the sites
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: usize,
+    /// Tree depths to build, one after another: 2 (central and sites) or 3 (central,
+    /// regions, sites)
+    #[arg(long, value_delimiter = ',', default_value = "2,3")]
+    pub levels: Vec<u8>,
+    /// Regional brokers in a 3-level tree
+    #[arg(long, default_value_t = 10)]
+    pub regions: usize,
+    /// Processes that hold the simulated devices (each stays below the open-files
+    /// limit: about 15 000 devices a process at most)
+    #[arg(long, default_value_t = 4)]
+    pub device_procs: usize,
+    /// Sequential calls per latency row
+    #[arg(long, default_value_t = 1000)]
+    pub calls: usize,
+    /// Signal rates (signals a second, all devices together) to one subscriber on
+    /// central
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10000,25000,50000,100000"
+    )]
+    pub rates: Vec<f64>,
+    /// Seconds of emission per rate
+    #[arg(long, default_value_t = 3.0)]
+    pub signal_secs: f64,
+    /// Seconds central stays down in the outage fault case
+    #[arg(long, default_value_t = 20.0)]
+    pub outage: f64,
+    /// Leave out the fault cases
+    #[arg(long)]
+    pub no_faults: bool,
+    /// Longest wait for every device to answer (at bring-up and after a fault)
+    #[arg(long, default_value_t = 300.0)]
+    pub within: f64,
+    /// Our shvbroker binary (default: shvbroker next to this executable)
+    #[arg(long)]
+    pub ours: Option<PathBuf>,
+    /// Directory for the generated configs and logs
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("shvbench-tree"))]
     pub workdir: PathBuf,
     /// Also write the Markdown report to this file
     #[arg(long)]

@@ -8,7 +8,7 @@ use libshv::RpcUrl;
 
 use crate::cli::{urls, Cli, Command};
 use crate::{brokers, compare, files, raise_nofile_limit, relay, scenarios, smoke, ssh, stats};
-use crate::{transports, tunnel};
+use crate::{transports, tree, tunnel};
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.05))
 }
@@ -275,6 +275,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = output {
                 std::fs::write(&p, &md)?;
             }
+        }
+        Command::Tree(a) => {
+            let procs = a.device_procs.max(a.devices.div_ceil(15_000));
+            let opts = tree::TreeOpts {
+                ours: a.ours.unwrap_or_else(ours_next_to_exe),
+                workdir: a.workdir,
+                sites: a.sites.max(1),
+                devices: a.devices.max(1),
+                levels: a.levels,
+                regions: a.regions.max(1),
+                device_procs: procs,
+                calls: a.calls.max(1),
+                rates: a.rates,
+                signal_secs: a.signal_secs.max(0.1),
+                outage: a.outage.max(0.0),
+                faults: !a.no_faults,
+                within: secs(a.within),
+            };
+            let md = tree::run(&opts).await?.markdown();
+            println!("{md}");
+            if let Some(p) = a.output {
+                std::fs::write(&p, &md)?;
+            }
+        }
+        Command::TreeDevices { ports, per_site } => {
+            tree::serve_devices(tree::DeviceSet { ports, per_site }).await?;
         }
         Command::Transports {
             rounds,

@@ -23,9 +23,10 @@ pub(crate) mod ssh;
 pub(crate) mod stats;
 pub(crate) mod table;
 pub(crate) mod transports;
+pub(crate) mod tree;
 pub mod tunnel;
 
-pub use cli::{Cli, Command, CompareArgs, TargetArgs, TunnelArgs};
+pub use cli::{Cli, Command, CompareArgs, TargetArgs, TreeArgs, TunnelArgs};
 pub use commands::run;
 pub use smoke::{smoke, SmokeReport};
 

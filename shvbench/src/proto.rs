@@ -116,7 +116,7 @@ impl Conn {
 /// answers (a broker asks `ls(".broker")` to learn whether a mounted peer is a broker,
 /// and must be told "no"); every other method answers `true` without decoding the body,
 /// so the device costs as little as possible.
-fn device_answer(req: &RpcFrame) -> RpcFrame {
+pub(crate) fn device_answer(req: &RpcFrame) -> RpcFrame {
     let result = match req.method() {
         Some("ls") | Some("dir") => {
             let has_param = req.body.len() > 2;

@@ -16,7 +16,7 @@
 //! and `tls` (ours, TLS on every leg: shvrsh, agent, shvrexec and the tunnel). Without
 //! an sshd the ssh sides are left out with a note.
 
-mod cpu;
+pub(crate) mod cpu;
 mod measure;
 mod remote;
 mod sshd;

@@ -41,3 +41,74 @@ async fn smoke_against_our_broker() {
     assert_eq!(t.echo.keystrokes, 3, "{t:?}");
     assert!(r.relay_bulk.is_some());
 }
+
+/// `shvbench tree` end to end on a tiny tree (2 sites × 4 devices, two and three
+/// levels, every fault case with a short outage), with the debug binaries: every row
+/// has a value in both columns and signals reached the subscriber on central.
+#[test]
+fn tree_smoke() {
+    let dir = profile_dir();
+    let work = std::env::temp_dir().join(format!("shvbench-tree-smoke-{}", std::process::id()));
+    let report = work.join("report.md");
+    let out = std::process::Command::new(dir.join("shvbench"))
+        .arg("tree")
+        .args([
+            "--sites",
+            "2",
+            "--devices",
+            "8",
+            "--levels",
+            "2,3",
+            "--regions",
+            "1",
+        ])
+        .args(["--device-procs", "2", "--calls", "20", "--rates", "200"])
+        .args(["--signal-secs", "0.3", "--outage", "0.5", "--within", "60"])
+        .arg("--ours")
+        .arg(dir.join("shvbroker"))
+        .arg("--workdir")
+        .arg(&work)
+        .arg("--output")
+        .arg(&report)
+        .output()
+        .expect("run shvbench (cargo build --workspace first)");
+    assert!(
+        out.status.success(),
+        "shvbench tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(&report).expect("report written");
+    assert!(!md.contains("stopped early"), "{md}");
+    let row = |name: &str| -> Vec<String> {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row {name:?} in\n{md}"));
+        line.split('|')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .skip(1)
+            .collect()
+    };
+    for name in [
+        "bring-up: every device answers on central: s",
+        "call on central p50: ms",
+        "central restart at once: every device answers after: s",
+        "site killed, restarted at once: its devices answer after: s",
+    ] {
+        let cells = row(name);
+        assert_eq!(cells.len(), 2, "{name}: {cells:?}");
+        assert!(
+            cells.iter().all(|c| c.parse::<f64>().is_ok()),
+            "{name}: {cells:?}"
+        );
+    }
+    for c in row("signals 200/s: delivered/s") {
+        assert!(
+            c.parse::<f64>().unwrap() > 0.0,
+            "no signal delivered:\n{md}"
+        );
+    }
+    assert_eq!(row("central `ls SITE/test`: names"), ["4", "4"], "{md}");
+    let _ = std::fs::remove_dir_all(&work);
+}

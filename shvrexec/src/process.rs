@@ -216,6 +216,7 @@ fn spawn_pty(call: &LaunchParams, acker: Option<DeferredAcker>) -> std::io::Resu
             // A new session whose controlling terminal is the PTY, so that job control,
             // ^C and SIGHUP on close work as on a real login.
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            default_signals();
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -265,6 +266,38 @@ fn spawn_pty(call: &LaunchParams, acker: Option<DeferredAcker>) -> std::io::Resu
     })
 }
 
+/// In the child between fork and exec: every signal the operator can send, and the
+/// final SIGHUP, takes its default action, and none is blocked, whatever the agent
+/// inherited (an agent started under `nohup` ignores SIGHUP, and an ignored signal
+/// stays ignored across exec: the remote shell would outlive its operator), as sshd
+/// does for a session.
+///
+/// # Safety
+/// Only async-signal-safe calls (signal, sigemptyset, sigprocmask).
+unsafe fn default_signals() {
+    // SAFETY: the caller runs this between fork and exec; these calls are
+    // async-signal-safe and touch only this process's signal state.
+    unsafe {
+        for s in [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGPIPE,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::signal(s, libc::SIG_DFL);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 fn spawn_pipes(call: &LaunchParams, acker: Option<DeferredAcker>) -> std::io::Result<Running> {
     let mut cmd = build_command(call);
     cmd.stdin(Stdio::piped())
@@ -276,6 +309,7 @@ fn spawn_pipes(call: &LaunchParams, acker: Option<DeferredAcker>) -> std::io::Re
             // Own session and process group: signals and the final SIGHUP reach the
             // whole job, and it never reads the agent's terminal.
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            default_signals();
             Ok(())
         });
     }
@@ -710,6 +744,21 @@ mod tests {
         let (_, _, st) = finish(r).await;
         assert_eq!(st, CloseStatus::Signal(15));
         let r = spawn_pipes(&params(false, &["sleep", "100"]), None).unwrap();
+        r.hangup();
+        let (_, _, st) = finish(r).await;
+        assert_eq!(st, CloseStatus::Signal(1));
+    }
+
+    #[tokio::test]
+    async fn a_hangup_ends_the_command_even_if_the_agent_ignores_sighup() {
+        // As under `nohup`: SIGHUP ignored while the command is spawned (only around the
+        // spawn, so that no other test of this binary runs with it ignored for long).
+        // SAFETY: signal(2) swaps the disposition; the old one is put back at once.
+        let old = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        let spawned = spawn_pipes(&params(false, &["sleep", "100"]), None);
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGHUP, old) };
+        let r = spawned.unwrap();
         r.hangup();
         let (_, _, st) = finish(r).await;
         assert_eq!(st, CloseStatus::Signal(1));

@@ -45,7 +45,7 @@ fn has_children(pid: u32) -> bool {
 }
 
 /// utime + stime + cutime + cstime of `pid` (zero if it is gone).
-fn process_cpu(pid: u32) -> Duration {
+pub(crate) fn process_cpu(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };

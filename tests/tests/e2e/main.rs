@@ -28,5 +28,6 @@ mod transports;
 mod tree;
 mod tree_tunnel;
 mod tunnel_chain;
+mod two_parents;
 mod watchdog;
 mod websocket;
