@@ -139,6 +139,8 @@ class Session {
       // prints faster than the page can render is slowed down (flow control).
       onData: (bytes) => this.term.write(bytes, () => tunnel.consumed(bytes.length)),
       onClose: (st) => this.#closed(st),
+      // A broker's text: shown without control characters.
+      onNotice: (text) => this.term.write(`\r\n${ANSI.yellow}[${printable(text)}]${ANSI.reset}\r\n`),
     });
     this.tunnel = tunnel;
     try {

@@ -202,7 +202,8 @@ pub enum Command {
     /// central), call latency per depth, calls/s through central, `ls` of the wide
     /// nodes, signals from all devices to one subscriber on central at each of
     /// --rates, RSS per broker, and the fault cases: central killed and restarted at
-    /// once and after --outage seconds, a site broker killed and restarted. One
+    /// once and after --outage seconds, with --centrals 2 one of two centrals killed
+    /// while callers go through the other, a site broker killed and restarted. One
     /// column per --levels value; a Markdown table.
     Tree(Box<TreeArgs>),
     /// Internal to `tree`: one process of simulated devices (reads commands on stdin)
@@ -399,6 +400,11 @@ pub struct TreeArgs {
     /// Regional brokers in a 3-level tree
     #[arg(long, default_value_t = 10)]
     pub regions: usize,
+    /// Central brokers: 2 links the level below central to a second central as well
+    /// (what is measured is measured on the first), and adds the fault case "one of two
+    /// centrals killed" (calls made through the other meanwhile, and how many failed)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub centrals: u8,
     /// Processes that hold the simulated devices (each stays below the open-files
     /// limit: about 15 000 devices a process at most)
     #[arg(long, default_value_t = 4)]

@@ -285,6 +285,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 devices: a.devices.max(1),
                 levels: a.levels,
                 regions: a.regions.max(1),
+                centrals: a.centrals as usize,
                 device_procs: procs,
                 calls: a.calls.max(1),
                 rates: a.rates,

@@ -13,7 +13,9 @@
 //! - RSS per broker;
 //! - faults: central killed (SIGKILL) and started again at once, and after
 //!   `--outage` seconds down (time until every device answers again, central's CPU
-//!   peak during the reconnect storm); a site broker killed and started again.
+//!   peak during the reconnect storm); with two centrals (the level below links to
+//!   both), the first killed while 16 callers go through the second (calls that
+//!   failed); a site broker killed and started again.
 
 mod devices;
 mod measure;
@@ -40,6 +42,8 @@ pub struct TreeOpts {
     pub devices: usize,
     pub levels: Vec<u8>,
     pub regions: usize,
+    /// 1, or 2: the level below central links to a second central too.
+    pub centrals: usize,
     pub device_procs: usize,
     pub calls: usize,
     pub rates: Vec<f64>,
@@ -123,16 +127,19 @@ pub async fn run(opts: &TreeOpts) -> Result<TreeReport, BenchError> {
         last: None,
         notes: Vec::new(),
         header: format!(
-            "{} sites × {per_site} devices ({} devices), {} regions for 3 levels, {} device processes; release builds, loopback, one run",
+            "{} sites × {per_site} devices ({} devices), {} regions for 3 levels, {} central{} (measured on the first), {} device processes; release builds, loopback, one run",
             opts.sites,
             opts.sites * per_site,
             opts.regions,
+            opts.centrals,
+            if opts.centrals > 1 { "s" } else { "" },
             opts.device_procs
         ),
     };
     for (col, &levels) in opts.levels.iter().enumerate() {
         let layout = Layout {
             levels,
+            centrals: opts.centrals,
             sites: opts.sites.max(1),
             regions: opts.regions,
             per_site,
@@ -213,8 +220,12 @@ async fn measure_up(
     let mut s = measure::latency(&central, &tree.site_device_paths(site), opts.calls).await?;
     report.set(col, "call on central p50: ms", ms(&mut s, 50.0));
     report.set(col, "call on central p99: ms", ms(&mut s, 99.0));
-    let rate = measure::throughput(&central, &all, 16, Duration::from_secs(3)).await?;
-    report.set(col, "calls/s on central, 16 callers, random devices", rate);
+    let c = measure::calls(&central, &all, 16, Duration::from_secs(3)).await?;
+    report.set(
+        col,
+        "calls/s on central, 16 callers, random devices",
+        c.per_s(),
+    );
     // ls of the wide nodes.
     let (mut s, names) = measure::ls(&central, "test", 20).await?;
     report.set(col, "central `ls test` p50: ms", ms(&mut s, 50.0));
@@ -240,10 +251,32 @@ async fn signals(
     col: usize,
 ) -> Result<(), BenchError> {
     let ri = format!("test/**:*:{}", devices::SIGNAL);
+    let t = Instant::now();
     let sub = measure::Subscriber::start(&tree.central().admin_url(), &ri).await?;
-    // Warm-up: the subscription reaches every site before anything is timed.
-    devs.emit(1000.0, 1.0).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Warm-up until a round arrives whole: the subscription has reached every site
+    // (central forwards it to each child broker, and each site probes its devices)
+    // before anything is timed, and nothing of the warm-up is still on its way.
+    let deadline = Instant::now() + opts.within;
+    loop {
+        sub.reset();
+        let (emitted, _) = devs.emit(1000.0, 1.0).await?;
+        sub.drain(emitted, Duration::from_secs(2)).await;
+        if sub.delivered() * 100 >= emitted * 99 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(format!(
+                "signals never reached the subscriber whole ({} of {emitted})",
+                sub.delivered()
+            )));
+        }
+    }
+    report.set(
+        col,
+        "a subscription on central reaches every device (in 1 s rounds): s",
+        t.elapsed().as_secs_f64(),
+    );
+    sub.drain(u64::MAX, Duration::from_millis(500)).await;
     for &rate in &opts.rates {
         sub.reset();
         let start = devices::mono_nanos();
@@ -332,6 +365,9 @@ async fn faults(
         report.set(col, &format!("{label}: central CPU peak (100 ms): %"), peak);
         report.set(col, &format!("{label}: central CPU until then: s"), cpu);
     }
+    if tree.layout.centrals > 1 {
+        one_of_two_centrals(tree, report, col).await?;
+    }
     let site = tree.sites().start;
     tree.kill(site).await;
     let t = Instant::now();
@@ -341,6 +377,51 @@ async fn faults(
     report.set(
         col,
         "site killed, restarted at once: its devices answer after: s",
+        t.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// The first central killed while 16 callers call random devices through the second
+/// one; then started again, until every device answers on it.
+async fn one_of_two_centrals(
+    tree: &mut Tree,
+    report: &mut TreeReport,
+    col: usize,
+) -> Result<(), BenchError> {
+    let all = tree.device_paths();
+    let other = tree.nodes[1].admin_url();
+    let callers = {
+        let all = all.clone();
+        tokio::spawn(async move { measure::calls(&other, &all, 16, Duration::from_secs(5)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tree.kill(0).await;
+    let c = callers
+        .await
+        .map_err(|e| BenchError::Io(format!("callers: {e}")))??;
+    report.set(
+        col,
+        "one of two centrals killed: calls through the other",
+        c.ok as f64,
+    );
+    report.set(
+        col,
+        "one of two centrals killed: of them failed",
+        c.failed as f64,
+    );
+    let t = Instant::now();
+    tree.restart(0).await?;
+    measure::until_all_answer(
+        &tree.central().admin_url(),
+        all,
+        PROBERS,
+        Duration::from_secs(300),
+    )
+    .await?;
+    report.set(
+        col,
+        "one of two centrals killed, restarted: every device answers on it after: s",
         t.elapsed().as_secs_f64(),
     );
     Ok(())

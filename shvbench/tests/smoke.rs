@@ -110,5 +110,11 @@ fn tree_smoke() {
         );
     }
     assert_eq!(row("central `ls SITE/test`: names"), ["4", "4"], "{md}");
+    // Two centrals by default: not one call through the surviving one may fail.
+    assert_eq!(
+        row("one of two centrals killed: of them failed"),
+        ["0", "0"],
+        "{md}"
+    );
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -98,6 +98,8 @@ impl Default for Config {
             Role {
                 access: vec![rule("**:*", "su")],
                 mount_points: vec!["**".into()],
+                tunnel_idle_timeout: None,
+                tunnel_max_duration: None,
             },
         );
         roles.insert(
@@ -105,6 +107,8 @@ impl Default for Config {
             Role {
                 access: vec![rule("**:*", "rd")],
                 mount_points: vec!["test/**".into()],
+                tunnel_idle_timeout: None,
+                tunnel_max_duration: None,
             },
         );
         roles.insert(
@@ -112,6 +116,8 @@ impl Default for Config {
             Role {
                 access: vec![rule("**:*", "rd")],
                 mount_points: vec![],
+                tunnel_idle_timeout: None,
+                tunnel_max_duration: None,
             },
         );
         let mut listen = vec!["tcp://127.0.0.1:3755".to_string()];

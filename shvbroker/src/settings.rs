@@ -73,6 +73,37 @@ pub struct Account {
 struct CompiledRole {
     rules: Vec<(Ri, i64)>,
     mount_points: Vec<String>,
+    policy: SessionPolicy,
+}
+
+/// How long a user's remote sessions may idle and last (`roles.*.tunnel_idle_timeout`,
+/// `tunnel_max_duration`): over several roles, the smallest of each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionPolicy {
+    pub idle_timeout: Option<Duration>,
+    pub max_duration: Option<Duration>,
+}
+
+impl SessionPolicy {
+    fn of_role(r: &crate::config::Role) -> SessionPolicy {
+        let secs = |v: Option<u64>| v.filter(|s| *s > 0).map(Duration::from_secs);
+        SessionPolicy {
+            idle_timeout: secs(r.tunnel_idle_timeout),
+            max_duration: secs(r.tunnel_max_duration),
+        }
+    }
+
+    /// The stricter of the two, limit by limit.
+    fn and(self, o: SessionPolicy) -> SessionPolicy {
+        let min = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        SessionPolicy {
+            idle_timeout: min(self.idle_timeout, o.idle_timeout),
+            max_duration: min(self.max_duration, o.max_duration),
+        }
+    }
 }
 
 /// A parent broker this broker links up to (`connections[i]`).
@@ -118,6 +149,7 @@ impl Settings {
                 let role = CompiledRole {
                     rules,
                     mount_points: r.mount_points.clone(),
+                    policy: SessionPolicy::of_role(r),
                 };
                 (name.clone(), role)
             })
@@ -170,6 +202,16 @@ impl Settings {
 
     pub fn account(&self, user: &str) -> Option<&Account> {
         self.accounts.get(user)
+    }
+
+    /// The session limits of `user` (none for a user this broker does not know, such
+    /// as one a parent broker vouches for: its own broker applies them).
+    pub fn session_policy(&self, user: &str) -> SessionPolicy {
+        self.account(user)
+            .map_or(&[][..], |a| &a.roles)
+            .iter()
+            .filter_map(|role| self.roles.get(role))
+            .fold(SessionPolicy::default(), |p, r| p.and(r.policy))
     }
 
     /// The access rules of `user`'s roles, in the order of its roles and of each role's

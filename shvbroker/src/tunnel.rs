@@ -23,6 +23,7 @@ use libshv::logsafe::shown;
 use libshv::login::constant_time_eq;
 
 use crate::peers::PeerId;
+use crate::settings::SessionPolicy;
 
 use libshv::tunnel::{tctl_key as key, TunnelState, TUNNEL_CTL_META_TYPE};
 
@@ -62,7 +63,24 @@ pub struct Tunnel {
     pub login: String,
     /// The session's recording file (hosted, with `tunnel.record_dir`).
     pub recording: Option<String>,
+    /// The limits of the operator's roles, where this broker authenticated the
+    /// operator (elsewhere none: the operator's own broker applies them).
+    pub policy: SessionPolicy,
+    /// When the tunnel opened and when a byte last went either way (the clocks of
+    /// `policy`), and which warnings the operator has had since.
+    pub opened: Instant,
+    pub active_at: Instant,
+    pub warned_idle: bool,
+    pub warned_max: bool,
+    /// The connections of a forward that are open (a forward carrying them is not
+    /// idle), at most [`MAX_TRACKED_CONNS`], each with the directions that have
+    /// ended (`ConnEof`: 1 towards the operator, 2 towards the device).
+    pub open_conns: HashMap<u32, u8>,
 }
+
+/// Forward connections tracked per tunnel for the idle clock: past this many, more
+/// are not recorded (an end cannot grow the table).
+pub const MAX_TRACKED_CONNS: usize = 1024;
 
 pub use crate::pending::Launch;
 
@@ -118,6 +136,12 @@ impl Tunnel {
             recording: None,
             opened_at: now,
             last_activity: now,
+            policy: SessionPolicy::default(),
+            opened: Instant::now(),
+            active_at: Instant::now(),
+            warned_idle: false,
+            warned_max: false,
+            open_conns: HashMap::new(),
             bytes_to_rsh: 0,
             bytes_to_rexec: 0,
         }
@@ -299,6 +323,17 @@ fn new_secret() -> String {
     let mut b = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// A notice for the operator's end (`{"notice": text}` on the control channel, our
+/// extension): shvrsh and the web page show it in the terminal.
+pub(crate) fn notice_frame(request_id: i64, cids: &[i64], text: &str) -> RpcFrame {
+    let control = libshv::tunnel::Control::Notice(text.to_string()).to_value();
+    let result = RpcValue::from(vec![
+        RpcValue::from(libshv::tunnel::channel::CONTROL),
+        control,
+    ]);
+    libshv::tunnel::tunnel_frame(request_id, cids, false, None, Some(result))
 }
 
 pub(crate) fn close_frame(request_id: i64, cids: &[i64], error: &str) -> RpcFrame {

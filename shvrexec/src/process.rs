@@ -416,12 +416,14 @@ impl Running {
                 Input::Pipe(tx) => *tx = None,
             },
             Control::Signal(s) => self.signal(s),
-            // Flow control is the tunnel end's business; connections belong to forwards.
+            // Flow control is the tunnel end's business; connections belong to forwards;
+            // notices are for the operator's end.
             Control::Ack(_)
             | Control::ConnOpen(_)
             | Control::ConnEof(_)
             | Control::ConnClose(_)
             | Control::Total(_)
+            | Control::Notice(_)
             | Control::ConnOpenTo { .. } => {}
         }
     }

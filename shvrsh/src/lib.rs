@@ -278,6 +278,11 @@ pub async fn relay(
                     };
                     let _ = w.write_all(&data).and_then(|_| w.flush());
                 }
+                Some(TunnelEvent::Control(Control::Notice(text))) => {
+                    // A broker's word, shown escaped: it may not steer the terminal.
+                    let line = format!("\r\nshvrsh: {}\r\n", libshv::logsafe::shown(&text));
+                    let _ = err.write_all(line.as_bytes()).and_then(|_| err.flush());
+                }
                 Some(TunnelEvent::Control(_)) => {}
                 None => break,
                 Some(TunnelEvent::Closed(st)) => {

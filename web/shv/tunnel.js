@@ -95,7 +95,8 @@ export class Tunnel {
    * @param {object} o cmd (List of Strings; [] = login shell), cols, rows, env (Map),
    *   cwd, pty (default true), timeout (ms to open, default 30 s),
    *   onData(bytes, channel) — call consumed(bytes.length) once they were displayed,
-   *   onClose(status) — {exitCode}|{signal}|{error}|{detached}
+   *   onClose(status) — {exitCode}|{signal}|{error}|{detached},
+   *   onNotice(text) — a broker's line for the operator (shown, never interpreted)
    */
   constructor(client, agentPath, o = {}) {
     this.client = client;
@@ -208,6 +209,9 @@ export class Tunnel {
         this.window = Math.min(FLOW_WINDOW, this.window + ack);
         this.#flush();
       }
+      // A broker's notice for the operator (a session about to be ended by policy).
+      const notice = payload && typeof payload === 'object' ? unwrap(payload.notice) : undefined;
+      if (typeof notice === 'string') this.o.onNotice?.(notice.slice(0, 1024));
       return;
     }
     let bytes;

@@ -172,6 +172,9 @@ async function login(user, password) {
 
 // Alt+N, type into the filter, Enter (on the last item — "Open “PATH”" — with pickLast).
 async function openFromFilter(filterText, pickLast = false) {
+  // login() only submits: wait until the session is up and the broker's devices are
+  // listed, or Alt+N and Enter can land on the login form (a race seen under load).
+  await page.waitForSelector('#device-list li', { visible: true, timeout: 20000 });
   await page.keyboard.down('Alt');
   await page.keyboard.press('KeyN');
   await page.keyboard.up('Alt');

@@ -277,7 +277,14 @@ pub enum Control {
     /// **[ext]** Copying tunnels (`copyOut`): the bytes of file data the stream will
     /// carry, sent by the device before it, for the operator's progress bar.
     Total(u64),
+    /// **[ext]** A line for the operator from a broker on the way (a session about to
+    /// be ended by policy), at most [`MAX_NOTICE`] bytes: shown, never executed.
+    /// `{"notice": "text"}`.
+    Notice(String),
 }
+
+/// Longest notice text read; longer ones are cut at a character boundary.
+pub const MAX_NOTICE: usize = 1024;
 
 impl Control {
     pub fn to_value(self) -> RpcValue {
@@ -299,6 +306,7 @@ impl Control {
                 "total",
                 RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX)),
             ),
+            Control::Notice(text) => ("notice", RpcValue::from(text.as_str())),
             Control::ConnOpenTo { id, host, port } => {
                 let mut m = Map::new();
                 m.insert("connOpen".into(), RpcValue::from(i64::from(id)));
@@ -377,6 +385,16 @@ impl Control {
         }
         if let Some(n) = conn("connClose") {
             return Some(Control::ConnClose(n));
+        }
+        if let Some(n) = m.get("notice") {
+            let Value::String(text) = &n.value else {
+                return None;
+            };
+            let mut end = text.len().min(MAX_NOTICE);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            return Some(Control::Notice(text[..end].to_string()));
         }
         if let Some(n) = m.get("total") {
             return as_i64(n)

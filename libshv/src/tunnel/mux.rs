@@ -224,6 +224,9 @@ pub async fn run_mux(
                     });
                     conns.insert(id, Conn { to_socket: tx, tasks: vec![task] });
                 }
+                Some(TunnelEvent::Control(Control::Notice(text))) => {
+                    tracing::warn!("{label}: {}", crate::logsafe::shown(&text));
+                }
                 Some(TunnelEvent::Control(Control::ConnEof(id))) => {
                     if !deliver(&mut conns, id, None).await {
                         let _ = sender.send_control(Control::ConnClose(id)).await;

@@ -109,44 +109,67 @@ pub async fn latency(url: &RpcUrl, paths: &[String], n: usize) -> Result<Samples
     Ok(samples)
 }
 
-/// `clients` connections each with one call in flight for `time`, paths spread over
-/// them; calls a second.
-pub async fn throughput(
+/// Calls that answered and calls that failed (an error, a timeout or a broken
+/// connection, after which the caller logs in again).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Calls {
+    pub ok: u64,
+    pub failed: u64,
+    pub secs: f64,
+}
+
+impl Calls {
+    pub fn per_s(&self) -> f64 {
+        self.ok as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// `clients` connections each with one call in flight for `time`, to paths spread
+/// over them; failures are counted, not fatal.
+pub async fn calls(
     url: &RpcUrl,
     paths: &[String],
     clients: usize,
     time: Duration,
-) -> Result<f64, BenchError> {
+) -> Result<Calls, BenchError> {
     let paths = Arc::new(paths.to_vec());
     let start = Instant::now();
+    let deadline = start + time;
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|c| {
             let (url, paths) = (url.clone(), paths.clone());
             tokio::spawn(async move {
                 let mut conn = proto::connect_login(&url).await?;
-                let mut calls = 0u64;
+                let (mut ok, mut failed) = (0u64, 0u64);
                 let mut i = c * 7919;
-                let t0 = Instant::now();
-                while t0.elapsed() < time {
+                let mut id = 0;
+                while Instant::now() < deadline {
                     i = i.wrapping_add(104_729);
+                    id += 1;
                     let path = &paths[i % paths.len()];
-                    conn.call(calls as i64 + 1, path, "get", None, PROBE_TIMEOUT)
-                        .await?
-                        .result()
-                        .map_err(|e| BenchError::Rpc(format!("{path}:get: {e}")))?;
-                    calls += 1;
+                    match conn.call(id, path, "get", None, PROBE_TIMEOUT).await {
+                        Ok(m) if m.result().is_ok() => ok += 1,
+                        Ok(_) | Err(BenchError::Timeout(_)) => failed += 1,
+                        Err(_) => {
+                            failed += 1;
+                            conn = connect_until(&url, deadline + PROBE_TIMEOUT).await?;
+                        }
+                    }
                 }
-                Ok::<u64, BenchError>(calls)
+                Ok::<(u64, u64), BenchError>((ok, failed))
             })
         })
         .collect();
-    let mut calls = 0;
+    let mut total = Calls::default();
     for t in tasks {
-        calls += t
+        let (ok, failed) = t
             .await
             .map_err(|e| BenchError::Io(format!("caller task: {e}")))??;
+        total.ok += ok;
+        total.failed += failed;
     }
-    Ok(calls as f64 / start.elapsed().as_secs_f64())
+    total.secs = start.elapsed().as_secs_f64();
+    Ok(total)
 }
 
 /// `n` calls of `ls` on `path`; latency samples and the number of names listed.

@@ -21,6 +21,8 @@ const START_PARALLELISM: usize = 16;
 pub struct Layout {
     /// 2 (central, sites) or 3 (central, regions, sites).
     pub levels: u8,
+    /// Central brokers (1 or 2); the level below links to each.
+    pub centrals: usize,
     pub sites: usize,
     /// Regional brokers (three levels only); sites are spread over them evenly.
     pub regions: usize,
@@ -56,7 +58,8 @@ impl Node {
     }
 }
 
-/// The running tree. Index 0 is central; then the regions; then the sites.
+/// The running tree. Index 0 is central (the one measured), 1 the second central if
+/// there is one; then the regions; then the sites.
 pub struct Tree {
     pub layout: Layout,
     pub nodes: Vec<Node>,
@@ -67,7 +70,7 @@ pub struct Tree {
 /// and device/device (may mount under `test/`), no session limit per user, and room
 /// for every child to log in at once from the one loopback address (the defaults
 /// admit 128 logins in progress per address, fewer than 1000 sites coming back).
-fn config(name: &str, parent: Option<(u16, &str)>) -> String {
+fn config(name: &str, parents: &[(u16, String)]) -> String {
     let mut y = format!(
         "name: {name}
 users:
@@ -81,10 +84,12 @@ limits:
   max_unauthenticated_per_address: 100000
 "
     );
-    if let Some((port, mount)) = parent {
+    if !parents.is_empty() {
+        y.push_str("connections:\n");
+    }
+    for (port, mount) in parents {
         y.push_str(&format!(
-            "connections:
-  - url: 'tcp://admin@127.0.0.1:{port}?password=admin'
+            "  - url: 'tcp://admin@127.0.0.1:{port}?password=admin'
     mount_point: '{mount}'
 "
         ));
@@ -100,7 +105,7 @@ impl Tree {
         let mut nodes = Vec::new();
         // A port picked and released may be picked again: each broker gets its own.
         let mut taken = std::collections::HashSet::new();
-        let mut add = |name: String, path: String, parent: Option<(u16, String)>| {
+        let mut add = |name: String, path: String, parents: Vec<(u16, String)>| {
             let port = loop {
                 let p = brokers::free_port()?;
                 if taken.insert(p) {
@@ -108,7 +113,7 @@ impl Tree {
                 }
             };
             let config_path = workdir.join(format!("{name}.yaml"));
-            let text = config(&name, parent.as_ref().map(|(p, m)| (*p, m.as_str())));
+            let text = config(&name, &parents);
             std::fs::write(&config_path, text).map_err(io)?;
             nodes.push(Node {
                 log: workdir.join(format!("{name}.log")),
@@ -119,7 +124,17 @@ impl Tree {
             });
             Ok::<u16, BenchError>(port)
         };
-        let central = add("central".into(), String::new(), None)?;
+        let centrals = layout.centrals.clamp(1, 2);
+        let mut central_ports = vec![add("central".into(), String::new(), Vec::new())?];
+        if centrals == 2 {
+            central_ports.push(add("central-b".into(), String::new(), Vec::new())?);
+        }
+        let to_centrals = |mount: &str| -> Vec<(u16, String)> {
+            central_ports
+                .iter()
+                .map(|p| (*p, mount.to_string()))
+                .collect()
+        };
         let regions = if layout.levels >= 3 {
             layout.regions.clamp(1, layout.sites.max(1))
         } else {
@@ -128,23 +143,25 @@ impl Tree {
         let mut region_ports = Vec::with_capacity(regions);
         for r in 0..regions {
             let mount = format!("test/region{r}");
-            region_ports.push(add(
-                format!("region{r}"),
-                mount.clone(),
-                Some((central, mount)),
-            )?);
+            let parents = to_centrals(&mount);
+            region_ports.push(add(format!("region{r}"), mount, parents)?);
         }
         for i in 0..layout.sites {
             let mount = format!("test/site{i}");
-            let (parent, path) = if regions == 0 {
-                (central, mount.clone())
+            let (parents, path) = if regions == 0 {
+                (to_centrals(&mount), mount.clone())
             } else {
                 let r = i % regions;
-                (region_ports[r], format!("test/region{r}/{mount}"))
+                let path = format!("test/region{r}/{mount}");
+                (vec![(region_ports[r], mount)], path)
             };
-            add(format!("site{i}"), path, Some((parent, mount)))?;
+            add(format!("site{i}"), path, parents)?;
         }
-        let layout = Layout { regions, ..layout };
+        let layout = Layout {
+            regions,
+            centrals,
+            ..layout
+        };
         Ok(Tree {
             layout,
             nodes,
@@ -156,14 +173,20 @@ impl Tree {
         &self.nodes[0]
     }
 
+    /// Node indices of the centrals.
+    pub fn centrals(&self) -> std::ops::Range<usize> {
+        0..self.layout.centrals
+    }
+
     /// Node indices of the regions.
     pub fn regions(&self) -> std::ops::Range<usize> {
-        1..1 + self.layout.regions
+        let c = self.layout.centrals;
+        c..c + self.layout.regions
     }
 
     /// Node indices of the sites.
     pub fn sites(&self) -> std::ops::Range<usize> {
-        1 + self.layout.regions..self.nodes.len()
+        self.layout.centrals + self.layout.regions..self.nodes.len()
     }
 
     /// Every device's path from central, site by site.
@@ -188,7 +211,7 @@ impl Tree {
     /// Starts every broker that is not running, top down (a level's parents listen
     /// before its children start, so first logins do not wait for a back-off).
     pub async fn start_all(&mut self) -> Result<(), BenchError> {
-        let levels = [0..1, self.regions(), self.sites()];
+        let levels = [self.centrals(), self.regions(), self.sites()];
         for range in levels {
             let bin = self.bin.clone();
             let todo: Vec<(usize, PathBuf, u16, PathBuf)> = range

@@ -2,7 +2,7 @@
 //! on failures, and the authorization of tunnel data, over the tunnel table
 //! ([`crate::tunnel::Tunnels`]).
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use libshv::logsafe::shown;
 use libshv::message::RpcMessage;
@@ -216,6 +216,13 @@ impl Broker {
             let rsh_rest = below.to_vec();
             // Only a parent link says truly which operator below it launched.
             let relays = self.peers.get(&rsh_peer).is_some_and(|p| p.is_parent());
+            // The operator's roles limit the session where this broker logged them in.
+            let policy = self
+                .peers
+                .get(&rsh_peer)
+                .filter(|p| !p.is_parent())
+                .map(|p| self.settings.session_policy(&p.user))
+                .unwrap_or_default();
             let Some(t) =
                 self.tunnels
                     .open(host_here, (rsh_peer, relays), rsh_rest, rid, from, launch)
@@ -223,6 +230,13 @@ impl Broker {
                 // Tunnels per operator connection and per agent connection are bounded.
                 let f = close_frame(rid, below, "too many open tunnels for this connection");
                 self.send_to(rsh_peer, f);
+                return;
+            };
+            let tid = t.id;
+            if let Some(t) = self.tunnels.get_mut(tid) {
+                t.policy = policy;
+            }
+            let Some(t) = self.tunnels.get(tid) else {
                 return;
             };
             if host_here {
@@ -304,6 +318,11 @@ impl Broker {
                 t.bytes_to_rexec = t.bytes_to_rexec.saturating_add(n);
             }
             t.last_activity = SystemTime::now();
+            t.active_at = Instant::now();
+            t.warned_idle = false;
+            if t.policy.idle_timeout.is_some() && t.kind == "forward" {
+                track_forward_conns(t, to_rsh, frame);
+            }
             if t.recording.is_some() {
                 recorded = Some(to_rsh);
             }
@@ -470,14 +489,43 @@ impl Broker {
             }
         }
         self.tunnels.expire_find_pending(now, None);
+        self.enforce_session_policy(now);
+    }
+
+    /// Sessions past their operator's `tunnel_idle_timeout` or `tunnel_max_duration`
+    /// end; a notice reaches the operator a quarter of the limit before (at most a
+    /// minute), once per approach.
+    fn enforce_session_policy(&mut self, now: Instant) {
+        let limited = self.tunnels.ids(|t| {
+            t.rexec_request_id.is_some()
+                && (t.policy.idle_timeout.is_some() || t.policy.max_duration.is_some())
+        });
+        for tid in limited {
+            let Some(t) = self.tunnels.get_mut(tid) else {
+                continue;
+            };
+            let (notice, end) = policy_step(t, now);
+            let (rsh, rid, rest) = (t.rsh_peer, t.request_id, t.rsh_rest.clone());
+            if let Some(text) = notice {
+                self.send_to(rsh, crate::tunnel::notice_frame(rid, &rest, &text));
+            }
+            if let Some(why) = end {
+                tracing::info!(target: "audit", tunnel = tid, "{why}");
+                self.end_tunnel(tid, &why);
+            }
+        }
     }
 
     /// Closes a tunnel on an admin's request.
     pub fn close_tunnel(&mut self, tid: u64) -> bool {
+        self.end_tunnel(tid, "tunnel closed by an administrator")
+    }
+
+    /// Ends a tunnel from here: CloseTunnel with `why` to both ends.
+    fn end_tunnel(&mut self, tid: u64, why: &str) -> bool {
         let Some(t) = self.tunnels.remove(tid) else {
             return false;
         };
-        let why = "tunnel closed by an administrator";
         if let (Some(rexec), Some(w)) = (t.rexec_peer, t.rexec_request_id) {
             self.send_to(rexec, close_frame(w, &t.rexec_rest, why));
         }
@@ -566,6 +614,85 @@ fn record(rec: &mut crate::recording::Recorder, tid: u64, to_rsh: bool, frame: &
         }
         Ok(Some(TunnelEvent::Control(Control::Resize { cols, rows }))) if !to_rsh => {
             rec.resize(tid, cols, rows);
+        }
+        _ => {}
+    }
+}
+
+/// What the policy asks of tunnel `t` now: a notice for the operator, and the reason
+/// to end it. Marks notices as sent.
+fn policy_step(t: &mut Tunnel, now: Instant) -> (Option<String>, Option<String>) {
+    let warn_before = |limit: Duration| (limit / 4).min(Duration::from_secs(60));
+    let secs = |d: Duration| d.as_secs_f64().round() as u64;
+    if let Some(limit) = t.policy.max_duration {
+        let age = now.saturating_duration_since(t.opened);
+        if age >= limit {
+            let why = format!(
+                "session ended: it reached its maximum duration of {} s (tunnel_max_duration)",
+                secs(limit)
+            );
+            return (None, Some(why));
+        }
+        if !t.warned_max && age + warn_before(limit) >= limit {
+            t.warned_max = true;
+            let text = format!(
+                "this session ends in {} s: maximum duration {} s (tunnel_max_duration)",
+                secs(limit - age),
+                secs(limit)
+            );
+            return (Some(text), None);
+        }
+    }
+    if let Some(limit) = t.policy.idle_timeout {
+        if !t.open_conns.is_empty() {
+            return (None, None);
+        }
+        let idle = now.saturating_duration_since(t.active_at);
+        if idle >= limit {
+            let why = format!(
+                "session ended: idle for {} s (tunnel_idle_timeout)",
+                secs(limit)
+            );
+            return (None, Some(why));
+        }
+        if !t.warned_idle && idle + warn_before(limit) >= limit {
+            t.warned_idle = true;
+            let text = format!(
+                "this session has been idle for {} s and ends in {} s unless used (tunnel_idle_timeout)",
+                secs(idle),
+                secs(limit - idle)
+            );
+            return (Some(text), None);
+        }
+    }
+    (None, None)
+}
+
+/// Follows a forward's connections opening and closing (control frames, small; data
+/// frames take the fast path and are not decoded), so that one with connections open
+/// never counts as idle however quiet they are. A connection ends with ConnClose from
+/// either side, or with ConnEof from both.
+fn track_forward_conns(t: &mut Tunnel, to_rsh: bool, frame: &RpcFrame) {
+    let Ok(Some(TunnelEvent::Control(c))) = libshv::tunnel::frame_event_bounded(frame, 4096) else {
+        return;
+    };
+    match c {
+        Control::ConnOpen(n) | Control::ConnOpenTo { id: n, .. }
+            if t.open_conns.len() < crate::tunnel::MAX_TRACKED_CONNS =>
+        {
+            t.open_conns.insert(n, 0);
+        }
+        Control::ConnEof(n) => {
+            let ended = t.open_conns.get_mut(&n).map(|dirs| {
+                *dirs |= if to_rsh { 1 } else { 2 };
+                *dirs == 3
+            });
+            if ended == Some(true) {
+                t.open_conns.remove(&n);
+            }
+        }
+        Control::ConnClose(n) => {
+            t.open_conns.remove(&n);
         }
         _ => {}
     }

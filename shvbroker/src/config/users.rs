@@ -48,6 +48,15 @@ pub struct Role {
     /// Path patterns where users of this role may mount themselves.
     #[serde(default)]
     pub mount_points: Vec<String>,
+    /// Seconds a remote session (shell, command, forward, copy) this broker's users of
+    /// the role opened may pass with no bytes either way before it is ended; a warning
+    /// reaches the operator first. The smallest over a user's roles applies; absent or
+    /// 0: no limit. A forward with connections open is never idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_idle_timeout: Option<u64>,
+    /// Seconds such a session may last at all, busy or not (same rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_max_duration: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

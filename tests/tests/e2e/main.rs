@@ -19,6 +19,7 @@ mod rsh;
 mod rsh_flow;
 mod rsh_pty;
 mod serial_framing;
+mod session_policy;
 mod sessions;
 mod shell_rig;
 mod subscribe;
