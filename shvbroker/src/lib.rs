@@ -31,6 +31,7 @@ pub(crate) mod queue;
 pub(crate) mod reading;
 pub mod ready;
 pub(crate) mod recording;
+pub(crate) mod remote_sessions;
 pub mod server;
 pub mod settings;
 pub(crate) mod stall;

@@ -78,6 +78,9 @@ const FORWARD_REFRESH: Duration = Duration::from_secs(60);
 /// all (the signals are filtered here anyway), so users cannot fill the sub-broker's
 /// subscription table or its queue.
 const MAX_FORWARDED: usize = 64;
+/// What a broker asks of each child broker for itself: the session signals of the
+/// child and of every broker below it (`remote_sessions`).
+const TREE_SESSION_RIS: [&str; 2] = [".broker/tunnels:list:*", "**/.broker/tunnels:list:*"];
 /// Subscribe/unsubscribe requests sent to one sub-broker per round (every 500 ms).
 const FORWARD_BURST: usize = 32;
 
@@ -157,7 +160,7 @@ impl Broker {
             .any(|ri| ri.reaches(mount))
     }
 
-    fn probe(&mut self, id: PeerId, mount: String) {
+    pub fn probe(&mut self, id: PeerId, mount: String) {
         let mut ls = RpcMessage::new_request(0, "", "ls", Some(RpcValue::from(".broker")));
         if !self.send_own_request(id, &mut ls, OwnRequest::IsBroker) {
             self.forwarding.unprobed.insert(id, mount);
@@ -249,6 +252,12 @@ impl Broker {
             }
             if desired.len() > MAX_FORWARDED {
                 desired = BTreeSet::from(["**:*:*".to_string()]);
+            }
+            if !shv2 {
+                // The sessions hosted in the child's subtree, for our tree-wide view.
+                for ri in TREE_SESSION_RIS {
+                    desired.insert(ri.to_string());
+                }
             }
             let sent = self.forwarding.forwarded.remove(&child).unwrap_or_default();
             let mut next: HashMap<String, Instant> = HashMap::new();

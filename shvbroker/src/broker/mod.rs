@@ -59,6 +59,8 @@ pub struct Broker {
     /// Requests forwarded and not yet answered.
     pending: PendingRequests,
     tunnels: Tunnels,
+    /// Sessions hosted by brokers below (the tree-wide `.broker/tunnels:list`).
+    remote_sessions: crate::remote_sessions::RemoteSessions,
     /// Responses dropped because nothing authorized them.
     dropped_responses: u64,
     /// Where tunnel ends reach us (the public address, else our first network
@@ -96,6 +98,7 @@ impl Broker {
                 settings.limits.max_pending_per_user,
             ),
             tunnels: Tunnels::new(settings.tunnel.secret_ttl),
+            remote_sessions: Default::default(),
             dropped_responses: 0,
             links: Links::new(&settings.parents),
             settings,

@@ -129,8 +129,19 @@ impl Broker {
             // Checked in resolve_mount_request, and nothing ran in between.
             self.mounts.insert(&m, id);
             self.emit_lsmod(&m, true);
-            // Is it a broker? Then subscriptions reaching into it must be forwarded.
-            self.probe_when_subscribed(id, m);
+            // Is it a broker? Then subscriptions reaching into it must be forwarded. One
+            // that says it is our broker is asked at once (its sessions are wanted for
+            // the tree-wide view); its answer decides, not what it says of itself.
+            let announced = self
+                .peers
+                .get(&id)
+                .and_then(|p| p.user_agent.as_deref())
+                .is_some_and(|ua| ua.starts_with("shvbroker/"));
+            if announced {
+                self.probe(id, m);
+            } else {
+                self.probe_when_subscribed(id, m);
+            }
         }
         // Its own subscriptions (from autosetup) may reach into other mounts.
         let own: Vec<Ri> = self.subscriptions.ris_of(id).cloned().collect();
@@ -204,6 +215,7 @@ impl Broker {
         if let Some(m) = &peer.mount {
             self.mounts.remove(m);
             self.emit_lsmod(m, false);
+            self.remote_sessions.child_gone(m);
         }
         self.tunnels_peer_gone(id);
     }

@@ -88,7 +88,10 @@ impl Broker {
                 self.respond(from, &request, r);
             }
             Decision::Refuse { request, error } => self.respond(from, &request, Err(error)),
-            Decision::Publish(frame) => self.deliver_signal(&frame),
+            Decision::Publish(frame) => {
+                self.observe_tree_session(from, &frame);
+                self.deliver_signal(&frame)
+            }
             Decision::OwnAnswer { rid, frame } => {
                 if let Some(own) = self.forwarding.answered(from, rid) {
                     self.own_response(from, own, &frame);

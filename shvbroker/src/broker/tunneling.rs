@@ -399,6 +399,10 @@ impl Broker {
             }
             self.audit.write(entry);
         }
+        if let Some(t) = self.tunnels.get(tid) {
+            let f = session_signal(t, crate::remote_sessions::OPENED, None);
+            self.deliver_signal(&f);
+        }
     }
 
     /// A tunnel this broker took part in is gone: the log line, and for a hosted one
@@ -408,6 +412,10 @@ impl Broker {
         audit_close(&t, &text);
         if !t.hosted {
             return;
+        }
+        if t.rexec_request_id.is_some() {
+            let f = session_signal(&t, crate::remote_sessions::CLOSED, Some(&status));
+            self.deliver_signal(&f);
         }
         let mut entry = audit_entry(&t, "close");
         let (key, value): (&str, serde_json::Value) = match &status {
@@ -537,41 +545,162 @@ impl Broker {
         true
     }
 
-    /// `.broker/tunnels:list`
+    /// `.broker/tunnels:list`: the sessions this broker takes part in (`host` ""), then
+    /// those hosted below it that it learnt of (`host`: the hosting broker's path here).
     pub fn tunnel_list(&self) -> RpcValue {
-        let ms = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        };
         let mut list: Vec<&Tunnel> = self.tunnels.iter().collect();
         list.sort_by_key(|t| t.id);
-        let v: Vec<RpcValue> = list
+        let mut v: Vec<RpcValue> = list
             .into_iter()
             .map(|t| {
-                let mut m = Map::new();
-                m.insert(
-                    "id".into(),
-                    RpcValue::from(i64::try_from(t.id).unwrap_or(i64::MAX)),
-                );
-                m.insert("hosted".into(), RpcValue::from(t.hosted));
-                m.insert("agentPath".into(), RpcValue::from(t.agent_path.as_str()));
-                m.insert("user".into(), RpcValue::from(t.user.as_str()));
-                m.insert("command".into(), RpcValue::from(t.command.as_str()));
-                m.insert(
-                    "connected".into(),
-                    RpcValue::from(t.rexec_request_id.is_some()),
-                );
-                m.insert("openedAt".into(), RpcValue::from(ms(t.opened_at)));
-                m.insert("lastActivity".into(), RpcValue::from(ms(t.last_activity)));
-                let count = |n: u64| RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX));
-                m.insert("bytesToRsh".into(), count(t.bytes_to_rsh));
-                m.insert("bytesToRexec".into(), count(t.bytes_to_rexec));
+                let mut m = session_info(t);
+                m.insert("host".into(), RpcValue::from(""));
                 RpcValue::from(m)
             })
             .collect();
+        v.extend(self.remote_sessions.iter().map(|s| {
+            let mut m = s.fields.clone();
+            m.insert(
+                "id".into(),
+                RpcValue::from(i64::try_from(s.id).unwrap_or(i64::MAX)),
+            );
+            m.insert("hosted".into(), RpcValue::from(true));
+            m.insert("host".into(), RpcValue::from(s.host.as_str()));
+            RpcValue::from(m)
+        }));
         v.into()
     }
+
+    /// A signal from a child broker: if it is a session of its subtree opening or
+    /// closing, our table of sessions below follows (and, with `tunnel.audit_below`,
+    /// our audit log).
+    pub(super) fn observe_tree_session(&mut self, from: PeerId, frame: &RpcFrame) {
+        use crate::remote_sessions::{session_id, CLOSED, NODE, OPENED};
+        let name = frame.method().unwrap_or("");
+        if name != OPENED && name != CLOSED {
+            return;
+        }
+        let Some(host) = frame
+            .shv_path()
+            .strip_suffix(NODE)
+            .and_then(|h| h.strip_suffix('/'))
+        else {
+            return;
+        };
+        let Some(child) = self
+            .peers
+            .get(&from)
+            .filter(|p| p.is_child_broker())
+            .and_then(|p| p.mount.clone())
+        else {
+            return;
+        };
+        // A session description is small; a child sending a huge one is not read.
+        if frame.body.len() > 16 * 1024 {
+            return;
+        }
+        let Some(info) = RpcMessage::from_frame(frame)
+            .ok()
+            .and_then(|m| m.param().cloned())
+        else {
+            return;
+        };
+        let Some(id) = session_id(&info) else {
+            return;
+        };
+        let known = if name == OPENED {
+            self.remote_sessions.opened(&child, host, id, &info)
+        } else {
+            self.remote_sessions.closed(host, id).is_some()
+        };
+        if known && self.settings.tunnel.audit_below {
+            self.audit_below(host, id, name == OPENED, &info);
+        }
+    }
+
+    /// An audit line for a session hosted below (`tunnel.audit_below`).
+    fn audit_below(&mut self, host: &str, id: u64, opened: bool, info: &RpcValue) {
+        let mut m = serde_json::Map::new();
+        m.insert("event".into(), if opened { "open" } else { "close" }.into());
+        m.insert("host".into(), shown(host).to_string().into());
+        m.insert("session".into(), id.into());
+        if let shvproto::Value::Map(f) = &info.value {
+            for (key, json) in [
+                ("login", "user"),
+                ("user", "user_chain"),
+                ("agentPath", "agent"),
+                ("command", "command"),
+                ("kind", "kind"),
+                ("status", "status"),
+            ] {
+                if let Some(v) = f.get(key) {
+                    let text = v.as_str();
+                    let cut: String = text.chars().take(512).collect();
+                    m.insert(json.into(), shown(&cut).to_string().into());
+                }
+            }
+            for (key, json) in [
+                ("bytesToRsh", "bytes_to_operator"),
+                ("bytesToRexec", "bytes_to_device"),
+            ] {
+                if let (false, Some(v)) = (opened, f.get(key)) {
+                    m.insert(json.into(), v.as_int().into());
+                }
+            }
+        }
+        self.audit.write(m);
+    }
+}
+
+/// Tells subscribers (a parent broker's forwarded subscription among them) that a
+/// session hosted here opened or closed: `.broker/tunnels:tunnelOpened` /
+/// `tunnelClosed`, source `list`, for those who may list sessions.
+fn session_signal(t: &Tunnel, name: &str, status: Option<&CloseStatus>) -> RpcFrame {
+    let mut m = session_info(t);
+    m.insert("login".into(), RpcValue::from(shown(&t.login).to_string()));
+    if let Some(st) = status {
+        m.insert("status".into(), RpcValue::from(st.to_value().to_cpon()));
+    }
+    let mut msg = RpcMessage::new_signal(
+        crate::remote_sessions::NODE,
+        name,
+        "list",
+        Some(RpcValue::from(m)),
+    );
+    msg.meta.insert(
+        tag::ACCESS_LEVEL,
+        RpcValue::from(libshv::access::level::SUPER_SERVICE),
+    );
+    msg.into_frame()
+}
+
+/// A session's description, as `.broker/tunnels:list` and the session signals give it.
+fn session_info(t: &Tunnel) -> Map {
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    let mut m = Map::new();
+    m.insert(
+        "id".into(),
+        RpcValue::from(i64::try_from(t.id).unwrap_or(i64::MAX)),
+    );
+    m.insert("hosted".into(), RpcValue::from(t.hosted));
+    m.insert("agentPath".into(), RpcValue::from(t.agent_path.as_str()));
+    m.insert("user".into(), RpcValue::from(t.user.as_str()));
+    m.insert("command".into(), RpcValue::from(t.command.as_str()));
+    m.insert("kind".into(), RpcValue::from(t.kind));
+    m.insert(
+        "connected".into(),
+        RpcValue::from(t.rexec_request_id.is_some()),
+    );
+    m.insert("openedAt".into(), RpcValue::from(ms(t.opened_at)));
+    m.insert("lastActivity".into(), RpcValue::from(ms(t.last_activity)));
+    let count = |n: u64| RpcValue::from(i64::try_from(n).unwrap_or(i64::MAX));
+    m.insert("bytesToRsh".into(), count(t.bytes_to_rsh));
+    m.insert("bytesToRexec".into(), count(t.bytes_to_rexec));
+    m
 }
 
 fn gone_status(why: &str) -> CloseStatus {

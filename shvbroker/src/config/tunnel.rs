@@ -35,6 +35,9 @@ pub struct TunnelConfig {
     /// way, exit status, recording file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_log: Option<std::path::PathBuf>,
+    /// Also write open and close lines for sessions hosted by brokers below this one
+    /// (learnt from their session signals; with `host`, the hosting broker's path).
+    pub audit_below: bool,
 }
 
 /// `tunnel.record_when_full`.
@@ -75,6 +78,7 @@ impl Default for TunnelConfig {
             record_dir_max_bytes: 1024 * 1024 * 1024,
             record_when_full: WhenFull::default(),
             audit_log: None,
+            audit_below: false,
         }
     }
 }

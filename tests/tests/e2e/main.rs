@@ -27,6 +27,7 @@ mod tls;
 mod tools;
 mod transports;
 mod tree;
+mod tree_sessions;
 mod tree_tunnel;
 mod tunnel_chain;
 mod two_parents;
