@@ -410,6 +410,22 @@ fn control_messages_round_trip() {
 }
 
 #[test]
+fn a_notice_is_capped_at_a_character_boundary_and_must_be_text() {
+    let n = Control::Notice("idle".into());
+    assert_eq!(Control::parse(&n.clone().to_value()), Some(n));
+    // 1023 ASCII bytes and a 3-byte character across the cap: cut before it.
+    let long = format!("{}€€€", "x".repeat(super::ctl::MAX_NOTICE - 1));
+    let Some(Control::Notice(cut)) = Control::parse(&Control::Notice(long).to_value()) else {
+        panic!("not a notice");
+    };
+    assert_eq!(cut.len(), super::ctl::MAX_NOTICE - 1);
+    assert_eq!(
+        Control::parse(&RpcValue::from_cpon(r#"{"notice":[1,2]}"#).unwrap()),
+        None
+    );
+}
+
+#[test]
 fn forward_launches_and_connection_controls_round_trip() {
     for f in [
         Forward::Connect {

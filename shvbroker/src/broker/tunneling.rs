@@ -318,10 +318,14 @@ impl Broker {
                 t.bytes_to_rexec = t.bytes_to_rexec.saturating_add(n);
             }
             t.last_activity = SystemTime::now();
-            t.active_at = Instant::now();
-            t.warned_idle = false;
-            if t.policy.idle_timeout.is_some() && t.kind == "forward" {
-                track_forward_conns(t, to_rsh, frame);
+            // The idle clock only where a limit reads it: no second clock read per
+            // frame on the common path.
+            if t.policy.idle_timeout.is_some() {
+                t.active_at = Instant::now();
+                t.warned_idle = false;
+                if t.kind == "forward" {
+                    track_forward_conns(t, to_rsh, frame);
+                }
             }
             if t.recording.is_some() {
                 recorded = Some(to_rsh);

@@ -3,20 +3,13 @@
 //! there through the site's own `.broker/tunnels:close`, and the central audit log
 //! (`tunnel.audit_below`) has its open and close lines.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use libshv::RpcValue;
+
+use super::shell_rig::Agent;
 use tests::{bin, child_broker_config, free_port, wait_for_child, Broker, TempDir, TIMEOUT};
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The row of `list` for a session hosted at `host`, if any.
 fn row_at(list: &RpcValue, host: &str) -> Option<RpcValue> {
@@ -49,16 +42,7 @@ async fn the_top_broker_lists_audits_and_closes_a_session_hosted_below() {
         )),
         &["--listen", &format!("tcp://{site_addr}")],
     );
-    let _agent = Agent(
-        Command::new(bin("shvagent"))
-            .arg(site.url("device", "device"))
-            .args(["--mount", "test/agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shvagent"),
-    );
+    let _agent = Agent::start(&site, "test/agent").await;
     let (admin, _) = central.connect("admin", "admin").await;
     wait_for_child(&admin, "site/test", "agent").await;
 

@@ -3,10 +3,12 @@
 //! costs no call made through the other, a subscriber gets each signal once, and a
 //! remote shell runs through the surviving central.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use libshv::RpcValue;
+
+use super::shell_rig::Agent;
 use tests::{bin, free_port, signal_parts, wait_for_child, Broker, TestDevice, TIMEOUT};
 
 /// The site's config: the users of the test brokers and a link to each central.
@@ -32,15 +34,6 @@ connections:
     )
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Signals received within `wait`.
 async fn count_signals(
     rx: &mut libshv::client::SignalReceiver,
@@ -64,16 +57,7 @@ async fn a_site_under_two_centrals_survives_either() {
     let _dev = site
         .mount_device("device", "device", "test/dev", device.clone())
         .await;
-    let _agent = Agent(
-        Command::new(bin("shvagent"))
-            .arg(site.url("device", "device"))
-            .args(["--mount", "test/agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shvagent"),
-    );
+    let _agent = Agent::start(&site, "test/agent").await;
     let (a, mut a_signals) = central_a.as_ref().unwrap().connect("admin", "admin").await;
     let (b, mut b_signals) = central_b.connect("admin", "admin").await;
     for c in [&a, &b] {
